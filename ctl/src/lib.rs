@@ -1,0 +1,1 @@
+//! `concordctl`: an etcdctl-compatible command-line client.

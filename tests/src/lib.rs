@@ -1,0 +1,1 @@
+//! Black-box tests that start real `concord` processes and drive them with real clients.
