@@ -1,0 +1,447 @@
+//! The store: the fjall backend, the shared key index, and the read side.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use concord_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use concord_proto::mvccpb::event::EventType;
+use concord_proto::mvccpb::{Event, KeyValue};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use parking_lot::{Mutex, RwLock};
+
+use crate::batch::WriteBatch;
+use crate::error::Error;
+use crate::key_index::{KeyIndex, KeyRange, Point};
+use crate::read::{self, FetchKv, RangePlan};
+use crate::revision::{Revision, decode_revision_key, encode_revision_key};
+
+/// Keyspace of revision key → encoded `mvccpb.KeyValue`.
+pub(crate) const KV_KEYSPACE: &str = "kv";
+/// Keyspace of the store's own counters and the side tables ([`Store::meta_get`]).
+pub(crate) const META_KEYSPACE: &str = "meta";
+
+/// Internal meta keys start with this byte, side-table keys with [`META_USER`].
+const META_INTERNAL: u8 = 0;
+const META_USER: u8 = 1;
+pub(crate) const META_APPLIED_INDEX: &[u8] = b"\0applied_index";
+pub(crate) const META_CURRENT_REV: &[u8] = b"\0current_rev";
+pub(crate) const META_COMPACT_REV: &[u8] = b"\0compact_rev";
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fjall block cache, bytes. Values are not kept in memory; this cache is
+    /// what makes repeated reads of hot keys cheap.
+    pub cache_size_bytes: u64,
+    /// Size at which the `kv` keyspace's memtable is flushed to disk.
+    pub memtable_size_bytes: u64,
+    /// `fsync` the journal on every commit. Off by default: the raft log is the
+    /// source of truth and entries after the stored applied index are re-applied
+    /// after a crash.
+    pub sync_on_commit: bool,
+    /// etcd's `--max-txn-ops`.
+    pub max_txn_ops: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_size_bytes: 32 * 1024 * 1024,
+            memtable_size_bytes: 16 * 1024 * 1024,
+            sync_on_commit: false,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+/// What readers need to agree on: the index and the revisions it is valid for.
+/// Changed only under the write lock, together.
+#[derive(Debug)]
+pub(crate) struct IndexState {
+    pub index: KeyIndex,
+    /// Newest committed revision.
+    pub current_rev: i64,
+    /// Newest compaction (0: never compacted).
+    pub compact_rev: i64,
+}
+
+/// etcd's MVCC key-value store on fjall. `Send + Sync`: reads through `&self`
+/// run concurrently with the single writer ([`Store::write_batch`]).
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) db: Database,
+    pub(crate) kv: Keyspace,
+    pub(crate) meta: Keyspace,
+    pub(crate) state: RwLock<IndexState>,
+    /// Mirrors of `state`'s revisions and the applied index for lock-free getters.
+    pub(crate) current_rev: AtomicI64,
+    pub(crate) compact_rev: AtomicI64,
+    pub(crate) applied_index: AtomicU64,
+    /// Held by the one open [`WriteBatch`].
+    pub(crate) writer: Mutex<()>,
+    pub(crate) poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("current_rev", &self.current_revision())
+            .field("compact_rev", &self.compact_revision())
+            .field("applied_index", &self.applied_index())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads committed revisions straight from the backend.
+pub(crate) struct BackendFetch<'a>(pub &'a Keyspace);
+
+impl FetchKv for BackendFetch<'_> {
+    fn fetch(&self, rev: Revision) -> Result<Option<KeyValue>, Error> {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&rev.main.to_be_bytes());
+        key[8..].copy_from_slice(&rev.sub.to_be_bytes());
+        match self.0.get(key)? {
+            Some(bytes) => read::decode_kv(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How many times a read restarts because a compaction removed a revision
+/// between reading the index and reading the backend.
+const READ_ATTEMPTS: usize = 8;
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and rebuilds the key index from the
+    /// backend. Finishes a compaction that was interrupted by a crash.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, Error> {
+        let db = Database::builder(dir)
+            .cache_size(opts.cache_size_bytes)
+            .open()?;
+        let memtable = opts.memtable_size_bytes;
+        let kv = db.keyspace(KV_KEYSPACE, || {
+            KeyspaceCreateOptions::default().max_memtable_size(memtable)
+        })?;
+        let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
+
+        let applied_index = read_u64(&meta, META_APPLIED_INDEX)?.unwrap_or(0);
+        let stored_current = read_u64(&meta, META_CURRENT_REV)?.map_or(0, u64_to_rev);
+        let compact_rev = read_u64(&meta, META_COMPACT_REV)?.map_or(0, u64_to_rev);
+
+        let mut index = KeyIndex::default();
+        let mut newest = 0i64;
+        for guard in kv.iter() {
+            let (key, value) = guard.into_inner()?;
+            let (rev, tombstone) = decode_revision_key(&key)
+                .ok_or_else(|| Error::Corrupt(format!("bad revision key {key:?}")))?;
+            let kv = read::decode_kv(&value)?;
+            let sub = u32::try_from(rev.sub)
+                .map_err(|_| Error::Corrupt(format!("sub revision {} out of range", rev.sub)))?;
+            index.record(
+                &kv.key,
+                Point {
+                    main: rev.main,
+                    created_main: if tombstone { 0 } else { kv.create_revision },
+                    version: if tombstone { 0 } else { kv.version },
+                    sub,
+                    tombstone,
+                },
+            );
+            newest = newest.max(rev.main);
+        }
+        // A crash between a compaction's commit and the removal of the history
+        // it dropped leaves that history behind: remove it now.
+        let mut dead = Vec::new();
+        if compact_rev > 0 {
+            index.compact(compact_rev, &mut dead);
+        }
+        if !dead.is_empty() {
+            let mut batch = db.batch();
+            for (rev, tombstone) in &dead {
+                batch.remove(&kv, encode_revision_key(*rev, *tombstone));
+            }
+            batch.commit()?;
+        }
+        let current_rev = stored_current.max(newest).max(compact_rev);
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            opts,
+            db,
+            kv,
+            meta,
+            state: RwLock::new(IndexState {
+                index,
+                current_rev,
+                compact_rev,
+            }),
+            current_rev: AtomicI64::new(current_rev),
+            compact_rev: AtomicI64::new(compact_rev),
+            applied_index: AtomicU64::new(applied_index),
+            writer: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// The raft index stored with the last committed batch (0 for a new store).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// The newest committed revision (0 for a new store... etcd starts at 1 once
+    /// anything is written).
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev.load(Ordering::Acquire)
+    }
+
+    /// The newest compaction revision (0: never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev.load(Ordering::Acquire)
+    }
+
+    /// Number of keys with retained history (live or deleted but not compacted).
+    pub fn indexed_keys(&self) -> usize {
+        self.state.read().index.key_count()
+    }
+
+    /// etcd's Range over committed data. The response's `header` is
+    /// `Some(ResponseHeader { revision: current, ..Default::default() })`: the
+    /// server fills in the other fields.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let plan = RangePlan::new(req)?;
+        let fetch = BackendFetch(&self.kv);
+        for _ in 0..READ_ATTEMPTS {
+            let (current, collected) = {
+                let state = self.state.read();
+                let rev = read::read_revision(req.revision, state.current_rev, state.compact_rev)?;
+                (state.current_rev, read::collect(&state.index, req, &plan, rev))
+            };
+            if let Some(kvs) = read::fetch_all(&fetch, &collected.revisions)? {
+                return Ok(read::finish(req, &plan, kvs, collected.count, current));
+            }
+        }
+        Err(Error::Corrupt(
+            "a revision listed by the key index is missing from the backend".into(),
+        ))
+    }
+
+    /// Starts the apply round's write batch. Blocks while another batch is open
+    /// (there is one writer). The batch is `!Send`: use it on one thread.
+    pub fn write_batch(&self) -> WriteBatch<'_> {
+        WriteBatch::new(self)
+    }
+
+    /// Compacts in a batch of its own. See [`WriteBatch::compact`].
+    pub fn compact(&self, rev: i64) -> Result<(), Error> {
+        let mut batch = self.write_batch();
+        batch.compact(rev)?;
+        batch.commit()
+    }
+
+    /// etcd's HashKV: a CRC-32C (Castagnoli) over `"key"` and then every stored
+    /// revision key and value up to `rev` (0: current), skipping history a
+    /// compaction at `rev` would drop below the compaction point. Returns
+    /// `(hash, compact_revision, hash_revision)`.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), Error> {
+        let (snapshot, keep, compact, rev) = {
+            let state = self.state.read();
+            let (current, compact) = (state.current_rev, state.compact_rev);
+            if rev > 0 && rev <= compact {
+                return Err(Error::Compacted);
+            }
+            if rev > current {
+                return Err(Error::FutureRevision);
+            }
+            let rev = if rev <= 0 { current } else { rev };
+            (
+                self.db.snapshot(),
+                state.index.keep_set(rev),
+                compact,
+                rev,
+            )
+        };
+        let upper = encode_revision_key(Revision::new(rev.saturating_add(1), 0), false);
+        let mut crc = crc32c::crc32c(b"key");
+        for guard in snapshot.range(&self.kv, ..upper) {
+            let (key, value) = guard.into_inner()?;
+            let (kr, _) = decode_revision_key(&key)
+                .ok_or_else(|| Error::Corrupt(format!("bad revision key {key:?}")))?;
+            if kr.main <= compact && !keep.is_empty() && !keep.contains(&kr) {
+                continue;
+            }
+            crc = crc32c::crc32c_append(crc, &key);
+            crc = crc32c::crc32c_append(crc, &value);
+        }
+        Ok((crc, compact, rev))
+    }
+
+    /// History for watchers: the events with `start_rev <= mod_revision < end_rev`
+    /// (`end_rev <= 0`: up to the current revision) on keys in `[key, range_end)`
+    /// (etcd conventions: empty `range_end` is the single key, `"\0"` every key
+    /// from `key` on), in revision order, covering at most `limit` revisions that
+    /// have matching events (`0`: no limit). Returns the events and the next
+    /// revision to read. With `with_prev_kv`, each event carries the key's
+    /// previous value when it is still retained.
+    ///
+    /// `Err(Compacted)` if `start_rev <= compact_revision()`.
+    pub fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_rev: i64,
+        end_rev: i64,
+        limit: usize,
+        with_prev_kv: bool,
+    ) -> Result<(Vec<Event>, i64), Error> {
+        if start_rev <= self.compact_revision() {
+            return Err(Error::Compacted);
+        }
+        let current = self.current_revision();
+        let end = if end_rev <= 0 || end_rev > current + 1 {
+            current + 1
+        } else {
+            end_rev
+        };
+        if start_rev >= end {
+            return Ok((Vec::new(), start_rev.max(end)));
+        }
+        let range = KeyRange::new(key, range_end);
+        let lower = encode_revision_key(Revision::new(start_rev, 0), false);
+        let upper = encode_revision_key(Revision::new(end, 0), false);
+        let mut events = Vec::new();
+        let mut revisions_seen = 0usize;
+        let mut last_main = 0i64;
+        let mut next = end;
+        for guard in self.kv.range(lower..upper) {
+            let (rkey, value) = guard.into_inner()?;
+            let (rev, tombstone) = decode_revision_key(&rkey)
+                .ok_or_else(|| Error::Corrupt(format!("bad revision key {rkey:?}")))?;
+            let mut kv = read::decode_kv(&value)?;
+            if !range.contains(&kv.key) {
+                continue;
+            }
+            if rev.main != last_main {
+                if limit > 0 && revisions_seen == limit {
+                    next = rev.main;
+                    break;
+                }
+                revisions_seen += 1;
+                last_main = rev.main;
+            }
+            let prev_kv = if with_prev_kv {
+                self.get_at(&kv.key, rev.main - 1)?
+            } else {
+                None
+            };
+            let kind = if tombstone {
+                kv = KeyValue {
+                    key: kv.key,
+                    mod_revision: rev.main,
+                    ..Default::default()
+                };
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv,
+            });
+        }
+        // A compaction that ran during the scan may have removed events we
+        // needed; report it rather than a silently incomplete history.
+        if start_rev <= self.compact_revision() {
+            return Err(Error::Compacted);
+        }
+        Ok((events, next))
+    }
+
+    /// The value of `key` at `rev`, `None` if absent or no longer retained.
+    fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, Error> {
+        let point = {
+            let state = self.state.read();
+            if rev < state.compact_rev || rev <= 0 {
+                return Ok(None);
+            }
+            state.index.visible(key, rev)
+        };
+        match point {
+            Some(p) => BackendFetch(&self.kv).fetch(p.revision()),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a side-table entry written with [`WriteBatch::meta_put`].
+    pub fn meta_get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .meta
+            .get(meta_user_key(keyspace, key))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every entry of a side table, in key order.
+    pub fn meta_scan(&self, keyspace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let prefix = meta_user_key(keyspace, b"");
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(&prefix) {
+            let (k, v) = guard.into_inner()?;
+            let user_key = k.get(prefix.len()..).unwrap_or_default().to_vec();
+            out.push((user_key, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Bytes on disk (journal and tables).
+    pub fn db_size(&self) -> Result<u64, Error> {
+        Ok(self.db.disk_space()?)
+    }
+
+    /// `fsync`s the journal: everything committed so far survives power loss.
+    pub fn persist(&self) -> Result<(), Error> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The `meta` keyspace key of a side-table entry: `1, len(table) as u16 BE,
+/// table, key`.
+pub(crate) fn meta_user_key(keyspace: &str, key: &[u8]) -> Vec<u8> {
+    let table = keyspace.as_bytes();
+    let table = table.get(..usize::from(u16::MAX)).unwrap_or(table);
+    let len = u16::try_from(table.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(3 + table.len() + key.len());
+    out.push(META_USER);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(table);
+    out.extend_from_slice(key);
+    out
+}
+
+fn read_u64(meta: &Keyspace, key: &[u8]) -> Result<Option<u64>, Error> {
+    debug_assert_eq!(key.first(), Some(&META_INTERNAL));
+    match meta.get(key)? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt(format!("meta value of {key:?} is not 8 bytes")))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+pub(crate) fn u64_to_rev(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn rev_to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
