@@ -1156,3 +1156,6 @@ impl raft::Storage for WalStorage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,714 @@
+//! Tests that need to see where records sit on disk (crash cuts, bit flips, segment
+//! files). The model-based property test lives in `tests/model.rs`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, Storage, StorageError};
+use tempfile::TempDir;
+
+use crate::record::HEADER_LEN;
+use crate::{Error, WalOptions, WalStorage};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("value of entry {index} at term {term}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|index| entry(index, term)).collect()
+}
+
+fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: 1,
+        commit,
+        ..Default::default()
+    }
+}
+
+fn voters(ids: &[u64]) -> ConfState {
+    ConfState {
+        voters: ids.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn small_opts() -> WalOptions {
+    WalOptions {
+        segment_size: 512,
+        cache_entries: 3,
+        ..WalOptions::default()
+    }
+}
+
+fn whole_log(wal: &WalStorage) -> Vec<Entry> {
+    let first = wal.first_index();
+    let last = wal.last_index();
+    Storage::entries(wal, first, last + 1, None, GetEntriesContext::empty(false)).unwrap()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn files_with_extension(dir: &Path, extension: &str) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == extension)
+        })
+        .count()
+}
+
+/// Copies the log directory, replacing the newest segment by `newest_segment`.
+fn copy_with_newest(dir: &Path, newest_segment: &[u8]) -> TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let segments = segment_files(dir);
+    for (i, path) in segments.iter().enumerate() {
+        let target = copy.path().join(path.file_name().unwrap());
+        if i + 1 == segments.len() {
+            fs::write(target, newest_segment).unwrap();
+        } else {
+            fs::copy(path, target).unwrap();
+        }
+    }
+    copy
+}
+
+/// What one record contributes to the log, and where it ends in the newest segment.
+#[derive(Clone)]
+enum Event {
+    Entry(Entry),
+    HardState(HardState),
+}
+
+/// Appends a batch and returns the events with the end offset of each record.
+fn append_tracked(wal: &mut WalStorage, batch: &[Entry], hs: &HardState) -> Vec<(u64, Event)> {
+    wal.append(batch, Some(hs)).unwrap();
+    let mut events = Vec::new();
+    let mut end = 0;
+    for e in batch {
+        let location = wal.location(e.index);
+        end = location.offset + HEADER_LEN as u64 + u64::from(location.len);
+        events.push((end, Event::Entry(e.clone())));
+    }
+    if batch.is_empty() {
+        end = wal.active_len - HEADER_LEN as u64 - u64::from(hs.compute_size());
+    }
+    events.push((
+        end + HEADER_LEN as u64 + u64::from(hs.compute_size()),
+        Event::HardState(hs.clone()),
+    ));
+    assert_eq!(events.last().unwrap().0, wal.active_len);
+    events
+}
+
+/// Replays events the way recovery should: an entry replaces the suffix from its index.
+fn expected_state(
+    mut log: Vec<Entry>,
+    mut hs: HardState,
+    events: &[(u64, Event)],
+    cut: u64,
+) -> (Vec<Entry>, HardState) {
+    for (end, event) in events {
+        if *end > cut {
+            break;
+        }
+        match event {
+            Event::Entry(e) => {
+                log.truncate((e.index - 1) as usize);
+                log.push(e.clone());
+            }
+            Event::HardState(h) => hs = h.clone(),
+        }
+    }
+    (log, hs)
+}
+
+#[test]
+fn round_trip_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    assert_eq!(wal.first_index(), 1);
+    assert_eq!(wal.last_index(), 0);
+    wal.set_conf_state(&voters(&[1, 2, 3])).unwrap();
+    for batch in 0..20u64 {
+        let first = batch * 5 + 1;
+        wal.append(&entries(first..=first + 4, 1 + batch / 7), Some(&hard_state(3, first)))
+            .unwrap();
+    }
+    let before = whole_log(&wal);
+    assert_eq!(before.len(), 100);
+    assert!(segment_files(dir.path()).len() > 2, "small segments should roll over");
+    drop(wal);
+
+    let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    assert_eq!(whole_log(&wal), before);
+    assert_eq!(wal.hard_state(), hard_state(3, 96));
+    assert_eq!(wal.conf_state(), voters(&[1, 2, 3]));
+    let state = wal.initial_state().unwrap();
+    assert_eq!(state.hard_state, hard_state(3, 96));
+    assert_eq!(state.conf_state, voters(&[1, 2, 3]));
+    assert_eq!(Storage::term(&wal, 0).unwrap(), 0);
+    assert_eq!(Storage::term(&wal, 50).unwrap(), 1 + 9 / 7);
+    assert_eq!(wal.recovery_report(), &crate::RecoveryReport::default());
+}
+
+#[test]
+fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions::default();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    let mut events = Vec::new();
+    for batch in 0..4u64 {
+        let first = batch * 3 + 1;
+        events.extend(append_tracked(
+            &mut wal,
+            &entries(first..=first + 2, 1),
+            &hard_state(1, first),
+        ));
+    }
+    // The last records: a conflicting overwrite, a commit-only hard state, an append.
+    let tail_start = wal.active_len;
+    events.extend(append_tracked(&mut wal, &entries(8..=9, 2), &hard_state(2, 8)));
+    events.extend(append_tracked(&mut wal, &[], &hard_state(2, 9)));
+    events.extend(append_tracked(&mut wal, &entries(10..=11, 2), &hard_state(2, 10)));
+    let full_len = wal.active_len;
+    drop(wal);
+
+    let segment = fs::read(&segment_files(dir.path())[0]).unwrap();
+    assert_eq!(segment.len() as u64, full_len);
+    for cut in tail_start..=full_len {
+        let copy = copy_with_newest(dir.path(), &segment[..cut as usize]);
+        let wal = WalStorage::open(copy.path(), opts.clone())
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let (log, hs) = expected_state(Vec::new(), HardState::default(), &events, cut);
+        assert_eq!(whole_log(&wal), log, "cut at {cut}");
+        assert_eq!(wal.hard_state(), hs, "cut at {cut}");
+        let last_whole = events.iter().map(|(end, _)| *end).filter(|end| *end <= cut).max();
+        assert_eq!(
+            wal.recovery_report().truncated_bytes,
+            cut - last_whole.unwrap(),
+            "cut at {cut}"
+        );
+        drop(wal);
+        // The repaired log is clean: it reopens without repairs and accepts appends.
+        let mut wal = WalStorage::open(copy.path(), opts.clone()).unwrap();
+        assert_eq!(wal.recovery_report().truncated_bytes, 0);
+        let next = wal.last_index() + 1;
+        wal.append(&[entry(next, 3)], None).unwrap();
+        drop(wal);
+        let wal = WalStorage::open(copy.path(), opts.clone()).unwrap();
+        assert_eq!(wal.last_index(), next);
+    }
+}
+
+#[test]
+fn cutting_a_fresh_segment_inside_its_header_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    let mut index = 0;
+    while segment_files(dir.path()).len() < 2 {
+        index += 1;
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index))).unwrap();
+    }
+    // The batch that rolled over sits right after the new segment's header.
+    let header_len = wal.active_header_len;
+    let rolled = wal.location(index);
+    assert_eq!(rolled.offset, header_len);
+    let entry_end = rolled.offset + (HEADER_LEN as u64) + u64::from(rolled.len);
+    let before_roll = entries(1..=index - 1, 1);
+    let newest = fs::read(segment_files(dir.path())[1].clone()).unwrap();
+    drop(wal);
+    for cut in 0..=newest.len() {
+        let copy = copy_with_newest(dir.path(), &newest[..cut]);
+        let wal = WalStorage::open(copy.path(), opts.clone()).unwrap();
+        let cut = cut as u64;
+        assert_eq!(
+            wal.recovery_report().removed_torn_segment,
+            cut < header_len,
+            "cut at {cut}"
+        );
+        let files = if cut < header_len { 1 } else { 2 };
+        assert_eq!(segment_files(copy.path()).len(), files, "cut at {cut}");
+        let mut expected = before_roll.clone();
+        if cut >= entry_end {
+            expected.push(entry(index, 1));
+        }
+        assert_eq!(whole_log(&wal), expected, "cut at {cut}");
+        let commit = if cut == newest.len() as u64 { index } else { index - 1 };
+        assert_eq!(wal.hard_state(), hard_state(1, commit), "cut at {cut}");
+    }
+}
+
+#[test]
+fn flipped_bits_in_the_final_record_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3))).unwrap();
+    wal.append(&entries(6..=6, 1), None).unwrap();
+    let last = wal.location(6);
+    drop(wal);
+    let segment = fs::read(&segment_files(dir.path())[0]).unwrap();
+    let record_len = HEADER_LEN + last.len as usize;
+    for byte in 0..record_len {
+        let mut damaged = segment.clone();
+        damaged[last.offset as usize + byte] ^= 1 << (byte % 8);
+        let copy = copy_with_newest(dir.path(), &damaged);
+        let wal = WalStorage::open(copy.path(), WalOptions::default())
+            .unwrap_or_else(|e| panic!("flip in byte {byte}: {e}"));
+        assert_eq!(whole_log(&wal), entries(1..=5, 1), "flip in byte {byte}");
+        assert_eq!(wal.hard_state(), hard_state(1, 3));
+        assert_eq!(wal.recovery_report().truncated_bytes, record_len as u64);
+    }
+}
+
+#[test]
+fn flipped_bits_before_the_tail_are_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3))).unwrap();
+    let middle = wal.location(3);
+    drop(wal);
+    let segment_path = segment_files(dir.path())[0].clone();
+    let segment = fs::read(&segment_path).unwrap();
+    for byte in 0..HEADER_LEN + middle.len as usize {
+        let mut damaged = segment.clone();
+        damaged[middle.offset as usize + byte] ^= 1 << (byte % 8);
+        let copy = copy_with_newest(dir.path(), &damaged);
+        match WalStorage::open(copy.path(), WalOptions::default()) {
+            Err(Error::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment.file_name(), segment_path.file_name());
+                assert_eq!(offset, middle.offset, "flip in byte {byte}");
+            }
+            other => panic!("flip in byte {byte}: expected corruption, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    for index in 1..=40 {
+        wal.append(&[entry(index, 1)], None).unwrap();
+    }
+    drop(wal);
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 3);
+    let mut oldest = fs::read(&segments[0]).unwrap();
+    let len = oldest.len();
+    oldest[len - 1] ^= 0x80;
+    fs::write(&segments[0], &oldest).unwrap();
+    let error = WalStorage::open(dir.path(), small_opts()).unwrap_err();
+    assert!(matches!(error, Error::Corrupt { ref segment, .. } if *segment == segments[0]));
+    assert!(error.is_fatal());
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    for index in 1..=40 {
+        wal.append(&[entry(index, 1)], None).unwrap();
+    }
+    drop(wal);
+    fs::remove_file(&segment_files(dir.path())[1]).unwrap();
+    assert!(matches!(
+        WalStorage::open(dir.path(), small_opts()),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn conflicting_suffix_is_replaced_in_memory_on_disk_and_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    for index in 1..=30 {
+        wal.append(&[entry(index, 1)], None).unwrap();
+    }
+    assert!(segment_files(dir.path()).len() >= 2);
+    // Overwrite from an index that lives in the oldest segment (and not in the cache).
+    wal.append(&entries(5..=7, 2), Some(&hard_state(2, 4))).unwrap();
+    let mut expected = entries(1..=4, 1);
+    expected.extend(entries(5..=7, 2));
+    assert_eq!(wal.last_index(), 7);
+    assert_eq!(whole_log(&wal), expected);
+    assert_eq!(Storage::term(&wal, 7).unwrap(), 2);
+    assert_eq!(
+        Storage::term(&wal, 8),
+        Err(raft::Error::Store(StorageError::Unavailable))
+    );
+    drop(wal);
+
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(whole_log(&wal), expected);
+    // Overwrite the tail again (inside the cache), then keep appending.
+    wal.append(&entries(7..=9, 3), None).unwrap();
+    expected.truncate(6);
+    expected.extend(entries(7..=9, 3));
+    assert_eq!(whole_log(&wal), expected);
+    drop(wal);
+    let wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(whole_log(&wal), expected);
+    assert_eq!(wal.hard_state(), hard_state(2, 4));
+}
+
+#[test]
+fn append_rejects_gaps_and_compacted_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    wal.append(&entries(1..=5, 1), None).unwrap();
+    assert!(matches!(
+        wal.append(&[entry(7, 1)], None),
+        Err(Error::NonContiguous {
+            expected: 6,
+            got: 7
+        })
+    ));
+    assert!(matches!(
+        wal.append(&[entry(6, 1), entry(8, 1)], None),
+        Err(Error::NonContiguous {
+            expected: 7,
+            got: 8
+        })
+    ));
+    wal.compact(3).unwrap();
+    assert!(matches!(
+        wal.append(&[entry(2, 2)], None),
+        Err(Error::Compacted {
+            index: 2,
+            first_index: 3
+        })
+    ));
+    assert!(matches!(
+        wal.compact(7),
+        Err(Error::Unavailable {
+            index: 7,
+            last_index: 5
+        })
+    ));
+    assert!(!wal.is_poisoned(), "argument errors are not fatal");
+    assert_eq!(whole_log(&wal), entries(3..=5, 1));
+}
+
+#[test]
+fn compaction_purges_whole_segments_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    wal.set_conf_state(&voters(&[1])).unwrap();
+    wal.set_hard_state(&hard_state(1, 0)).unwrap();
+    for index in 1..=60 {
+        wal.append(&[entry(index, 1 + index / 20)], Some(&hard_state(4, index))).unwrap();
+    }
+    let segments_before = segment_files(dir.path());
+    assert!(segments_before.len() > 4);
+
+    wal.compact(41).unwrap();
+    assert_eq!(wal.first_index(), 41);
+    assert_eq!(Storage::term(&wal, 40).unwrap(), 3);
+    assert_eq!(
+        Storage::term(&wal, 39),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
+    assert_eq!(
+        Storage::entries(&wal, 40, 42, None, GetEntriesContext::empty(false)),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
+    let segments_after = segment_files(dir.path());
+    assert!(segments_after.len() < segments_before.len());
+    // Exactly the segments that hold no live entry are gone.
+    let oldest_needed = wal.location(41).segment;
+    assert_eq!(
+        segments_after[0].file_name().unwrap().to_str().unwrap(),
+        format!("{oldest_needed:016x}.wal")
+    );
+    // Compacting to the current first index or below is a no-op.
+    wal.compact(10).unwrap();
+    assert_eq!(wal.first_index(), 41);
+    let expected: Vec<Entry> = (41..=60).map(|i| entry(i, 1 + i / 20)).collect();
+    assert_eq!(whole_log(&wal), expected);
+    drop(wal);
+
+    // The records that set the conf state lived in purged segments: segment headers keep it.
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(wal.first_index(), 41);
+    assert_eq!(Storage::term(&wal, 40).unwrap(), 3);
+    assert_eq!(whole_log(&wal), expected);
+    assert_eq!(wal.conf_state(), voters(&[1]));
+    assert_eq!(wal.hard_state(), hard_state(4, 60));
+
+    // Compacting everything leaves an empty log that still knows the last term.
+    wal.compact(61).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (61, 60));
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    drop(wal);
+    let mut wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (61, 60));
+    assert_eq!(Storage::term(&wal, 60).unwrap(), 4);
+    wal.append(&[entry(61, 4)], None).unwrap();
+    assert_eq!(whole_log(&wal), vec![entry(61, 4)]);
+}
+
+#[test]
+fn entries_honours_max_size_from_cache_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    let all: Vec<Entry> = (1..=20)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            data: vec![b'x'; (index as usize * 7) % 50].into(),
+            ..Default::default()
+        })
+        .collect();
+    wal.append(&all, None).unwrap();
+    for low in [1u64, 10, 18] {
+        for high in [low + 1, 19, 21] {
+            if high <= low {
+                continue;
+            }
+            for max_size in [0u64, 1, 20, 60, 100, 250, raft::NO_LIMIT] {
+                let mut expected = all[(low - 1) as usize..(high - 1) as usize].to_vec();
+                raft::util::limit_size(&mut expected, Some(max_size));
+                let got =
+                    Storage::entries(&wal, low, high, max_size, GetEntriesContext::empty(false))
+                        .unwrap();
+                assert_eq!(got, expected, "low {low} high {high} max {max_size}");
+                assert!(!got.is_empty(), "at least one entry is always returned");
+            }
+        }
+    }
+    assert_eq!(
+        Storage::entries(&wal, 1, 22, None, GetEntriesContext::empty(false)),
+        Err(raft::Error::Store(StorageError::Unavailable))
+    );
+}
+
+fn snapshot(index: u64, term: u64, ids: &[u64], data: &[u8]) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let meta = snapshot.mut_metadata();
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(voters(ids));
+    snapshot.data = data.to_vec().into();
+    snapshot
+}
+
+#[test]
+fn applying_a_snapshot_resets_the_log_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(
+        Storage::snapshot(&wal, 0, 2),
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    );
+    for index in 1..=30 {
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index - 1))).unwrap();
+    }
+    wal.apply_snapshot(snapshot(25, 3, &[1, 2], b"state at 25")).unwrap();
+    let check = |wal: &WalStorage| {
+        assert_eq!((wal.first_index(), wal.last_index()), (26, 25));
+        assert_eq!(Storage::term(wal, 25).unwrap(), 3);
+        assert_eq!(wal.hard_state(), hard_state(3, 25));
+        assert_eq!(wal.conf_state(), voters(&[1, 2]));
+        let got = Storage::snapshot(wal, 20, 2).unwrap();
+        assert_eq!(got, snapshot(25, 3, &[1, 2], b"state at 25"));
+        assert_eq!(wal.last_snapshot(), Some(&got));
+        assert_eq!(
+            Storage::snapshot(wal, 26, 2),
+            Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        );
+    };
+    check(&wal);
+    assert_eq!(segment_files(dir.path()).len(), 1, "the old log is deleted");
+    assert!(matches!(
+        wal.apply_snapshot(snapshot(25, 3, &[1], b"")),
+        Err(Error::SnapshotOutOfDate { .. })
+    ));
+    drop(wal);
+
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    check(&wal);
+    wal.append(&entries(26..=27, 3), None).unwrap();
+    wal.apply_snapshot(snapshot(40, 4, &[1, 2, 3], b"state at 40")).unwrap();
+    assert_eq!(files_with_extension(dir.path(), "snap"), 1, "older snapshot files go");
+    drop(wal);
+    let wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (41, 40));
+    assert_eq!(wal.conf_state(), voters(&[1, 2, 3]));
+}
+
+#[test]
+fn a_snapshot_written_before_a_crash_is_installed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    wal.append(&entries(1..=10, 1), Some(&hard_state(1, 5))).unwrap();
+    drop(wal);
+    // apply_snapshot crashed after the snapshot file was in place, before the log reset.
+    crate::snapshot_file::write(dir.path(), &snapshot(20, 2, &[1, 2], b"leader state")).unwrap();
+    fs::write(dir.path().join("garbage.snap.tmp"), b"half a snapshot").unwrap();
+    let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    assert!(wal.recovery_report().completed_snapshot_install);
+    assert_eq!((wal.first_index(), wal.last_index()), (21, 20));
+    assert_eq!(wal.hard_state(), hard_state(2, 20));
+    assert_eq!(wal.conf_state(), voters(&[1, 2]));
+    assert_eq!(files_with_extension(dir.path(), "tmp"), 0);
+}
+
+#[test]
+fn creating_a_snapshot_keeps_recent_entries_and_compacts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        keep_entries: 10,
+        ..small_opts()
+    };
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    for index in 1..=50 {
+        wal.append(&[entry(index, 2)], Some(&hard_state(2, index.saturating_sub(5)))).unwrap();
+    }
+    assert!(matches!(
+        wal.create_snapshot(46, voters(&[1]), b"too new".to_vec()),
+        Err(Error::SnapshotNotCommitted {
+            index: 46,
+            commit: 45
+        })
+    ));
+    wal.create_snapshot(30, voters(&[1]), b"at 30".to_vec()).unwrap();
+    assert_eq!(wal.first_index(), 21, "entries <= 30 - 10 are purged");
+    assert_eq!(Storage::term(&wal, 20).unwrap(), 2);
+    let taken = Storage::snapshot(&wal, 0, 2).unwrap();
+    assert_eq!(taken.get_metadata().index, 30);
+    assert_eq!(taken.get_metadata().term, 2);
+    assert_eq!(&taken.data[..], b"at 30");
+    assert!(matches!(
+        wal.create_snapshot(30, voters(&[1]), Vec::new()),
+        Err(Error::SnapshotOutOfDate { .. })
+    ));
+    wal.create_snapshot(45, voters(&[1, 2]), b"at 45".to_vec()).unwrap();
+    assert_eq!(wal.first_index(), 36);
+    assert_eq!(files_with_extension(dir.path(), "snap"), 1);
+    drop(wal);
+
+    let wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert!(!wal.recovery_report().completed_snapshot_install);
+    assert_eq!((wal.first_index(), wal.last_index()), (36, 50));
+    let kept = wal.last_snapshot().unwrap();
+    assert_eq!(kept.get_metadata().index, 45);
+    assert_eq!(kept.get_metadata().get_conf_state(), &voters(&[1, 2]));
+    assert_eq!(&kept.data[..], b"at 45");
+}
+
+#[test]
+fn a_damaged_snapshot_file_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    wal.apply_snapshot(snapshot(5, 1, &[1], b"snapshot payload")).unwrap();
+    drop(wal);
+    let path = dir.path().join(crate::snapshot_file::file_name(5, 1));
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    let error = WalStorage::open(dir.path(), small_opts()).unwrap_err();
+    assert!(matches!(error, Error::CorruptSnapshot { .. }), "{error:?}");
+}
+
+#[test]
+fn restart_keeps_hard_state_and_conf_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    wal.set_conf_state(&voters(&[1, 2, 3])).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1))).unwrap();
+    wal.set_hard_state(&hard_state(2, 3)).unwrap();
+    let joint = ConfState {
+        voters: vec![1, 2, 4],
+        voters_outgoing: vec![1, 2, 3],
+        learners_next: vec![3],
+        auto_leave: true,
+        ..Default::default()
+    };
+    wal.set_conf_state(&joint).unwrap();
+    drop(wal);
+    let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    let state = wal.initial_state().unwrap();
+    assert_eq!(state.hard_state, hard_state(2, 3));
+    assert_eq!(state.conf_state, joint);
+}
+
+#[test]
+fn preallocated_segments_recover_without_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        segment_size: 4096,
+        preallocate: true,
+        ..small_opts()
+    };
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    for index in 1..=200 {
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index))).unwrap();
+    }
+    let expected = whole_log(&wal);
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 3);
+    let newest = segments.last().unwrap();
+    assert_eq!(fs::metadata(newest).unwrap().len(), 4096);
+    for sealed in &segments[..segments.len() - 1] {
+        let len = fs::metadata(sealed).unwrap().len();
+        assert!(len < 4096, "sealed segments lose their zero tail");
+    }
+    drop(wal);
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(wal.recovery_report(), &crate::RecoveryReport::default());
+    assert_eq!(whole_log(&wal), expected);
+    wal.append(&[entry(201, 1)], None).unwrap();
+    drop(wal);
+    let wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(wal.last_index(), 201);
+}
+
+#[test]
+fn a_failed_write_poisons_the_storage_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1))).unwrap();
+    // Swap the active segment's handle for a read-only one: the next write fails.
+    let active = wal.segments.values_mut().next_back().unwrap();
+    active.file = fs::File::open(&active.path).unwrap();
+    let error = wal.append(&[entry(4, 1)], Some(&hard_state(1, 2))).unwrap_err();
+    assert!(error.is_fatal(), "{error:?}");
+    assert!(wal.is_poisoned());
+    assert_eq!(wal.last_index(), 3);
+    assert_eq!(wal.hard_state(), hard_state(1, 1));
+    assert!(matches!(
+        wal.set_hard_state(&hard_state(1, 3)),
+        Err(Error::Poisoned)
+    ));
+    assert!(matches!(wal.compact(2), Err(Error::Poisoned)));
+    // Reads keep serving the durable state.
+    assert_eq!(whole_log(&wal), entries(1..=3, 1));
+}
