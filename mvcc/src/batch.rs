@@ -265,7 +265,11 @@ impl<'a> WriteBatch<'a> {
                 std::mem::take(&mut change.encoded),
             );
         }
-        batch.insert(&store.meta, META_CURRENT_REV, rev_to_u64(self.rev).to_be_bytes());
+        batch.insert(
+            &store.meta,
+            META_CURRENT_REV,
+            rev_to_u64(self.rev).to_be_bytes(),
+        );
         if let Some(index) = self.applied_index {
             batch.insert(&store.meta, META_APPLIED_INDEX, index.to_be_bytes());
         }

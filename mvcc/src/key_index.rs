@@ -125,8 +125,12 @@ impl<'a> KeyRange<'a> {
         let (a_start, a_end) = self.bounds();
         let (b_start, b_end) = other.bounds();
         // [a_start, a_end) and [b_start, b_end) intersect iff each starts before the other ends.
-        let a_before_b_end = b_end.as_ref().is_none_or(|e| a_start.as_slice() < e.as_slice());
-        let b_before_a_end = a_end.as_ref().is_none_or(|e| b_start.as_slice() < e.as_slice());
+        let a_before_b_end = b_end
+            .as_ref()
+            .is_none_or(|e| a_start.as_slice() < e.as_slice());
+        let b_before_a_end = a_end
+            .as_ref()
+            .is_none_or(|e| b_start.as_slice() < e.as_slice());
         a_before_b_end && b_before_a_end
     }
 
@@ -194,10 +198,7 @@ impl KeyIndex {
                     Some(e) => Bound::Excluded(e),
                     None => Bound::Unbounded,
                 };
-                for (key, entry) in self
-                    .map
-                    .range::<[u8], _>((Bound::Included(start), upper))
-                {
+                for (key, entry) in self.map.range::<[u8], _>((Bound::Included(start), upper)) {
                     if let Some(p) = entry.at(rev).filter(|p| !p.tombstone)
                         && !visit(key, *p)
                     {
@@ -318,7 +319,11 @@ mod tests {
 
     #[test]
     fn entry_is_compact() {
-        assert!(std::mem::size_of::<Entry>() <= 32, "{}", std::mem::size_of::<Entry>());
+        assert!(
+            std::mem::size_of::<Entry>() <= 32,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]

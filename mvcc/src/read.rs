@@ -36,8 +36,7 @@ impl RangePlan {
             return Err(Error::EmptyKey);
         }
         let order = SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
-        let target =
-            SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
+        let target = SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
         // etcd fetches everything when it has to sort or filter, and otherwise one
         // more than the limit so it can tell whether there is more.
         let fetch_everything = order != SortOrder::None
@@ -48,7 +47,11 @@ impl RangePlan {
         let fetch_limit = if fetch_everything || req.limit <= 0 {
             None
         } else {
-            Some(usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1))
+            Some(
+                usize::try_from(req.limit)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            )
         };
         Ok(Self {
             order,

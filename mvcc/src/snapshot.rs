@@ -80,8 +80,8 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 fn put_chunk(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Error> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| Error::Corrupt("entry larger than 4 GiB".into()))?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| Error::Corrupt("entry larger than 4 GiB".into()))?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);
     Ok(())

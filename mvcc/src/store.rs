@@ -215,7 +215,10 @@ impl Store {
             let (current, collected) = {
                 let state = self.state.read();
                 let rev = read::read_revision(req.revision, state.current_rev, state.compact_rev)?;
-                (state.current_rev, read::collect(&state.index, req, &plan, rev))
+                (
+                    state.current_rev,
+                    read::collect(&state.index, req, &plan, rev),
+                )
             };
             if let Some(kvs) = read::fetch_all(&fetch, &collected.revisions)? {
                 return Ok(read::finish(req, &plan, kvs, collected.count, current));
@@ -254,12 +257,7 @@ impl Store {
                 return Err(Error::FutureRevision);
             }
             let rev = if rev <= 0 { current } else { rev };
-            (
-                self.db.snapshot(),
-                state.index.keep_set(rev),
-                compact,
-                rev,
-            )
+            (self.db.snapshot(), state.index.keep_set(rev), compact, rev)
         };
         let upper = encode_revision_key(Revision::new(rev.saturating_add(1), 0), false);
         let mut crc = crc32c::crc32c(b"key");

@@ -215,6 +215,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(matches!(check_txn(&bad_put, 128), Err(Error::ValueProvided)));
+        assert!(matches!(
+            check_txn(&bad_put, 128),
+            Err(Error::ValueProvided)
+        ));
     }
 }
