@@ -1,0 +1,90 @@
+//! [`StateMachine`]: what the driver hands committed entries to, and [`Committed`].
+
+use raft::eraftpb::{ConfChangeV2, ConfState, SnapshotMetadata};
+
+use crate::error::BoxError;
+
+/// One committed log entry as the state machine sees it, in log order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// A client proposal.
+    Normal {
+        /// The entry's log index.
+        index: u64,
+        /// The entry's term.
+        term: u64,
+        /// The request id given to [`crate::Node::propose`].
+        id: u64,
+        /// The proposal's payload.
+        data: Vec<u8>,
+    },
+    /// A membership change, already applied to raft by the driver (and its resulting
+    /// [`ConfState`] persisted in the log store) before the state machine sees it.
+    ConfChange {
+        /// The entry's log index.
+        index: u64,
+        /// The entry's term.
+        term: u64,
+        /// The request id given to [`crate::Node::propose_conf_change`]; `None` for the
+        /// automatic "leave joint configuration" entry raft proposes itself.
+        id: Option<u64>,
+        /// The change as proposed.
+        change: ConfChangeV2,
+        /// The configuration after the change, or `None` if raft rejected the change
+        /// (the configuration is then unchanged).
+        conf_state: Option<ConfState>,
+    },
+    /// An entry without a payload (a new leader's first entry, or a refused conf change).
+    Empty {
+        /// The entry's log index.
+        index: u64,
+        /// The entry's term.
+        term: u64,
+    },
+}
+
+impl Committed {
+    /// The entry's log index.
+    pub fn index(&self) -> u64 {
+        match self {
+            Committed::Normal { index, .. }
+            | Committed::ConfChange { index, .. }
+            | Committed::Empty { index, .. } => *index,
+        }
+    }
+
+    /// The entry's term.
+    pub fn term(&self) -> u64 {
+        match self {
+            Committed::Normal { term, .. }
+            | Committed::ConfChange { term, .. }
+            | Committed::Empty { term, .. } => *term,
+        }
+    }
+}
+
+/// The replicated state machine the [`crate::Node`] applies committed entries to.
+///
+/// Contract:
+/// - `apply` receives every committed entry exactly once in log order (`Empty` and
+///   `ConfChange` included), and afterwards `applied_index()` is the index of the last
+///   one. The state machine persists its applied index together with its data; it may
+///   do so lazily (without fsync): after a crash the node re-delivers every entry after
+///   the durable `applied_index()` and none at or before it.
+/// - `snapshot` serialises the state at `applied_index()`.
+/// - `restore` replaces the whole state by a snapshot's (from the leader, or at start-up
+///   when the log was compacted past the durable applied index). Empty `data` means the
+///   empty initial state (the bootstrap snapshot carries no data).
+pub trait StateMachine {
+    /// Apply a batch of committed entries (one durable batch is fine).
+    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError>;
+
+    /// The index of the last entry applied (durably or not; see the trait doc).
+    fn applied_index(&self) -> u64;
+
+    /// Serialise the current state.
+    fn snapshot(&mut self) -> Result<Vec<u8>, BoxError>;
+
+    /// Replace the state by a snapshot's; afterwards `applied_index() == meta.index`.
+    fn restore(&mut self, meta: &SnapshotMetadata, data: &[u8]) -> Result<(), BoxError>;
+}

@@ -1,0 +1,3 @@
+//! Scenario tests on the harness, the Ready-order test, and the random schedules.
+
+mod random;

@@ -1,0 +1,1 @@
+//! `LogStore` for `concord_storage_wal::WalStorage` (filled in once that crate lands).
