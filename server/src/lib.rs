@@ -1,4 +1,31 @@
 //! The `concord` server: configuration, gRPC and HTTP services, the apply loop and the
 //! peer transport. The only crate that knows about sockets, tasks and channels.
+//!
+//! A write travels `api::kv` → [`core::Core::propose`] (forwarded to the leader by a
+//! follower) → [`driver`] (the thread owning raft) → [`apply`] (MVCC) → back to the
+//! waiter by request id. Reads wait for a ReadIndex barrier and are served from the
+//! local store.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), concord_server::error::Error> {
+//! use concord_server::config::{self, Invocation};
+//! let args = vec!["--name".to_string(), "m1".to_string()];
+//! let Invocation::Run(config) = config::resolve(args, |_| None, Vec::new(), |_| unreachable!())? else { return Ok(()) };
+//! let member = concord_server::member::start(*config).await?;
+//! member.stop().await;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
+pub mod apply;
 pub mod config;
+pub mod core;
+pub mod driver;
+pub mod error;
+pub mod etcd_error;
+pub mod http;
+pub mod listener;
+pub mod member;
+pub mod membership;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,107 @@
+//! The KV service: reads served from the local store (after a ReadIndex barrier unless
+//! serializable), writes proposed through raft.
+
+use std::sync::Arc;
+
+use concord_proto::concordpb::{apply_result, internal_request};
+use concord_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse, kv_server::Kv,
+};
+use tonic::{Request, Response, Status};
+
+use crate::core::{Core, expect_result};
+use crate::etcd_error::EtcdError;
+
+pub struct KvService {
+    core: Arc<Core>,
+}
+
+impl KvService {
+    pub fn new(core: Arc<Core>) -> KvService {
+        KvService { core }
+    }
+
+    fn check_txn_size(&self, txn: &TxnRequest) -> Result<(), EtcdError> {
+        let limit = self.core.config.max_txn_ops as usize;
+        if txn.compare.len() > limit || txn.success.len() > limit || txn.failure.len() > limit {
+            return Err(EtcdError::too_many_ops());
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        if request.key.is_empty() {
+            return Err(EtcdError::empty_key().into());
+        }
+        if !request.serializable {
+            self.core.linearizable_barrier().await?;
+        }
+        let store = self.core.backend.store();
+        let mut response = store.range(&request).map_err(EtcdError::from)?;
+        drop(store);
+        self.core.complete_header(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        if request.key.is_empty() {
+            return Err(EtcdError::empty_key().into());
+        }
+        let result = self.core.propose(internal_request::Request::Put(request)).await?;
+        let mut response = expect_result(result, |r| match r {
+            apply_result::Result::Put(put) => Some(put),
+            _ => None,
+        })?;
+        self.core.complete_header(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        if request.key.is_empty() {
+            return Err(EtcdError::empty_key().into());
+        }
+        let result = self.core.propose(internal_request::Request::DeleteRange(request)).await?;
+        let mut response = expect_result(result, |r| match r {
+            apply_result::Result::DeleteRange(delete) => Some(delete),
+            _ => None,
+        })?;
+        self.core.complete_header(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        self.check_txn_size(&request)?;
+        let result = self.core.propose(internal_request::Request::Txn(request)).await?;
+        let mut response = expect_result(result, |r| match r {
+            apply_result::Result::Txn(txn) => Some(txn),
+            _ => None,
+        })?;
+        self.core.complete_header(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let result = self.core.propose(internal_request::Request::Compaction(request)).await?;
+        let mut response = expect_result(result, |r| match r {
+            apply_result::Result::Compaction(compaction) => Some(compaction),
+            _ => None,
+        })?;
+        self.core.complete_header(&mut response.header);
+        Ok(Response::new(response))
+    }
+}

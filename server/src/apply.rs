@@ -1,0 +1,309 @@
+//! The replicated state machine: committed raft entries applied to the MVCC store, one
+//! fjall batch per apply round, the applied index written in the same batch. Results of
+//! requests this member proposed are kept by request id for their waiters.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use concord_mvcc::{Store, StoreOptions, WriteBatch};
+use concord_proto::concordpb::{
+    Applied, ApplyResult, InternalRequest, MemberAttrSetRequest, apply_result, internal_request,
+};
+use concord_proto::etcdserverpb::{
+    CompactionResponse, Member, PutRequest, RequestOp, TxnRequest, request_op,
+};
+use concord_raft_core::{BoxError, Committed, StateMachine};
+use parking_lot::RwLock;
+use prost::Message;
+use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
+use tokio::sync::oneshot;
+
+use crate::etcd_error::EtcdError;
+use crate::membership::Membership;
+
+/// The MVCC store, swappable as a whole when a raft snapshot replaces it.
+#[derive(Debug)]
+pub struct Backend {
+    current: RwLock<Arc<Store>>,
+    dir: PathBuf,
+    options: StoreOptions,
+}
+
+impl Backend {
+    pub fn open(dir: PathBuf, options: StoreOptions) -> Result<Backend, concord_mvcc::Error> {
+        let store = Store::open(&dir, options.clone())?;
+        Ok(Backend { current: RwLock::new(Arc::new(store)), dir, options })
+    }
+
+    /// The store to read from now. Hold it only for the duration of one request.
+    pub fn store(&self) -> Arc<Store> {
+        self.current.read().clone()
+    }
+
+    /// Replaces the store's contents by a snapshot's. Readers wait meanwhile.
+    fn restore(&self, bytes: &[u8]) -> Result<(), concord_mvcc::Error> {
+        let mut current = self.current.write();
+        // Every reader holds its clone for one request only; wait for them to let go, so
+        // the old store is closed before its directory is replaced.
+        while Arc::strong_count(&current) > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let placeholder_dir = self.dir.with_extension("closing");
+        let placeholder = Store::open(&placeholder_dir, self.options.clone())?;
+        drop(std::mem::replace(&mut *current, Arc::new(placeholder)));
+        let restored = Store::restore(&self.dir, bytes, self.options.clone())?;
+        drop(std::mem::replace(&mut *current, Arc::new(restored)));
+        let _ = std::fs::remove_dir_all(&placeholder_dir);
+        Ok(())
+    }
+}
+
+/// What a locally proposed request is waiting for.
+pub type Waiter = oneshot::Sender<Result<Completed, EtcdError>>;
+
+/// A request applied: its result and where in the log it landed.
+#[derive(Debug)]
+pub struct Completed {
+    pub result: ApplyResult,
+    pub index: u64,
+    pub term: u64,
+}
+
+/// Things the apply loop tells the rest of the server about.
+pub trait ApplyObserver: Send {
+    /// A member's attributes or the member set changed.
+    fn membership_changed(&mut self, membership: &Membership);
+    /// This member's own attributes were applied: it is now published.
+    fn published(&mut self, member: &Member);
+    /// The store was replaced by a snapshot.
+    fn restored(&mut self) {}
+}
+
+/// The state machine raft-core applies committed entries to.
+pub struct ApplyMachine {
+    backend: Arc<Backend>,
+    member_id: u64,
+    /// Founding members, written to the store when the bootstrap snapshot is applied.
+    initial_membership: Membership,
+    membership: Membership,
+    /// Waiters of requests this member proposed, by request id.
+    pub waiters: HashMap<u64, Waiter>,
+    /// Results of applied requests that have a waiter, until the driver hands them over.
+    results: HashMap<u64, ApplyResult>,
+    observer: Box<dyn ApplyObserver>,
+}
+
+impl ApplyMachine {
+    pub fn new(
+        backend: Arc<Backend>,
+        member_id: u64,
+        initial_membership: Membership,
+        observer: Box<dyn ApplyObserver>,
+    ) -> Result<ApplyMachine, concord_mvcc::Error> {
+        let membership = Membership::load(&backend.store())?;
+        Ok(ApplyMachine {
+            backend,
+            member_id,
+            initial_membership,
+            membership,
+            waiters: HashMap::new(),
+            results: HashMap::new(),
+            observer,
+        })
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The result of an applied request with a waiter.
+    pub fn take_result(&mut self, id: u64) -> Option<ApplyResult> {
+        self.results.remove(&id)
+    }
+
+    fn apply_request(
+        &mut self,
+        batch: &mut WriteBatch<'_>,
+        request: InternalRequest,
+    ) -> Result<apply_result::Result, EtcdError> {
+        use internal_request::Request as R;
+        let Some(request) = request.request else {
+            return Err(EtcdError::internal("empty internal request"));
+        };
+        match request {
+            R::Put(put) => {
+                check_put_lease(&put)?;
+                let (response, _events) = batch.put(&put)?;
+                Ok(apply_result::Result::Put(response))
+            }
+            R::DeleteRange(delete) => {
+                let (response, _events) = batch.delete_range(&delete)?;
+                Ok(apply_result::Result::DeleteRange(response))
+            }
+            R::Txn(txn) => {
+                check_txn_leases(&txn)?;
+                let (response, _events) = batch.txn(&txn)?;
+                Ok(apply_result::Result::Txn(response))
+            }
+            R::Compaction(compaction) => {
+                batch.compact(compaction.revision)?;
+                let header = concord_proto::etcdserverpb::ResponseHeader {
+                    revision: batch.revision(),
+                    ..Default::default()
+                };
+                Ok(apply_result::Result::Compaction(CompactionResponse { header: Some(header) }))
+            }
+            R::MemberAttrSet(attrs) => {
+                self.apply_member_attributes(batch, attrs);
+                Ok(apply_result::Result::Applied(Applied {}))
+            }
+            R::ClusterVersionSet(version) => {
+                batch.meta_put("cluster", b"version", version.version.as_bytes());
+                Ok(apply_result::Result::Applied(Applied {}))
+            }
+            _ => Err(EtcdError::not_capable()),
+        }
+    }
+
+    fn apply_member_attributes(&mut self, batch: &mut WriteBatch<'_>, attrs: MemberAttrSetRequest) {
+        let Some(existing) = self.membership.get(attrs.member_id) else {
+            // A member removed before its attributes were applied: nothing to update.
+            return;
+        };
+        let mut member = existing.clone();
+        member.name = attrs.name;
+        member.client_ur_ls = attrs.client_urls;
+        self.membership.upsert(member.clone(), batch);
+        self.observer.membership_changed(&self.membership);
+        if member.id == self.member_id {
+            self.observer.published(&member);
+        }
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        batch: &mut WriteBatch<'_>,
+        change: &raft::eraftpb::ConfChangeV2,
+        applied: bool,
+    ) {
+        if !applied {
+            return;
+        }
+        // The member's description travels in the change's context as an etcd Member.
+        let described = Member::decode(change.context.as_slice()).ok();
+        for single in change.changes.iter() {
+            let id = single.node_id;
+            match single.change_type {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    let is_learner = single.change_type == ConfChangeType::AddLearnerNode;
+                    let mut member = self.membership.get(id).cloned().unwrap_or_else(|| Member {
+                        id,
+                        ..Default::default()
+                    });
+                    if let Some(described) = described.as_ref().filter(|m| m.id == id) {
+                        member.peer_ur_ls = described.peer_ur_ls.clone();
+                    }
+                    member.is_learner = is_learner;
+                    self.membership.upsert(member, batch);
+                }
+                ConfChangeType::RemoveNode => {
+                    self.membership.remove(id, batch);
+                }
+            }
+        }
+        self.observer.membership_changed(&self.membership);
+    }
+}
+
+/// Leases are not granted by this build, so a key can be bound to none.
+fn check_put_lease(put: &PutRequest) -> Result<(), EtcdError> {
+    if put.lease != 0 {
+        return Err(EtcdError::lease_not_found());
+    }
+    Ok(())
+}
+
+fn check_txn_leases(txn: &TxnRequest) -> Result<(), EtcdError> {
+    fn ops(ops: &[RequestOp]) -> Result<(), EtcdError> {
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestPut(put)) => check_put_lease(put)?,
+                Some(request_op::Request::RequestTxn(txn)) => check_txn_leases(txn)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    ops(&txn.success)?;
+    ops(&txn.failure)
+}
+
+fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
+    Box::new(error)
+}
+
+impl StateMachine for ApplyMachine {
+    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError> {
+        let backend = self.backend.clone();
+        let store = backend.store();
+        let mut batch = store.write_batch();
+        let mut last_index = None;
+        for entry in entries {
+            if entry.index() <= store.applied_index() {
+                continue;
+            }
+            match entry {
+                Committed::Normal { id, data, .. } => {
+                    // Only this code writes entries, so one that does not decode means
+                    // the log is corrupt: stop the member rather than diverge.
+                    let request = InternalRequest::decode(data.as_slice()).map_err(boxed)?;
+                    let result = match self.apply_request(&mut batch, request) {
+                        Ok(result) => result,
+                        Err(error) => apply_result::Result::Error(error.to_apply_error()),
+                    };
+                    if self.waiters.contains_key(id) {
+                        self.results.insert(*id, ApplyResult { result: Some(result) });
+                    }
+                }
+                Committed::ConfChange { change, conf_state, .. } => {
+                    self.apply_conf_change(&mut batch, change, conf_state.is_some());
+                }
+                Committed::Empty { .. } => {}
+            }
+            last_index = Some(entry.index());
+        }
+        if let Some(index) = last_index {
+            batch.set_applied_index(index);
+            batch.commit().map_err(boxed)?;
+        }
+        Ok(())
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.backend.store().applied_index()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, BoxError> {
+        self.backend.store().snapshot_bytes().map_err(boxed)
+    }
+
+    fn restore(&mut self, meta: &SnapshotMetadata, data: &[u8]) -> Result<(), BoxError> {
+        if data.is_empty() {
+            // The bootstrap snapshot of a new cluster: the founding members are the
+            // whole state.
+            let store = self.backend.store();
+            let mut batch = store.write_batch();
+            self.initial_membership.save_all(&mut batch);
+            batch.set_applied_index(meta.index);
+            batch.commit().map_err(boxed)?;
+            self.membership = self.initial_membership.clone();
+        } else {
+            self.backend.restore(data).map_err(boxed)?;
+            self.membership = Membership::load(&self.backend.store()).map_err(boxed)?;
+            self.observer.restored();
+        }
+        self.observer.membership_changed(&self.membership);
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The raft driver: one std thread that owns the raft-core `Node` and the apply machine.
+//! Everything else talks to it through [`RaftHandle`] (commands in, oneshot replies out);
+//! it ticks on a fixed interval and handles every `Ready` with `Node::handle_ready`, whose
+//! doc is the ordering contract. A fatal storage or apply error stops the process: a
+//! failed fsync is never retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use concord_proto::etcdserverpb::Member;
+use concord_raft_core::{
+    LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role,
+};
+use raft::eraftpb::{ConfChangeV2, Message};
+use tokio::sync::{oneshot, watch};
+
+use crate::apply::{ApplyMachine, Completed, Waiter};
+use crate::etcd_error::EtcdError;
+
+/// What the rest of the server asks of the driver.
+pub enum Command {
+    /// Propose an encoded `InternalRequest` (leader only).
+    Propose { data: Vec<u8>, reply: Waiter },
+    /// Propose a membership change; the reply carries the new member list's index.
+    ConfChange { change: ConfChangeV2, reply: Waiter },
+    /// Wait for a linearizable read point: replies once this member's applied index has
+    /// reached the index the leader confirmed.
+    Read { reply: oneshot::Sender<Result<(), EtcdError>> },
+    /// A raft message from a peer.
+    Step(Message),
+    /// The transport's report on a snapshot sent to `to`.
+    SnapshotReport { to: u64, delivered: bool },
+    /// A message to `to` could not be delivered.
+    Unreachable(u64),
+    /// Hand leadership to another member.
+    TransferLeader { to: u64 },
+    /// Stop the driver (the node's state is already durable).
+    Shutdown,
+}
+
+/// Figures about the local node, readable from any thread without asking the driver.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    pub member_id: AtomicU64,
+    pub leader_id: AtomicU64,
+    pub term: AtomicU64,
+    pub commit_index: AtomicU64,
+    pub applied_index: AtomicU64,
+    pub is_leader: AtomicBool,
+    pub is_learner: AtomicBool,
+    /// Set once the driver has stopped (after a shutdown or a fatal error).
+    pub stopped: AtomicBool,
+}
+
+impl NodeStatus {
+    pub fn leader(&self) -> u64 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+}
+
+/// The async side's handle on the driver.
+#[derive(Clone)]
+pub struct RaftHandle {
+    commands: Sender<Command>,
+    pub status: Arc<NodeStatus>,
+    applied: watch::Receiver<u64>,
+}
+
+impl RaftHandle {
+    pub fn send(&self, command: Command) -> Result<(), EtcdError> {
+        self.commands.send(command).map_err(|_| EtcdError::stopped())
+    }
+
+    /// Proposes an encoded request on this member (which must lead) and waits until it
+    /// is applied.
+    pub async fn propose_local(&self, data: Vec<u8>) -> Result<Completed, EtcdError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::Propose { data, reply })?;
+        receiver.await.map_err(|_| EtcdError::stopped())?
+    }
+
+    /// Proposes a membership change on this member (which must lead).
+    pub async fn conf_change(&self, change: ConfChangeV2) -> Result<Completed, EtcdError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::ConfChange { change, reply })?;
+        receiver.await.map_err(|_| EtcdError::stopped())?
+    }
+
+    /// Waits for a linearizable read point.
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::Read { reply })?;
+        receiver.await.map_err(|_| EtcdError::stopped())?
+    }
+
+    /// Waits until this member has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
+        let mut applied = self.applied.clone();
+        applied.wait_for(|applied| *applied >= index).await.map_err(|_| EtcdError::stopped())?;
+        Ok(())
+    }
+
+    pub fn commands(&self) -> Sender<Command> {
+        self.commands.clone()
+    }
+}
+
+/// Where the driver's outgoing messages go.
+pub trait MessageSink: Send + 'static {
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+struct SinkOutbox<'a>(&'a mut dyn MessageSink);
+
+impl Outbox for SinkOutbox<'_> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.0.send(messages);
+    }
+}
+
+/// Things the driver reports as they happen.
+pub trait DriverObserver: Send + 'static {
+    /// Leadership or term changed.
+    fn role_changed(&mut self, role: Role, leader_id: u64, term: u64);
+}
+
+/// Starts the driver thread.
+pub fn spawn<S: LogStore + Send + 'static>(
+    node: Node<S>,
+    machine: ApplyMachine,
+    sink: Box<dyn MessageSink>,
+    observer: Box<dyn DriverObserver>,
+    tick_interval: Duration,
+    commands: (Sender<Command>, Receiver<Command>),
+) -> (RaftHandle, std::thread::JoinHandle<()>) {
+    let status = Arc::new(NodeStatus::default());
+    let (applied_tx, applied_rx) = watch::channel(node.applied_index());
+    let (sender, receiver) = commands;
+    let handle = RaftHandle { commands: sender, status: status.clone(), applied: applied_rx };
+    let mut driver = Driver {
+        node,
+        machine,
+        sink,
+        observer,
+        status,
+        applied_tx,
+        reads: std::collections::HashMap::new(),
+        next_id: request_id_seed(),
+        tick_interval,
+    };
+    driver.publish_status();
+    let thread = std::thread::Builder::new()
+        .name("raft-driver".into())
+        .spawn(move || driver.run(receiver))
+        .unwrap_or_else(|e| {
+            tracing::error!("cannot start the raft driver thread: {e}");
+            std::process::exit(1);
+        });
+    (handle, thread)
+}
+
+/// Request ids must not repeat across restarts while an old proposal may still be in the
+/// log: start from the clock, as etcd's id generator does.
+fn request_id_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    nanos.max(1)
+}
+
+struct Driver<S: LogStore> {
+    node: Node<S>,
+    machine: ApplyMachine,
+    sink: Box<dyn MessageSink>,
+    observer: Box<dyn DriverObserver>,
+    status: Arc<NodeStatus>,
+    applied_tx: watch::Sender<u64>,
+    reads: std::collections::HashMap<u64, oneshot::Sender<Result<(), EtcdError>>>,
+    next_id: u64,
+    tick_interval: Duration,
+}
+
+/// Commands handled between two Ready rounds at most; bounds the latency of a round.
+const MAX_COMMANDS_PER_ROUND: usize = 4096;
+
+impl<S: LogStore> Driver<S> {
+    fn run(mut self, commands: Receiver<Command>) {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match commands.recv_timeout(wait) {
+                Ok(Command::Shutdown) => break,
+                Ok(command) => {
+                    self.handle(command);
+                    let mut handled = 1;
+                    while handled < MAX_COMMANDS_PER_ROUND {
+                        match commands.try_recv() {
+                            Ok(Command::Shutdown) => {
+                                self.finish_round();
+                                return self.stop();
+                            }
+                            Ok(command) => self.handle(command),
+                            Err(_) => break,
+                        }
+                        handled += 1;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick();
+                next_tick += self.tick_interval;
+                // After a long stall (a slow fsync, a paused process) do not replay the
+                // missed ticks in a burst: that would fire elections at once.
+                if next_tick < now {
+                    next_tick = now + self.tick_interval;
+                }
+            }
+            self.finish_round();
+        }
+        self.stop();
+    }
+
+    fn stop(self) {
+        self.status.stopped.store(true, Ordering::Release);
+    }
+
+    fn finish_round(&mut self) {
+        while self.node.has_ready() {
+            let mut outbox = SinkOutbox(self.sink.as_mut());
+            let outcome = match self.node.handle_ready(&mut self.machine, &mut outbox) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::error!("fatal raft error, stopping the member: {error}");
+                    std::process::exit(1);
+                }
+            };
+            let term = self.node.term();
+            for proposal in outcome.proposals {
+                let Some(waiter) = self.machine.waiters.remove(&proposal.id) else { continue };
+                let reply = match proposal.result {
+                    Ok(index) => match self.machine.take_result(proposal.id) {
+                        Some(result) => Ok(Completed { result, index, term }),
+                        // Conf changes have no request result of their own.
+                        None => Ok(Completed {
+                            result: concord_proto::concordpb::ApplyResult {
+                                result: Some(concord_proto::concordpb::apply_result::Result::Applied(
+                                    concord_proto::concordpb::Applied {},
+                                )),
+                            },
+                            index,
+                            term,
+                        }),
+                    },
+                    Err(ProposalError::Overwritten { .. }) => Err(EtcdError::leader_changed()),
+                    Err(ProposalError::ConfChangeRejected { reason, .. }) => {
+                        Err(EtcdError { code: tonic::Code::FailedPrecondition, message: format!("etcdserver: {reason}") })
+                    }
+                    Err(_) => Err(EtcdError::timeout_due_to_leader_fail()),
+                };
+                let _ = waiter.send(reply);
+            }
+            for read in outcome.reads {
+                let Some(waiter) = self.reads.remove(&read.id) else { continue };
+                let reply = match read.result {
+                    Ok(_) => Ok(()),
+                    Err(ReadError::Timeout) => Err(EtcdError::timeout()),
+                    Err(_) => Err(EtcdError::internal("read failed")),
+                };
+                let _ = waiter.send(reply);
+            }
+            if let Some(change) = outcome.role_change {
+                self.observer.role_changed(change.role, change.leader_id, change.term);
+                if change.role != Role::Leader {
+                    // Reads queued on a leader that lost its role are retried by raft-core
+                    // with the next leader; nothing to do here.
+                }
+            }
+            self.publish_status();
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let status = &self.status;
+        status.member_id.store(self.node.id(), Ordering::Release);
+        status.leader_id.store(self.node.leader_id(), Ordering::Release);
+        status.term.store(self.node.term(), Ordering::Release);
+        status.commit_index.store(self.node.commit_index(), Ordering::Release);
+        status.is_leader.store(self.node.is_leader(), Ordering::Release);
+        status.is_learner.store(self.node.learners().contains(&self.node.id()), Ordering::Release);
+        let applied = self.node.applied_index();
+        status.applied_index.store(applied, Ordering::Release);
+        self.applied_tx.send_if_modified(|current| {
+            if *current != applied {
+                *current = applied;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Propose { data, reply } => {
+                let id = self.next_request_id();
+                match self.node.propose(id, data) {
+                    Ok(()) => {
+                        self.machine.waiters.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(propose_error(error, self.node.leader_id())));
+                    }
+                }
+            }
+            Command::ConfChange { change, reply } => {
+                let id = self.next_request_id();
+                match self.node.propose_conf_change(id, change) {
+                    Ok(()) => {
+                        self.machine.waiters.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(propose_error(error, self.node.leader_id())));
+                    }
+                }
+            }
+            Command::Read { reply } => {
+                let id = self.next_request_id();
+                match self.node.read_index(id) {
+                    Ok(()) => {
+                        self.reads.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(EtcdError::internal("duplicate read id")));
+                    }
+                }
+            }
+            Command::Step(message) => {
+                if let Err(error) = self.node.step(message) {
+                    tracing::debug!("ignored a raft message: {error}");
+                }
+            }
+            Command::SnapshotReport { to, delivered } => self.node.report_snapshot(to, delivered),
+            Command::Unreachable(to) => self.node.report_unreachable(to),
+            Command::TransferLeader { to } => self.node.transfer_leader(to),
+            Command::Shutdown => {}
+        }
+    }
+}
+
+fn propose_error(error: ProposeError, leader_id: u64) -> EtcdError {
+    match error {
+        ProposeError::NotLeader { .. } if leader_id == 0 => EtcdError::no_leader(),
+        ProposeError::NotLeader { .. } => EtcdError::not_leader(),
+        ProposeError::TooManyUncommitted => EtcdError::too_many_requests(),
+        ProposeError::TransferInProgress => EtcdError::leader_changed(),
+        ProposeError::ConfChangeRefused(reason) => EtcdError {
+            code: tonic::Code::FailedPrecondition,
+            message: format!("etcdserver: {reason}"),
+        },
+        other => EtcdError::internal(other.to_string()),
+    }
+}
+
+/// Describes a member for a conf change's context.
+pub fn member_context(member: &Member) -> Vec<u8> {
+    prost::Message::encode_to_vec(member)
+}

@@ -1,0 +1,24 @@
+//! The server crate's error: everything that can stop a member from starting or running.
+//! (Errors a *client* meets are [`crate::etcd_error::EtcdError`] values, not failures of
+//! the server.)
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("raft log: {0}")]
+    Wal(#[from] concord_storage_wal::Error),
+    #[error("backend: {0}")]
+    Backend(#[from] concord_mvcc::Error),
+    #[error("raft: {0}")]
+    Raft(#[from] concord_raft_core::Error),
+    #[error("network: {0}")]
+    Net(#[from] crate::transport::NetError),
+    #[error("i/o: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}

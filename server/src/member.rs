@@ -1,0 +1,385 @@
+//! Starting and stopping a member: open the raft log and the store, bootstrap or resume
+//! raft, start the driver, the peer transport and the listeners, publish this member's
+//! attributes, and shut everything down in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_mvcc::StoreOptions;
+use concord_proto::concordpb::{
+    MemberAttrSetRequest, MemberInfoResponse, forward_server::ForwardServer, internal_request,
+};
+use concord_proto::etcdserverpb::{
+    Member, cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use concord_raft_core::{Node, NodeConfig, Role};
+use concord_storage_wal::{WalOptions, WalStorage};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::api::{self, ETCD_VERSION};
+use crate::apply::{ApplyMachine, ApplyObserver, Backend};
+use crate::config::{ClusterState, Config, url_text};
+use crate::core::{Core, LeaderConnector};
+use crate::driver::{self, Command, DriverObserver, MessageSink, RaftHandle};
+use crate::error::Error;
+use crate::etcd_error::EtcdError;
+use crate::membership::{Membership, cluster_id, member_id};
+use crate::transport::{Inbound, PeerTransport};
+
+/// Largest gRPC message a client may send: the request limit plus etcd's 512 KiB of
+/// slack for framing, so that an oversized request gets etcd's own error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// A started member.
+pub struct RunningMember {
+    pub core: Arc<Core>,
+    shutdown: watch::Sender<bool>,
+    driver_thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningMember {
+    /// Stops serving, then stops raft. Everything acknowledged is already durable.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let _ = self.core.raft.send(Command::Shutdown);
+        if let Some(thread) = self.driver_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Keeps the shared membership and the transport's peer list in step with the store.
+struct MembershipObserver {
+    shared: Arc<RwLock<Membership>>,
+    transport: PeerTransport,
+    local_id: u64,
+    cluster_id: u64,
+    known_peers: Vec<u64>,
+}
+
+impl ApplyObserver for MembershipObserver {
+    fn membership_changed(&mut self, membership: &Membership) {
+        *self.shared.write() = membership.clone();
+        let ids = membership.ids();
+        for &id in &self.known_peers {
+            if !ids.contains(&id) {
+                self.transport.remove_peer(id);
+            }
+        }
+        for &id in &ids {
+            if id != self.local_id {
+                self.transport.add_peer(id, membership.peer_urls(id));
+            }
+        }
+        self.known_peers = ids;
+    }
+
+    fn published(&mut self, member: &Member) {
+        // etcd logs this line, and tooling (etcd's own e2e suite) waits for it.
+        tracing::info!(
+            "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+            member.name,
+            member.client_ur_ls.join(" "),
+            self.cluster_id
+        );
+    }
+}
+
+struct TransportSink(PeerTransport);
+
+impl MessageSink for TransportSink {
+    fn send(&mut self, messages: Vec<raft::eraftpb::Message>) {
+        self.0.send(messages);
+    }
+}
+
+struct RoleLogger {
+    member_id: u64,
+}
+
+impl DriverObserver for RoleLogger {
+    fn role_changed(&mut self, role: Role, leader_id: u64, term: u64) {
+        match role {
+            Role::Leader => tracing::info!("{:x} became leader at term {term}", self.member_id),
+            _ if leader_id != 0 => {
+                tracing::info!("{:x} elected leader {leader_id:x} at term {term}", self.member_id)
+            }
+            _ => tracing::info!("{:x} lost leader at term {term} ({role:?})", self.member_id),
+        }
+    }
+}
+
+/// Plain-text peer connections for the Forward service; TLS peers go through the
+/// transport's connector.
+struct PeerConnector {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl LeaderConnector for PeerConnector {
+    fn channel(&self, urls: &[url::Url]) -> Result<Channel, EtcdError> {
+        let url = urls.first().ok_or_else(EtcdError::no_leader)?;
+        crate::transport::lazy_channel(url, self.tls.clone())
+            .map_err(|e| EtcdError::internal(format!("cannot reach the leader at {url}: {e}")))
+    }
+}
+
+/// Identity that must survive restarts even if flags change.
+fn load_or_store_identity(backend: &Backend, member: u64, cluster: u64) -> Result<(u64, u64), Error> {
+    let store = backend.store();
+    if let (Some(m), Some(c)) = (store.meta_get("local", b"member_id")?, store.meta_get("local", b"cluster_id")?) {
+        let decode = |bytes: Vec<u8>| -> Result<u64, Error> {
+            let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt("stored member identity".into()))?;
+            Ok(u64::from_be_bytes(array))
+        };
+        return Ok((decode(m)?, decode(c)?));
+    }
+    let mut batch = store.write_batch();
+    batch.meta_put("local", b"member_id", &member.to_be_bytes());
+    batch.meta_put("local", b"cluster_id", &cluster.to_be_bytes());
+    batch.commit()?;
+    Ok((member, cluster))
+}
+
+/// Opens storage, starts raft and every listener. Returns once the member serves.
+pub async fn start(config: Config) -> Result<RunningMember, Error> {
+    let config = Arc::new(config);
+    for line in &config.inert_flags_set {
+        tracing::warn!("flag --{line} is accepted for etcd compatibility but has no effect in concord");
+    }
+    for var in &config.unknown_env_vars {
+        tracing::warn!("unrecognized environment variable {var}");
+    }
+    std::fs::create_dir_all(config.data_dir.join("member")).map_err(Error::Io)?;
+
+    let initial = Membership::from_initial_cluster(&config.initial_cluster, &config.initial_cluster_token);
+    let flagged_member = member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token, None);
+    let flagged_cluster = cluster_id(&initial.ids());
+
+    let store_options = StoreOptions { max_txn_ops: config.max_txn_ops as usize, ..StoreOptions::default() };
+    let backend = Arc::new(Backend::open(config.backend_path(), store_options)?);
+    let (local_id, cluster) = load_or_store_identity(&backend, flagged_member, flagged_cluster)?;
+    tracing::info!(
+        "starting member {local_id:x} in cluster {cluster:x} (name {}, data dir {})",
+        config.name,
+        config.data_dir.display()
+    );
+
+    let mut wal = WalStorage::open(&config.wal_path(), WalOptions::default())?;
+    if config.initial_cluster_state == ClusterState::New {
+        let voters = initial.ids();
+        if Node::bootstrap(&mut wal, &voters)? {
+            tracing::info!("bootstrapped a new cluster of {} members", voters.len());
+        }
+    }
+
+    let shared_membership = Arc::new(RwLock::new(Membership::load(&backend.store())?));
+    let (inbound_tx, inbound_rx) = std::sync::mpsc::channel::<Inbound>();
+    let peer_client_tls = crate::tls::peer_client_config(&config)?;
+    let transport = PeerTransport::new(local_id, cluster, peer_client_tls.clone(), inbound_tx);
+    for member in shared_membership.read().members() {
+        if member.id != local_id {
+            transport.add_peer(member.id, shared_membership.read().peer_urls(member.id));
+        }
+    }
+    if shared_membership.read().is_empty() {
+        // Joining an existing cluster: the peers come from --initial-cluster until the
+        // leader's snapshot brings the real list.
+        for member in initial.members() {
+            if member.id != local_id {
+                transport.add_peer(member.id, initial.peer_urls(member.id));
+            }
+        }
+    }
+
+    let observer = MembershipObserver {
+        shared: shared_membership.clone(),
+        transport: transport.clone(),
+        local_id,
+        cluster_id: cluster,
+        known_peers: shared_membership.read().ids(),
+    };
+    let mut machine = ApplyMachine::new(backend.clone(), local_id, initial.clone(), Box::new(observer))?;
+
+    let mut node_config = NodeConfig::new(local_id);
+    node_config.election_tick = config.election_ticks();
+    node_config.heartbeat_tick = 1;
+    node_config.pre_vote = config.pre_vote;
+    node_config.snapshot_interval = config.snapshot_count.max(1);
+    node_config.snapshot_catchup_entries = (config.snapshot_count / 2).clamp(1, 5_000);
+    node_config.incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let mut node = Node::new(node_config, wal, &mut machine)?;
+    if node.voters() == vec![local_id] {
+        // A single voter need not wait an election timeout to lead.
+        node.campaign()?;
+    }
+
+    let commands = std::sync::mpsc::channel::<Command>();
+    let command_tx = commands.0.clone();
+    std::thread::Builder::new()
+        .name("peer-inbound".into())
+        .spawn(move || {
+            for inbound in inbound_rx {
+                let command = match inbound {
+                    Inbound::Message(message) => Command::Step(message),
+                    Inbound::SnapshotReport { to, delivered } => Command::SnapshotReport { to, delivered },
+                    Inbound::Unreachable(to) => Command::Unreachable(to),
+                };
+                if command_tx.send(command).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(Error::Io)?;
+    let (raft, driver_thread) = driver::spawn(
+        node,
+        machine,
+        Box::new(TransportSink(transport.clone())),
+        Box::new(RoleLogger { member_id: local_id }),
+        config.heartbeat_interval,
+        commands,
+    );
+
+    let core = Arc::new(Core::new(
+        config.clone(),
+        local_id,
+        cluster,
+        raft.clone(),
+        backend.clone(),
+        shared_membership.clone(),
+        Box::new(PeerConnector { tls: peer_client_tls }),
+    ));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Peers.
+    let info_core = core.clone();
+    let member_info = move || MemberInfoResponse {
+        cluster_id: info_core.cluster_id,
+        member_id: info_core.member_id,
+        name: info_core.config.name.clone(),
+        client_urls: info_core.config.advertise_client_urls.iter().map(url_text).collect(),
+        peer_urls: info_core.config.initial_advertise_peer_urls.iter().map(url_text).collect(),
+        version: ETCD_VERSION.to_string(),
+    };
+    let peer_tls = crate::tls::peer_server_config(&config)?;
+    for url in &config.listen_peer_urls {
+        let routes = tonic::service::Routes::new(transport.service(member_info.clone()))
+            .add_service(ForwardServer::new(api::forward::ForwardService::new(core.clone())));
+        let listener = crate::listener::bind(url).await?;
+        tracing::info!("listening for peers on {}", url_text(url));
+        tasks.push(tokio::spawn(crate::listener::serve(
+            listener,
+            peer_tls.clone(),
+            routes,
+            None,
+            wait_for_shutdown(shutdown_rx.clone()),
+        )));
+    }
+
+    // Clients.
+    let client_tls = crate::tls::client_server_config(&config)?;
+    let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    for url in &config.listen_client_urls {
+        let routes = tonic::service::Routes::new(
+            KvServer::new(api::kv::KvService::new(core.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(core.clone())))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(core.clone())));
+        let listener = crate::listener::bind(url).await?;
+        tracing::info!("ready to serve client requests on {}", url_text(url));
+        let tls = if url.scheme() == "https" || url.scheme() == "unixs" { client_tls.clone() } else { None };
+        tasks.push(tokio::spawn(crate::listener::serve(
+            listener,
+            tls,
+            routes,
+            Some(crate::http::router(core.clone())),
+            wait_for_shutdown(shutdown_rx.clone()),
+        )));
+    }
+
+    tasks.push(tokio::spawn(publish(core.clone(), shutdown_rx.clone())));
+
+    Ok(RunningMember { core, shutdown: shutdown_tx, driver_thread: Some(driver_thread), tasks })
+}
+
+async fn wait_for_shutdown(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Publishes this member's name and client URLs through raft (retrying until it is
+/// applied), then reports the member ready, as etcd does.
+async fn publish(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let request = MemberAttrSetRequest {
+        member_id: core.member_id,
+        name: core.config.name.clone(),
+        client_urls: core.config.advertise_client_urls.iter().map(url_text).collect(),
+    };
+    loop {
+        let already = core
+            .membership
+            .read()
+            .get(core.member_id)
+            .is_some_and(|m| m.name == request.name && m.client_ur_ls == request.client_urls);
+        let outcome = if already {
+            tracing::info!(
+                "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+                request.name,
+                request.client_urls.join(" "),
+                core.cluster_id
+            );
+            Ok(())
+        } else {
+            core.propose(internal_request::Request::MemberAttrSet(request.clone())).await.map(|_| ())
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!("enabled capabilities for version {}", &api::CLUSTER_VERSION[..3]);
+                return;
+            }
+            Err(error) => tracing::debug!("publishing member attributes: {error}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Runs a member until SIGINT or SIGTERM.
+pub async fn run_until_signal(config: Config) -> Result<(), Error> {
+    let member = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("received a stop signal, shutting down");
+    member.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The driver handle of a started member (tests use it to watch roles).
+pub fn raft_of(member: &RunningMember) -> &RaftHandle {
+    &member.core.raft
+}
