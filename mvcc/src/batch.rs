@@ -543,10 +543,11 @@ impl<'a> WriteBatch<'a> {
         *cursor += 1;
         for op in if ok { &req.success } else { &req.failure } {
             match &op.request {
-                Some(Request::RequestPut(p)) if p.ignore_value || p.ignore_lease => {
-                    if self.store.state.read().index.latest_live(&p.key).is_none() {
-                        return Err(Error::KeyNotFound);
-                    }
+                Some(Request::RequestPut(p))
+                    if (p.ignore_value || p.ignore_lease)
+                        && self.store.state.read().index.latest_live(&p.key).is_none() =>
+                {
+                    return Err(Error::KeyNotFound);
                 }
                 Some(Request::RequestTxn(t)) => self.check_path_puts(t, path, cursor)?,
                 _ => {}

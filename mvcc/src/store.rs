@@ -27,6 +27,9 @@ pub(crate) const META_APPLIED_INDEX: &[u8] = b"\0applied_index";
 pub(crate) const META_CURRENT_REV: &[u8] = b"\0current_rev";
 pub(crate) const META_COMPACT_REV: &[u8] = b"\0compact_rev";
 
+/// A side-table entry: `(key, value)`.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -380,7 +383,7 @@ impl Store {
     }
 
     /// Every entry of a side table, in key order.
-    pub fn meta_scan(&self, keyspace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn meta_scan(&self, keyspace: &str) -> Result<Vec<MetaEntry>, Error> {
         let prefix = meta_user_key(keyspace, b"");
         let mut out = Vec::new();
         for guard in self.meta.prefix(&prefix) {

@@ -331,10 +331,12 @@ impl Model {
         *at += 1;
         for op in if ok { &req.success } else { &req.failure } {
             match &op.request {
-                Some(Request::RequestPut(p)) if !ranges && (p.ignore_value || p.ignore_lease) => {
-                    if self.get(&p.key, i64::MAX).is_none() {
-                        return Err("etcdserver: key not found".into());
-                    }
+                Some(Request::RequestPut(p))
+                    if !ranges
+                        && (p.ignore_value || p.ignore_lease)
+                        && self.get(&p.key, i64::MAX).is_none() =>
+                {
+                    return Err("etcdserver: key not found".into());
                 }
                 Some(Request::RequestRange(r)) if ranges && r.revision != 0 => {
                     if r.revision > self.rev {
@@ -422,7 +424,7 @@ impl Model {
                 if *main < from {
                     continue;
                 }
-                let prev = if *main - 1 >= self.compact && *main > 1 {
+                let prev = if *main > self.compact && *main > 1 {
                     self.get(key, main - 1).cloned()
                 } else {
                     None
@@ -481,8 +483,10 @@ fn check_txn_ops(req: &TxnRequest) -> MResult<()> {
 }
 
 /// etcd's duplicate rule, restated: (puts, deletes) a list of ops may write.
-fn write_set(ops: &[RequestOp]) -> Option<(HashSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let mut dels: Vec<(Vec<u8>, Vec<u8>)> = ops
+type Interval = (Vec<u8>, Vec<u8>);
+
+fn write_set(ops: &[RequestOp]) -> Option<(HashSet<Vec<u8>>, Vec<Interval>)> {
+    let mut dels: Vec<Interval> = ops
         .iter()
         .filter_map(|op| match &op.request {
             Some(Request::RequestDeleteRange(d)) => Some((d.key.clone(), d.range_end.clone())),
@@ -491,7 +495,7 @@ fn write_set(ops: &[RequestOp]) -> Option<(HashSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u
         // etcd builds an empty interval for from-key deletes (and inverted ranges).
         .filter(|(k, e)| e.is_empty() || (e.as_slice() != [0] && e > k))
         .collect();
-    let hits = |dels: &[(Vec<u8>, Vec<u8>)], k: &[u8]| dels.iter().any(|(s, e)| in_range(k, s, e));
+    let hits = |dels: &[Interval], k: &[u8]| dels.iter().any(|(s, e)| in_range(k, s, e));
     let mut puts = HashSet::new();
     for op in ops {
         if let Some(Request::RequestTxn(t)) = &op.request {

@@ -1,0 +1,505 @@
+//! Store-level behaviour: restart, compaction, hashing, snapshots, side tables,
+//! lease-style deletes, and reads racing the writer.
+
+use std::path::Path;
+
+use concord_mvcc::{Error, Store, StoreOptions};
+use concord_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use concord_proto::etcdserverpb::request_op::Request;
+use concord_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+};
+use concord_proto::mvccpb::KeyValue;
+use concord_proto::mvccpb::event::EventType;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).expect("open")
+}
+
+fn put(store: &Store, key: &str, value: &str) -> i64 {
+    let mut batch = store.write_batch();
+    let (resp, _) = batch
+        .put(&PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .expect("put");
+    batch.commit().expect("commit");
+    resp.header.expect("header").revision
+}
+
+fn delete(store: &Store, key: &str, range_end: &str) -> i64 {
+    let mut batch = store.write_batch();
+    let (resp, _) = batch
+        .delete_range(&DeleteRangeRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            prev_kv: false,
+        })
+        .expect("delete");
+    batch.commit().expect("commit");
+    resp.deleted
+}
+
+fn range_all(store: &Store, revision: i64) -> Result<RangeResponse, Error> {
+    store.range(&RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        revision,
+        ..Default::default()
+    })
+}
+
+fn kv_pairs(resp: &RangeResponse) -> Vec<(String, String)> {
+    resp.kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Number of revision entries in the backend, read from a snapshot (its format
+/// is documented: records tagged 1 are `kv` entries).
+fn backend_revisions(store: &Store) -> usize {
+    let bytes = store.snapshot_bytes().expect("snapshot");
+    let mut rest = &bytes[b"CONCORD-MVCC-SNAPSHOT-1\n".len()..bytes.len() - 4];
+    let mut count = 0;
+    loop {
+        let tag = rest[0];
+        rest = &rest[1..];
+        if tag == 0 {
+            return count;
+        }
+        for _ in 0..2 {
+            let len = u32::from_be_bytes(rest[..4].try_into().expect("len")) as usize;
+            rest = &rest[4 + len..];
+        }
+        if tag == 1 {
+            count += 1;
+        }
+    }
+}
+
+#[test]
+fn restart_keeps_data_history_meta_and_applied_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (before, hash_before) = {
+        let store = open(dir.path());
+        for i in 0..50 {
+            put(&store, &format!("k{:02}", i % 20), &format!("v{i}"));
+        }
+        delete(&store, "k05", "k08");
+        let mut batch = store.write_batch();
+        batch.meta_put("leases", b"\x01", b"lease-one");
+        batch.meta_put("members", b"m1", b"member");
+        batch.set_applied_index(77);
+        batch.commit().expect("commit");
+        store.compact(30).expect("compact");
+        let all: Vec<_> = (30..=store.current_revision())
+            .map(|rev| range_all(&store, rev).expect("range"))
+            .collect();
+        (all, store.hash_kv(0).expect("hash"))
+    };
+    let store = open(dir.path());
+    assert_eq!(store.applied_index(), 77);
+    assert_eq!(store.current_revision(), 51);
+    assert_eq!(store.compact_revision(), 30);
+    for (i, rev) in (30..=51).enumerate() {
+        assert_eq!(
+            range_all(&store, rev).expect("range"),
+            before[i],
+            "rev {rev}"
+        );
+    }
+    assert!(matches!(range_all(&store, 29), Err(Error::Compacted)));
+    assert_eq!(store.hash_kv(0).expect("hash"), hash_before);
+    assert_eq!(
+        store.meta_get("leases", b"\x01").expect("meta"),
+        Some(b"lease-one".to_vec())
+    );
+    assert_eq!(
+        store.meta_scan("members").expect("scan"),
+        vec![(b"m1".to_vec(), b"member".to_vec())]
+    );
+    // The next write continues the revision sequence.
+    assert_eq!(put(&store, "new", "x"), 52);
+}
+
+#[test]
+fn compaction_keeps_newest_live_revisions_and_drops_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert_eq!(put(&store, "a", "1"), 1);
+    assert_eq!(put(&store, "a", "2"), 2);
+    assert_eq!(put(&store, "b", "1"), 3);
+    assert_eq!(delete(&store, "b", ""), 1); // rev 4
+    assert_eq!(put(&store, "c", "1"), 5);
+    assert_eq!(put(&store, "a", "3"), 6);
+    assert_eq!(backend_revisions(&store), 6);
+
+    assert!(matches!(store.compact(7), Err(Error::FutureRevision)));
+    store.compact(4).expect("compact");
+    assert!(matches!(store.compact(4), Err(Error::Compacted)));
+    assert!(matches!(store.compact(3), Err(Error::Compacted)));
+    assert!(matches!(range_all(&store, 3), Err(Error::Compacted)));
+
+    // At the compaction point: a's value of rev 2, b gone.
+    let at4 = range_all(&store, 4).expect("range");
+    assert_eq!(kv_pairs(&at4), vec![("a".into(), "2".into())]);
+    assert_eq!(at4.kvs[0].create_revision, 1);
+    assert_eq!(at4.kvs[0].version, 2);
+    let now = range_all(&store, 0).expect("range");
+    assert_eq!(
+        kv_pairs(&now),
+        vec![("a".into(), "3".into()), ("c".into(), "1".into())]
+    );
+    // Kept: a@2, a@6, c@5. Dropped: a@1, b@3, b's tombstone @4.
+    assert_eq!(backend_revisions(&store), 3);
+    assert_eq!(store.indexed_keys(), 2);
+
+    // Compacting at the head keeps every live key's newest revision.
+    store.compact(6).expect("compact");
+    assert_eq!(backend_revisions(&store), 2);
+    assert_eq!(range_all(&store, 6).expect("range"), now);
+
+    // Watch history below the compaction point is gone.
+    assert!(matches!(
+        store.events(b"a", b"", 6, 0, 0, false),
+        Err(Error::Compacted)
+    ));
+    assert_eq!(
+        store.events(b"a", b"", 7, 0, 0, false).expect("events").0,
+        vec![]
+    );
+
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(backend_revisions(&store), 2);
+    assert_eq!(range_all(&store, 6).expect("range"), now);
+}
+
+#[test]
+fn compaction_inside_a_batch_applies_to_later_reads_of_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    put(&store, "a", "1");
+    put(&store, "a", "2");
+    let mut batch = store.write_batch();
+    batch
+        .put(&PutRequest {
+            key: b"a".to_vec(),
+            value: b"3".to_vec(),
+            ..Default::default()
+        })
+        .expect("put");
+    batch.compact(3).expect("compact the batch's own revision");
+    let old = batch.range(&RangeRequest {
+        key: b"a".to_vec(),
+        revision: 2,
+        ..Default::default()
+    });
+    assert!(matches!(old, Err(Error::Compacted)));
+    // Not committed yet: readers still see the old world.
+    assert_eq!(store.compact_revision(), 0);
+    assert_eq!(range_all(&store, 2).expect("range").kvs[0].value, b"2");
+    batch.commit().expect("commit");
+    assert_eq!(store.compact_revision(), 3);
+    assert_eq!(backend_revisions(&store), 1);
+}
+
+#[test]
+fn hash_kv_is_deterministic_and_checks_revisions() {
+    let build = |extra: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        for i in 0..10 {
+            put(&store, &format!("k{}", i % 4), &format!("v{i}"));
+        }
+        if extra {
+            put(&store, "k9", "different");
+        }
+        (dir, store)
+    };
+    let (_d1, one) = build(false);
+    let (_d2, two) = build(false);
+    let (_d3, three) = build(true);
+    assert_eq!(one.hash_kv(0).expect("hash"), two.hash_kv(0).expect("hash"));
+    assert_eq!(one.hash_kv(0).expect("hash").2, 10);
+    assert_ne!(
+        one.hash_kv(0).expect("hash").0,
+        three.hash_kv(0).expect("hash").0
+    );
+    // History up to rev 10 is the same in all three.
+    assert_eq!(
+        one.hash_kv(10).expect("hash"),
+        three.hash_kv(10).expect("hash")
+    );
+    let at5 = one.hash_kv(5).expect("hash");
+    put(&one, "later", "x");
+    assert_eq!(one.hash_kv(5).expect("hash"), at5);
+    assert!(matches!(one.hash_kv(99), Err(Error::FutureRevision)));
+    one.compact(6).expect("compact");
+    assert!(matches!(one.hash_kv(6), Err(Error::Compacted)));
+    let (_, compact_rev, rev) = one.hash_kv(0).expect("hash");
+    assert_eq!((compact_rev, rev), (6, 11));
+}
+
+#[test]
+fn snapshot_restore_round_trips_and_rejects_damage() {
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = open(src_dir.path());
+    for i in 0..30 {
+        put(&src, &format!("k{}", i % 7), &format!("v{i}"));
+    }
+    delete(&src, "k3", "");
+    src.compact(10).expect("compact");
+    let mut batch = src.write_batch();
+    batch.meta_put("auth", b"enabled", b"1");
+    batch.set_applied_index(1234);
+    batch.commit().expect("commit");
+    let bytes = src.snapshot_bytes().expect("snapshot");
+
+    let dst_root = tempfile::tempdir().expect("tempdir");
+    let dst_dir = dst_root.path().join("member");
+    // Something else there first: restore replaces it.
+    {
+        let old = open(&dst_dir);
+        put(&old, "stale", "x");
+    }
+    let dst = Store::restore(&dst_dir, &bytes, StoreOptions::default()).expect("restore");
+    assert_eq!(dst.applied_index(), 1234);
+    assert_eq!(dst.current_revision(), src.current_revision());
+    assert_eq!(dst.compact_revision(), 10);
+    for rev in 10..=src.current_revision() {
+        assert_eq!(
+            range_all(&dst, rev).expect("dst"),
+            range_all(&src, rev).expect("src")
+        );
+    }
+    assert_eq!(dst.hash_kv(0).expect("hash"), src.hash_kv(0).expect("hash"));
+    assert_eq!(
+        dst.meta_get("auth", b"enabled").expect("meta"),
+        Some(b"1".to_vec())
+    );
+    drop(dst);
+
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    assert!(matches!(
+        Store::restore(&dst_dir, &damaged, StoreOptions::default()),
+        Err(Error::InvalidSnapshot(_))
+    ));
+    // The failed restore left the previous contents alone.
+    let again = open(&dst_dir);
+    assert_eq!(again.applied_index(), 1234);
+}
+
+#[test]
+fn side_tables_are_separate_and_batched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut batch = store.write_batch();
+    batch.meta_put("a", b"x", b"1");
+    batch.meta_put("ab", b"", b"2");
+    batch.meta_put("a", b"y", b"3");
+    batch.meta_delete("a", b"x");
+    assert_eq!(batch.meta_get("a", b"x").expect("get"), None);
+    assert_eq!(batch.meta_get("a", b"y").expect("get"), Some(b"3".to_vec()));
+    assert_eq!(store.meta_get("a", b"y").expect("get"), None);
+    batch.commit().expect("commit");
+    assert_eq!(
+        store.meta_scan("a").expect("scan"),
+        vec![(b"y".to_vec(), b"3".to_vec())]
+    );
+    assert_eq!(
+        store.meta_scan("ab").expect("scan"),
+        vec![(b"".to_vec(), b"2".to_vec())]
+    );
+    // Meta writes alone do not change the revision.
+    assert_eq!(store.current_revision(), 0);
+}
+
+#[test]
+fn delete_keys_uses_one_revision_and_skips_missing_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    put(&store, "a", "1");
+    put(&store, "b", "2");
+    let mut batch = store.write_batch();
+    let events = batch
+        .delete_keys(&[
+            b"a".to_vec(),
+            b"missing".to_vec(),
+            b"b".to_vec(),
+            b"a".to_vec(),
+        ])
+        .expect("delete");
+    assert_eq!(batch.revision(), 3);
+    let none = batch.delete_keys(&[b"missing".to_vec()]).expect("delete");
+    assert!(none.is_empty());
+    assert_eq!(batch.revision(), 3);
+    batch.commit().expect("commit");
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().expect("kv");
+            (
+                e.r#type,
+                kv.key.clone(),
+                kv.mod_revision,
+                e.prev_kv.as_ref().map(|p| p.value.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                EventType::Delete as i32,
+                b"a".to_vec(),
+                3,
+                Some(b"1".to_vec())
+            ),
+            (
+                EventType::Delete as i32,
+                b"b".to_vec(),
+                3,
+                Some(b"2".to_vec())
+            ),
+        ]
+    );
+    let (history, next) = store.events(b"a", b"c", 1, 0, 0, false).expect("events");
+    assert_eq!(history.len(), 4);
+    assert_eq!(next, 4);
+    // At most one revision's worth at a time.
+    let (first, next) = store.events(b"a", b"c", 1, 0, 1, false).expect("events");
+    assert_eq!((first.len(), next), (1, 2));
+    let (last, next) = store.events(b"a", b"c", 3, 0, 1, false).expect("events");
+    assert_eq!((last.len(), next), (2, 4));
+}
+
+#[test]
+fn txn_writes_share_one_revision_and_failed_requests_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    put(&store, "x", "0");
+    let op = |key: &str| RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let mut batch = store.write_batch();
+    let (resp, events) = batch
+        .txn(&TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Value as i32,
+                key: b"x".to_vec(),
+                range_end: vec![],
+                target_union: Some(TargetUnion::Value(b"0".to_vec())),
+            }],
+            success: vec![op("p"), op("q"), op("r")],
+            failure: vec![],
+        })
+        .expect("txn");
+    assert!(resp.succeeded);
+    assert_eq!(resp.header.expect("header").revision, 2);
+    let revs: Vec<_> = events
+        .iter()
+        .map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+        .collect();
+    assert_eq!(revs, vec![Some(2); 3]);
+    let dup = batch.txn(&TxnRequest {
+        success: vec![op("z"), op("z")],
+        ..Default::default()
+    });
+    assert_eq!(
+        dup.expect_err("duplicate").to_string(),
+        "etcdserver: duplicate key given in txn request"
+    );
+    let missing = batch.put(&PutRequest {
+        key: b"nope".to_vec(),
+        ignore_value: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        missing.expect_err("missing").to_string(),
+        "etcdserver: key not found"
+    );
+    assert_eq!(batch.revision(), 2);
+    batch.commit().expect("commit");
+    assert_eq!(store.current_revision(), 2);
+    assert_eq!(store.hash_kv(0).expect("hash").2, 2);
+}
+
+#[test]
+fn readers_always_see_whole_revisions_while_the_writer_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    const KEYS: usize = 8;
+    const ROUNDS: i64 = 300;
+    let txn_for = |round: i64| TxnRequest {
+        success: (0..KEYS)
+            .map(|k| RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: format!("k{k}").into_bytes(),
+                    value: round.to_string().into_bytes(),
+                    ..Default::default()
+                })),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut batch = store.write_batch();
+    batch.txn(&txn_for(0)).expect("txn");
+    batch.commit().expect("commit");
+
+    std::thread::scope(|scope| {
+        let readers: Vec<_> =
+            (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut checked = 0;
+                        loop {
+                            let done = store.current_revision() >= ROUNDS;
+                            let resp = store
+                                .range(&RangeRequest {
+                                    key: b"k".to_vec(),
+                                    range_end: b"l".to_vec(),
+                                    ..Default::default()
+                                })
+                                .expect("range");
+                            assert_eq!(resp.kvs.len(), KEYS);
+                            let first: &KeyValue = &resp.kvs[0];
+                            assert!(resp.kvs.iter().all(|kv| kv.value == first.value
+                                && kv.mod_revision == first.mod_revision));
+                            assert!(first.mod_revision <= resp.header.expect("header").revision);
+                            checked += 1;
+                            if done {
+                                break checked;
+                            }
+                        }
+                    })
+                })
+                .collect();
+        for round in 1..ROUNDS {
+            let mut batch = store.write_batch();
+            batch.txn(&txn_for(round)).expect("txn");
+            if round % 10 == 0 {
+                batch.compact(round).expect("compact");
+            }
+            batch.commit().expect("commit");
+        }
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+    });
+}
