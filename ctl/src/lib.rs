@@ -1,1 +1,153 @@
-//! `concordctl`: an etcdctl-compatible command-line client.
+//! `concordctl`: an etcdctl-3.4-compatible command-line client for etcd v3
+//! servers (Concord or etcd itself).
+//!
+//! Owned here: the command line (etcdctl's global flags, `ETCDCTL_*`
+//! environment variables, v3 commands `put get del txn compaction endpoint
+//! member lease watch version`), the `txn` input language, and etcdctl's
+//! output formats (`-w simple|json|fields|table|protobuf`) reproduced byte for
+//! byte, with etcdctl's `Error: ...` lines and exit codes.
+//!
+//! ```
+//! use concord_ctl::printer::{Format, Printer};
+//! use concord_proto::etcdserverpb::PutResponse;
+//!
+//! let out = Printer::new(Format::Simple, false).put(&PutResponse::default()).unwrap();
+//! assert_eq!(out, b"OK\n");
+//! ```
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod gofmt;
+pub mod gojson;
+pub mod kv;
+pub mod printer;
+pub mod table;
+pub mod txn;
+
+use clap::Parser as _;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use error::{CtlError, ExitCode};
+use std::ffi::OsString;
+use std::io::Write;
+
+/// Runs concordctl with these arguments (including the program name) and
+/// returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let stdin = std::io::stdin();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    let mut input = stdin.lock();
+    let result = execute(cli, &mut out, &mut err, &mut input);
+    let _ = out.flush();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            if !e.message.is_empty() {
+                let _ = writeln!(err, "Error: {}", e.message);
+            }
+            e.code as i32
+        }
+    }
+}
+
+fn execute(
+    cli: cli::Cli,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    stdin: &mut dyn std::io::BufRead,
+) -> Result<(), CtlError> {
+    let format = printer::Format::parse(&cli.write_out)?;
+    let credentials = credentials(&cli, err, stdin)?;
+    let config = client::ClientConfig {
+        endpoints: cli
+            .endpoints
+            .iter()
+            .filter(|e| !e.is_empty())
+            .cloned()
+            .collect(),
+        dial_timeout: cli.dial_timeout,
+        command_timeout: cli.command_timeout,
+        keepalive_time: cli.keepalive_time,
+        keepalive_timeout: cli.keepalive_timeout,
+        credentials,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?;
+    let mut ctx = commands::Context {
+        config,
+        printer: printer::Printer::new(format, cli.hex),
+        out,
+        err,
+        stdin,
+    };
+    runtime.block_on(commands::run(cli.command, &mut ctx))
+}
+
+/// `--user name[:password]` and `--password`, prompting when only a name is given.
+fn credentials(
+    cli: &cli::Cli,
+    err: &mut dyn Write,
+    stdin: &mut dyn std::io::BufRead,
+) -> Result<Option<(String, String)>, CtlError> {
+    let Some(user) = cli.user.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(password) = &cli.password {
+        if user.contains(':') {
+            return Err(CtlError::bad_args(
+                "When the password flag is used, the user flag shouldn't include a password",
+            ));
+        }
+        return Ok(Some((user.to_owned(), password.clone())));
+    }
+    if let Some((name, password)) = user.split_once(':') {
+        return Ok(Some((name.to_owned(), password.to_owned())));
+    }
+    let _ = write!(err, "Password: ");
+    let _ = err.flush();
+    let mut line = String::new();
+    stdin
+        .read_line(&mut line)
+        .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
+    Ok(Some((
+        user.to_owned(),
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    )))
+}
+
+/// Prints a command-line syntax error as etcdctl (cobra) does and returns its exit code.
+fn usage_error(e: &clap::Error) -> i32 {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let flag = arg.split('=').next().unwrap_or_default();
+            eprintln!("Error: unknown flag: {flag}");
+            1
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            eprintln!("Error: {}", first.trim_start_matches("error: "));
+            1
+        }
+    }
+}

@@ -1,4 +1,6 @@
+//! `concordctl`: an etcdctl-compatible command-line client.
+
 fn main() {
-    eprintln!("concordctl: not built yet");
-    std::process::exit(2);
+    let code = concord_ctl::run(std::env::args_os().collect());
+    std::process::exit(code);
 }

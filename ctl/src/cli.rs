@@ -1,0 +1,308 @@
+//! Command-line syntax: etcdctl 3.4's global flags (also read from `ETCDCTL_*`
+//! environment variables) and v3 commands.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::ffi::OsString;
+
+/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!(
+            "strconv.ParseBool: parsing \"{s}\": invalid syntax"
+        )),
+    }
+}
+
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::gofmt::parse_duration(s)
+}
+
+/// A simple etcd v3 command line client (etcdctl-compatible).
+#[derive(Debug, Parser)]
+#[command(
+    name = "concordctl",
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// gRPC endpoints
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// dial timeout for client connections
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = go_duration)]
+    pub dial_timeout: std::time::Duration,
+
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = go_duration)]
+    pub command_timeout: std::time::Duration,
+
+    /// keepalive time for client connections
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = go_duration)]
+    pub keepalive_time: std::time::Duration,
+
+    /// keepalive timeout for client connections
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = go_duration)]
+    pub keepalive_timeout: std::time::Duration,
+
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        env = "ETCDCTL_WRITE_OUT",
+        default_value = "simple"
+    )]
+    pub write_out: String,
+
+    /// print byte strings as hex encoded strings
+    #[arg(long, global = true, env = "ETCDCTL_HEX", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub hex: bool,
+
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+
+    /// password for authentication (if this option is used, --user option shouldn't include password)
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
+
+    /// disable transport security for client connections
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub insecure_transport: bool,
+
+    /// skip server certificate verification
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub insecure_skip_tls_verify: bool,
+
+    /// accept insecure SRV records describing cluster endpoints
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub insecure_discovery: bool,
+
+    /// enable client-side debug logging
+    #[arg(long, global = true, env = "ETCDCTL_DEBUG", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub debug: bool,
+
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<String>,
+
+    /// identify secure client using this TLS certificate file
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<String>,
+
+    /// identify secure client using this TLS key file
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<String>,
+
+    /// domain name to query for SRV records describing cluster endpoints
+    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
+    pub discovery_srv: Option<String>,
+
+    /// service name to query when using DNS discovery
+    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
+    pub discovery_srv_name: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Puts the given key into the store
+    Put(PutArgs),
+    /// Gets the key or a range of keys
+    Get(GetArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction
+    Txn(TxnArgs),
+    /// Compacts the event history in etcd
+    Compaction(CompactionArgs),
+    /// Endpoint related commands
+    Endpoint(EndpointArgs),
+    /// Membership related commands
+    Member(MemberArgs),
+    /// Lease related commands
+    Lease(LeaseArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(WatchArgs),
+    /// Prints the version of etcdctl
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// <key> <value> (<value> can also be given from stdin)
+    pub args: Vec<OsString>,
+    /// lease ID (in hexadecimal) to attach to the key
+    #[arg(long, default_value = "0")]
+    pub lease: String,
+    /// return the previous key-value pair before modification
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// updates the key using its current value
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// updates the key using its current lease
+    #[arg(long)]
+    pub ignore_lease: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// <key> [range_end]
+    pub args: Vec<OsString>,
+    /// Linearizable(l) or Serializable(s)
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+    /// Order of results; ASCEND or DESCEND (ASCEND by default)
+    #[arg(long, default_value = "")]
+    pub order: String,
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+    /// Maximum number of results
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub limit: i64,
+    /// Get keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Get keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+    /// Specify the kv revision
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub rev: i64,
+    /// Get only the keys
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Get only the count
+    #[arg(long)]
+    pub count_only: bool,
+    /// Only write values when using the "simple" output format
+    #[arg(long)]
+    pub print_value_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    /// <key> [range_end]
+    pub args: Vec<OsString>,
+    /// delete keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// return deleted key-value pairs
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// delete keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// Input transaction in interactive mode
+    #[arg(short, long)]
+    pub interactive: bool,
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactionArgs {
+    /// <revision>
+    pub args: Vec<String>,
+    /// Wait for the compaction to physically remove all old revisions
+    #[arg(long)]
+    pub physical: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag
+    Health,
+    /// Prints out the status of endpoints specified in `--endpoints` flag
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    pub command: MemberCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Lists all members in the cluster
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    #[command(subcommand)]
+    pub command: LeaseCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Creates leases
+    Grant { args: Vec<String> },
+    /// Revokes leases
+    Revoke { args: Vec<String> },
+    /// Get lease information
+    Timetolive {
+        args: Vec<String>,
+        /// Get keys attached to this lease
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List all active leases
+    List,
+    /// Keeps leases alive (renew)
+    KeepAlive {
+        args: Vec<String>,
+        /// Resets the keep-alive time to its original value and exits immediately
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// <key> [range_end]
+    pub args: Vec<OsString>,
+    /// Revision to start watching
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Watch on a prefix if prefix is set
+    #[arg(long)]
+    pub prefix: bool,
+    /// get the previous key-value pair before the event happens
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// get periodic watch progress notification from server
+    #[arg(long)]
+    pub progress_notify: bool,
+}

@@ -1,0 +1,186 @@
+//! The gRPC connection: endpoints, dial and command timeouts, the auth token,
+//! and clientv3's retry rules (reads retry while the cluster is unavailable;
+//! writes retry only when the request never left the client).
+
+use crate::error::{CtlError, ExitCode, status_message};
+use concord_proto::etcdserverpb as pb;
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long to wait between attempts while no endpoint answers.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connection settings from the global flags.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    pub command_timeout: Duration,
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+    /// `(user, password)` for Auth.Authenticate.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Whether a request may be sent again after an `Unavailable` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads: retry on any `Unavailable`.
+    Repeatable,
+    /// Writes: retry only if the connection could not be made.
+    NonRepeatable,
+}
+
+/// A client bound to a set of endpoints.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    command_timeout: Duration,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// `http://host:port` for an endpoint given with or without a scheme.
+pub fn endpoint_url(ep: &str) -> String {
+    if ep.contains("://") {
+        ep.to_owned()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+fn endpoint(cfg: &ClientConfig, ep: &str) -> Result<Endpoint, CtlError> {
+    let url = endpoint_url(ep);
+    if url.starts_with("https://") {
+        return Err(CtlError::new(
+            ExitCode::BadConnection,
+            format!("TLS endpoints are not supported yet: {ep}"),
+        ));
+    }
+    let url = url.replacen("unix://", "http://", 1);
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| CtlError::new(ExitCode::BadConnection, e.to_string()))?
+        .connect_timeout(cfg.dial_timeout)
+        .http2_keep_alive_interval(cfg.keepalive_time)
+        .keep_alive_timeout(cfg.keepalive_timeout))
+}
+
+impl Client {
+    /// Builds a (lazily connecting) client over all configured endpoints and
+    /// authenticates if credentials were given.
+    pub async fn connect(cfg: &ClientConfig) -> Result<Self, CtlError> {
+        Self::connect_to(cfg, &cfg.endpoints).await
+    }
+
+    /// A client for exactly these endpoints (e.g. one per `endpoint status` row).
+    pub async fn connect_to(cfg: &ClientConfig, endpoints: &[String]) -> Result<Self, CtlError> {
+        let eps = endpoints
+            .iter()
+            .map(|ep| endpoint(cfg, ep))
+            .collect::<Result<Vec<_>, _>>()?;
+        let channel = match eps.as_slice() {
+            [] => return Err(CtlError::new(ExitCode::BadConnection, "no endpoints given")),
+            [one] => one.connect_lazy(),
+            _ => Channel::balance_list(eps.into_iter()),
+        };
+        let mut client = Self {
+            channel,
+            command_timeout: cfg.command_timeout,
+            token: None,
+        };
+        if let Some((user, password)) = &cfg.credentials {
+            let req = pb::AuthenticateRequest {
+                name: user.clone(),
+                password: password.clone(),
+            };
+            let resp = client
+                .call(Retry::Repeatable, req, |c, r| async move {
+                    pb::auth_client::AuthClient::new(c).authenticate(r).await
+                })
+                .await?;
+            let token = resp.token.parse().map_err(|_| {
+                CtlError::new(
+                    ExitCode::BadConnection,
+                    "server returned an invalid auth token",
+                )
+            })?;
+            client.token = Some(token);
+        }
+        Ok(client)
+    }
+
+    /// Sends one unary request within the command timeout, retrying as clientv3 does.
+    pub async fn call<T, R, F, Fut>(&self, retry: Retry, msg: T, send: F) -> Result<R, CtlError>
+    where
+        T: Clone,
+        F: Fn(Channel, tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let attempt_loop = async {
+            loop {
+                match send(self.channel.clone(), self.request(msg.clone())).await {
+                    Ok(resp) => return Ok(resp.into_inner()),
+                    Err(status) if should_retry(retry, &status) => {
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                    Err(status) => return Err(CtlError::error(status_message(&status))),
+                }
+            }
+        };
+        match tokio::time::timeout(self.command_timeout, attempt_loop).await {
+            Ok(result) => result,
+            Err(_) => Err(CtlError::error("context deadline exceeded")),
+        }
+    }
+
+    /// Wraps a message, attaching the auth token.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(token) = &self.token {
+            req.metadata_mut().insert("token", token.clone());
+        }
+        req
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+}
+
+/// A status produced locally by the transport (no connection) rather than by a server.
+fn is_connection_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver: ")
+}
+
+fn should_retry(retry: Retry, status: &tonic::Status) -> bool {
+    match retry {
+        Retry::Repeatable => status.code() == tonic::Code::Unavailable,
+        Retry::NonRepeatable => is_connection_error(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(endpoint_url("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(endpoint_url("http://h:1"), "http://h:1");
+    }
+
+    #[test]
+    fn writes_do_not_retry_server_unavailability() {
+        let no_leader = tonic::Status::unavailable("etcdserver: no leader");
+        assert!(should_retry(Retry::Repeatable, &no_leader));
+        assert!(!should_retry(Retry::NonRepeatable, &no_leader));
+        let refused = tonic::Status::unavailable("tcp connect error");
+        assert!(should_retry(Retry::NonRepeatable, &refused));
+        let not_found = tonic::Status::not_found("etcdserver: requested lease not found");
+        assert!(!should_retry(Retry::Repeatable, &not_found));
+    }
+}
