@@ -39,7 +39,13 @@ impl RecordType {
 }
 
 fn checksum(len_bytes: [u8; 4], type_byte: u8, payload: &[u8]) -> u32 {
-    let head = [len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3], type_byte];
+    let head = [
+        len_bytes[0],
+        len_bytes[1],
+        len_bytes[2],
+        len_bytes[3],
+        type_byte,
+    ];
     crc32c::crc32c_append(crc32c::crc32c(&head), payload)
 }
 
@@ -193,6 +199,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

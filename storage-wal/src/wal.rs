@@ -10,13 +10,13 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use crate::record::{self, HEADER_LEN, Parsed, RecordType, Reader};
-use crate::snapshot_file::{self, SNAPSHOT_SUFFIX, TEMP_SUFFIX};
+use crate::record::{self, HEADER_LEN, Parsed, Reader, RecordType};
+use crate::snapshot_file::{self, Origin, SNAPSHOT_SUFFIX, TEMP_SUFFIX};
 use crate::{Error, WalOptions, fsync_dir};
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const SEGMENT_MAGIC: &[u8; 8] = b"CNCDWAL\x01";
-const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
 
 /// Where one live entry is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,7 @@ pub struct WalStorage {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Option<Snapshot>,
+    snapshot_origin: Origin,
     /// Every segment file by sequence number; the last one is being appended to.
     segments: BTreeMap<u64, Segment>,
     /// Bytes of valid records in the active segment (the next write goes here).
@@ -292,6 +293,7 @@ impl WalStorage {
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             snapshot: None,
+            snapshot_origin: Origin::Local,
             segments: BTreeMap::new(),
             active_len: 0,
             active_file_len: 0,
@@ -311,7 +313,9 @@ impl WalStorage {
         let Some((_, _, newest)) = listing.snapshots.last() else {
             return Ok(());
         };
-        self.snapshot = Some(snapshot_file::read(newest)?);
+        let (snapshot, origin) = snapshot_file::read(newest)?;
+        self.snapshot = Some(snapshot);
+        self.snapshot_origin = origin;
         let older = &listing.snapshots[..listing.snapshots.len() - 1];
         for (_, _, path) in older {
             fs::remove_file(path).map_err(|e| Error::io(path, e))?;
@@ -409,11 +413,9 @@ impl WalStorage {
             return Ok(());
         };
         let meta = snapshot.get_metadata().clone();
-        if meta.index <= self.base_index {
-            return Ok(());
-        }
-        if meta.index <= self.last_index() && self.term_of(meta.index).ok() == Some(meta.term) {
-            // The log already holds the snapshot point (a local snapshot awaiting compaction).
+        // A local snapshot never changes the log; a leader's one replaced it, which is
+        // durable once the compaction point reached the snapshot.
+        if self.snapshot_origin == Origin::Local || meta.index <= self.base_index {
             return Ok(());
         }
         self.reset_log_to(&meta)?;
@@ -532,7 +534,11 @@ impl WalStorage {
     /// Persists entries (replacing any conflicting suffix: an append whose first index is
     /// at or below the last index truncates the log there first) and, if given, the hard
     /// state — with one write and one fsync.
-    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), Error> {
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), Error> {
         self.check_writable()?;
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
@@ -607,7 +613,9 @@ impl WalStorage {
     }
 
     fn evict_cache(&mut self) {
-        while self.cache.len() > self.opts.cache_entries || self.cached_bytes > self.opts.cache_bytes {
+        while self.cache.len() > self.opts.cache_entries
+            || self.cached_bytes > self.opts.cache_bytes
+        {
             let Some(entry) = self.cache.pop_front() else {
                 break;
             };
@@ -638,10 +646,7 @@ impl WalStorage {
         if has_records && self.active_len + records.len() as u64 > self.opts.segment_size {
             return self.roll_segment(records);
         }
-        let (&seq, segment) = self
-            .segments
-            .last_key_value()
-            .ok_or(Error::Poisoned)?;
+        let (&seq, segment) = self.segments.last_key_value().ok_or(Error::Poisoned)?;
         let start = self.active_len;
         segment
             .file
@@ -704,7 +709,8 @@ impl WalStorage {
             }
             file_len = self.opts.segment_size;
         }
-        file.write_all_at(&buf, 0).map_err(|e| Error::io(&path, e))?;
+        file.write_all_at(&buf, 0)
+            .map_err(|e| Error::io(&path, e))?;
         file.sync_all().map_err(|e| Error::sync(&path, e))?;
         fsync_dir(&self.dir)?;
 
@@ -758,7 +764,11 @@ impl WalStorage {
             return Ok(());
         };
         let oldest_needed = self.locations.front().map_or(active, |l| l.segment);
-        let doomed: Vec<u64> = self.segments.range(..oldest_needed).map(|(s, _)| *s).collect();
+        let doomed: Vec<u64> = self
+            .segments
+            .range(..oldest_needed)
+            .map(|(s, _)| *s)
+            .collect();
         if doomed.is_empty() {
             return Ok(());
         }
@@ -782,9 +792,10 @@ impl WalStorage {
                 current: self.base_index,
             });
         }
-        let written = snapshot_file::write(&self.dir, &snapshot);
+        let written = snapshot_file::write(&self.dir, &snapshot, Origin::Leader);
         self.fatal_guard(written)?;
         self.snapshot = Some(snapshot);
+        self.snapshot_origin = Origin::Leader;
         let reset = self.reset_log_to(&meta);
         self.fatal_guard(reset)?;
         let cleaned = self.remove_older_snapshot_files();
@@ -873,9 +884,10 @@ impl WalStorage {
         meta.set_conf_state(conf_state);
         snapshot.data = data.into();
 
-        let written = snapshot_file::write(&self.dir, &snapshot);
+        let written = snapshot_file::write(&self.dir, &snapshot, Origin::Local);
         self.fatal_guard(written)?;
         self.snapshot = Some(snapshot);
+        self.snapshot_origin = Origin::Local;
         let cleaned = self.remove_older_snapshot_files();
         self.fatal_guard(cleaned)?;
         let compact_index = (index + 1).saturating_sub(self.opts.keep_entries);
@@ -901,11 +913,14 @@ impl WalStorage {
                 run_bytes += HEADER_LEN as u64 + u64::from(next.len);
                 run_end += 1;
             }
-            let segment = self.segments.get(&first.segment).ok_or_else(|| Error::Corrupt {
-                segment: self.dir.join(segment_file_name(first.segment)),
-                offset: first.offset,
-                reason: format!("segment holding entry {index} is gone"),
-            })?;
+            let segment = self
+                .segments
+                .get(&first.segment)
+                .ok_or_else(|| Error::Corrupt {
+                    segment: self.dir.join(segment_file_name(first.segment)),
+                    offset: first.offset,
+                    reason: format!("segment holding entry {index} is gone"),
+                })?;
             let mut buf = vec![0u8; run_bytes as usize];
             segment
                 .file
@@ -924,7 +939,9 @@ impl WalStorage {
                     next,
                 } = record::parse_at(&buf, position)
                 else {
-                    return Err(corrupt(format!("entry {expected_index} no longer reads back")));
+                    return Err(corrupt(format!(
+                        "entry {expected_index} no longer reads back"
+                    )));
                 };
                 let entry = Entry::parse_from_bytes(payload)
                     .map_err(|e| corrupt(format!("entry does not decode: {e}")))?;
@@ -1007,7 +1024,8 @@ fn replay_segment(
                     .write(true)
                     .open(path)
                     .map_err(|e| Error::io(path, e))?;
-                file.set_len(offset as u64).map_err(|e| Error::io(path, e))?;
+                file.set_len(offset as u64)
+                    .map_err(|e| Error::io(path, e))?;
                 file.sync_all().map_err(|e| Error::sync(path, e))?;
                 report.truncated_bytes += (buf.len() - offset) as u64;
                 break;
@@ -1033,7 +1051,9 @@ fn replay_segment(
                                 format!("header names segment {}", header.segment),
                             ));
                         }
-                        replay.apply_header(&header).map_err(|r| corrupt(offset, r))?;
+                        replay
+                            .apply_header(&header)
+                            .map_err(|r| corrupt(offset, r))?;
                         header_len = next as u64;
                     }
                     RecordType::Entry => {
@@ -1092,7 +1112,10 @@ fn to_raft(error: Error) -> raft::Error {
 
 impl raft::Storage for WalStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
     }
 
     fn entries(
@@ -1125,7 +1148,8 @@ impl raft::Storage for WalStorage {
         }
         let cache_first = self.cache_first_index();
         let mut entries = if low < cache_first {
-            self.read_from_disk(low, end.min(cache_first)).map_err(to_raft)?
+            self.read_from_disk(low, end.min(cache_first))
+                .map_err(to_raft)?
         } else {
             Vec::with_capacity((end - low) as usize)
         };
@@ -1151,11 +1175,16 @@ impl raft::Storage for WalStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         match &self.snapshot {
-            Some(snapshot) if snapshot.get_metadata().index >= request_index => Ok(snapshot.clone()),
-            _ => Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)),
+            Some(snapshot) if snapshot.get_metadata().index >= request_index => {
+                Ok(snapshot.clone())
+            }
+            _ => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -16,7 +16,9 @@ fn entry(index: u64, term: u64) -> Entry {
     Entry {
         index,
         term,
-        data: format!("value of entry {index} at term {term}").into_bytes().into(),
+        data: format!("value of entry {index} at term {term}")
+            .into_bytes()
+            .into(),
         ..Default::default()
     }
 }
@@ -152,12 +154,18 @@ fn round_trip_survives_restart() {
     wal.set_conf_state(&voters(&[1, 2, 3])).unwrap();
     for batch in 0..20u64 {
         let first = batch * 5 + 1;
-        wal.append(&entries(first..=first + 4, 1 + batch / 7), Some(&hard_state(3, first)))
-            .unwrap();
+        wal.append(
+            &entries(first..=first + 4, 1 + batch / 7),
+            Some(&hard_state(3, first)),
+        )
+        .unwrap();
     }
     let before = whole_log(&wal);
     assert_eq!(before.len(), 100);
-    assert!(segment_files(dir.path()).len() > 2, "small segments should roll over");
+    assert!(
+        segment_files(dir.path()).len() > 2,
+        "small segments should roll over"
+    );
     drop(wal);
 
     let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
@@ -188,9 +196,17 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_records()
     }
     // The last records: a conflicting overwrite, a commit-only hard state, an append.
     let tail_start = wal.active_len;
-    events.extend(append_tracked(&mut wal, &entries(8..=9, 2), &hard_state(2, 8)));
+    events.extend(append_tracked(
+        &mut wal,
+        &entries(8..=9, 2),
+        &hard_state(2, 8),
+    ));
     events.extend(append_tracked(&mut wal, &[], &hard_state(2, 9)));
-    events.extend(append_tracked(&mut wal, &entries(10..=11, 2), &hard_state(2, 10)));
+    events.extend(append_tracked(
+        &mut wal,
+        &entries(10..=11, 2),
+        &hard_state(2, 10),
+    ));
     let full_len = wal.active_len;
     drop(wal);
 
@@ -203,7 +219,11 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_records()
         let (log, hs) = expected_state(Vec::new(), HardState::default(), &events, cut);
         assert_eq!(whole_log(&wal), log, "cut at {cut}");
         assert_eq!(wal.hard_state(), hs, "cut at {cut}");
-        let last_whole = events.iter().map(|(end, _)| *end).filter(|end| *end <= cut).max();
+        let last_whole = events
+            .iter()
+            .map(|(end, _)| *end)
+            .filter(|end| *end <= cut)
+            .max();
         assert_eq!(
             wal.recovery_report().truncated_bytes,
             cut - last_whole.unwrap(),
@@ -229,7 +249,8 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
     let mut index = 0;
     while segment_files(dir.path()).len() < 2 {
         index += 1;
-        wal.append(&[entry(index, 1)], Some(&hard_state(1, index))).unwrap();
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index)))
+            .unwrap();
     }
     // The batch that rolled over sits right after the new segment's header.
     let header_len = wal.active_header_len;
@@ -255,7 +276,11 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
             expected.push(entry(index, 1));
         }
         assert_eq!(whole_log(&wal), expected, "cut at {cut}");
-        let commit = if cut == newest.len() as u64 { index } else { index - 1 };
+        let commit = if cut == newest.len() as u64 {
+            index
+        } else {
+            index - 1
+        };
         assert_eq!(wal.hard_state(), hard_state(1, commit), "cut at {cut}");
     }
 }
@@ -264,7 +289,8 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
 fn flipped_bits_in_the_final_record_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
-    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3))).unwrap();
+    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
+        .unwrap();
     wal.append(&entries(6..=6, 1), None).unwrap();
     let last = wal.location(6);
     drop(wal);
@@ -286,7 +312,8 @@ fn flipped_bits_in_the_final_record_are_cut_off() {
 fn flipped_bits_before_the_tail_are_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
-    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3))).unwrap();
+    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
+        .unwrap();
     let middle = wal.location(3);
     drop(wal);
     let segment_path = segment_files(dir.path())[0].clone();
@@ -351,7 +378,8 @@ fn conflicting_suffix_is_replaced_in_memory_on_disk_and_after_restart() {
     }
     assert!(segment_files(dir.path()).len() >= 2);
     // Overwrite from an index that lives in the oldest segment (and not in the cache).
-    wal.append(&entries(5..=7, 2), Some(&hard_state(2, 4))).unwrap();
+    wal.append(&entries(5..=7, 2), Some(&hard_state(2, 4)))
+        .unwrap();
     let mut expected = entries(1..=4, 1);
     expected.extend(entries(5..=7, 2));
     assert_eq!(wal.last_index(), 7);
@@ -422,7 +450,8 @@ fn compaction_purges_whole_segments_and_survives_restart() {
     wal.set_conf_state(&voters(&[1])).unwrap();
     wal.set_hard_state(&hard_state(1, 0)).unwrap();
     for index in 1..=60 {
-        wal.append(&[entry(index, 1 + index / 20)], Some(&hard_state(4, index))).unwrap();
+        wal.append(&[entry(index, 1 + index / 20)], Some(&hard_state(4, index)))
+            .unwrap();
     }
     let segments_before = segment_files(dir.path());
     assert!(segments_before.len() > 4);
@@ -525,12 +554,16 @@ fn applying_a_snapshot_resets_the_log_and_survives_restart() {
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(
         Storage::snapshot(&wal, 0, 2),
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
     );
     for index in 1..=30 {
-        wal.append(&[entry(index, 1)], Some(&hard_state(1, index - 1))).unwrap();
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index - 1)))
+            .unwrap();
     }
-    wal.apply_snapshot(snapshot(25, 3, &[1, 2], b"state at 25")).unwrap();
+    wal.apply_snapshot(snapshot(25, 3, &[1, 2], b"state at 25"))
+        .unwrap();
     let check = |wal: &WalStorage| {
         assert_eq!((wal.first_index(), wal.last_index()), (26, 25));
         assert_eq!(Storage::term(wal, 25).unwrap(), 3);
@@ -541,7 +574,9 @@ fn applying_a_snapshot_resets_the_log_and_survives_restart() {
         assert_eq!(wal.last_snapshot(), Some(&got));
         assert_eq!(
             Storage::snapshot(wal, 26, 2),
-            Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
         );
     };
     check(&wal);
@@ -555,8 +590,13 @@ fn applying_a_snapshot_resets_the_log_and_survives_restart() {
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     check(&wal);
     wal.append(&entries(26..=27, 3), None).unwrap();
-    wal.apply_snapshot(snapshot(40, 4, &[1, 2, 3], b"state at 40")).unwrap();
-    assert_eq!(files_with_extension(dir.path(), "snap"), 1, "older snapshot files go");
+    wal.apply_snapshot(snapshot(40, 4, &[1, 2, 3], b"state at 40"))
+        .unwrap();
+    assert_eq!(
+        files_with_extension(dir.path(), "snap"),
+        1,
+        "older snapshot files go"
+    );
     drop(wal);
     let wal = WalStorage::open(dir.path(), opts).unwrap();
     assert_eq!((wal.first_index(), wal.last_index()), (41, 40));
@@ -567,10 +607,16 @@ fn applying_a_snapshot_resets_the_log_and_survives_restart() {
 fn a_snapshot_written_before_a_crash_is_installed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
-    wal.append(&entries(1..=10, 1), Some(&hard_state(1, 5))).unwrap();
+    wal.append(&entries(1..=10, 1), Some(&hard_state(1, 5)))
+        .unwrap();
     drop(wal);
     // apply_snapshot crashed after the snapshot file was in place, before the log reset.
-    crate::snapshot_file::write(dir.path(), &snapshot(20, 2, &[1, 2], b"leader state")).unwrap();
+    crate::snapshot_file::write(
+        dir.path(),
+        &snapshot(20, 2, &[1, 2], b"leader state"),
+        crate::snapshot_file::Origin::Leader,
+    )
+    .unwrap();
     fs::write(dir.path().join("garbage.snap.tmp"), b"half a snapshot").unwrap();
     let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
     assert!(wal.recovery_report().completed_snapshot_install);
@@ -589,7 +635,11 @@ fn creating_a_snapshot_keeps_recent_entries_and_compacts_the_rest() {
     };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     for index in 1..=50 {
-        wal.append(&[entry(index, 2)], Some(&hard_state(2, index.saturating_sub(5)))).unwrap();
+        wal.append(
+            &[entry(index, 2)],
+            Some(&hard_state(2, index.saturating_sub(5))),
+        )
+        .unwrap();
     }
     assert!(matches!(
         wal.create_snapshot(46, voters(&[1]), b"too new".to_vec()),
@@ -598,7 +648,8 @@ fn creating_a_snapshot_keeps_recent_entries_and_compacts_the_rest() {
             commit: 45
         })
     ));
-    wal.create_snapshot(30, voters(&[1]), b"at 30".to_vec()).unwrap();
+    wal.create_snapshot(30, voters(&[1]), b"at 30".to_vec())
+        .unwrap();
     assert_eq!(wal.first_index(), 21, "entries <= 30 - 10 are purged");
     assert_eq!(Storage::term(&wal, 20).unwrap(), 2);
     let taken = Storage::snapshot(&wal, 0, 2).unwrap();
@@ -609,7 +660,8 @@ fn creating_a_snapshot_keeps_recent_entries_and_compacts_the_rest() {
         wal.create_snapshot(30, voters(&[1]), Vec::new()),
         Err(Error::SnapshotOutOfDate { .. })
     ));
-    wal.create_snapshot(45, voters(&[1, 2]), b"at 45".to_vec()).unwrap();
+    wal.create_snapshot(45, voters(&[1, 2]), b"at 45".to_vec())
+        .unwrap();
     assert_eq!(wal.first_index(), 36);
     assert_eq!(files_with_extension(dir.path(), "snap"), 1);
     drop(wal);
@@ -627,7 +679,8 @@ fn creating_a_snapshot_keeps_recent_entries_and_compacts_the_rest() {
 fn a_damaged_snapshot_file_stops_the_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
-    wal.apply_snapshot(snapshot(5, 1, &[1], b"snapshot payload")).unwrap();
+    wal.apply_snapshot(snapshot(5, 1, &[1], b"snapshot payload"))
+        .unwrap();
     drop(wal);
     let path = dir.path().join(crate::snapshot_file::file_name(5, 1));
     let mut bytes = fs::read(&path).unwrap();
@@ -643,7 +696,8 @@ fn restart_keeps_hard_state_and_conf_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
     wal.set_conf_state(&voters(&[1, 2, 3])).unwrap();
-    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1))).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1)))
+        .unwrap();
     wal.set_hard_state(&hard_state(2, 3)).unwrap();
     let joint = ConfState {
         voters: vec![1, 2, 4],
@@ -670,7 +724,8 @@ fn preallocated_segments_recover_without_repairs() {
     };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     for index in 1..=200 {
-        wal.append(&[entry(index, 1)], Some(&hard_state(1, index))).unwrap();
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index)))
+            .unwrap();
     }
     let expected = whole_log(&wal);
     let segments = segment_files(dir.path());
@@ -695,11 +750,14 @@ fn preallocated_segments_recover_without_repairs() {
 fn a_failed_write_poisons_the_storage_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
-    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1))).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1)))
+        .unwrap();
     // Swap the active segment's handle for a read-only one: the next write fails.
     let active = wal.segments.values_mut().next_back().unwrap();
     active.file = fs::File::open(&active.path).unwrap();
-    let error = wal.append(&[entry(4, 1)], Some(&hard_state(1, 2))).unwrap_err();
+    let error = wal
+        .append(&[entry(4, 1)], Some(&hard_state(1, 2)))
+        .unwrap_err();
     assert!(error.is_fatal(), "{error:?}");
     assert!(wal.is_poisoned());
     assert_eq!(wal.last_index(), 3);
