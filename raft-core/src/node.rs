@@ -172,6 +172,8 @@ pub struct Node<S: LogStore> {
     config: NodeConfig,
     applied: u64,
     last_snapshot_index: u64,
+    /// A member was added: the next snapshot is due now (see `apply_entries`).
+    snapshot_due: bool,
     ticks: u64,
     proposals: Proposals,
     reads: Reads,
@@ -283,6 +285,7 @@ impl<S: LogStore> Node<S> {
             config,
             applied,
             last_snapshot_index: snapshot_meta.index,
+            snapshot_due: false,
             ticks: 0,
             proposals: Proposals::default(),
             reads,
@@ -621,8 +624,20 @@ impl<S: LogStore> Node<S> {
                         v2.merge_from_bytes(&entry.data)?;
                         v2
                     };
+                    let before = self.conf_state();
                     let conf_state = match self.raw.apply_conf_change(&change) {
                         Ok(cs) => {
+                            // raft-rs refuses a snapshot whose ConfState does not list
+                            // the receiver, so a new member can only catch up from a
+                            // snapshot taken after it was added: take one now.
+                            let known = |id: &u64| {
+                                before.voters.contains(id)
+                                    || before.learners.contains(id)
+                                    || before.voters_outgoing.contains(id)
+                            };
+                            if cs.voters.iter().chain(&cs.learners).any(|id| !known(id)) {
+                                self.snapshot_due = true;
+                            }
                             self.raw
                                 .mut_store()
                                 .set_conf_state(&cs)
@@ -683,7 +698,9 @@ impl<S: LogStore> Node<S> {
         sm: &mut impl StateMachine,
         outcome: &mut ReadyOutcome,
     ) -> Result<()> {
-        if self.applied < self.last_snapshot_index + self.config.snapshot_interval {
+        let interval_passed =
+            self.applied >= self.last_snapshot_index + self.config.snapshot_interval;
+        if !(interval_passed || self.snapshot_due) || self.applied <= self.last_snapshot_index {
             return Ok(());
         }
         let index = self.applied;
@@ -698,6 +715,7 @@ impl<S: LogStore> Node<S> {
             store.compact(compact_to).map_err(storage_err)?;
         }
         self.last_snapshot_index = index;
+        self.snapshot_due = false;
         outcome.snapshot_created = Some(index);
         Ok(())
     }
@@ -795,6 +813,12 @@ impl<S: LogStore> Node<S> {
     /// The raw raft node, read-only (diagnostics and tests).
     pub fn raw(&self) -> &RawNode<S> {
         &self.raw
+    }
+
+    /// The raw raft node, mutable: bypasses the driver's bookkeeping, tests only.
+    #[cfg(test)]
+    pub(crate) fn raw_mut(&mut self) -> &mut RawNode<S> {
+        &mut self.raw
     }
 
     /// Entries `[low, high)` of the log (persisted or not), for diagnostics and tests.

@@ -85,8 +85,16 @@ impl StateMachine for TestStateMachine {
                     self.applied
                 ));
             }
-            if let Committed::Normal { id, index, .. } = entry {
-                self.applied_ids.insert(*id, *index);
+            match entry {
+                Committed::Normal { id, index, .. }
+                | Committed::ConfChange {
+                    id: Some(id),
+                    index,
+                    ..
+                } => {
+                    self.applied_ids.insert(*id, *index);
+                }
+                _ => {}
             }
             self.fresh.push((entry.index(), fingerprint(entry)));
             self.applied = entry.index();
@@ -291,6 +299,8 @@ impl Cluster {
         config.snapshot_interval = self.options.snapshot_interval;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_uncommitted_size = self.options.max_uncommitted_size;
+        // raft requires max_size_per_msg <= max_uncommitted_size.
+        config.max_size_per_msg = config.max_size_per_msg.min(config.max_uncommitted_size);
         config.incarnation = self.incarnation;
         config
     }
@@ -330,6 +340,12 @@ impl Cluster {
     /// The node of a member that is up.
     pub fn node(&self, id: u64) -> Option<&Node<MemLogStore>> {
         self.members.get(&id).and_then(|m| m.node.as_ref())
+    }
+
+    /// The node of a member that is up, mutable (tests of this crate only).
+    #[cfg(test)]
+    pub(crate) fn node_mut(&mut self, id: u64) -> Option<&mut Node<MemLogStore>> {
+        self.members.get_mut(&id).and_then(|m| m.node.as_mut())
     }
 
     /// A member's state machine.
