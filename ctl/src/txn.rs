@@ -191,7 +191,7 @@ fn is_go_space(c: char) -> bool {
 fn scan_quoted(s: &str) -> Option<(Vec<u8>, &str)> {
     if let Some(body) = s.strip_prefix('`') {
         let end = body.find('`')?;
-        return Some((body[..end].as_bytes().to_vec(), &body[end + 1..]));
+        return Some((body.as_bytes()[..end].to_vec(), &body[end + 1..]));
     }
     let body = s.strip_prefix('"')?;
     let mut escaped = false;
@@ -285,14 +285,14 @@ pub fn argify(line: &str) -> Result<Vec<Vec<u8>>, CtlError> {
                 // etcdctl 3.4 slices single-quoted words with the wrong length
                 // (`args[i][1:len(args)-1]`); we keep the whole quoted text.
                 Some(end) => {
-                    args.push(rest[1..=end].as_bytes().to_vec());
+                    args.push(rest.as_bytes()[1..=end].to_vec());
                     rest = &rest[end + 2..];
                 }
                 None => rest = &rest[1..],
             },
             _ => {
                 let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                args.push(rest[..end].as_bytes().to_vec());
+                args.push(rest.as_bytes()[..end].to_vec());
                 rest = &rest[end..];
             }
         }

@@ -1,0 +1,431 @@
+//! concordctl against real etcd: every command's stdout, stderr ("Error: ..."
+//! lines; etcdctl's zap warnings are dropped) and exit code must equal what
+//! Debian's etcdctl 3.4 produces for the same input.
+//!
+//! Needs `etcd` and `etcdctl` on PATH; without them each test prints a notice
+//! and passes (CI installs them).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONCORDCTL: &str = env!("CARGO_BIN_EXE_concordctl");
+
+fn tools_available() -> bool {
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if found("etcd") && found("etcdctl") {
+        return true;
+    }
+    println!("etcd/etcdctl not on PATH: skipping the etcdctl parity test");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member in a temporary directory, killed on drop.
+struct Etcd {
+    child: Child,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(client_port: u16, peer_port: u16) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "parity"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("parity={peer_url}")])
+            .args(["--initial-cluster-token", "concord-parity"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        let etcd = Etcd {
+            child,
+            client_url,
+            _dir: dir,
+        };
+        etcd.wait_ready();
+        etcd
+    }
+
+    fn endpoint(&self) -> &str {
+        self.client_url.trim_start_matches("http://")
+    }
+
+    /// Polls until etcd has a leader and commits a linearizable read.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let status = Command::new("etcdctl")
+                .args(["--endpoints", self.endpoint(), "--command-timeout", "1s"])
+                .args(["endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            if status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become ready");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one client with arguments and standard input; returns a transcript block.
+fn run(tool: &str, endpoint: &str, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(tool)
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!(
+        "$ {}\n--- stdout\n{}--- stderr\n{}--- rc={}\n",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        stderr,
+        out.status.code().unwrap_or(-1)
+    )
+}
+
+/// Replaces the value after each marker up to the next terminator with `*`
+/// (health probe durations vary between runs).
+fn mask(text: &str, marker: &str, terminators: &[char]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(marker) {
+        out.push_str(&rest[..i + marker.len()]);
+        rest = &rest[i + marker.len()..];
+        let end = rest
+            .find(|c| terminators.contains(&c))
+            .unwrap_or(rest.len());
+        out.push('*');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn normalize(text: &str) -> String {
+    let t = mask(text, "took = ", &['\n']);
+    let t = mask(&t, "\"took\":\"", &['"']);
+    let t = mask(&t, "\"Took\" : ", &['\n']);
+    // In the health table the duration also sets the column's width.
+    t.lines()
+        .map(|line| {
+            if line.starts_with("+-") {
+                "+rule+\n".to_owned()
+            } else if line.starts_with('|') {
+                let cells: Vec<&str> = line
+                    .split('|')
+                    .map(str::trim)
+                    .map(|c| if is_go_duration(c) { "*" } else { c })
+                    .collect();
+                format!("{}\n", cells.join("|"))
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
+
+fn is_go_duration(s: &str) -> bool {
+    let unit = s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    s.len() > unit.len() && ["ns", "µs", "ms", "s"].contains(&unit)
+}
+
+type Step<'a> = (&'a [&'a str], &'a str);
+
+/// Writes and errors: replayed on a fresh member for each client, so revisions
+/// and IDs line up.
+const SCENARIO: &[Step<'_>] = &[
+    (&["put", "a", "1"], ""),
+    (&["put", "b", "2", "-w", "json"], ""),
+    (&["put", "a", "3", "--prev-kv"], ""),
+    (&["put", "a", "4", "--prev-kv", "-w", "fields"], ""),
+    (&["put", "a", "5", "--prev-kv", "-w", "json"], ""),
+    (&["put", "fromstdin"], "value from stdin\n"),
+    (&["put", "k1", "v1"], ""),
+    (&["put", "k2", "v2"], ""),
+    (&["put", "k3", ""], ""),
+    (&["put", "bin", "\u{1}\u{7f}é"], ""),
+    (&["put", "k1", "--ignore-value", "-w", "json"], ""),
+    (&["put", "nokey", "--ignore-value"], ""),
+    (&["put", "x", "1", "--lease", "1234"], ""),
+    (&["put", "x", "1", "--lease", "zz"], ""),
+    (&["put"], ""),
+    (&["put", "k1", "v", "--ignore-value"], ""),
+    (&["get", "k", "--prefix", "-w", "fields"], ""),
+    (&["get", "", "--prefix", "-w", "json"], ""),
+    (&["get", "bin", "-w", "fields"], ""),
+    (&["get", "bin", "--hex"], ""),
+    (&["get", "k", "--rev", "100"], ""),
+    (
+        &["txn", "-i"],
+        "value(\"k1\") = \"v1\"\n\nput k1 \"new v\"\nget k --prefix\ndel k2 --prev-kv\n\nput k9 x\n\n",
+    ),
+    (
+        &["txn", "-w", "json"],
+        "value(\"k1\") = \"zz\"\n\nput k1 \"new v\"\n\nput k9 x\nget k9\n\n",
+    ),
+    (
+        &["txn", "-w", "fields"],
+        "mod(\"k1\") > \"0\"\nversion(\"k1\") < \"9\"\ncreate(\"k1\") != \"1\"\n\nput k1 a\nget k1 --keys-only\n\nput k9 x\n\n",
+    ),
+    (&["txn", "-w", "table"], "\n\n\n"),
+    (&["txn"], "bogus\n\n\n\n"),
+    (&["txn"], "value(\"k1\") ==\"a\"\n\n\n\n"),
+    (&["txn"], "value(\"k1\")==\"a\"\n\n\n\n"),
+    (&["txn"], "ver(\"k1\") = \"x\"\n\n\n\n"),
+    (&["txn"], "foo(\"k1\") = \"1\"\n\n\n\n"),
+    (&["txn"], "\nput\n\n\n"),
+    (&["txn"], "\nfoo k\n\n\n"),
+    (&["txn"], "\nput k\n\n\n"),
+    (&["txn"], "\n"),
+    (&["txn"], ""),
+    (
+        &["txn"],
+        "value(`k1`) = `a` trailing\n\nput \"k 3\" v3 --prev-kv\nget k --prefix --limit=2 --sort-by=KEY --order=DESCEND\n\n\n",
+    ),
+    (&["txn", "extra"], ""),
+    (&["del", "k", "--prefix", "--prev-kv", "-w", "fields"], ""),
+    (&["del", "nothing"], ""),
+    (&["del", "a", "--prev-kv", "-w", "json"], ""),
+    (&["del"], ""),
+    (&["del", "a", "b", "c"], ""),
+    (&["compaction", "3"], ""),
+    (&["compaction", "3"], ""),
+    (&["compaction", "abc"], ""),
+    (&["compaction"], ""),
+    (&["get", "a", "--rev", "2"], ""),
+    (&["lease", "revoke", "1"], ""),
+    (&["lease", "revoke", "zz"], ""),
+    (&["lease", "grant"], ""),
+    (&["lease", "grant", "abc"], ""),
+    (&["lease", "timetolive", "1"], ""),
+    (&["lease", "timetolive", "1", "-w", "json"], ""),
+    (&["lease", "keep-alive", "--once", "1"], ""),
+    (&["lease", "list"], ""),
+];
+
+#[test]
+fn write_scenario_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut transcripts = Vec::new();
+    for tool in ["etcdctl", CONCORDCTL] {
+        let etcd = Etcd::start(client_port, peer_port);
+        let mut transcript = String::new();
+        for (args, stdin) in SCENARIO {
+            transcript.push_str(&run(tool, etcd.endpoint(), args, stdin));
+        }
+        drop(etcd);
+        transcripts.push(normalize(&transcript));
+    }
+    // Guard against two equally broken runs (e.g. no server at all).
+    for expected in [
+        "\"PrevValue\" : \"3\"",
+        "SUCCESS\n",
+        "compacted revision 3\n",
+        "Error: etcdserver: requested lease not found\n",
+        "Error: malformed comparison: bogus\n",
+        "\"Deleted\" : ",
+    ] {
+        assert!(
+            transcripts[0].contains(expected),
+            "etcdctl transcript lacks {expected:?}"
+        );
+    }
+    assert_lines_equal(&transcripts[0], &transcripts[1]);
+}
+
+/// Reads and formats: both clients on the same member, one after the other.
+const READS: &[&[&str]] = &[
+    &["get", "a"],
+    &["get", "a", "-w", "json"],
+    &["get", "a", "-w", "fields"],
+    &["get", "a", "-w", "table"],
+    &["get", "a", "-w", "protobuf"],
+    &["get", "a", "-w", "bogus"],
+    &["get", "k", "--prefix"],
+    &["get", "k", "--prefix", "--keys-only"],
+    &["get", "k", "--prefix", "--print-value-only"],
+    &["get", "k", "--prefix", "--print-value-only", "-w", "json"],
+    &["get", "k", "--prefix", "--limit", "1", "-w", "json"],
+    &[
+        "get",
+        "k",
+        "--prefix",
+        "--sort-by",
+        "VALUE",
+        "--order",
+        "DESCEND",
+    ],
+    &[
+        "get",
+        "k",
+        "--prefix",
+        "--sort-by=create",
+        "--order=ascend",
+        "-w",
+        "fields",
+    ],
+    &["get", "k", "--from-key"],
+    &["get", "k1", "k3"],
+    &["get", "k1", "k3", "--prefix"],
+    &["get", "k", "--prefix", "--from-key"],
+    &["get", "k", "--prefix", "--order", "bad"],
+    &["get", "k", "--prefix", "--sort-by", "bad"],
+    &["get", "k", "--consistency", "s"],
+    &["get", "k", "--consistency", "x"],
+    &["get", "--prefix", "k", "--hex"],
+    &["get", "nothing", "-w", "json"],
+    &["get", "nothing", "-w", "fields"],
+    &["get"],
+    &["member", "list"],
+    &["member", "list", "-w", "json"],
+    &["member", "list", "-w", "fields"],
+    &["member", "list", "-w", "table"],
+    &["member", "list", "-w", "protobuf"],
+    &["endpoint", "status"],
+    &["endpoint", "status", "-w", "json"],
+    &["endpoint", "status", "-w", "fields"],
+    &["endpoint", "status", "-w", "table"],
+    &["endpoint", "status", "-w", "protobuf"],
+    &["endpoint", "status", "--cluster"],
+    &["endpoint", "health"],
+    &["endpoint", "health", "-w", "json"],
+    &["endpoint", "health", "-w", "fields"],
+    &["endpoint", "health", "-w", "table"],
+    &["endpoint", "health", "--cluster", "-w", "json"],
+    &["version"],
+];
+
+#[test]
+fn read_commands_match_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    for (k, v) in [("a", "1"), ("k1", "v1"), ("k2", "v2"), ("k3", "")] {
+        let block = run("etcdctl", etcd.endpoint(), &["put", k, v], "");
+        assert!(block.ends_with("rc=0\n"), "{block}");
+    }
+    for args in READS {
+        let expected = normalize(&run("etcdctl", etcd.endpoint(), args, ""));
+        let actual = normalize(&run(CONCORDCTL, etcd.endpoint(), args, ""));
+        assert_lines_equal(&expected, &actual);
+    }
+}
+
+#[test]
+fn environment_variables_configure_the_client() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    let run_env = |tool: &str| {
+        let out = Command::new(tool)
+            .args(["get", "", "--prefix"])
+            .env("ETCDCTL_API", "3")
+            .env("ETCDCTL_ENDPOINTS", format!("http://{}", etcd.endpoint()))
+            .env("ETCDCTL_WRITE_OUT", "json")
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code(),
+        )
+    };
+    let expected = run_env("etcdctl");
+    assert!(expected.0.starts_with("{\"header\""), "{expected:?}");
+    assert_eq!(run_env(CONCORDCTL), expected);
+}
+
+#[test]
+fn unreachable_endpoint_times_out_like_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let dead = format!("127.0.0.1:{}", free_port());
+    let args = ["--command-timeout", "1s", "get", "a"];
+    let expected = run("etcdctl", &dead, &args, "");
+    let actual = run(CONCORDCTL, &dead, &args, "");
+    assert_eq!(actual, expected);
+    assert!(
+        actual.contains("Error: context deadline exceeded"),
+        "{actual}"
+    );
+}
+
+fn assert_lines_equal(expected: &str, actual: &str) {
+    if expected == actual {
+        return;
+    }
+    let diff: Vec<String> = expected
+        .lines()
+        .zip(actual.lines())
+        .enumerate()
+        .filter(|(_, (e, a))| e != a)
+        .take(20)
+        .map(|(i, (e, a))| format!("line {i}:\n  etcdctl:    {e:?}\n  concordctl: {a:?}"))
+        .collect();
+    panic!(
+        "output differs from etcdctl\n{}\n(expected {} lines, got {})\n=== etcdctl\n{expected}\n=== concordctl\n{actual}",
+        diff.join("\n"),
+        expected.lines().count(),
+        actual.lines().count()
+    );
+}
