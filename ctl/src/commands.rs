@@ -513,14 +513,11 @@ async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<(), CtlError>
     use tokio_stream::StreamExt as _;
     let args = bytes_args(&a.args);
     let Some(key) = args.first() else {
-        return Err(CtlError::bad_args(
-            "watch in non-interactive mode requires one or two arguments as key or prefix, with range end",
-        ));
+        return Err(CtlError::bad_args("bad number of arguments"));
     };
     if args.len() > 2 {
-        return Err(CtlError::bad_args(
-            "watch in non-interactive mode requires one or two arguments as key or prefix, with range end",
-        ));
+        // etcdctl would run the remaining arguments as a command per event.
+        return Err(CtlError::bad_args("watch exec-command is not supported"));
     }
     let mut create = pb::WatchCreateRequest {
         key: key.clone(),

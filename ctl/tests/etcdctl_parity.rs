@@ -248,6 +248,8 @@ const SCENARIO: &[Step<'_>] = &[
     (&["compaction", "abc"], ""),
     (&["compaction"], ""),
     (&["get", "a", "--rev", "2"], ""),
+    (&["watch", "a", "--rev", "1"], ""),
+    (&["watch"], ""),
     (&["lease", "revoke", "1"], ""),
     (&["lease", "revoke", "zz"], ""),
     (&["lease", "grant"], ""),
@@ -408,6 +410,73 @@ fn unreachable_endpoint_times_out_like_etcdctl() {
         actual.contains("Error: context deadline exceeded"),
         "{actual}"
     );
+}
+
+/// Watch output for a replayed history: read until the last event shows up,
+/// then stop the client (a watch never ends on its own).
+fn watch_output(tool: &str, endpoint: &str, format: &str, marker: &str) -> String {
+    use std::io::Read;
+    let mut child = Command::new(tool)
+        .args(["--endpoints", endpoint, "-w", format])
+        .args(["watch", "w", "--prefix", "--prev-kv", "--rev", "1"])
+        .env("ETCDCTL_API", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(marker) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => out.extend(chunk),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn watch_history_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    for args in [
+        &["put", "w1", "a"][..],
+        &["put", "w1", "b"],
+        &["put", "w2", "c"],
+        &["del", "w1"],
+        &["put", "other", "x"],
+        &["txn"],
+        &["put", "wend", "done"],
+    ] {
+        let stdin = "\nput w3 t1\nput w4 t2\n\n\n";
+        let block = run("etcdctl", etcd.endpoint(), args, stdin);
+        assert!(block.ends_with("rc=0\n"), "{block}");
+    }
+    for (format, marker) in [
+        ("simple", "wend\ndone\n"),
+        ("json", "\"value\":\"ZG9uZQ==\""),
+        ("fields", "\"Value\" : \"done\"\n"),
+    ] {
+        let expected = watch_output("etcdctl", etcd.endpoint(), format, marker);
+        assert!(expected.contains(marker), "etcdctl printed {expected:?}");
+        let actual = watch_output(CONCORDCTL, etcd.endpoint(), format, marker);
+        assert_lines_equal(&expected, &actual);
+    }
 }
 
 fn assert_lines_equal(expected: &str, actual: &str) {
