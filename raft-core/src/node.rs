@@ -706,7 +706,15 @@ impl<S: LogStore> Node<S> {
         let index = self.applied;
         let data = sm.snapshot().map_err(sm_err)?;
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
+        // The commit index is persisted lazily (the LightReady's is not), but a store
+        // may insist that a snapshot covers only entries it knows are committed. All
+        // Readies are persisted at this point, so raft's hard state is the persisted
+        // one with a newer commit index.
+        let hard_state = self.raw.raft.hard_state();
         let store = self.raw.mut_store();
+        if store.initial_state()?.hard_state.commit < index {
+            store.set_hard_state(&hard_state).map_err(storage_err)?;
+        }
         store
             .create_snapshot(index, conf_state, data)
             .map_err(storage_err)?;

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{BoxError, ProposalError, ProposeError, ReadError};
-use crate::{Committed, CrashSwitch, MemLogStore, Node, NodeConfig, StateMachine};
+use crate::{Committed, CrashSwitch, LogStore, MemLogStore, Node, NodeConfig, StateMachine};
 
 /// A state machine that records what it applied: the set of applied proposal ids (with
 /// their index), a fingerprint of every applied entry, and any contract violation.
@@ -141,6 +141,28 @@ impl StateMachine for TestStateMachine {
     }
 }
 
+/// A [`LogStore`] the harness can crash: `recover` yields what a restart finds (reopen
+/// from disk; for [`MemLogStore`] the value itself, as every mutation is durable), and
+/// the [`CrashSwitch`] fails durable writes at an exact point.
+pub trait HarnessStore: LogStore + Sized {
+    /// The store as a restarted process would find it.
+    fn recover(self) -> Result<Self, BoxError>;
+    /// Fail durable writes as `crash` says.
+    fn set_crash_switch(&mut self, crash: CrashSwitch);
+}
+
+impl HarnessStore for MemLogStore {
+    fn recover(self) -> Result<Self, BoxError> {
+        Ok(self)
+    }
+    fn set_crash_switch(&mut self, crash: CrashSwitch) {
+        MemLogStore::set_crash_switch(self, crash);
+    }
+}
+
+mod wal;
+pub use wal::CrashableWal;
+
 /// A message on the simulated wire.
 #[derive(Debug, Clone)]
 struct Envelope {
@@ -149,10 +171,10 @@ struct Envelope {
     message: Message,
 }
 
-struct Member {
-    node: Option<Node<MemLogStore>>,
+struct Member<S: LogStore> {
+    node: Option<Node<S>>,
     /// The store of a crashed member (what it had persisted).
-    stopped_store: Option<MemLogStore>,
+    stopped_store: Option<S>,
     sm: TestStateMachine,
     crash: CrashSwitch,
     /// Reads in flight on this member: read id -> highest acknowledged index at request.
@@ -181,10 +203,11 @@ impl Default for ClusterOptions {
 }
 
 /// N members in one process; see the module documentation.
-pub struct Cluster {
+pub struct Cluster<S: HarnessStore = MemLogStore> {
     rng: ChaCha8Rng,
     options: ClusterOptions,
-    members: BTreeMap<u64, Member>,
+    new_store: Box<dyn FnMut(u64) -> S>,
+    members: BTreeMap<u64, Member<S>>,
     wire: Vec<Envelope>,
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
@@ -225,7 +248,7 @@ pub struct Stats {
     pub reads: u64,
 }
 
-impl Cluster {
+impl Cluster<MemLogStore> {
     /// A cluster of `voters` founding members (ids 1..=voters) with default options.
     pub fn new(voters: u64, seed: u64) -> Self {
         Self::with_options(voters, seed, ClusterOptions::default())
@@ -233,9 +256,23 @@ impl Cluster {
 
     /// A cluster of `voters` founding members with `options`.
     pub fn with_options(voters: u64, seed: u64, options: ClusterOptions) -> Self {
+        Cluster::with_stores(voters, seed, options, Box::new(|_| MemLogStore::new()))
+    }
+}
+
+impl<S: HarnessStore> Cluster<S> {
+    /// A cluster of `voters` founding members whose empty stores come from `new_store`
+    /// (called with the member id).
+    pub fn with_stores(
+        voters: u64,
+        seed: u64,
+        options: ClusterOptions,
+        new_store: Box<dyn FnMut(u64) -> S>,
+    ) -> Self {
         let mut cluster = Cluster {
             rng: ChaCha8Rng::seed_from_u64(seed),
             options,
+            new_store,
             members: BTreeMap::new(),
             wire: Vec::new(),
             cut: BTreeSet::new(),
@@ -254,7 +291,7 @@ impl Cluster {
         };
         let ids: Vec<u64> = (1..=voters).collect();
         for &id in &ids {
-            let mut store = MemLogStore::new();
+            let mut store = (cluster.new_store)(id);
             if let Err(e) = Node::bootstrap(&mut store, &ids) {
                 cluster.violate(format!("bootstrap of {id} failed: {e}"));
             }
@@ -266,10 +303,11 @@ impl Cluster {
     /// Add a member process with an empty store (not yet in the configuration: propose
     /// a conf change to add it; the leader then sends it a snapshot).
     pub fn add_process(&mut self, id: u64) {
-        self.insert_member(id, MemLogStore::new());
+        let store = (self.new_store)(id);
+        self.insert_member(id, store);
     }
 
-    fn insert_member(&mut self, id: u64, store: MemLogStore) {
+    fn insert_member(&mut self, id: u64, store: S) {
         let crash = CrashSwitch::default();
         let sm = TestStateMachine {
             crash: crash.clone(),
@@ -338,13 +376,13 @@ impl Cluster {
     }
 
     /// The node of a member that is up.
-    pub fn node(&self, id: u64) -> Option<&Node<MemLogStore>> {
+    pub fn node(&self, id: u64) -> Option<&Node<S>> {
         self.members.get(&id).and_then(|m| m.node.as_ref())
     }
 
     /// The node of a member that is up, mutable (tests of this crate only).
     #[cfg(test)]
-    pub(crate) fn node_mut(&mut self, id: u64) -> Option<&mut Node<MemLogStore>> {
+    pub(crate) fn node_mut(&mut self, id: u64) -> Option<&mut Node<S>> {
         self.members.get_mut(&id).and_then(|m| m.node.as_mut())
     }
 
@@ -395,10 +433,14 @@ impl Cluster {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
-        if let Some(node) = member.node.take() {
-            member.stopped_store = Some(node.into_store());
-            member.reads.clear();
-            self.stats.crashes += 1;
+        let Some(node) = member.node.take() else {
+            return;
+        };
+        member.reads.clear();
+        self.stats.crashes += 1;
+        match node.into_store().recover() {
+            Ok(store) => member.stopped_store = Some(store),
+            Err(e) => self.violate(format!("member {id} cannot recover its store: {e}")),
         }
     }
 
@@ -463,7 +505,7 @@ impl Cluster {
 
     // ----- driving ------------------------------------------------------------------
 
-    fn with_node<T>(&mut self, id: u64, f: impl FnOnce(&mut Node<MemLogStore>) -> T) -> Option<T> {
+    fn with_node<T>(&mut self, id: u64, f: impl FnOnce(&mut Node<S>) -> T) -> Option<T> {
         let member = self.members.get_mut(&id)?;
         let node = member.node.as_mut()?;
         let result = f(node);
@@ -935,15 +977,29 @@ impl Cluster {
     }
 }
 
-/// Run one random schedule of `steps` steps on a `voters`-member cluster, then heal,
-/// restart everyone and check liveness. `Err` carries the first violation.
+/// Run one random schedule of `steps` steps on a `voters`-member cluster over
+/// [`MemLogStore`]s (small snapshot interval, so snapshots and compaction happen), then
+/// heal, restart everyone and check liveness. `Err` carries the first violation.
 pub fn random_schedule(seed: u64, voters: u64, steps: usize) -> Result<Stats, String> {
-    let options = ClusterOptions {
+    let cluster = Cluster::with_options(voters, seed, schedule_options());
+    run_schedule(cluster, steps)
+}
+
+/// The cluster options random schedules use: snapshots every 24 entries, 4 kept behind.
+pub fn schedule_options() -> ClusterOptions {
+    ClusterOptions {
         snapshot_interval: 24,
         snapshot_catchup_entries: 4,
         ..ClusterOptions::default()
-    };
-    let mut cluster = Cluster::with_options(voters, seed, options);
+    }
+}
+
+/// Drive `cluster` through `steps` random steps, then heal, restart everyone and check
+/// liveness.
+pub fn run_schedule<S: HarnessStore>(
+    mut cluster: Cluster<S>,
+    steps: usize,
+) -> Result<Stats, String> {
     for _ in 0..steps {
         cluster.random_step();
         if let Some(v) = cluster.violation() {

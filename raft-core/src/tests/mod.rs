@@ -3,3 +3,4 @@
 mod random;
 mod ready_order;
 mod scenarios;
+mod wal;
