@@ -1,1 +1,152 @@
-fn main() {}
+//! Throughput and memory of the store with many keys (no fsync):
+//! puts/s (in apply rounds of `ROUND` puts), point gets/s (random and
+//! sequential key order, one thread), and resident memory per key.
+//!
+//! `cargo bench -p concord-mvcc --bench store` (env `KEYS` overrides the count).
+
+use std::time::Instant;
+
+use concord_mvcc::{Store, StoreOptions};
+use concord_proto::etcdserverpb::{PutRequest, RangeRequest};
+use rand::prelude::*;
+use rand_chacha::ChaCha8Rng;
+
+const VALUE_LEN: usize = 256;
+const ROUND: usize = 1000;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time of the calling thread (ns), from the scheduler's accounting: on a
+/// shared machine wall time also counts the time other processes had the core.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Timer {
+    wall: Instant,
+    cpu: u64,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: thread_cpu_ns(),
+        }
+    }
+
+    /// "N/s wall, M/s per CPU-second of this thread".
+    fn report(&self, name: &str, ops: usize) {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cpu = (thread_cpu_ns() - self.cpu) as f64 / 1e9;
+        println!(
+            "{name}: {:.0}/s wall ({ops} in {wall:.2}s), {:.0}/s per CPU-second of the calling thread",
+            ops as f64 / wall,
+            ops as f64 / cpu.max(1e-9)
+        );
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("/registry/k{i:010}").into_bytes()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let keys: usize = std::env::var("KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let key_len = key(0).len();
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    let opts = StoreOptions::default();
+    println!(
+        "keys: {keys}, key {key_len} B, value {VALUE_LEN} B, rounds of {ROUND}, block cache {} MiB, memtable {} MiB",
+        opts.cache_size_bytes >> 20,
+        opts.memtable_size_bytes >> 20
+    );
+
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut value = vec![0u8; VALUE_LEN];
+
+    let rss_start = rss_bytes();
+    let store = Store::open(dir.path(), opts.clone())?;
+
+    // Puts, in apply rounds like the server's.
+    let timer = Timer::start();
+    let mut i = 0;
+    while i < keys {
+        let mut batch = store.write_batch();
+        for _ in 0..ROUND.min(keys - i) {
+            rng.fill_bytes(&mut value);
+            batch.put(&PutRequest {
+                key: key(i),
+                value: value.clone(),
+                ..Default::default()
+            })?;
+            i += 1;
+        }
+        batch.set_applied_index(i as u64);
+        batch.commit()?;
+    }
+    timer.report("put", keys);
+    let rss_after_puts = rss_bytes();
+
+    // Point gets: sequential key order, then random order.
+    let mut order: Vec<usize> = (0..keys).collect();
+    for (name, shuffle) in [("get (sequential keys)", false), ("get (random keys)", true)] {
+        if shuffle {
+            order.shuffle(&mut rng);
+        }
+        let timer = Timer::start();
+        let mut bytes = 0usize;
+        for &k in &order {
+            let resp = store.range(&RangeRequest {
+                key: key(k),
+                ..Default::default()
+            })?;
+            bytes += resp.kvs.first().map_or(0, |kv| kv.value.len());
+        }
+        timer.report(name, keys);
+        assert_eq!(bytes, keys * VALUE_LEN, "every key found");
+    }
+    let rss_after_gets = rss_bytes();
+
+    let per_key = |rss: u64| (rss.saturating_sub(rss_start)) as f64 / keys as f64;
+    println!(
+        "RSS growth per key after puts: {:.0} B ({:.0} B beyond the {key_len}-byte key)",
+        per_key(rss_after_puts),
+        per_key(rss_after_puts) - key_len as f64
+    );
+    println!(
+        "RSS growth per key after gets: {:.0} B ({:.0} B beyond the key; includes the block cache)",
+        per_key(rss_after_gets),
+        per_key(rss_after_gets) - key_len as f64
+    );
+
+    // Reopen: the key index is rebuilt from disk, memtables are empty; what
+    // grows now is mostly the index.
+    drop(store);
+    let rss_closed = rss_bytes();
+    let started = Instant::now();
+    let store = Store::open(dir.path(), opts)?;
+    let open_secs = started.elapsed().as_secs_f64();
+    let rss_reopened = rss_bytes();
+    println!(
+        "reopen (index rebuild of {} keys): {open_secs:.2}s; RSS growth {:.0} B per key ({:.0} beyond the key)",
+        store.indexed_keys(),
+        rss_reopened.saturating_sub(rss_closed) as f64 / keys as f64,
+        rss_reopened.saturating_sub(rss_closed) as f64 / keys as f64 - key_len as f64
+    );
+    println!("db size on disk: {} MiB", store.db_size()? >> 20);
+    Ok(())
+}

@@ -31,8 +31,8 @@ use crate::txn;
 struct PendingChange {
     rev: Revision,
     tombstone: bool,
-    key: Vec<u8>,
     /// The encoded `KeyValue` (for a tombstone: only the key, as etcd stores it).
+    /// Emptied when handed to fjall at commit.
     encoded: Vec<u8>,
 }
 
@@ -353,8 +353,20 @@ impl<'a> WriteBatch<'a> {
         }
         let mut state = self.store.state.write();
         for change in self.changes.drain(mark..) {
-            state.index.rollback_above(&change.key, keep);
+            // The key is only in the encoded value; a rollback is rare enough to
+            // decode it rather than keep a copy of every key.
+            if let Ok(kv) = read::decode_kv(&change.encoded) {
+                state.index.rollback_above(&kv.key, keep);
+            }
         }
+    }
+
+    fn bump_changes(&self, ctx: &mut Ctx) -> Result<(), Error> {
+        ctx.changes = ctx
+            .changes
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt("too many changes in one revision".into()))?;
+        Ok(())
     }
 
     fn record_change(
@@ -364,58 +376,55 @@ impl<'a> WriteBatch<'a> {
         point: Point,
         encoded: Vec<u8>,
     ) -> Result<(), Error> {
-        ctx.changes = ctx
-            .changes
-            .checked_add(1)
-            .ok_or_else(|| Error::Corrupt("too many changes in one revision".into()))?;
+        self.bump_changes(ctx)?;
         self.store.state.write().index.record(key, point);
         self.changes.push(PendingChange {
             rev: point.revision(),
             tombstone: point.tombstone,
-            key: key.to_vec(),
             encoded,
         });
         Ok(())
     }
 
     fn apply_put(&mut self, ctx: &mut Ctx, req: &PutRequest) -> Result<PutResponse, Error> {
-        let latest = self.store.state.read().index.latest_live(&req.key);
-        let prev = match latest {
+        let main = ctx.begin + 1;
+        let sub = ctx.changes;
+        // The common put needs nothing from the previous value but the event's
+        // prev_kv: record first (one index lookup), fetch the previous value after.
+        let mut value = None;
+        let mut lease = req.lease;
+        if req.ignore_value || req.ignore_lease {
+            let latest = self.store.state.read().index.latest_live(&req.key);
+            let prev = match latest {
+                Some(p) => self.fetch_required(p.revision())?,
+                None => return Err(Error::KeyNotFound),
+            };
+            if req.ignore_value {
+                value = Some(prev.value);
+            }
+            if req.ignore_lease {
+                lease = prev.lease;
+            }
+        }
+        self.bump_changes(ctx)?;
+        let (point, prev_point) = self.store.state.write().index.record_put(&req.key, main, sub);
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: point.created_main,
+            mod_revision: main,
+            version: point.version,
+            value: value.unwrap_or_else(|| req.value.clone()),
+            lease,
+        };
+        self.changes.push(PendingChange {
+            rev: point.revision(),
+            tombstone: false,
+            encoded: kv.encode_to_vec(),
+        });
+        let prev = match prev_point {
             Some(p) => Some(self.fetch_required(p.revision())?),
             None => None,
         };
-        let (value, lease) = match (&prev, req.ignore_value || req.ignore_lease) {
-            (None, true) => return Err(Error::KeyNotFound),
-            (prev, _) => {
-                let value = match prev {
-                    Some(p) if req.ignore_value => p.value.clone(),
-                    _ => req.value.clone(),
-                };
-                let lease = match prev {
-                    Some(p) if req.ignore_lease => p.lease,
-                    _ => req.lease,
-                };
-                (value, lease)
-            }
-        };
-        let main = ctx.begin + 1;
-        let (created, version) = latest.map_or((main, 1), |p| (p.created_main, p.version + 1));
-        let kv = KeyValue {
-            key: req.key.clone(),
-            create_revision: created,
-            mod_revision: main,
-            version,
-            value,
-            lease,
-        };
-        let point = Point {
-            main,
-            created_main: created,
-            version,
-            sub: ctx.changes,
-            tombstone: false,
-        };
-        self.record_change(ctx, &req.key, point, kv.encode_to_vec())?;
         ctx.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),

@@ -10,8 +10,10 @@
 //! a live key whose only retained revision is its latest put, is stored inline
 //! ([`Entry::Single`], 32 bytes) with no allocation besides the key itself.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ops::Bound;
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use crate::key_map::KeyMap;
 
 use crate::revision::Revision;
 
@@ -150,12 +152,17 @@ impl<'a> KeyRange<'a> {
 /// Key → retained history. Not synchronized: the store wraps it in a lock.
 #[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
-    map: BTreeMap<Box<[u8]>, Entry>,
+    map: KeyMap<Entry>,
 }
 
 impl KeyIndex {
     pub fn key_count(&self) -> usize {
         self.map.len()
+    }
+
+    /// Makes the index as dense as possible (after bulk loading).
+    pub fn repack(&mut self) {
+        self.map.repack();
     }
 
     /// The live version of `key` as of revision `rev`, if any.
@@ -194,17 +201,12 @@ impl KeyIndex {
                 if end.is_some_and(|e| e <= start) {
                     return;
                 }
-                let upper = match end {
-                    Some(e) => Bound::Excluded(e),
-                    None => Bound::Unbounded,
-                };
-                for (key, entry) in self.map.range::<[u8], _>((Bound::Included(start), upper)) {
-                    if let Some(p) = entry.at(rev).filter(|p| !p.tombstone)
-                        && !visit(key, *p)
-                    {
-                        return;
+                self.map.visit_range(start, end, |key, entry| {
+                    match entry.at(rev).filter(|p| !p.tombstone) {
+                        Some(p) if !visit(key, *p) => ControlFlow::Break(()),
+                        _ => ControlFlow::Continue(()),
                     }
-                }
+                });
             }
         }
     }
@@ -214,12 +216,34 @@ impl KeyIndex {
         match self.map.get_mut(key) {
             Some(entry) => entry.push(point),
             None if !point.tombstone => {
-                self.map.insert(key.into(), Entry::Single(point));
+                self.map.insert(key, Entry::Single(point));
             }
             // A tombstone of a key we do not know has nothing to delete; callers
             // never produce one, and keeping it out keeps the index small.
             None => {}
         }
+    }
+
+    /// Records a put at `(main, sub)` in one lookup, deriving `create_revision` and
+    /// `version` from the key's newest change. Returns the new point and the
+    /// key's previous live point, if any.
+    pub fn record_put(&mut self, key: &[u8], main: i64, sub: u32) -> (Point, Option<Point>) {
+        let next = |prev: Option<Point>| Point {
+            main,
+            created_main: prev.map_or(main, |p| p.created_main),
+            version: prev.map_or(1, |p| p.version + 1),
+            sub,
+            tombstone: false,
+        };
+        if let Some(entry) = self.map.get_mut(key) {
+            let prev = entry.latest().filter(|p| !p.tombstone).copied();
+            let point = next(prev);
+            entry.push(point);
+            return (point, prev);
+        }
+        let point = next(None);
+        self.map.insert(key, Entry::Single(point));
+        (point, None)
     }
 
     /// Forgets every change of `key` newer than main revision `rev` (an aborted
@@ -365,7 +389,7 @@ mod tests {
         );
         assert_eq!(index.visible(b"a", 7), None);
         assert_eq!(index.visible(b"a", 8).map(|p| p.main), Some(8));
-        assert!(matches!(index.map.get(&b"a"[..]), Some(Entry::Single(_))));
+        assert!(matches!(index.map.get(b"a"), Some(Entry::Single(_))));
 
         index.record(b"b", tomb(9));
         dead.clear();
@@ -386,7 +410,7 @@ mod tests {
         index.record(b"n", put(4, 4, 1));
         index.rollback_above(b"a", 2);
         index.rollback_above(b"n", 3);
-        assert!(matches!(index.map.get(&b"a"[..]), Some(Entry::Single(p)) if p.main == 2));
+        assert!(matches!(index.map.get(b"a"), Some(Entry::Single(p)) if p.main == 2));
         assert_eq!(index.key_count(), 1);
         assert_eq!(index.latest_live(b"a").map(|p| p.version), Some(1));
     }

@@ -42,6 +42,7 @@
 mod batch;
 mod error;
 mod key_index;
+mod key_map;
 mod read;
 mod revision;
 mod snapshot;

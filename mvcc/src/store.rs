@@ -125,7 +125,12 @@ impl Store {
             .open()?;
         let memtable = opts.memtable_size_bytes;
         let kv = db.keyspace(KV_KEYSPACE, || {
-            KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                // Every point read follows the key index to a revision that exists.
+                .expect_point_read_hits(true)
+                .data_block_hash_ratio_policy(fjall::config::HashRatioPolicy::all(0.75))
+                .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
         })?;
         let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
 
@@ -154,6 +159,7 @@ impl Store {
             );
             newest = newest.max(rev.main);
         }
+        index.repack();
         // A crash between a compaction's commit and the removal of the history
         // it dropped leaves that history behind: remove it now.
         let mut dead = Vec::new();

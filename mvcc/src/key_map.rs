@@ -1,0 +1,383 @@
+//! A memory-dense ordered map from byte keys to small values, for the key
+//! index.
+//!
+//! A `BTreeMap<Box<[u8]>, V>` spends, per key, a 16-byte box pointer, a heap
+//! allocation for the key, and about half of every node (nodes split half-full
+//! and sequential inserts leave them so). Here keys live in sorted chunks of at
+//! most [`CHUNK_MAX`] entries; a chunk stores its keys back to back in one byte
+//! buffer with a `u32` end offset each, and its values in a parallel `Vec`.
+//! Appends past the last key fill chunks completely; other inserts split a full
+//! chunk in two; vectors grow in small exact steps so little capacity idles.
+//! [`KeyMap::repack`] rebuilds everything dense (after the start-up rebuild,
+//! which inserts in revision order, not key order).
+
+use std::ops::ControlFlow;
+
+/// Entries per chunk: inserting into a chunk moves at most this many.
+const CHUNK_MAX: usize = 128;
+/// Repacking fills chunks to this, leaving room for inserts.
+const REPACK_FILL: usize = CHUNK_MAX * 7 / 8;
+
+#[derive(Debug, Clone)]
+struct Chunk<V> {
+    /// The chunk's keys, in order, back to back.
+    bytes: Vec<u8>,
+    /// `ends[i]` is where key `i` ends in `bytes` (it starts where `i - 1` ends).
+    ends: Vec<u32>,
+    values: Vec<V>,
+}
+
+/// Grows `v` by a small exact step when full, instead of doubling.
+fn reserve_small<T>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() < additional {
+        v.reserve_exact(additional.max(v.len() / 8).max(4));
+    }
+}
+
+impl<V> Chunk<V> {
+    fn empty() -> Self {
+        Self {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        i.checked_sub(1)
+            .and_then(|p| self.ends.get(p))
+            .map_or(0, |&e| e as usize)
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let end = self.ends.get(i).map_or(0, |&e| e as usize);
+        self.bytes.get(self.start(i)..end).unwrap_or_default()
+    }
+
+    fn first_key(&self) -> &[u8] {
+        self.key(0)
+    }
+
+    /// `Ok(i)` if key `i` equals `key`, else `Err(insertion point)`.
+    fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    fn insert(&mut self, i: usize, key: &[u8], value: V) {
+        let at = self.start(i);
+        let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        reserve_small(&mut self.bytes, key.len());
+        reserve_small(&mut self.ends, 1);
+        reserve_small(&mut self.values, 1);
+        self.bytes.splice(at..at, key.iter().copied());
+        for end in self.ends.get_mut(i..).unwrap_or_default() {
+            *end += len;
+        }
+        self.ends.insert(i, u32::try_from(at).unwrap_or(u32::MAX) + len);
+        self.values.insert(i, value);
+    }
+
+    fn remove(&mut self, i: usize) -> V {
+        let (start, end) = (self.start(i), self.ends[i] as usize);
+        let len = u32::try_from(end - start).unwrap_or(u32::MAX);
+        self.bytes.drain(start..end);
+        self.ends.remove(i);
+        for e in self.ends.get_mut(i..).unwrap_or_default() {
+            *e -= len;
+        }
+        self.values.remove(i)
+    }
+
+    /// Moves entries `from..` into a new chunk.
+    fn split_off(&mut self, from: usize) -> Chunk<V> {
+        let cut = self.start(from);
+        let bytes = self.bytes.split_off(cut);
+        let cut = u32::try_from(cut).unwrap_or(u32::MAX);
+        let ends = self.ends.split_off(from).into_iter().map(|e| e - cut).collect();
+        let values = self.values.split_off(from);
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.values.shrink_to_fit();
+        Chunk {
+            bytes,
+            ends,
+            values,
+        }
+    }
+
+    fn push(&mut self, key: &[u8], value: V) {
+        self.bytes.extend_from_slice(key);
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        self.values.push(value);
+    }
+}
+
+/// Ordered map of byte keys; see the module doc.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyMap<V> {
+    chunks: Vec<Chunk<V>>,
+    len: usize,
+}
+
+impl<V> Default for KeyMap<V> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V> KeyMap<V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk that holds `key` or would: the last one whose first key is
+    /// `<= key` (or the first chunk).
+    fn chunk_for(&self, key: &[u8]) -> usize {
+        self.chunks
+            .partition_point(|c| c.first_key() <= key)
+            .saturating_sub(1)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        let chunk = self.chunks.get(self.chunk_for(key))?;
+        chunk.search(key).ok().and_then(|i| chunk.values.get(i))
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let c = self.chunk_for(key);
+        let chunk = self.chunks.get_mut(c)?;
+        let i = chunk.search(key).ok()?;
+        chunk.values.get_mut(i)
+    }
+
+    /// Inserts or replaces.
+    pub fn insert(&mut self, key: &[u8], value: V) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Chunk::empty());
+        }
+        let c = self.chunk_for(key);
+        let last = self.chunks.len() - 1;
+        let Some(chunk) = self.chunks.get_mut(c) else {
+            return;
+        };
+        let i = match chunk.search(key) {
+            Ok(i) => {
+                if let Some(slot) = chunk.values.get_mut(i) {
+                    *slot = value;
+                }
+                return;
+            }
+            Err(i) => i,
+        };
+        self.len += 1;
+        if chunk.len() < CHUNK_MAX {
+            chunk.insert(i, key, value);
+            return;
+        }
+        if c == last && i == chunk.len() {
+            // Appending past the largest key: start a fresh chunk, keep this one full.
+            let mut fresh = Chunk::empty();
+            fresh.push(key, value);
+            self.chunks.push(fresh);
+            return;
+        }
+        let mut upper = chunk.split_off(CHUNK_MAX / 2);
+        if i <= CHUNK_MAX / 2 {
+            chunk.insert(i, key, value);
+        } else {
+            upper.insert(i - CHUNK_MAX / 2, key, value);
+        }
+        self.chunks.insert(c + 1, upper);
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<V> {
+        let c = self.chunk_for(key);
+        let chunk = self.chunks.get_mut(c)?;
+        let i = chunk.search(key).ok()?;
+        let value = chunk.remove(i);
+        if chunk.len() == 0 {
+            self.chunks.remove(c);
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Visits entries with `start <= key < end` (`end == None`: no bound) in
+    /// order until `visit` breaks.
+    pub fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &V) -> ControlFlow<()>,
+    ) {
+        let first = self.chunk_for(start);
+        let mut from = self
+            .chunks
+            .get(first)
+            .map_or(0, |c| c.search(start).unwrap_or_else(|i| i));
+        for chunk in self.chunks.get(first..).unwrap_or_default() {
+            for (i, value) in chunk.values.iter().enumerate().skip(from) {
+                let key = chunk.key(i);
+                if end.is_some_and(|e| key >= e) {
+                    return;
+                }
+                if visit(key, value).is_break() {
+                    return;
+                }
+            }
+            from = 0;
+        }
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.chunks.iter().flat_map(|c| c.values.iter())
+    }
+
+    /// Keeps the entries for which `keep` returns true (it may change them).
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &mut V) -> bool) {
+        let mut removed = 0usize;
+        for chunk in &mut self.chunks {
+            let mut i = 0;
+            while i < chunk.len() {
+                let start = chunk.start(i);
+                let end = chunk.ends.get(i).map_or(start, |&e| e as usize);
+                let (Some(key), Some(value)) = (chunk.bytes.get(start..end), chunk.values.get_mut(i))
+                else {
+                    break;
+                };
+                if keep(key, value) {
+                    i += 1;
+                } else {
+                    chunk.remove(i);
+                    removed += 1;
+                }
+            }
+        }
+        self.len -= removed;
+        self.chunks.retain(|c| c.len() > 0);
+        if removed * 8 > self.len {
+            self.repack();
+        }
+    }
+
+    /// Rebuilds all chunks densely (7/8 full, exact capacities).
+    pub fn repack(&mut self) {
+        let old = std::mem::take(&mut self.chunks);
+        let mut current = Chunk::empty();
+        for mut chunk in old {
+            let values = std::mem::take(&mut chunk.values);
+            for (i, value) in values.into_iter().enumerate() {
+                if current.len() == REPACK_FILL {
+                    self.chunks.push(std::mem::replace(&mut current, Chunk::empty()));
+                }
+                current.push(chunk.key(i), value);
+            }
+        }
+        if current.len() > 0 {
+            self.chunks.push(current);
+        }
+        for chunk in &mut self.chunks {
+            chunk.bytes.shrink_to_fit();
+            chunk.ends.shrink_to_fit();
+            chunk.values.shrink_to_fit();
+        }
+        self.chunks.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::prelude::*;
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
+
+    fn contents(map: &KeyMap<u64>) -> Vec<(Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        map.visit_range(b"", None, |k, v| {
+            out.push((k.to_vec(), *v));
+            ControlFlow::Continue(())
+        });
+        out
+    }
+
+    #[test]
+    fn behaves_like_a_btreemap() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut map = KeyMap::default();
+        let mut model = BTreeMap::new();
+        for step in 0..20_000u64 {
+            let key: Vec<u8> = format!("k{}", rng.random_range(0..3000)).into_bytes();
+            match rng.random_range(0..10) {
+                0..=5 => {
+                    map.insert(&key, step);
+                    model.insert(key, step);
+                }
+                6..=7 => assert_eq!(map.remove(&key), model.remove(&key)),
+                8 => {
+                    let end = format!("k{}", rng.random_range(0..3000)).into_bytes();
+                    let mut got = Vec::new();
+                    map.visit_range(&key, Some(&end), |k, v| {
+                        got.push((k.to_vec(), *v));
+                        if got.len() == 20 {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    });
+                    let want: Vec<_> = if key < end {
+                        model
+                            .range(key.clone()..end.clone())
+                            .take(20)
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect()
+                    } else {
+                        vec![]
+                    };
+                    assert_eq!(got, want);
+                }
+                _ => {
+                    if step % 1000 == 0 {
+                        map.retain(|_, v| *v % 3 != 0);
+                        model.retain(|_, v| *v % 3 != 0);
+                    }
+                    assert_eq!(map.get(&key), model.get(&key));
+                }
+            }
+            assert_eq!(map.len(), model.len());
+        }
+        let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(contents(&map), want);
+        map.repack();
+        assert_eq!(contents(&map), want);
+        assert!(map.chunks.iter().all(|c| c.len() <= CHUNK_MAX && c.len() > 0));
+    }
+
+    #[test]
+    fn sequential_appends_fill_chunks() {
+        let mut map = KeyMap::default();
+        for i in 0..1000u64 {
+            map.insert(format!("key{i:06}").as_bytes(), i);
+        }
+        assert_eq!(map.chunks.len(), 1000usize.div_ceil(CHUNK_MAX));
+        assert_eq!(map.get(b"key000500"), Some(&500));
+        assert_eq!(map.get(b"key"), None);
+    }
+}
