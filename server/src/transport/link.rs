@@ -1,0 +1,344 @@
+//! The outgoing side: one task per peer streaming raft messages, and snapshot transfers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_proto::concordpb::peer_client::PeerClient;
+use concord_proto::concordpb::{RaftMessageChunk, SnapshotChunk};
+use raft::eraftpb::Message;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::backoff::Backoff;
+use super::connect::connect;
+use super::{
+    CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound, MAX_MESSAGE_BYTES, PEER_QUEUE_CAPACITY,
+    SNAPSHOT_CHUNK_BYTES,
+};
+
+/// Messages encoded ahead of the HTTP/2 stream; the rest wait in the peer queue, which is
+/// where the drop-when-full bound applies.
+const STREAM_BUFFER: usize = 64;
+
+/// The handle on one peer's task.
+pub(super) struct PeerLink {
+    pub(super) queue: mpsc::Sender<Message>,
+    urls: watch::Sender<Vec<Url>>,
+    active: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PeerLink {
+    pub(super) fn start(
+        common: Arc<Common>,
+        peer_id: u64,
+        urls: Vec<Url>,
+        runtime: &Handle,
+    ) -> Self {
+        let (queue, queue_rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
+        let (urls, urls_rx) = watch::channel(urls);
+        let active = Arc::new(AtomicBool::new(false));
+        let task = runtime
+            .spawn(run(common, peer_id, queue_rx, urls_rx, active.clone()))
+            .abort_handle();
+        Self {
+            queue,
+            urls,
+            active,
+            task,
+        }
+    }
+
+    pub(super) fn set_urls(&self, urls: Vec<Url>) {
+        self.urls.send_if_modified(|current| {
+            let changed = *current != urls;
+            *current = urls;
+            changed
+        });
+    }
+
+    pub(super) fn urls(&self) -> Vec<Url> {
+        self.urls.borrow().clone()
+    }
+
+    pub(super) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection to the peer ended.
+enum Ended {
+    /// The peer was removed: the task ends.
+    Removed,
+    /// The peer's URLs changed and no longer include the connected one: reconnect now.
+    UrlsChanged,
+    /// Connecting failed or the stream broke: wait, then try the next URL.
+    Failed,
+}
+
+/// The seed of a link's backoff jitter: fixed per (local, peer) pair.
+fn jitter_seed(local_id: u64, peer_id: u64) -> u64 {
+    local_id.rotate_left(32) ^ peer_id
+}
+
+async fn run(
+    common: Arc<Common>,
+    peer_id: u64,
+    mut queue: mpsc::Receiver<Message>,
+    mut urls: watch::Receiver<Vec<Url>>,
+    active: Arc<AtomicBool>,
+) {
+    let mut backoff = Backoff::new(jitter_seed(common.local_id, peer_id));
+    let mut next_url = 0usize;
+    let mut was_connected = false;
+    loop {
+        let candidates = urls.borrow_and_update().clone();
+        let ended = match candidates.get(next_url % candidates.len().max(1)) {
+            None => Ended::Failed,
+            Some(url) => match connect(url, common.client_tls.clone()).await {
+                Ok(channel) => {
+                    if !was_connected {
+                        info!(peer = %format_args!("{peer_id:x}"), %url, "peer connected");
+                    }
+                    was_connected = true;
+                    active.store(true, Ordering::Relaxed);
+                    backoff.reset();
+                    let ended =
+                        stream_messages(&common, peer_id, url, channel, &mut queue, &mut urls)
+                            .await;
+                    active.store(false, Ordering::Relaxed);
+                    ended
+                }
+                Err(error) => {
+                    if was_connected {
+                        warn!(peer = %format_args!("{peer_id:x}"), %url, %error, "peer unreachable");
+                    } else {
+                        debug!(peer = %format_args!("{peer_id:x}"), %url, %error, "cannot connect to peer");
+                    }
+                    was_connected = false;
+                    next_url = next_url.wrapping_add(1);
+                    Ended::Failed
+                }
+            },
+        };
+        match ended {
+            Ended::Removed => return,
+            Ended::UrlsChanged => {
+                next_url = 0;
+                continue;
+            }
+            Ended::Failed => {}
+        }
+        if !wait_dropping(
+            &common,
+            peer_id,
+            backoff.next_delay(),
+            &mut queue,
+            &mut urls,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// Waits `delay` before the next connection attempt, dropping what raft sends meanwhile
+/// (reported once as unreachable). Returns early if the URLs change, and `false` if the
+/// peer was removed.
+async fn wait_dropping(
+    common: &Common,
+    peer_id: u64,
+    delay: Duration,
+    queue: &mut mpsc::Receiver<Message>,
+    urls: &mut watch::Receiver<Vec<Url>>,
+) -> bool {
+    let mut reported = false;
+    let drop_one = |reported: &mut bool| {
+        if !*reported {
+            common.report(Inbound::Unreachable(peer_id));
+            *reported = true;
+        }
+    };
+    // Whatever was queued for the failed connection is lost.
+    while queue.try_recv().is_ok() {
+        drop_one(&mut reported);
+    }
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            changed = urls.changed() => return changed.is_ok(),
+            message = queue.recv() => match message {
+                Some(_) => drop_one(&mut reported),
+                None => return false,
+            },
+        }
+    }
+}
+
+fn add_headers<T>(request: &mut tonic::Request<T>, common: &Common) {
+    let cluster_id = common.cluster_id.load(Ordering::Relaxed);
+    let metadata = request.metadata_mut();
+    if let Ok(value) = format!("{cluster_id:x}").parse() {
+        metadata.insert(CLUSTER_ID_HEADER, value);
+    }
+    if let Ok(value) = format!("{:x}", common.local_id).parse() {
+        metadata.insert(FROM_HEADER, value);
+    }
+}
+
+fn peer_client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Streams queued messages to the peer over one `Raft` call until it breaks, the peer is
+/// removed or its URLs change.
+async fn stream_messages(
+    common: &Common,
+    peer_id: u64,
+    url: &Url,
+    channel: Channel,
+    queue: &mut mpsc::Receiver<Message>,
+    urls: &mut watch::Receiver<Vec<Url>>,
+) -> Ended {
+    let (chunks, chunks_rx) = mpsc::channel::<RaftMessageChunk>(STREAM_BUFFER);
+    let mut request = tonic::Request::new(ReceiverStream::new(chunks_rx));
+    add_headers(&mut request, common);
+    let mut client = peer_client(channel);
+    let call = client.raft(request);
+    tokio::pin!(call);
+    let failed = |result: std::result::Result<tonic::Response<_>, tonic::Status>| {
+        match result {
+            Ok(_) => debug!(peer = %format_args!("{peer_id:x}"), "peer closed the raft stream"),
+            Err(status) => {
+                warn!(peer = %format_args!("{peer_id:x}"), %url, %status, "raft stream to peer broke")
+            }
+        }
+        common.report(Inbound::Unreachable(peer_id));
+        Ended::Failed
+    };
+    loop {
+        tokio::select! {
+            result = &mut call => return failed(result),
+            changed = urls.changed() => {
+                if changed.is_err() {
+                    return Ended::Removed;
+                }
+                if !urls.borrow_and_update().contains(url) {
+                    return Ended::UrlsChanged;
+                }
+            }
+            message = queue.recv() => {
+                let Some(message) = message else { return Ended::Removed };
+                let encoded = match concord_raft_core::codec::encode_message(&message) {
+                    Ok(encoded) => encoded,
+                    Err(error) => {
+                        warn!(%error, "cannot encode a raft message; dropped");
+                        continue;
+                    }
+                };
+                let chunk = RaftMessageChunk { message: encoded };
+                // Wait for room in the stream, but notice if the call fails meanwhile.
+                tokio::select! {
+                    sent = chunks.send(chunk) => if sent.is_err() {
+                        common.report(Inbound::Unreachable(peer_id));
+                        return Ended::Failed;
+                    },
+                    result = &mut call => return failed(result),
+                }
+            }
+        }
+    }
+}
+
+/// Starts sending a `MsgSnapshot` on its own task; reports the outcome as
+/// [`Inbound::SnapshotReport`].
+pub(super) fn spawn_snapshot(
+    common: Arc<Common>,
+    urls: Vec<Url>,
+    message: Message,
+    runtime: &Handle,
+) {
+    runtime.spawn(async move {
+        let to = message.to;
+        let delivered = send_snapshot(&common, &urls, message).await;
+        common.report(Inbound::SnapshotReport { to, delivered });
+    });
+}
+
+async fn send_snapshot(common: &Common, urls: &[Url], mut message: Message) -> bool {
+    let to = message.to;
+    let data = message.mut_snapshot().take_data();
+    let header = match concord_raft_core::codec::encode_message(&message) {
+        Ok(header) => header,
+        Err(error) => {
+            warn!(%error, "cannot encode a snapshot message");
+            return false;
+        }
+    };
+    for url in urls {
+        let channel = match connect(url, common.client_tls.clone()).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                debug!(peer = %format_args!("{to:x}"), %url, %error, "cannot connect for a snapshot");
+                continue;
+            }
+        };
+        let size = data.len();
+        let mut request = tonic::Request::new(tokio_stream::iter(snapshot_chunks(
+            header.clone(),
+            data.clone(),
+        )));
+        add_headers(&mut request, common);
+        return match peer_client(channel).snapshot_chunks(request).await {
+            Ok(_) => {
+                info!(peer = %format_args!("{to:x}"), bytes = size, "sent a snapshot");
+                true
+            }
+            Err(status) => {
+                warn!(peer = %format_args!("{to:x}"), %url, %status, "sending a snapshot failed");
+                false
+            }
+        };
+    }
+    false
+}
+
+/// The chunks of a snapshot transfer: the message on the first, the data split into
+/// [`SNAPSHOT_CHUNK_BYTES`] pieces (at least one chunk, even for empty data), `last` on
+/// the final one. Chunks are copied out of `data` only as the stream pulls them.
+pub(super) fn snapshot_chunks(header: Vec<u8>, data: Bytes) -> impl Iterator<Item = SnapshotChunk> {
+    let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+    let mut header = Some(header);
+    (0..count).map(move |index| {
+        let start = index * SNAPSHOT_CHUNK_BYTES;
+        let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        SnapshotChunk {
+            message: if index == 0 {
+                header.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            data: data.slice(start..end).to_vec(),
+            offset: start as u64,
+            last: index + 1 == count,
+        }
+    })
+}

@@ -1,0 +1,260 @@
+//! The peer transport: raft messages between members over the gRPC `Peer` service.
+//!
+//! Outgoing, each peer has one task and one bounded queue. The task connects to the
+//! peer's URLs (round robin on failure, exponential backoff with jitter from 100 ms to
+//! 2 s) and streams messages, in order, over one client-streaming `Raft` call. While it is
+//! disconnected, or when its queue is full, messages are dropped and the raft driver is
+//! told [`Inbound::Unreachable`]; raft retries on its own. A `MsgSnapshot` goes over a
+//! `SnapshotChunks` call on its own task (the message first, then the data in 1 MiB
+//! chunks) and ends in an [`Inbound::SnapshotReport`].
+//!
+//! Incoming, [`PeerTransport::service`] is the `Peer` gRPC service to mount on the peer
+//! listener; it decodes messages (and reassembles snapshots) into [`Inbound::Message`].
+//!
+//! [`PeerTransport::send`] never blocks and may be called from any thread (the raft
+//! driver runs on a plain std thread); everything async runs on the tokio runtime given
+//! at construction.
+//!
+//! ```no_run
+//! # async fn run() {
+//! use concord_server::transport::{Inbound, PeerTransport};
+//!
+//! let (inbound_tx, inbound_rx) = std::sync::mpsc::channel();
+//! let transport = PeerTransport::new(1, 0xc1, None, inbound_tx);
+//! transport.add_peer(2, vec![url::Url::parse("http://127.0.0.1:2380").unwrap()]);
+//! let mut heartbeat = raft::eraftpb::Message::default();
+//! heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+//! heartbeat.from = 1;
+//! heartbeat.to = 2;
+//! transport.send(vec![heartbeat]);
+//! // The driver thread reads what peers sent (and delivery reports):
+//! while let Ok(event) = inbound_rx.recv() {
+//!     if let Inbound::Message(message) = event { /* raw_node.step(message) */ }
+//! }
+//! # }
+//! ```
+
+mod backoff;
+mod connect;
+mod error;
+mod link;
+mod service;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use concord_proto::concordpb::MemberInfoResponse;
+use concord_proto::concordpb::peer_server::PeerServer;
+use parking_lot::Mutex;
+use raft::eraftpb::{Message, MessageType};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use url::Url;
+
+pub use connect::{connect, lazy_channel};
+pub use error::{NetError, Result};
+pub use service::PeerService;
+
+use link::PeerLink;
+
+/// The largest gRPC message either side of the peer service accepts (raft appends can be
+/// large; snapshots travel in chunks).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Size of one snapshot data chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Messages waiting for one peer beyond this are dropped (and the peer reported
+/// unreachable) rather than piling up behind a slow link.
+pub const PEER_QUEUE_CAPACITY: usize = 4096;
+/// Request metadata naming the sender's cluster (hex); a member of another cluster is
+/// refused, as etcd does with `X-Etcd-Cluster-ID`.
+pub const CLUSTER_ID_HEADER: &str = "x-concord-cluster-id";
+/// Request metadata naming the sending member (hex).
+pub const FROM_HEADER: &str = "x-concord-from";
+
+/// What the transport hands to the raft driver.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from a peer, to step into raft.
+    Message(Message),
+    /// The outcome of sending a snapshot to `to` (raft's `report_snapshot`).
+    SnapshotReport { to: u64, delivered: bool },
+    /// Messages to this peer were dropped (raft's `report_unreachable`).
+    Unreachable(u64),
+}
+
+/// State shared by the transport handle, its peer tasks and its gRPC service.
+struct Common {
+    local_id: u64,
+    /// 0 while unknown (a member joining before it learned the cluster).
+    cluster_id: AtomicU64,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+    inbound: std::sync::mpsc::Sender<Inbound>,
+    /// Set when the transport stops: the service ends its open streams.
+    stopping: watch::Sender<bool>,
+}
+
+impl Common {
+    fn report(&self, event: Inbound) {
+        // The receiver is gone only when the member is stopping; nothing left to tell.
+        let _ = self.inbound.send(event);
+    }
+}
+
+/// The member-to-member transport. Cheap to clone; all clones share the same peers.
+#[derive(Clone)]
+pub struct PeerTransport {
+    common: Arc<Common>,
+    peers: Arc<Mutex<HashMap<u64, PeerLink>>>,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("local_id", &self.common.local_id)
+            .field("peers", &self.peers.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PeerTransport {
+    /// A transport for member `local_id` of cluster `cluster_id`, running its tasks on the
+    /// current tokio runtime.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime; use [`PeerTransport::with_runtime`] there.
+    pub fn new(
+        local_id: u64,
+        cluster_id: u64,
+        client_tls: Option<Arc<rustls::ClientConfig>>,
+        inbound: std::sync::mpsc::Sender<Inbound>,
+    ) -> Self {
+        Self::with_runtime(local_id, cluster_id, client_tls, inbound, Handle::current())
+    }
+
+    /// Like [`PeerTransport::new`], with the runtime given explicitly.
+    pub fn with_runtime(
+        local_id: u64,
+        cluster_id: u64,
+        client_tls: Option<Arc<rustls::ClientConfig>>,
+        inbound: std::sync::mpsc::Sender<Inbound>,
+        runtime: Handle,
+    ) -> Self {
+        let (stopping, _) = watch::channel(false);
+        Self {
+            common: Arc::new(Common {
+                local_id,
+                cluster_id: AtomicU64::new(cluster_id),
+                client_tls,
+                inbound,
+                stopping,
+            }),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            runtime,
+        }
+    }
+
+    /// This member's id.
+    pub fn local_id(&self) -> u64 {
+        self.common.local_id
+    }
+
+    /// Sets the cluster id once it is known (a joining member learns it late).
+    pub fn set_cluster_id(&self, cluster_id: u64) {
+        self.common.cluster_id.store(cluster_id, Ordering::Relaxed);
+    }
+
+    /// Starts talking to peer `id` at `urls`. Adding a known peer updates its URLs.
+    pub fn add_peer(&self, id: u64, urls: Vec<Url>) {
+        if id == self.common.local_id {
+            return;
+        }
+        let mut peers = self.peers.lock();
+        if let Some(link) = peers.get(&id) {
+            link.set_urls(urls);
+            return;
+        }
+        let link = PeerLink::start(self.common.clone(), id, urls, &self.runtime);
+        peers.insert(id, link);
+    }
+
+    /// Changes the URLs of peer `id` (adding it if unknown). The current connection is
+    /// kept if its URL is still listed.
+    pub fn update_peer(&self, id: u64, urls: Vec<Url>) {
+        self.add_peer(id, urls);
+    }
+
+    /// Stops talking to peer `id`; messages to it are dropped from now on.
+    pub fn remove_peer(&self, id: u64) {
+        self.peers.lock().remove(&id);
+    }
+
+    /// The peers currently known.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.peers.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// True while a stream to peer `id` is established.
+    pub fn is_active(&self, id: u64) -> bool {
+        self.peers.lock().get(&id).is_some_and(PeerLink::is_active)
+    }
+
+    /// Queues `messages` to their peers (by `msg.to`), in order per peer. Never blocks.
+    /// Messages to unknown peers, or beyond a full queue, are dropped and reported as
+    /// [`Inbound::Unreachable`]; snapshots start their own transfer.
+    pub fn send(&self, messages: Vec<Message>) {
+        let mut unreachable = BTreeSet::new();
+        {
+            let peers = self.peers.lock();
+            for message in messages {
+                let to = message.to;
+                let Some(link) = peers.get(&to) else {
+                    if message.get_msg_type() == MessageType::MsgSnapshot {
+                        self.common.report(Inbound::SnapshotReport {
+                            to,
+                            delivered: false,
+                        });
+                    }
+                    unreachable.insert(to);
+                    continue;
+                };
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    link::spawn_snapshot(self.common.clone(), link.urls(), message, &self.runtime);
+                    continue;
+                }
+                if let Err(error) = link.queue.try_send(message) {
+                    if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                        tracing::debug!(peer = to, "peer queue full: dropping a message");
+                    }
+                    unreachable.insert(to);
+                }
+            }
+        }
+        for to in unreachable {
+            self.common.report(Inbound::Unreachable(to));
+        }
+    }
+
+    /// The `Peer` gRPC service for the peer listener. `member_info` answers `MemberInfo`.
+    pub fn service(
+        &self,
+        member_info: impl Fn() -> MemberInfoResponse + Send + Sync + 'static,
+    ) -> PeerServer<PeerService> {
+        PeerServer::new(PeerService::new(self.common.clone(), Arc::new(member_info)))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Stops every peer task and ends the streams peers have open to this member's
+    /// service (so a graceful shutdown of the peer listener does not wait for them).
+    pub fn stop(&self) {
+        self.common.stopping.send_replace(true);
+        self.peers.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The incoming side: the `Peer` gRPC service.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use concord_proto::concordpb::peer_server::Peer;
+use concord_proto::concordpb::{
+    MemberInfoRequest, MemberInfoResponse, RaftAck, RaftMessageChunk, SnapshotChunk,
+};
+use raft::eraftpb::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::{CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound};
+
+type MemberInfoFn = Arc<dyn Fn() -> MemberInfoResponse + Send + Sync>;
+
+/// Receives raft messages and snapshots from other members (see
+/// [`super::PeerTransport::service`]).
+pub struct PeerService {
+    common: Arc<Common>,
+    member_info: MemberInfoFn,
+}
+
+impl std::fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerService")
+            .field("local_id", &self.common.local_id)
+            .finish()
+    }
+}
+
+fn header_id(metadata: &MetadataMap, name: &str) -> Option<u64> {
+    let text = metadata.get(name)?.to_str().ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+impl PeerService {
+    pub(super) fn new(common: Arc<Common>, member_info: MemberInfoFn) -> Self {
+        Self {
+            common,
+            member_info,
+        }
+    }
+
+    /// Refuses members of another cluster (ids unknown on either side are not checked).
+    fn check_cluster(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let local = self.common.cluster_id.load(Ordering::Relaxed);
+        let remote = header_id(metadata, CLUSTER_ID_HEADER).unwrap_or(0);
+        if local != 0 && remote != 0 && local != remote {
+            let from = header_id(metadata, FROM_HEADER).unwrap_or(0);
+            warn!(
+                from = %format_args!("{from:x}"),
+                local = %format_args!("{local:x}"),
+                remote = %format_args!("{remote:x}"),
+                "refused a peer of another cluster"
+            );
+            return Err(Status::failed_precondition("cluster ID mismatch"));
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, message: Message) -> Result<(), Status> {
+        if message.to != self.common.local_id {
+            // A peer with a stale view of membership; raft must not see it.
+            warn!(
+                to = %format_args!("{:x}", message.to),
+                from = %format_args!("{:x}", message.from),
+                "dropped a raft message addressed to another member"
+            );
+            return Ok(());
+        }
+        self.common
+            .inbound
+            .send(Inbound::Message(message))
+            .map_err(|_| stopping())
+    }
+
+    /// Resolves when the transport stops.
+    async fn stopped(&self) {
+        let mut stopping = self.common.stopping.subscribe();
+        // `Common` holds the sender, so `wait_for` only ends when stopping turns true.
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+}
+
+fn stopping() -> Status {
+    Status::unavailable("member is stopping")
+}
+
+fn decode(bytes: &[u8]) -> Result<Message, Status> {
+    concord_raft_core::codec::decode_message(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftMessageChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        self.check_cluster(request.metadata())?;
+        let mut stream = request.into_inner();
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.message() => chunk?,
+                () = &mut stopped => return Err(stopping()),
+            };
+            let Some(chunk) = chunk else {
+                return Ok(Response::new(RaftAck {}));
+            };
+            self.deliver(decode(&chunk.message)?)?;
+        }
+    }
+
+    async fn snapshot_chunks(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        self.check_cluster(request.metadata())?;
+        let mut stream = request.into_inner();
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        let mut message: Option<Message> = None;
+        let mut data = BytesMut::new();
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.message() => chunk?,
+                () = &mut stopped => return Err(stopping()),
+            };
+            let Some(chunk) = chunk else {
+                return Err(Status::invalid_argument(
+                    "snapshot stream ended before its last chunk",
+                ));
+            };
+            if message.is_none() {
+                message = Some(decode(&chunk.message)?);
+            }
+            if chunk.offset != data.len() as u64 {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk at offset {} but {} bytes received",
+                    chunk.offset,
+                    data.len()
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+            if chunk.last {
+                break;
+            }
+        }
+        let Some(mut message) = message else {
+            return Err(Status::invalid_argument("snapshot without a message"));
+        };
+        info!(
+            from = %format_args!("{:x}", message.from),
+            bytes = data.len(),
+            "received a snapshot"
+        );
+        message.mut_snapshot().set_data(data.freeze());
+        self.deliver(message)?;
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn member_info(
+        &self,
+        _request: Request<MemberInfoRequest>,
+    ) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new((self.member_info)()))
+    }
+}
