@@ -9,10 +9,12 @@
 //! `len: u32 | crc32c: u32 | type: u8 | payload` (the checksum covers length, type and
 //! payload). Every segment starts with a header record carrying the log window
 //! (compacted index and term, last index) and the hard state and conf state at the time it
-//! was created, so older segments can be deleted without losing state. Then follow entry,
-//! hard-state, conf-state and compaction records in the order they were written.
-//! Recovery replays them: an entry whose index is at or below the current last index
-//! replaces the conflicting suffix, exactly like [`WalStorage::append`] did.
+//! was created, so older segments can be deleted without losing state; it is synced on its
+//! own before anything is written behind it. Then follow batches: every write (one
+//! fsync) starts with a batch record giving the byte length of the entry, hard-state,
+//! conf-state and compaction records that follow it. Recovery replays whole batches in
+//! order: an entry whose index is at or below the current last index replaces the
+//! conflicting suffix, exactly like [`WalStorage::append`] did.
 //!
 //! # Durability
 //!
@@ -22,8 +24,10 @@
 //! ([`Error::is_fatal`]), the storage refuses further writes ([`Error::Poisoned`]) and
 //! the caller must stop the member; nothing is retried.
 //!
-//! On open, a torn or corrupt *final* record of the newest segment (one that no valid
-//! record follows) is cut off; damage anywhere else is [`Error::Corrupt`].
+//! On open, a torn or corrupt *final* batch of the newest segment (one that no later
+//! write follows) is cut off, even when some of its pages reached the disk out of order;
+//! damage anywhere else is [`Error::Corrupt`], which stops the member. A batch comes back
+//! whole or not at all, so a record that was fsynced is never dropped.
 //!
 //! # Example
 //!

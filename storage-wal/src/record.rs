@@ -2,6 +2,11 @@
 //!
 //! The checksum covers the length and type bytes as well as the payload, so a flipped bit
 //! anywhere in a record (header included) is detected.
+//!
+//! Every write (one fsync) is a *batch*: a `Batch` record whose payload is the byte length
+//! of the records that follow it in the same write. Recovery applies a batch only when all
+//! of its records are valid, and knows where the last write ended even when its pages
+//! reached the disk out of order.
 
 use crate::Error;
 
@@ -23,6 +28,30 @@ pub(crate) enum RecordType {
     ConfState = 4,
     /// The log was compacted: entries up to and including `index` are gone.
     Compact = 5,
+    /// Starts a batch: the payload is the byte length of the batch's records.
+    Batch = 6,
+}
+
+/// Size of the `Batch` record that starts every batch.
+pub(crate) const BATCH_MARKER_LEN: usize = HEADER_LEN + 8;
+
+/// A buffer for one batch: room for the marker, records appended after it.
+pub(crate) fn start_batch() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4096);
+    buf.resize(BATCH_MARKER_LEN, 0);
+    buf
+}
+
+/// Fills in the marker of a buffer made by [`start_batch`].
+pub(crate) fn seal_batch(buf: &mut [u8]) -> Result<(), Error> {
+    let records_len = (buf.len() - BATCH_MARKER_LEN) as u64;
+    let mut marker = Vec::with_capacity(BATCH_MARKER_LEN);
+    append_record(&mut marker, RecordType::Batch, |out| {
+        put_u64(out, records_len);
+        Ok(())
+    })?;
+    buf[..BATCH_MARKER_LEN].copy_from_slice(&marker);
+    Ok(())
 }
 
 impl RecordType {
@@ -33,6 +62,7 @@ impl RecordType {
             3 => RecordType::HardState,
             4 => RecordType::ConfState,
             5 => RecordType::Compact,
+            6 => RecordType::Batch,
             _ => return None,
         })
     }
@@ -127,14 +157,19 @@ pub(crate) fn parse_at(buf: &[u8], offset: usize) -> Parsed<'_> {
     }
 }
 
-/// After an invalid record at `bad_offset`, looks for any valid record further on.
+/// Looks for a valid record (of type `only`, if given) starting anywhere at or after `from`.
 ///
-/// `Ok(None)`: nothing valid follows, so the bad record is the torn tail of the last write.
-/// `Ok(Some(offset))`: a valid record follows, so the damage is in the middle of the log.
-/// `Err(())`: the search budget ran out; the caller must treat this as corruption.
-pub(crate) fn find_valid_record_after(buf: &[u8], bad_offset: usize) -> Result<Option<usize>, ()> {
+/// Used after damage: `Ok(None)` means nothing valid follows, so the damage is the torn
+/// tail of the last write; `Ok(Some(offset))` means a valid record follows, so the damage
+/// is in the middle of the log; `Err(())` means the search budget ran out and the caller
+/// must treat the damage as corruption.
+pub(crate) fn find_valid_record_from(
+    buf: &[u8],
+    from: usize,
+    only: Option<RecordType>,
+) -> Result<Option<usize>, ()> {
     let mut budget = TAIL_SCAN_BUDGET_BYTES;
-    let mut offset = bad_offset + 1;
+    let mut offset = from;
     while offset + HEADER_LEN <= buf.len() {
         let type_byte = buf[offset + 8];
         let len = u32::from_le_bytes([
@@ -145,7 +180,12 @@ pub(crate) fn find_valid_record_after(buf: &[u8], bad_offset: usize) -> Result<O
         ]) as u64;
         // Cheap filters first: a record must have a known type and fit in the buffer.
         let fits = (offset + HEADER_LEN) as u64 + len <= buf.len() as u64;
-        if RecordType::from_byte(type_byte).is_some() && fits {
+        let wanted = match (RecordType::from_byte(type_byte), only) {
+            (Some(found), Some(only)) => found == only,
+            (found, None) => found.is_some(),
+            (None, Some(_)) => false,
+        };
+        if wanted && fits {
             budget = budget.checked_sub(len + HEADER_LEN as u64).ok_or(())?;
             if let Parsed::Valid { .. } = parse_at(buf, offset) {
                 return Ok(Some(offset));
@@ -266,8 +306,12 @@ mod tests {
         let mut buf = first.clone();
         buf.extend(&second);
         buf[0] ^= 0xff; // damage the length of the first record
-        assert_eq!(find_valid_record_after(&buf, 0), Ok(Some(first.len())));
+        assert_eq!(find_valid_record_from(&buf, 1, None), Ok(Some(first.len())));
+        assert_eq!(
+            find_valid_record_from(&buf, 1, Some(RecordType::Batch)),
+            Ok(None)
+        );
         let zeros = vec![0u8; 4096];
-        assert_eq!(find_valid_record_after(&zeros, 0), Ok(None));
+        assert_eq!(find_valid_record_from(&zeros, 0, None), Ok(None));
     }
 }

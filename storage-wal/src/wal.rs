@@ -403,7 +403,7 @@ impl WalStorage {
             self.hard_state.term = meta.term;
             self.hard_state.commit = meta.index;
         }
-        self.roll_segment(&[]).map(|_| ())
+        self.roll_segment()
     }
 
     /// After a crash between writing a snapshot file and resetting the log in
@@ -567,7 +567,7 @@ impl WalStorage {
             }
         }
 
-        let mut buf = Vec::new();
+        let mut buf = record::start_batch();
         let mut written = Vec::with_capacity(entries.len());
         for entry in entries {
             let offset = buf.len() as u64;
@@ -577,7 +577,7 @@ impl WalStorage {
         if let Some(hard_state) = hard_state {
             record::append_message(&mut buf, RecordType::HardState, hard_state)?;
         }
-        let write = self.write_batch(&buf);
+        let write = self.write_batch(&mut buf);
         let (segment, start) = self.fatal_guard(write)?;
 
         if let Some(first) = entries.first() {
@@ -631,39 +631,42 @@ impl WalStorage {
     /// Persists the conf state: one fsync.
     pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), Error> {
         self.check_writable()?;
-        let mut buf = Vec::new();
+        let mut buf = record::start_batch();
         record::append_message(&mut buf, RecordType::ConfState, conf_state)?;
-        let write = self.write_batch(&buf);
+        let write = self.write_batch(&mut buf);
         self.fatal_guard(write)?;
         self.conf_state = conf_state.clone();
         Ok(())
     }
 
-    /// Writes records to the active segment (or a new one if they would overflow it) and
-    /// fsyncs. Returns the segment and offset where `records` start.
-    fn write_batch(&mut self, records: &[u8]) -> Result<(u64, u64), Error> {
+    /// Writes a batch (a buffer from [`record::start_batch`]) to the active segment, or to
+    /// a new one if it would overflow it, with one write and one fsync. Returns the segment
+    /// and the offset where the buffer starts.
+    fn write_batch(&mut self, batch: &mut [u8]) -> Result<(u64, u64), Error> {
+        record::seal_batch(batch)?;
         let has_records = self.active_len > self.active_header_len;
-        if has_records && self.active_len + records.len() as u64 > self.opts.segment_size {
-            return self.roll_segment(records);
+        if has_records && self.active_len + batch.len() as u64 > self.opts.segment_size {
+            self.roll_segment()?;
         }
         let (&seq, segment) = self.segments.last_key_value().ok_or(Error::Poisoned)?;
         let start = self.active_len;
         segment
             .file
-            .write_all_at(records, start)
+            .write_all_at(batch, start)
             .map_err(|e| Error::io(&segment.path, e))?;
         segment
             .file
             .sync_data()
             .map_err(|e| Error::sync(&segment.path, e))?;
-        self.active_len += records.len() as u64;
+        self.active_len += batch.len() as u64;
         self.active_file_len = self.active_file_len.max(self.active_len);
         Ok((seq, start))
     }
 
     /// Seals the active segment and starts the next one with a header describing the
-    /// current state, followed by `records`. Returns where `records` start.
-    fn roll_segment(&mut self, records: &[u8]) -> Result<(u64, u64), Error> {
+    /// current state. The header is synced on its own, before any batch is written after
+    /// it: so a damaged header with valid records behind it can only be media damage.
+    fn roll_segment(&mut self) -> Result<(), Error> {
         if let Some(active) = self.segments.values().next_back()
             && self.active_file_len > self.active_len
         {
@@ -687,10 +690,9 @@ impl WalStorage {
             hard_state: self.hard_state.clone(),
             conf_state: self.conf_state.clone(),
         };
-        let mut buf = Vec::with_capacity(256 + records.len());
+        let mut buf = Vec::with_capacity(256);
         header.encode(&mut buf)?;
         let header_len = buf.len() as u64;
-        buf.extend_from_slice(records);
 
         let file = OpenOptions::new()
             .read(true)
@@ -718,7 +720,7 @@ impl WalStorage {
         self.active_len = buf.len() as u64;
         self.active_file_len = file_len;
         self.active_header_len = header_len;
-        Ok((seq, header_len))
+        Ok(())
     }
 
     /// Discards entries before `compact_index` (it becomes the first index), deleting the
@@ -738,9 +740,9 @@ impl WalStorage {
         }
         let new_base = compact_index - 1;
         let new_base_term = self.term_of(new_base)?;
-        let mut buf = Vec::new();
+        let mut buf = record::start_batch();
         encode_compact(&mut buf, new_base, new_base_term)?;
-        let write = self.write_batch(&buf);
+        let write = self.write_batch(&mut buf);
         self.fatal_guard(write)?;
 
         let drop = (new_base - self.base_index) as usize;
@@ -817,7 +819,7 @@ impl WalStorage {
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = meta.index;
         self.conf_state = meta.get_conf_state().clone();
-        if let Err(error) = self.roll_segment(&[]) {
+        if let Err(error) = self.roll_segment() {
             // Keep serving the old (still durable) state to readers.
             (
                 self.base_index,
@@ -969,8 +971,91 @@ struct ReplayedSegment {
     header_len: u64,
 }
 
-/// Replays one segment into `replay`. Returns `None` when the newest segment has no valid
-/// header (nothing in it was ever synced; it must be removed).
+/// A record of a batch, validated but not yet applied.
+struct PendingRecord<'a> {
+    offset: usize,
+    record_type: RecordType,
+    payload: &'a [u8],
+}
+
+/// Collects the records of the batch occupying `from..end`; on damage returns where and why.
+fn collect_batch<'a>(
+    buf: &'a [u8],
+    from: usize,
+    end: usize,
+    out: &mut Vec<PendingRecord<'a>>,
+) -> Result<(), (usize, String)> {
+    out.clear();
+    let region = &buf[..end.min(buf.len())];
+    let mut offset = from;
+    while offset < end {
+        match record::parse_at(region, offset) {
+            Parsed::Valid {
+                record_type: RecordType::SegmentHeader | RecordType::Batch,
+                ..
+            } => return Err((offset, "header or batch record inside a batch".to_string())),
+            Parsed::Valid {
+                record_type,
+                payload,
+                next,
+            } => {
+                out.push(PendingRecord {
+                    offset,
+                    record_type,
+                    payload,
+                });
+                offset = next;
+            }
+            Parsed::End => return Err((offset, "batch is cut short".to_string())),
+            Parsed::Invalid(reason) => return Err((offset, reason.to_string())),
+        }
+    }
+    Ok(())
+}
+
+fn apply_record(seq: u64, record: &PendingRecord<'_>, replay: &mut Replay) -> Result<(), String> {
+    let payload = record.payload;
+    match record.record_type {
+        RecordType::Entry => {
+            let entry = Entry::parse_from_bytes(payload)
+                .map_err(|e| format!("entry does not decode: {e}"))?;
+            let location = Location {
+                term: entry.term,
+                segment: seq,
+                offset: record.offset as u64,
+                len: payload.len() as u32,
+            };
+            replay.apply_entry(entry.index, location)
+        }
+        RecordType::HardState => {
+            replay.hard_state = HardState::parse_from_bytes(payload)
+                .map_err(|e| format!("hard state does not decode: {e}"))?;
+            Ok(())
+        }
+        RecordType::ConfState => {
+            replay.conf_state = ConfState::parse_from_bytes(payload)
+                .map_err(|e| format!("conf state does not decode: {e}"))?;
+            Ok(())
+        }
+        RecordType::Compact => {
+            let mut reader = Reader::new(payload);
+            let (Some(index), Some(term)) = (reader.u64(), reader.u64()) else {
+                return Err("compaction record is short".to_string());
+            };
+            replay.apply_compact(index, term)
+        }
+        RecordType::SegmentHeader | RecordType::Batch => {
+            Err("header or batch record inside a batch".to_string())
+        }
+    }
+}
+
+/// Replays one segment into `replay`, batch by batch. Returns `None` when the newest
+/// segment has no valid header (nothing in it was ever synced; it must be removed).
+///
+/// Damage in an older segment is corruption. In the newest segment, damage inside the
+/// last batch (one that no valid record follows) is the torn tail of a write that never
+/// completed: the file is cut back to the start of that batch.
 fn replay_segment(
     seq: u64,
     path: &Path,
@@ -984,125 +1069,131 @@ fn replay_segment(
         offset: offset as u64,
         reason,
     };
-    let mut offset = 0usize;
-    let mut header_len = 0u64;
+    // Decides between a torn tail and damage in the middle of the log.
+    let judge_damage = |at: usize,
+                        reason: String,
+                        scan_from: usize,
+                        only: Option<RecordType>|
+     -> Result<(), Error> {
+        if !is_newest {
+            return Err(corrupt(at, reason));
+        }
+        match record::find_valid_record_from(&buf, scan_from, only) {
+            Ok(None) => Ok(()),
+            Ok(Some(valid)) => Err(corrupt(
+                at,
+                format!("{reason}, but a valid record follows at offset {valid}"),
+            )),
+            Err(()) => Err(corrupt(
+                at,
+                format!("{reason}; cannot tell a torn tail from damage"),
+            )),
+        }
+    };
+
+    let header_len = match record::parse_at(&buf, 0) {
+        Parsed::Valid {
+            record_type: RecordType::SegmentHeader,
+            payload,
+            next,
+        } => {
+            let header = SegmentHeader::decode(payload)
+                .ok_or_else(|| corrupt(0, "header does not decode".to_string()))?;
+            if header.segment != seq {
+                return Err(corrupt(
+                    0,
+                    format!("header names segment {}", header.segment),
+                ));
+            }
+            replay.apply_header(&header).map_err(|r| corrupt(0, r))?;
+            next
+        }
+        Parsed::Valid { .. } => {
+            return Err(corrupt(
+                0,
+                "segment does not start with a header".to_string(),
+            ));
+        }
+        Parsed::End => {
+            judge_damage(0, "segment is empty".to_string(), 0, None)?;
+            return Ok(None);
+        }
+        Parsed::Invalid(reason) => {
+            // The header is synced before anything is written behind it.
+            judge_damage(0, reason.to_string(), 1, None)?;
+            return Ok(None);
+        }
+    };
+
+    let mut offset = header_len;
+    let mut pending = Vec::new();
     loop {
-        match record::parse_at(&buf, offset) {
+        let (damage_at, reason, scan_from, only) = match record::parse_at(&buf, offset) {
             Parsed::End => break,
-            Parsed::Invalid(reason) => {
-                if !is_newest {
-                    return Err(corrupt(offset, reason.to_string()));
+            Parsed::Valid {
+                record_type: RecordType::Batch,
+                payload,
+                next,
+            } => {
+                let mut reader = Reader::new(payload);
+                let declared = reader
+                    .u64()
+                    .filter(|_| reader.rest().is_empty())
+                    .and_then(|len| usize::try_from(len).ok())
+                    .ok_or_else(|| corrupt(offset, "batch marker does not decode".to_string()))?;
+                let end = next.saturating_add(declared);
+                match collect_batch(&buf, next, end, &mut pending) {
+                    Ok(()) => {
+                        for record in &pending {
+                            apply_record(seq, record, replay)
+                                .map_err(|r| corrupt(record.offset, r))?;
+                        }
+                        offset = end;
+                        continue;
+                    }
+                    // Valid records inside the declared batch may have reached the disk
+                    // out of order; only what lies beyond the batch decides.
+                    Err((at, reason)) => (at, reason, end.min(buf.len()), None),
                 }
-                if offset > 0 && buf[offset..].iter().all(|&b| b == 0) {
+            }
+            Parsed::Valid { .. } => {
+                return Err(corrupt(offset, "record outside a batch".to_string()));
+            }
+            Parsed::Invalid(reason) => {
+                if is_newest && buf[offset..].iter().all(|&b| b == 0) {
                     // The preallocated (or zero-filled) rest of the newest segment.
                     return Ok(Some(ReplayedSegment {
                         valid_len: offset as u64,
                         file_len: buf.len() as u64,
-                        header_len,
+                        header_len: header_len as u64,
                     }));
                 }
-                match record::find_valid_record_after(&buf, offset) {
-                    Ok(None) => {}
-                    Ok(Some(valid)) => {
-                        return Err(corrupt(
-                            offset,
-                            format!("{reason}, but a valid record follows at offset {valid}"),
-                        ));
-                    }
-                    Err(()) => {
-                        return Err(corrupt(
-                            offset,
-                            format!("{reason}; cannot tell a torn tail from damage"),
-                        ));
-                    }
-                }
-                // Torn or corrupt final record: cut the file back to the last valid one.
-                if offset == 0 {
-                    return Ok(None);
-                }
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| Error::io(path, e))?;
-                file.set_len(offset as u64)
-                    .map_err(|e| Error::io(path, e))?;
-                file.sync_all().map_err(|e| Error::sync(path, e))?;
-                report.truncated_bytes += (buf.len() - offset) as u64;
-                break;
+                // Without the marker the batch's extent is unknown: its own records may
+                // follow, but any later write would start with a valid marker.
+                (
+                    offset,
+                    reason.to_string(),
+                    offset + 1,
+                    Some(RecordType::Batch),
+                )
             }
-            Parsed::Valid {
-                record_type,
-                payload,
-                next,
-            } => {
-                if (offset == 0) != (record_type == RecordType::SegmentHeader) {
-                    return Err(corrupt(
-                        offset,
-                        "a segment must start with exactly one header record".to_string(),
-                    ));
-                }
-                match record_type {
-                    RecordType::SegmentHeader => {
-                        let header = SegmentHeader::decode(payload)
-                            .ok_or_else(|| corrupt(offset, "header does not decode".to_string()))?;
-                        if header.segment != seq {
-                            return Err(corrupt(
-                                offset,
-                                format!("header names segment {}", header.segment),
-                            ));
-                        }
-                        replay
-                            .apply_header(&header)
-                            .map_err(|r| corrupt(offset, r))?;
-                        header_len = next as u64;
-                    }
-                    RecordType::Entry => {
-                        let entry = Entry::parse_from_bytes(payload)
-                            .map_err(|e| corrupt(offset, format!("entry does not decode: {e}")))?;
-                        let location = Location {
-                            term: entry.term,
-                            segment: seq,
-                            offset: offset as u64,
-                            len: payload.len() as u32,
-                        };
-                        replay
-                            .apply_entry(entry.index, location)
-                            .map_err(|r| corrupt(offset, r))?;
-                    }
-                    RecordType::HardState => {
-                        replay.hard_state = HardState::parse_from_bytes(payload).map_err(|e| {
-                            corrupt(offset, format!("hard state does not decode: {e}"))
-                        })?;
-                    }
-                    RecordType::ConfState => {
-                        replay.conf_state = ConfState::parse_from_bytes(payload).map_err(|e| {
-                            corrupt(offset, format!("conf state does not decode: {e}"))
-                        })?;
-                    }
-                    RecordType::Compact => {
-                        let mut reader = Reader::new(payload);
-                        let (Some(index), Some(term)) = (reader.u64(), reader.u64()) else {
-                            return Err(corrupt(offset, "compaction record is short".to_string()));
-                        };
-                        replay
-                            .apply_compact(index, term)
-                            .map_err(|r| corrupt(offset, r))?;
-                    }
-                }
-                offset = next;
-            }
-        }
-    }
-    if header_len == 0 {
-        if is_newest {
-            return Ok(None);
-        }
-        return Err(corrupt(0, "segment is empty".to_string()));
+        };
+        judge_damage(damage_at, reason, scan_from, only)?;
+        // A torn final batch: cut the file back to where it started.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        file.set_len(offset as u64)
+            .map_err(|e| Error::io(path, e))?;
+        file.sync_all().map_err(|e| Error::sync(path, e))?;
+        report.truncated_bytes += (buf.len() - offset) as u64;
+        break;
     }
     Ok(Some(ReplayedSegment {
         valid_len: offset as u64,
         file_len: offset as u64,
-        header_len,
+        header_len: header_len as u64,
     }))
 }
 

@@ -4,12 +4,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage, StorageError};
 use tempfile::TempDir;
 
-use crate::record::HEADER_LEN;
+use crate::record::{BATCH_MARKER_LEN, HEADER_LEN};
 use crate::{Error, WalOptions, WalStorage};
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -95,54 +94,44 @@ fn copy_with_newest(dir: &Path, newest_segment: &[u8]) -> TempDir {
     copy
 }
 
-/// What one record contributes to the log, and where it ends in the newest segment.
+/// One batch as written: where it ends in the newest segment and what it holds.
 #[derive(Clone)]
-enum Event {
-    Entry(Entry),
-    HardState(HardState),
+struct Batch {
+    end: u64,
+    entries: Vec<Entry>,
+    hard_state: HardState,
 }
 
-/// Appends a batch and returns the events with the end offset of each record.
-fn append_tracked(wal: &mut WalStorage, batch: &[Entry], hs: &HardState) -> Vec<(u64, Event)> {
+fn append_tracked(wal: &mut WalStorage, batch: &[Entry], hs: &HardState) -> Batch {
     wal.append(batch, Some(hs)).unwrap();
-    let mut events = Vec::new();
-    let mut end = 0;
-    for e in batch {
-        let location = wal.location(e.index);
-        end = location.offset + HEADER_LEN as u64 + u64::from(location.len);
-        events.push((end, Event::Entry(e.clone())));
+    Batch {
+        end: wal.active_len,
+        entries: batch.to_vec(),
+        hard_state: hs.clone(),
     }
-    if batch.is_empty() {
-        end = wal.active_len - HEADER_LEN as u64 - u64::from(hs.compute_size());
-    }
-    events.push((
-        end + HEADER_LEN as u64 + u64::from(hs.compute_size()),
-        Event::HardState(hs.clone()),
-    ));
-    assert_eq!(events.last().unwrap().0, wal.active_len);
-    events
 }
 
-/// Replays events the way recovery should: an entry replaces the suffix from its index.
-fn expected_state(
-    mut log: Vec<Entry>,
-    mut hs: HardState,
-    events: &[(u64, Event)],
-    cut: u64,
-) -> (Vec<Entry>, HardState) {
-    for (end, event) in events {
-        if *end > cut {
-            break;
+/// Replays whole batches the way recovery should: an entry replaces the suffix from its
+/// index; a batch cut anywhere is dropped entirely.
+fn expected_state(batches: &[Batch], cut: u64) -> (Vec<Entry>, HardState) {
+    let mut log: Vec<Entry> = Vec::new();
+    let mut hs = HardState::default();
+    for batch in batches.iter().take_while(|b| b.end <= cut) {
+        for e in &batch.entries {
+            log.truncate((e.index - 1) as usize);
+            log.push(e.clone());
         }
-        match event {
-            Event::Entry(e) => {
-                log.truncate((e.index - 1) as usize);
-                log.push(e.clone());
-            }
-            Event::HardState(h) => hs = h.clone(),
-        }
+        hs = batch.hard_state.clone();
     }
     (log, hs)
+}
+
+/// Start offsets of the records of the batch that holds `entries` (marker first).
+fn record_starts(wal: &WalStorage, indexes: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    let first = wal.location(*indexes.start()).offset;
+    let mut starts = vec![first - BATCH_MARKER_LEN as u64];
+    starts.extend(indexes.map(|i| wal.location(i).offset));
+    starts
 }
 
 #[test]
@@ -181,28 +170,28 @@ fn round_trip_survives_restart() {
 }
 
 #[test]
-fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_records() {
+fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let opts = WalOptions::default();
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
-    let mut events = Vec::new();
+    let mut batches = Vec::new();
     for batch in 0..4u64 {
         let first = batch * 3 + 1;
-        events.extend(append_tracked(
+        batches.push(append_tracked(
             &mut wal,
             &entries(first..=first + 2, 1),
             &hard_state(1, first),
         ));
     }
-    // The last records: a conflicting overwrite, a commit-only hard state, an append.
+    // The last batches: a conflicting overwrite, a commit-only hard state, an append.
     let tail_start = wal.active_len;
-    events.extend(append_tracked(
+    batches.push(append_tracked(
         &mut wal,
         &entries(8..=9, 2),
         &hard_state(2, 8),
     ));
-    events.extend(append_tracked(&mut wal, &[], &hard_state(2, 9)));
-    events.extend(append_tracked(
+    batches.push(append_tracked(&mut wal, &[], &hard_state(2, 9)));
+    batches.push(append_tracked(
         &mut wal,
         &entries(10..=11, 2),
         &hard_state(2, 10),
@@ -216,12 +205,12 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_records()
         let copy = copy_with_newest(dir.path(), &segment[..cut as usize]);
         let wal = WalStorage::open(copy.path(), opts.clone())
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let (log, hs) = expected_state(Vec::new(), HardState::default(), &events, cut);
+        let (log, hs) = expected_state(&batches, cut);
         assert_eq!(whole_log(&wal), log, "cut at {cut}");
         assert_eq!(wal.hard_state(), hs, "cut at {cut}");
-        let last_whole = events
+        let last_whole = batches
             .iter()
-            .map(|(end, _)| *end)
+            .map(|b| b.end)
             .filter(|end| *end <= cut)
             .max();
         assert_eq!(
@@ -252,11 +241,12 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
         wal.append(&[entry(index, 1)], Some(&hard_state(1, index)))
             .unwrap();
     }
-    // The batch that rolled over sits right after the new segment's header.
+    // The header is written and synced first; the batch that rolled over follows it.
     let header_len = wal.active_header_len;
-    let rolled = wal.location(index);
-    assert_eq!(rolled.offset, header_len);
-    let entry_end = rolled.offset + (HEADER_LEN as u64) + u64::from(rolled.len);
+    assert_eq!(
+        wal.location(index).offset,
+        header_len + BATCH_MARKER_LEN as u64
+    );
     let before_roll = entries(1..=index - 1, 1);
     let newest = fs::read(segment_files(dir.path())[1].clone()).unwrap();
     drop(wal);
@@ -271,67 +261,109 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
         );
         let files = if cut < header_len { 1 } else { 2 };
         assert_eq!(segment_files(copy.path()).len(), files, "cut at {cut}");
+        let complete = cut == newest.len() as u64;
         let mut expected = before_roll.clone();
-        if cut >= entry_end {
+        if complete {
             expected.push(entry(index, 1));
         }
         assert_eq!(whole_log(&wal), expected, "cut at {cut}");
-        let commit = if cut == newest.len() as u64 {
-            index
-        } else {
-            index - 1
-        };
+        let commit = if complete { index } else { index - 1 };
         assert_eq!(wal.hard_state(), hard_state(1, commit), "cut at {cut}");
     }
 }
 
 #[test]
-fn flipped_bits_in_the_final_record_are_cut_off() {
+fn flipped_bits_in_the_final_batch_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
     wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
         .unwrap();
-    wal.append(&entries(6..=6, 1), None).unwrap();
-    let last = wal.location(6);
+    wal.append(&entries(6..=7, 1), None).unwrap();
+    let batch_start = record_starts(&wal, 6..=7)[0];
+    let batch_end = wal.active_len;
     drop(wal);
     let segment = fs::read(&segment_files(dir.path())[0]).unwrap();
-    let record_len = HEADER_LEN + last.len as usize;
-    for byte in 0..record_len {
+    for position in batch_start..batch_end {
         let mut damaged = segment.clone();
-        damaged[last.offset as usize + byte] ^= 1 << (byte % 8);
+        damaged[position as usize] ^= 1 << (position % 8);
         let copy = copy_with_newest(dir.path(), &damaged);
         let wal = WalStorage::open(copy.path(), WalOptions::default())
-            .unwrap_or_else(|e| panic!("flip in byte {byte}: {e}"));
-        assert_eq!(whole_log(&wal), entries(1..=5, 1), "flip in byte {byte}");
+            .unwrap_or_else(|e| panic!("flip at {position}: {e}"));
+        assert_eq!(whole_log(&wal), entries(1..=5, 1), "flip at {position}");
         assert_eq!(wal.hard_state(), hard_state(1, 3));
-        assert_eq!(wal.recovery_report().truncated_bytes, record_len as u64);
+        assert_eq!(
+            wal.recovery_report().truncated_bytes,
+            batch_end - batch_start
+        );
     }
 }
 
 #[test]
-fn flipped_bits_before_the_tail_are_corruption() {
+fn flipped_bits_before_the_final_batch_are_corruption_at_the_damaged_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
     wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
         .unwrap();
-    let middle = wal.location(3);
+    let mut starts = record_starts(&wal, 1..=5);
+    let hs_start = wal.location(5).offset + (HEADER_LEN as u64) + u64::from(wal.location(5).len);
+    starts.push(hs_start);
+    let first_batch_end = wal.active_len;
+    wal.append(&entries(6..=7, 1), None).unwrap();
     drop(wal);
     let segment_path = segment_files(dir.path())[0].clone();
     let segment = fs::read(&segment_path).unwrap();
-    for byte in 0..HEADER_LEN + middle.len as usize {
+    for position in starts[0]..first_batch_end {
         let mut damaged = segment.clone();
-        damaged[middle.offset as usize + byte] ^= 1 << (byte % 8);
+        damaged[position as usize] ^= 1 << (position % 8);
         let copy = copy_with_newest(dir.path(), &damaged);
+        let damaged_record = *starts.iter().filter(|s| **s <= position).max().unwrap();
         match WalStorage::open(copy.path(), WalOptions::default()) {
             Err(Error::Corrupt {
                 segment, offset, ..
             }) => {
                 assert_eq!(segment.file_name(), segment_path.file_name());
-                assert_eq!(offset, middle.offset, "flip in byte {byte}");
+                assert_eq!(offset, damaged_record, "flip at {position}");
             }
-            other => panic!("flip in byte {byte}: expected corruption, got {other:?}"),
+            other => panic!("flip at {position}: expected corruption, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_hole_inside_the_final_batch_is_a_torn_write_but_earlier_it_is_corruption() {
+    // Pages of the last, unsynced write may reach the disk out of order (in place writes
+    // into a preallocated segment): a zeroed record with valid ones behind it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    wal.append(&entries(1..=4, 1), Some(&hard_state(1, 2)))
+        .unwrap();
+    let first_batch = record_starts(&wal, 1..=4);
+    wal.append(&entries(5..=8, 1), Some(&hard_state(1, 6)))
+        .unwrap();
+    let last_batch = record_starts(&wal, 5..=8);
+    let full_len = wal.active_len;
+    drop(wal);
+    let segment = fs::read(&segment_files(dir.path())[0]).unwrap();
+    let zero_record = |record_start: u64, next_start: u64| {
+        let mut damaged = segment.clone();
+        damaged[record_start as usize..next_start as usize].fill(0);
+        copy_with_newest(dir.path(), &damaged)
+    };
+
+    let copy = zero_record(last_batch[2], last_batch[3]);
+    let wal = WalStorage::open(copy.path(), WalOptions::default()).unwrap();
+    assert_eq!(whole_log(&wal), entries(1..=4, 1));
+    assert_eq!(wal.hard_state(), hard_state(1, 2));
+    assert_eq!(
+        wal.recovery_report().truncated_bytes,
+        full_len - last_batch[0]
+    );
+
+    let copy = zero_record(first_batch[2], first_batch[3]);
+    assert!(matches!(
+        WalStorage::open(copy.path(), WalOptions::default()),
+        Err(Error::Corrupt { offset, .. }) if offset == first_batch[2]
+    ));
 }
 
 #[test]
