@@ -97,7 +97,9 @@ impl Client {
                 .call(Retry::Repeatable, req, |c, r| async move {
                     pb::auth_client::AuthClient::new(c).authenticate(r).await
                 })
-                .await?;
+                .await
+                // clientv3.New fails, and etcdctl exits with ExitBadConnection.
+                .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
             let token = resp.token.parse().map_err(|_| {
                 CtlError::new(
                     ExitCode::BadConnection,

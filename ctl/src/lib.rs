@@ -119,6 +119,8 @@ fn credentials(
     stdin
         .read_line(&mut line)
         .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
+    // The typed password is not echoed, so end the prompt's line ourselves.
+    let _ = writeln!(err);
     Ok(Some((
         user.to_owned(),
         line.trim_end_matches(['\r', '\n']).to_owned(),

@@ -412,6 +412,106 @@ fn unreachable_endpoint_times_out_like_etcdctl() {
     );
 }
 
+#[test]
+fn authentication_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    for args in [
+        &["user", "add", "root:pw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["put", "secret", "s3"],
+        &["auth", "enable"],
+    ] {
+        let block = run("etcdctl", etcd.endpoint(), args, "");
+        assert!(block.ends_with("rc=0\n"), "{block}");
+    }
+    for args in [
+        &["--user", "root:pw", "get", "secret"][..],
+        &[
+            "--user",
+            "root",
+            "--password",
+            "pw",
+            "get",
+            "secret",
+            "-w",
+            "json",
+        ],
+        &["--user", "root:bad", "get", "secret"],
+        &["--user", "nobody:x", "put", "k", "v"],
+        &["get", "secret"],
+        &["put", "k", "v"],
+    ] {
+        let expected = run("etcdctl", etcd.endpoint(), args, "");
+        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
+        assert_lines_equal(&expected, &actual);
+    }
+}
+
+#[test]
+fn lease_scenario_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let steps: &[&[&str]] = &[
+        &["put", "lk", "v", "--lease", "{ID}"],
+        &["put", "lk2", "v", "--lease", "{ID}"],
+        &["get", "lk", "-w", "json"],
+        &["lease", "keep-alive", "--once", "{ID}"],
+        &["lease", "keep-alive", "--once", "{ID}", "-w", "json"],
+        &["lease", "keep-alive", "--once", "{ID}", "-w", "fields"],
+        &["lease", "timetolive", "{ID}", "--keys"],
+        &["lease", "list"],
+        &["lease", "list", "-w", "json"],
+        &["lease", "list", "-w", "fields"],
+        &["lease", "revoke", "{ID}"],
+        &["get", "lk"],
+        &["lease", "timetolive", "{ID}"],
+        &["lease", "timetolive", "{ID}", "-w", "fields"],
+        &["lease", "keep-alive", "--once", "{ID}"],
+        &["lease", "keep-alive", "{ID}"],
+        &["lease", "revoke", "{ID}"],
+    ];
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut transcripts = Vec::new();
+    for tool in ["etcdctl", CONCORDCTL] {
+        let etcd = Etcd::start(client_port, peer_port);
+        let grant = run(tool, etcd.endpoint(), &["lease", "grant", "100"], "");
+        let hex = grant
+            .split("--- stdout\nlease ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("no lease in {grant}"))
+            .to_owned();
+        let decimal = i64::from_str_radix(&hex, 16).unwrap().to_string();
+        let mut transcript = grant.clone();
+        for args in steps {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "{ID}" { hex.as_str() } else { a })
+                .collect();
+            transcript.push_str(&run(tool, etcd.endpoint(), &args, ""));
+        }
+        drop(etcd);
+        let masked = transcript.replace(&hex, "<ID>").replace(&decimal, "<ID>");
+        transcripts.push(mask(&masked, "remaining(", &[')']));
+    }
+    assert!(
+        transcripts[0].contains("keepalived with TTL(100)"),
+        "{}",
+        transcripts[0]
+    );
+    assert!(
+        transcripts[0].contains("already expired"),
+        "{}",
+        transcripts[0]
+    );
+    assert_lines_equal(&transcripts[0], &transcripts[1]);
+}
+
 /// Watch output for a replayed history: read until the last event shows up,
 /// then stop the client (a watch never ends on its own).
 fn watch_output(tool: &str, endpoint: &str, format: &str, marker: &str) -> String {
