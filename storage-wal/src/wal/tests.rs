@@ -802,3 +802,10 @@ fn a_failed_write_poisons_the_storage_and_changes_nothing() {
     // Reads keep serving the durable state.
     assert_eq!(whole_log(&wal), entries(1..=3, 1));
 }
+
+#[test]
+fn storage_can_move_to_the_raft_driver_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<WalStorage>();
+    assert_send::<raft::RawNode<WalStorage>>();
+}
