@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +40,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -62,13 +63,53 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// A socket bound to a listen URL, not yet serving.
 #[derive(Debug)]
 pub struct BoundListener {
-    listener: TcpListener,
+    socket: Socket,
     url: Url,
     local_addr: SocketAddr,
 }
 
+/// The listening socket: TCP, or a Unix domain socket for `unix://` / `unixs://` URLs.
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpListener),
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
+}
+
+impl Socket {
+    async fn accept(&self) -> io::Result<(RawStream, SocketAddr)> {
+        match self {
+            Socket::Tcp(listener) => {
+                let (stream, remote_addr) = listener.accept().await?;
+                // Raft heartbeats and small RPCs must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                Ok((RawStream::Tcp(stream), remote_addr))
+            }
+            Socket::Unix { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                Ok((RawStream::Unix(stream), UNIX_PLACEHOLDER_ADDR))
+            }
+        }
+    }
+}
+
+impl Drop for Socket {
+    /// Go removes a Unix socket's file when its listener closes; so do we.
+    fn drop(&mut self) {
+        if let Socket::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The "address" of both ends of a Unix socket connection in [`ConnectionInfo`].
+const UNIX_PLACEHOLDER_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 impl BoundListener {
-    /// The address actually bound (useful with port 0).
+    /// The address actually bound (useful with port 0); `0.0.0.0:0` for Unix sockets.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -81,21 +122,27 @@ impl BoundListener {
     /// The URL with the bound port filled in (e.g. `http://127.0.0.1:0` → the real port).
     pub fn bound_url(&self) -> Url {
         let mut url = self.url.clone();
-        // Only fails for URLs that cannot have a port, which `bind` already refused.
-        let _ = url.set_port(Some(self.local_addr.port()));
+        if let Socket::Tcp(_) = self.socket {
+            // Only fails for URLs that cannot have a port, which `bind` already refused.
+            let _ = url.set_port(Some(self.local_addr.port()));
+        }
         url
     }
 }
 
-/// Binds the host and port of an `http://` or `https://` URL. Host names (e.g.
-/// `localhost`) are resolved and the first address is bound, IPv4 first, as Go does.
+/// Binds a listen URL. For `http`/`https`, host names (e.g. `localhost`) are resolved and
+/// the first address is bound, IPv4 first, as Go does. For `unix`/`unixs`, the socket
+/// file is `host[:port][path]` as etcd builds it (`unix://localhost:2379` is the file
+/// `localhost:2379` in the working directory); a stale file is replaced.
 pub async fn bind(url: &Url) -> Result<BoundListener> {
     let bad = |reason: &str| NetError::Url {
         url: url.to_string(),
         reason: reason.into(),
     };
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("only http and https listeners are supported"));
+    match url.scheme() {
+        "http" | "https" => {}
+        "unix" | "unixs" => return bind_unix(url),
+        _ => return Err(bad("listen URLs must be http, https, unix or unixs")),
     }
     let host = url.host_str().ok_or_else(|| bad("missing host"))?;
     let port = url
@@ -123,9 +170,35 @@ pub async fn bind(url: &Url) -> Result<BoundListener> {
         source,
     })?;
     Ok(BoundListener {
-        listener,
+        socket: Socket::Tcp(listener),
         url: url.clone(),
         local_addr,
+    })
+}
+
+fn bind_unix(url: &Url) -> Result<BoundListener> {
+    let mut path = url.host_str().unwrap_or_default().to_string();
+    if let Some(port) = url.port() {
+        path.push_str(&format!(":{port}"));
+    }
+    path.push_str(url.path());
+    if path.is_empty() {
+        return Err(NetError::Url {
+            url: url.to_string(),
+            reason: "missing socket path".into(),
+        });
+    }
+    let path = PathBuf::from(path);
+    // etcd removes a leftover socket file before listening.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| NetError::Bind {
+        addr: path.display().to_string(),
+        reason: go_error_text(&e),
+    })?;
+    Ok(BoundListener {
+        socket: Socket::Unix { listener, path },
+        url: url.clone(),
+        local_addr: UNIX_PLACEHOLDER_ADDR,
     })
 }
 
@@ -165,8 +238,14 @@ pub struct AcceptedStream {
 }
 
 enum StreamKind {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(RawStream),
+    Tls(Box<TlsStream<RawStream>>),
+}
+
+/// An accepted socket before TLS.
+enum RawStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
 impl AcceptedStream {
@@ -184,16 +263,77 @@ impl Connected for AcceptedStream {
     }
 }
 
+/// Implements tokio's `AsyncRead` and `AsyncWrite` for an enum by delegating to the
+/// variant's stream (every variant holds an `Unpin` stream, or a box of one).
+macro_rules! delegate_io {
+    ($type:ty, $($variant:path),+) => {
+        impl AsyncRead for $type {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($variant(stream) => Pin::new(&mut *stream).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($variant(stream) => Pin::new(&mut *stream).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($variant(stream) => Pin::new(&mut *stream).poll_write_vectored(cx, bufs),)+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $($variant(stream) => stream.is_write_vectored(),)+
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($variant(stream) => Pin::new(&mut *stream).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($variant(stream) => Pin::new(&mut *stream).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
+delegate_io!(RawStream, RawStream::Tcp, RawStream::Unix);
+delegate_io!(StreamKind, StreamKind::Plain, StreamKind::Tls);
+
 impl AsyncRead for AcceptedStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            StreamKind::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            StreamKind::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -203,10 +343,7 @@ impl AsyncWrite for AcceptedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            StreamKind::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            StreamKind::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -214,44 +351,30 @@ impl AsyncWrite for AcceptedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            StreamKind::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            StreamKind::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            StreamKind::Plain(stream) => stream.is_write_vectored(),
-            StreamKind::Tls(stream) => stream.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            StreamKind::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            StreamKind::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            StreamKind::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            StreamKind::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
 /// Finishes accepting `tcp`: the TLS handshake when `tls` is set. `None` (logged) when the
 /// client fails the handshake or takes too long.
 async fn establish(
-    tcp: TcpStream,
+    tcp: RawStream,
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
     tls: Option<TlsAcceptor>,
 ) -> Option<AcceptedStream> {
-    // Raft heartbeats and small RPCs must not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
     let Some(acceptor) = tls else {
         return Some(AcceptedStream {
             io: StreamKind::Plain(tcp),
@@ -293,7 +416,7 @@ async fn establish(
 /// Accepts connections until `ready` is closed, handshaking each on its own task so one
 /// slow client cannot hold up the others.
 async fn accept_into(
-    listener: TcpListener,
+    listener: Socket,
     local_addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     ready: mpsc::Sender<AcceptedStream>,
@@ -336,12 +459,10 @@ where
 {
     let (ready_tx, ready_rx) = mpsc::channel(64);
     let acceptor = tls.map(TlsAcceptor::from);
-    let accept_task = tokio::spawn(accept_into(
-        listener.listener,
-        listener.local_addr,
-        acceptor,
-        ready_tx,
-    ));
+    let BoundListener {
+        socket, local_addr, ..
+    } = listener;
+    let accept_task = tokio::spawn(accept_into(socket, local_addr, acceptor, ready_tx));
     let incoming = ReceiverStream::new(ready_rx).map(Ok::<_, io::Error>);
     let served = router
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -369,7 +490,8 @@ impl Default for HttpOptions {
     /// etcd's defaults: unlimited streams, pings every 2 h, 20 s ping timeout.
     fn default() -> Self {
         Self {
-            max_concurrent_streams: None,
+            // hyper would otherwise cap a connection at 200 streams; etcd allows 2^32 - 1.
+            max_concurrent_streams: Some(u32::MAX),
             keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
             keepalive_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(5),
@@ -463,7 +585,7 @@ where
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.listener.accept() => {
+            accepted = listener.socket.accept() => {
                 let (tcp, remote_addr) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {

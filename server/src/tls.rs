@@ -121,10 +121,21 @@ pub struct TlsConfigs {
 /// `auto` is used only when `settings.auto_tls` is set and no certificate files are given
 /// (given files win, as in etcd).
 pub fn build(settings: &TlsSettings, auto: &AutoTls) -> Result<Option<TlsConfigs>> {
+    build_with_cipher_suites(settings, auto, &[])
+}
+
+/// [`build`] restricted to the TLS 1.2 cipher suites named as Go names them
+/// (`--cipher-suites`); TLS 1.3 suites stay enabled, as in Go. Empty means rustls's
+/// defaults.
+pub fn build_with_cipher_suites(
+    settings: &TlsSettings,
+    auto: &AutoTls,
+    cipher_suites: &[String],
+) -> Result<Option<TlsConfigs>> {
     if !settings.enabled() {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider_with_cipher_suites(cipher_suites)?);
     let (identity, is_auto) = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => {
             if settings.auto_tls {
@@ -156,14 +167,84 @@ pub fn build(settings: &TlsSettings, auto: &AutoTls) -> Result<Option<TlsConfigs
     }))
 }
 
-/// [`build`] for the peer side of `config`.
+/// [`build`] for the peer side of `config` (with its `--cipher-suites`).
 pub fn peer_tls(config: &Config) -> Result<Option<TlsConfigs>> {
-    build(&config.peer_tls, &AutoTls::for_peers(config))
+    build_with_cipher_suites(
+        &config.peer_tls,
+        &AutoTls::for_peers(config),
+        &config.cipher_suites,
+    )
 }
 
-/// [`build`] for the client side of `config`.
+/// [`build`] for the client side of `config` (with its `--cipher-suites`).
 pub fn client_tls(config: &Config) -> Result<Option<TlsConfigs>> {
-    build(&config.client_tls, &AutoTls::for_clients(config))
+    build_with_cipher_suites(
+        &config.client_tls,
+        &AutoTls::for_clients(config),
+        &config.cipher_suites,
+    )
+}
+
+/// TLS 1.2 suites Go knows but rustls does not implement (CBC, RC4, 3DES, static RSA key
+/// exchange). etcd accepts these names; Concord accepts them too and skips them.
+const GO_SUITES_WITHOUT_RUSTLS: &[&str] = &[
+    "TLS_RSA_WITH_RC4_128_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+];
+
+/// The ring provider with its TLS 1.2 suites limited to `names` (Go's spelling; the
+/// ChaCha20 suites with or without the `_SHA256` suffix). Unknown names are an error with
+/// etcd's wording.
+fn provider_with_cipher_suites(names: &[String]) -> Result<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = provider
+        .cipher_suites
+        .iter()
+        .filter(|suite| suite.version() == &rustls::version::TLS13)
+        .copied()
+        .collect();
+    for name in names {
+        let canonical = if name.ends_with("CHACHA20_POLY1305") {
+            format!("{name}_SHA256")
+        } else {
+            name.clone()
+        };
+        let found = provider
+            .cipher_suites
+            .iter()
+            .find(|suite| format!("{:?}", suite.suite()) == canonical);
+        match found {
+            Some(suite) if !chosen.contains(suite) => chosen.push(*suite),
+            Some(_) => {}
+            None if GO_SUITES_WITHOUT_RUSTLS.contains(&name.as_str()) => {
+                warn!(cipher_suite = %name, "cipher suite not supported by rustls; skipped");
+            }
+            None => {
+                return Err(NetError::TlsSettings(format!(
+                    "unexpected TLS cipher suite {name:?}"
+                )));
+            }
+        }
+    }
+    provider.cipher_suites = chosen;
+    Ok(provider)
 }
 
 /// The peer listener's configuration (`--peer-*` flags), `None` without peer TLS.

@@ -96,14 +96,42 @@ async fn a_taken_port_fails_at_bind_time_with_etcds_text() {
 }
 
 #[tokio::test]
-async fn localhost_is_resolved_to_ipv4_and_unix_is_refused() {
+async fn localhost_is_resolved_to_ipv4_and_other_schemes_are_refused() {
     let bound = bind(&url("http://localhost:0")).await.unwrap();
     assert_eq!(bound.local_addr().ip().to_string(), "127.0.0.1");
     assert_eq!(bound.bound_url().host_str(), Some("localhost"));
     assert!(matches!(
-        bind(&url("unix://localhost:2379")).await,
+        bind(&url("ftp://localhost:2379")).await,
         Err(NetError::Url { .. })
     ));
+}
+
+#[tokio::test]
+async fn unix_sockets_serve_http_and_remove_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("member.sock");
+    // A stale file from a previous run is replaced, as etcd does.
+    std::fs::write(&path, b"stale").unwrap();
+    let socket_url = url(&format!("unix://{}", path.display()));
+    let bound = bind(&socket_url).await.unwrap();
+    assert_eq!(bound.bound_url(), socket_url);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_combined(
+        bound,
+        None,
+        member_info_routes(),
+        http_routes(),
+        HttpOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let response = http1_get(stream, "/health").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(!path.exists(), "the socket file is removed on close");
 }
 
 #[tokio::test]

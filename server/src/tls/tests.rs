@@ -390,3 +390,48 @@ fn revoked_client_certificates_are_refused() {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
     );
 }
+
+#[test]
+fn cipher_suites_limit_tls12_and_unknown_names_are_refused() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let auto = auto_in(data_dir.path());
+    let error = build_with_cipher_suites(&auto_settings(), &auto, &["TLS_BOGUS".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(r#"unexpected TLS cipher suite "TLS_BOGUS""#),
+        "{error}"
+    );
+
+    let only = [
+        "TLS_RSA_WITH_AES_128_CBC_SHA".to_string(), // known to Go, skipped here
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".to_string(),
+    ];
+    let server = build_with_cipher_suites(&auto_settings(), &auto, &only)
+        .unwrap()
+        .unwrap();
+    // A TLS 1.2-only client offering every suite gets the one allowed.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate { provider }))
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client =
+        rustls::Connection::Client(ClientConnection::new(Arc::new(client), name).unwrap());
+    let mut server_connection =
+        rustls::Connection::Server(ServerConnection::new(server.server.clone()).unwrap());
+    for _round in 0..10 {
+        pump(&mut client, &mut server_connection).unwrap();
+        pump(&mut server_connection, &mut client).unwrap();
+    }
+    let negotiated = client.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(
+        negotiated,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+    );
+    // TLS 1.3 stays available.
+    handshake(server.client.clone(), server.server.clone(), "localhost").unwrap();
+}

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use concord_proto::concordpb::peer_client::PeerClient;
+use concord_proto::concordpb::{MemberInfoRequest, MemberInfoResponse};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -126,5 +128,20 @@ pub fn lazy_channel(url: &Url, tls: Option<Arc<ClientConfig>>) -> Result<Channel
         Ok(endpoint.connect_with_connector_lazy(tls_connector(target)))
     } else {
         Ok(endpoint.connect_lazy())
+    }
+}
+
+/// Asks the member at `url` who it is (the peer service's `MemberInfo`), e.g. to check a
+/// peer's cluster id before joining.
+pub async fn fetch_member_info(
+    url: &Url,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<MemberInfoResponse> {
+    let channel = connect(url, tls).await?;
+    let mut client = PeerClient::new(channel);
+    let call = client.member_info(MemberInfoRequest {});
+    match tokio::time::timeout(CONNECT_TIMEOUT, call).await {
+        Ok(response) => Ok(response?.into_inner()),
+        Err(_) => Err(NetError::ConnectTimeout(url.to_string())),
     }
 }

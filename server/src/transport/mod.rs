@@ -52,7 +52,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
-pub use connect::{connect, lazy_channel};
+pub use connect::{connect, fetch_member_info, lazy_channel};
 pub use error::{NetError, Result};
 pub use service::PeerService;
 

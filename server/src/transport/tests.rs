@@ -441,12 +441,7 @@ async fn members_of_another_cluster_are_refused() {
 async fn member_info_answers_and_removed_peers_get_nothing() {
     let mut a = Member::start(1, 77, None).await;
     let mut b = Member::start(2, 77, None).await;
-    let channel = connect(&b.url, None).await.unwrap();
-    let info = concord_proto::concordpb::peer_client::PeerClient::new(channel)
-        .member_info(concord_proto::concordpb::MemberInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = fetch_member_info(&b.url, None).await.unwrap();
     assert_eq!((info.member_id, info.cluster_id), (2, 77));
 
     a.transport.add_peer(2, vec![b.url.clone()]);
