@@ -191,7 +191,7 @@ impl ApplyMachine {
             return;
         }
         // The member's description travels in the change's context as an etcd Member.
-        let described = Member::decode(change.context.as_slice()).ok();
+        let described = Member::decode(change.get_context()).ok();
         for single in change.changes.iter() {
             let id = single.node_id;
             match single.change_type {

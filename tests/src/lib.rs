@@ -1,1 +1,247 @@
-//! Black-box tests that start real `concord` processes and drive them with real clients.
+//! Black-box test support: start real `concord` processes on 127.0.0.1 and talk to them
+//! with real clients (the `etcd-client` crate, Debian's `etcdctl`).
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let mut cluster = concord_tests::Cluster::start(3)?;
+//! let mut client = cluster.client().await?;
+//! client.put("k", "v", None).await?;
+//! cluster.kill(0);
+//! # Ok(()) }
+//! ```
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The `concord` binary next to the test executable (cargo builds it with the workspace).
+pub fn concord_binary() -> PathBuf {
+    binary("concord")
+}
+
+/// The `concordctl` binary next to the test executable.
+pub fn concordctl_binary() -> PathBuf {
+    binary("concordctl")
+}
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --release)", path.display());
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One member's fixed settings.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl MemberSpec {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// A cluster of real `concord` processes.
+pub struct Cluster {
+    pub members: Vec<MemberSpec>,
+    processes: Vec<Option<Child>>,
+    initial_cluster: String,
+    _dir: tempfile::TempDir,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `size` members and waits until every one serves.
+    pub fn start(size: usize) -> Result<Cluster> {
+        Self::start_with(size, &[])
+    }
+
+    pub fn start_with(size: usize, extra_args: &[&str]) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let members: Vec<MemberSpec> = (0..size)
+            .map(|i| MemberSpec {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}.concord")),
+            })
+            .collect();
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let mut cluster = Cluster {
+            processes: members.iter().map(|_| None).collect(),
+            members,
+            initial_cluster,
+            _dir: dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_ready(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts member `i` (again) with its data dir as it is.
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let member = &self.members[i];
+        let log = std::fs::File::create(self._dir.path().join(format!("{}.log", member.name)))?;
+        let child = Command::new(concord_binary())
+            .args(["--name", &member.name])
+            .args(["--data-dir", &member.data_dir.to_string_lossy()])
+            .args(["--listen-client-urls", &member.client_url()])
+            .args(["--advertise-client-urls", &member.client_url()])
+            .args(["--listen-peer-urls", &member.peer_url()])
+            .args(["--initial-advertise-peer-urls", &member.peer_url()])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", "concord-tests"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", member.name))?;
+        self.processes[i] = Some(child);
+        Ok(())
+    }
+
+    /// The member's log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("{}.log", self.members[i].name))).unwrap_or_default()
+    }
+
+    /// Waits until member `i` accepts client connections.
+    pub fn wait_ready(&self, i: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.members[i].client_port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("member {} did not start serving; log:\n{}", self.members[i].name, self.log(i))
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.processes[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self, i: usize) -> Option<i32> {
+        let mut child = self.processes[i].take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.processes[i].is_some()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(MemberSpec::client_url).collect()
+    }
+
+    /// A client of every member.
+    pub async fn client(&self) -> Result<etcd_client::Client> {
+        Ok(etcd_client::Client::connect(self.endpoints(), None).await?)
+    }
+
+    /// A client of member `i` only.
+    pub async fn member_client(&self, i: usize) -> Result<etcd_client::Client> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10));
+        Ok(etcd_client::Client::connect([self.members[i].client_url()], Some(options)).await?)
+    }
+
+    /// The index of the member every running member agrees leads, waiting for one.
+    pub async fn leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for i in 0..self.members.len() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                if let Ok(mut client) = self.member_client(i).await {
+                    if let Ok(status) = client.status().await {
+                        let own = status.header().map(|h| h.member_id()).unwrap_or(0);
+                        seen.push((i, own, status.leader()));
+                    }
+                }
+            }
+            let leaders: Vec<u64> = seen.iter().map(|(_, _, leader)| *leader).collect();
+            if !leaders.is_empty() && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
+                if let Some((i, _, _)) = seen.iter().find(|(_, own, _)| *own == leaders[0]) {
+                    return Ok(*i);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.processes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Debian's etcdctl, if installed (CI installs it).
+pub fn etcdctl() -> Option<PathBuf> {
+    ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Runs a ctl binary against `endpoints`; returns (success, stdout, stderr).
+pub fn run_ctl(binary: &Path, endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut input) = child.stdin.take() {
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes())?;
+        }
+    }
+    let output = child.wait_with_output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
