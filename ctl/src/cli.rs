@@ -15,6 +15,11 @@ pub fn go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Go's `strconv.ParseInt(s, 10, 64)` for integer flags.
+fn go_int(s: &str) -> Result<i64, String> {
+    crate::kv::parse_decimal(s)
+}
+
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::gofmt::parse_duration(s)
 }
@@ -176,7 +181,7 @@ pub struct GetArgs {
     #[arg(long, default_value = "")]
     pub sort_by: String,
     /// Maximum number of results
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = go_int)]
     pub limit: i64,
     /// Get keys with matching prefix
     #[arg(long)]
@@ -185,7 +190,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub from_key: bool,
     /// Specify the kv revision
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = go_int)]
     pub rev: i64,
     /// Get only the keys
     #[arg(long)]
@@ -294,7 +299,7 @@ pub struct WatchArgs {
     /// <key> [range_end]
     pub args: Vec<OsString>,
     /// Revision to start watching
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = go_int)]
     pub rev: i64,
     /// Watch on a prefix if prefix is set
     #[arg(long)]

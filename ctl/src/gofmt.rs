@@ -119,37 +119,46 @@ fn fraction(value: u128, unit: u128) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// Parses a Go duration flag such as `2s`, `500ms`, `1m30s`, `1.5h`.
+/// Parses a Go duration flag such as `2s`, `500ms`, `1m30s`, `1.5h`, with
+/// `time.ParseDuration`'s error texts.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("time: invalid duration \"{s}\"");
+    let q = quote(s.as_bytes());
+    let invalid = || format!("time: invalid duration {q}");
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() || s.starts_with('-') {
-        return Err(err());
+        return Err(invalid());
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     let mut total = 0f64;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+            .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(err());
+            return Err(invalid());
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| invalid())?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
+        let unit = &rest[..unit_len];
+        let scale = match unit {
+            "" => return Err(format!("time: missing unit in duration {q}")),
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
             "ms" => 1e-3,
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(err()),
+            other => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {q}",
+                    quote(other.as_bytes())
+                ));
+            }
         };
         total += value * scale;
         rest = &rest[unit_len..];
@@ -219,8 +228,18 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("abc").is_err());
+        assert_eq!(
+            parse_duration("5"),
+            Err("time: missing unit in duration \"5\"".to_owned())
+        );
+        assert_eq!(
+            parse_duration("1x"),
+            Err("time: unknown unit \"x\" in duration \"1x\"".to_owned())
+        );
+        assert_eq!(
+            parse_duration("abc"),
+            Err("time: invalid duration \"abc\"".to_owned())
+        );
     }
 
     #[test]

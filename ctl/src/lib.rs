@@ -127,6 +127,14 @@ fn credentials(
     )))
 }
 
+fn context_string(e: &clap::Error, kind: ContextKind) -> String {
+    match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.join(" "),
+        _ => String::new(),
+    }
+}
+
 /// Prints a command-line syntax error as etcdctl (cobra) does and returns its exit code.
 fn usage_error(e: &clap::Error) -> i32 {
     match e.kind() {
@@ -137,12 +145,33 @@ fn usage_error(e: &clap::Error) -> i32 {
             0
         }
         ErrorKind::UnknownArgument => {
-            let arg = match e.get(ContextKind::InvalidArg) {
-                Some(ContextValue::String(s)) => s.clone(),
-                _ => String::new(),
-            };
-            let flag = arg.split('=').next().unwrap_or_default();
-            eprintln!("Error: unknown flag: {flag}");
+            let flag = context_string(e, ContextKind::InvalidArg);
+            eprintln!(
+                "Error: unknown flag: {}",
+                flag.split('=').next().unwrap_or_default()
+            );
+            1
+        }
+        ErrorKind::InvalidSubcommand => {
+            let name = context_string(e, ContextKind::InvalidSubcommand);
+            eprintln!("Error: unknown command \"{name}\" for \"concordctl\"");
+            1
+        }
+        ErrorKind::ValueValidation => {
+            // pflag: invalid argument "abc" for "--rev" flag: strconv.ParseInt: ...
+            let arg = context_string(e, ContextKind::InvalidArg);
+            let flag = arg.split([' ', '=']).next().unwrap_or_default();
+            let value = context_string(e, ContextKind::InvalidValue);
+            let reason = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            eprintln!("Error: invalid argument \"{value}\" for \"{flag}\" flag: {reason}");
+            1
+        }
+        ErrorKind::InvalidValue if context_string(e, ContextKind::InvalidValue).is_empty() => {
+            let arg = context_string(e, ContextKind::InvalidArg);
+            let flag = arg.split([' ', '=']).next().unwrap_or_default();
+            eprintln!("Error: flag needs an argument: {flag}");
             1
         }
         _ => {
