@@ -19,8 +19,10 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message> {
 }
 
 fn single(node_id: u64, change_type: ConfChangeType) -> ConfChangeSingle {
-    let mut change = ConfChangeSingle::default();
-    change.node_id = node_id;
+    let mut change = ConfChangeSingle {
+        node_id,
+        ..Default::default()
+    };
     change.set_change_type(change_type);
     change
 }
@@ -73,10 +75,12 @@ mod tests {
         m.from = 1;
         m.to = 2;
         m.term = 7;
-        let mut e = Entry::default();
-        e.index = 5;
-        e.data = b"payload".to_vec().into();
-        e.context = 42u64.to_be_bytes().to_vec().into();
+        let e = Entry {
+            index: 5,
+            data: b"payload".to_vec().into(),
+            context: 42u64.to_be_bytes().to_vec().into(),
+            ..Default::default()
+        };
         m.set_entries(vec![e].into());
         let bytes = encode_message(&m).unwrap();
         assert_eq!(decode_message(&bytes).unwrap(), m);

@@ -52,9 +52,12 @@ pub enum ProposeError {
     /// raft refused the conf change (another one is pending, joint-state rules, ...).
     #[error("conf change refused: {0}")]
     ConfChangeRefused(&'static str),
-    /// raft dropped the proposal for another reason (e.g. this leader was removed).
+    /// raft dropped the proposal for another reason.
     #[error("proposal dropped")]
     Dropped,
+    /// This member was removed from the cluster.
+    #[error("member removed from the cluster")]
+    Removed,
     /// Encoding the proposal failed.
     #[error("encode: {0}")]
     Encode(String),
@@ -72,8 +75,9 @@ pub enum ProposalError {
         /// The index the proposal had been appended at.
         index: u64,
     },
-    /// This member installed a snapshot covering the proposal's index, so whether the
-    /// proposal made it is unknown here. The caller must treat the outcome as uncertain.
+    /// This member installed a snapshot covering the proposal's index, or was removed
+    /// from the cluster, so whether the proposal made it is unknown here. The caller
+    /// must treat the outcome as uncertain.
     #[error("outcome of proposal at index {index} unknown (covered by a snapshot)")]
     OutcomeUnknown {
         /// The index the proposal had been appended at.
@@ -100,6 +104,9 @@ pub enum ReadError {
     /// A read with this id is already pending.
     #[error("duplicate read id {0}")]
     DuplicateId(u64),
+    /// This member was removed from the cluster.
+    #[error("member removed from the cluster")]
+    Removed,
 }
 
 /// Result alias for fatal errors.

@@ -164,6 +164,9 @@ pub struct ReadyOutcome {
     pub snapshot_created: Option<u64>,
     /// The applied index after this call.
     pub applied_index: u64,
+    /// This member was removed from the configuration: it ignores every input from now
+    /// on; the caller should shut it down.
+    pub removed: bool,
 }
 
 /// The consensus driver of one member. See the crate documentation.
@@ -174,6 +177,8 @@ pub struct Node<S: LogStore> {
     last_snapshot_index: u64,
     /// A member was added: the next snapshot is due now (see `apply_entries`).
     snapshot_due: bool,
+    /// This member was removed from the configuration: it takes part in nothing any more.
+    removed: bool,
     ticks: u64,
     proposals: Proposals,
     reads: Reads,
@@ -286,6 +291,7 @@ impl<S: LogStore> Node<S> {
             applied,
             last_snapshot_index: snapshot_meta.index,
             snapshot_due: false,
+            removed: false,
             ticks: 0,
             proposals: Proposals::default(),
             reads,
@@ -297,7 +303,20 @@ impl<S: LogStore> Node<S> {
             },
         };
         node.last_role = node.role_now();
+        let conf = node.conf_state();
+        // An empty configuration is a member that was added but has not received its
+        // first snapshot yet; one that lists others but not us means we were removed.
+        node.removed = !conf.voters.is_empty() && !Self::lists(&conf, node.config.id);
         Ok(node)
+    }
+
+    fn lists(conf: &ConfState, id: u64) -> bool {
+        conf.voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners_next)
+            .any(|&member| member == id)
     }
 
     /// Give the store back (e.g. to restart the member on it in a test).
@@ -314,6 +333,9 @@ impl<S: LogStore> Node<S> {
 
     /// Advance logical time by one tick (heartbeats, elections, read retries/timeouts).
     pub fn tick(&mut self) {
+        if self.removed {
+            return;
+        }
         self.raw.tick();
         self.ticks += 1;
         self.reads.on_tick(self.ticks, &mut self.deferred_reads);
@@ -324,6 +346,9 @@ impl<S: LogStore> Node<S> {
     /// (e.g. a response from a member that is no longer in the configuration); it is not
     /// fatal.
     pub fn step(&mut self, message: Message) -> std::result::Result<(), raft::Error> {
+        if self.removed {
+            return Err(raft::Error::StepPeerNotFound);
+        }
         let result = self.raw.step(message);
         self.maybe_start_read_round();
         result
@@ -336,6 +361,9 @@ impl<S: LogStore> Node<S> {
     }
 
     fn check_can_propose(&self, id: u64) -> std::result::Result<(), ProposeError> {
+        if self.removed {
+            return Err(ProposeError::Removed);
+        }
         let raft = &self.raw.raft;
         if raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader {
@@ -420,6 +448,9 @@ impl<S: LogStore> Node<S> {
     /// ready to serve once the applied index reaches the confirmed commit index, or
     /// failed after `read_timeout_ticks`.
     pub fn read_index(&mut self, read_id: u64) -> std::result::Result<(), ReadError> {
+        if self.removed {
+            return Err(ReadError::Removed);
+        }
         self.reads
             .enqueue(read_id, self.ticks + self.config.read_timeout_ticks)?;
         self.maybe_start_read_round();
@@ -467,6 +498,9 @@ impl<S: LogStore> Node<S> {
 
     /// Whether [`Node::handle_ready`] has work to do.
     pub fn has_ready(&self) -> bool {
+        if self.removed {
+            return !self.deferred_reads.is_empty();
+        }
         self.raw.has_ready()
             || !self.deferred_reads.is_empty()
             || self.reads.has_completable(self.applied)
@@ -548,6 +582,10 @@ impl<S: LogStore> Node<S> {
             self.maybe_snapshot(sm, &mut outcome)?;
         }
 
+        if self.removed {
+            self.stop_after_removal(&mut outcome);
+        }
+
         // 8. reads, role
         let role = self.role_now();
         if role != self.last_role {
@@ -560,6 +598,14 @@ impl<S: LogStore> Node<S> {
         self.maybe_start_read_round();
         outcome.applied_index = self.applied;
         Ok(outcome)
+    }
+
+    /// This member is no longer in the configuration: every pending request gets its
+    /// outcome now (proposals may still commit elsewhere, hence "unknown").
+    fn stop_after_removal(&mut self, outcome: &mut ReadyOutcome) {
+        outcome.removed = true;
+        self.proposals.fail_all(&mut outcome.proposals);
+        self.reads.fail_all(ReadError::Removed, &mut outcome.reads);
     }
 
     fn install_snapshot(
@@ -637,6 +683,21 @@ impl<S: LogStore> Node<S> {
                             };
                             if cs.voters.iter().chain(&cs.learners).any(|id| !known(id)) {
                                 self.snapshot_due = true;
+                            }
+                            let raft = &mut self.raw.raft;
+                            if raft.state == StateRole::Leader && !cs.voters.contains(&raft.id) {
+                                // A leader removed (or demoted) by the change steps down
+                                // now: raft-rs would panic on its next commit as it is no
+                                // longer in its own progress tracker.
+                                let term = raft.term;
+                                raft.become_follower(term, raft::INVALID_ID);
+                                // Appends it queued for the new configuration are no
+                                // longer its to send (raft-rs asserts a follower has
+                                // none pending after advance).
+                                raft.msgs.clear();
+                            }
+                            if !Self::lists(&cs, self.config.id) {
+                                self.removed = true;
                             }
                             self.raw
                                 .mut_store()
@@ -757,6 +818,11 @@ impl<S: LogStore> Node<S> {
     /// This member's role.
     pub fn role(&self) -> Role {
         self.raw.raft.state.into()
+    }
+
+    /// Whether this member was removed from the configuration (it is inert).
+    pub fn is_removed(&self) -> bool {
+        self.removed
     }
 
     /// Whether this member is the leader.

@@ -232,14 +232,14 @@ impl LogStore for MemLogStore {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), BoxError> {
-        if let Some(first) = entries.first() {
-            if first.index > self.last() + 1 {
-                return Err(Box::new(MemStoreError(format!(
-                    "append at {} leaves a gap after {}",
-                    first.index,
-                    self.last()
-                ))));
-            }
+        if let Some(first) = entries.first()
+            && first.index > self.last() + 1
+        {
+            return Err(Box::new(MemStoreError(format!(
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last()
+            ))));
         }
         self.durable_op()?;
         // Entries before first_index are already compacted (committed): skip them.
@@ -294,8 +294,10 @@ impl LogStore for MemLogStore {
     ) -> Result<(), BoxError> {
         let term = self.term(index)?;
         self.durable_op()?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -331,10 +333,11 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     #[test]

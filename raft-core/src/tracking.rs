@@ -121,6 +121,14 @@ impl Proposals {
         }
     }
 
+    /// Every pending proposal ends with an unknown outcome (this member stops).
+    pub(crate) fn fail_all(&mut self, out: &mut Vec<ProposalOutcome>) {
+        let all: Vec<u64> = self.by_index.keys().copied().collect();
+        for index in all {
+            self.fail(index, ProposalError::OutcomeUnknown { index }, out);
+        }
+    }
+
     /// The entry at `index` (this member's conf change) was refused by raft at apply.
     pub(crate) fn reject(&mut self, index: u64, reason: String, out: &mut Vec<ProposalOutcome>) {
         self.fail(
@@ -238,10 +246,9 @@ impl Reads {
                 .in_flight
                 .as_ref()
                 .is_some_and(|r| r.ctx == state.request_ctx)
+                && let Some(round) = self.in_flight.take()
             {
-                if let Some(round) = self.in_flight.take() {
-                    self.awaiting_apply.push((state.index, round.reads));
-                }
+                self.awaiting_apply.push((state.index, round.reads));
             }
         }
     }
@@ -263,6 +270,24 @@ impl Reads {
             }
         }
         self.awaiting_apply = still;
+    }
+
+    /// Fail every pending read with `error` (this member stops).
+    pub(crate) fn fail_all(&mut self, error: ReadError, out: &mut Vec<ReadOutcome>) {
+        let mut reads = std::mem::take(&mut self.queued);
+        if let Some(round) = self.in_flight.take() {
+            reads.extend(round.reads);
+        }
+        for (_, waiting) in self.awaiting_apply.drain(..) {
+            reads.extend(waiting);
+        }
+        for r in reads {
+            self.ids.remove(&r.id);
+            out.push(ReadOutcome {
+                id: r.id,
+                result: Err(error.clone()),
+            });
+        }
     }
 
     pub(crate) fn has_completable(&self, applied: u64) -> bool {
@@ -424,10 +449,11 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -190,6 +190,9 @@ pub struct ClusterOptions {
     pub snapshot_catchup_entries: u64,
     /// Limit on uncommitted bytes at the leader.
     pub max_uncommitted_size: u64,
+    /// Weight of membership changes in [`Cluster::random_step`] (0: none; the other
+    /// actions weigh about 800 in total).
+    pub membership_changes: u32,
 }
 
 impl Default for ClusterOptions {
@@ -198,6 +201,7 @@ impl Default for ClusterOptions {
             snapshot_interval: 10_000,
             snapshot_catchup_entries: 5_000,
             max_uncommitted_size: 1 << 30,
+            membership_changes: 0,
         }
     }
 }
@@ -224,6 +228,9 @@ pub struct Cluster<S: HarnessStore = MemLogStore> {
     /// Reads completed: read id -> index.
     reads_done: BTreeMap<u64, u64>,
     reads_failed: BTreeSet<u64>,
+    conf_change_ids: BTreeSet<u64>,
+    /// Members ever added (a removed member id is never reused, as in etcd).
+    ever_added: BTreeSet<u64>,
     violation: Option<String>,
     /// Counters for reports.
     pub stats: Stats,
@@ -246,6 +253,8 @@ pub struct Stats {
     pub failed: u64,
     /// Reads completed.
     pub reads: u64,
+    /// Conf changes applied (acknowledged).
+    pub conf_changes: u64,
 }
 
 impl Cluster<MemLogStore> {
@@ -286,10 +295,13 @@ impl<S: HarnessStore> Cluster<S> {
             failed: BTreeMap::new(),
             reads_done: BTreeMap::new(),
             reads_failed: BTreeSet::new(),
+            conf_change_ids: BTreeSet::new(),
+            ever_added: BTreeSet::new(),
             violation: None,
             stats: Stats::default(),
         };
         let ids: Vec<u64> = (1..=voters).collect();
+        cluster.ever_added.extend(&ids);
         for &id in &ids {
             let mut store = (cluster.new_store)(id);
             if let Err(e) = Node::bootstrap(&mut store, &ids) {
@@ -554,6 +566,7 @@ impl<S: HarnessStore> Cluster<S> {
         self.next_request_id += 1;
         self.with_node(id, |n| n.propose_conf_change(request, change))
             .unwrap_or(Err(ProposeError::NotLeader { leader_id: 0 }))?;
+        self.conf_change_ids.insert(request);
         Ok(request)
     }
 
@@ -562,14 +575,19 @@ impl<S: HarnessStore> Cluster<S> {
         let read = self.next_request_id;
         self.next_request_id += 1;
         let floor = self.acked.values().copied().max().unwrap_or(0);
-        let result = self
-            .with_node(id, |n| n.read_index(read))
-            .unwrap_or(Err(ReadError::Timeout));
-        result?;
+        // Registered first: the read may complete within the call (single voter).
         if let Some(m) = self.members.get_mut(&id) {
             m.reads.insert(read, floor);
         }
-        self.process(id);
+        let result = self
+            .with_node(id, |n| n.read_index(read))
+            .unwrap_or(Err(ReadError::Timeout));
+        if let Err(e) = result {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.reads.remove(&read);
+            }
+            return Err(e);
+        }
         Ok(read)
     }
 
@@ -625,6 +643,9 @@ impl<S: HarnessStore> Cluster<S> {
             match p.result {
                 Ok(index) => {
                     self.stats.acked += 1;
+                    if self.conf_change_ids.contains(&p.id) {
+                        self.stats.conf_changes += 1;
+                    }
                     if self.acked.insert(p.id, index).is_some() {
                         self.violate(format!("proposal {} acknowledged twice", p.id));
                     }
@@ -875,7 +896,7 @@ impl<S: HarnessStore> Cluster<S> {
         let ids = self.ids();
         let wire = self.wire.len() as u32;
         // Weights: delivering grows with the backlog so the wire stays bounded.
-        let weights: [(u32, u8); 12] = [
+        let weights: [(u32, u8); 13] = [
             (300 + 10 * wire, 0), // deliver a random message (reorder, delay)
             (20, 1),              // drop a random message
             (250, 2),             // tick a random member
@@ -888,6 +909,7 @@ impl<S: HarnessStore> Cluster<S> {
             (15, 9),              // heal
             (4, 10),              // isolate one member
             (3, 11),              // leader transfer
+            (self.options.membership_changes, 12), // a conf change
         ];
         let total: u32 = weights.iter().map(|w| w.0).sum();
         let mut pick = self.rng.random_range(0..total);
@@ -964,6 +986,7 @@ impl<S: HarnessStore> Cluster<S> {
                 let id = ids[self.rng.random_range(0..ids.len())];
                 self.isolate(id);
             }
+            12 => self.random_conf_change(),
             11 => {
                 if let Some(leader) = self.leader() {
                     let to = ids[self.rng.random_range(0..ids.len())];
@@ -977,11 +1000,70 @@ impl<S: HarnessStore> Cluster<S> {
     }
 }
 
+impl<S: HarnessStore> Cluster<S> {
+    /// Propose a random membership change on the leader: add the spare member (as
+    /// learner or voter), promote it, remove it, or swap it with another member through
+    /// a joint configuration.
+    fn random_conf_change(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let Some(node) = self.node(leader) else {
+            return;
+        };
+        let conf = node.conf_state();
+        let ids = self.ids();
+        let mut spare: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.ever_added.contains(id))
+            .collect();
+        if spare.is_empty() && ids.len() < 12 {
+            let id = ids.iter().max().copied().unwrap_or(0) + 1;
+            self.add_process(id);
+            spare.push(id);
+        }
+        let learners = conf.learners.clone();
+        let voters = conf.voters.clone();
+        let choice = self.rng.random_range(0..4);
+        let change = match choice {
+            0 if !spare.is_empty() => {
+                let id = spare[self.rng.random_range(0..spare.len())];
+                self.ever_added.insert(id);
+                crate::codec::add_learner(id)
+            }
+            1 if !learners.is_empty() => {
+                let id = learners[self.rng.random_range(0..learners.len())];
+                crate::codec::promote_learner(id)
+            }
+            2 if voters.len() > 3 || !learners.is_empty() => {
+                let pool = if voters.len() > 3 { &voters } else { &learners };
+                let id = pool[self.rng.random_range(0..pool.len())];
+                crate::codec::remove_node(id)
+            }
+            3 if !spare.is_empty() && voters.len() >= 3 => {
+                let add = spare[self.rng.random_range(0..spare.len())];
+                self.ever_added.insert(add);
+                let remove = voters[self.rng.random_range(0..voters.len())];
+                crate::codec::conf_change(&[
+                    (raft::eraftpb::ConfChangeType::AddNode, add),
+                    (raft::eraftpb::ConfChangeType::RemoveNode, remove),
+                ])
+            }
+            _ => return,
+        };
+        let _ = self.propose_conf_change(leader, change);
+    }
+}
+
 /// Run one random schedule of `steps` steps on a `voters`-member cluster over
 /// [`MemLogStore`]s (small snapshot interval, so snapshots and compaction happen), then
 /// heal, restart everyone and check liveness. `Err` carries the first violation.
 pub fn random_schedule(seed: u64, voters: u64, steps: usize) -> Result<Stats, String> {
-    let cluster = Cluster::with_options(voters, seed, schedule_options());
+    let mut cluster = Cluster::with_options(voters, seed, schedule_options());
+    // Two spare processes that membership changes can add.
+    cluster.add_process(voters + 1);
+    cluster.add_process(voters + 2);
     run_schedule(cluster, steps)
 }
 
@@ -990,6 +1072,7 @@ pub fn schedule_options() -> ClusterOptions {
     ClusterOptions {
         snapshot_interval: 24,
         snapshot_catchup_entries: 4,
+        membership_changes: 4,
         ..ClusterOptions::default()
     }
 }

@@ -15,7 +15,7 @@ fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
 fn run(voters: u64, range: std::ops::Range<u64>) {
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
-    let (mut acked, mut crashes, mut snapshots, mut reads) = (0, 0, 0, 0);
+    let (mut acked, mut crashes, mut snapshots, mut reads, mut confs) = (0, 0, 0, 0, 0);
     let seeds = seeds(range);
     for &seed in &seeds {
         // raft-rs asserts its own invariants by panicking: report those per seed too.
@@ -35,6 +35,7 @@ fn run(voters: u64, range: std::ops::Range<u64>) {
                 crashes += stats.crashes;
                 snapshots += stats.snapshots_restored;
                 reads += stats.reads;
+                confs += stats.conf_changes;
             }
             Err(e) => failures.push(format!(
                 "seed {seed} ({voters} members): {e}\n  replay: RAFT_SEED={seed} cargo nextest run \
@@ -44,7 +45,7 @@ fn run(voters: u64, range: std::ops::Range<u64>) {
     }
     eprintln!(
         "{} seeds, {voters} members, {:?}: {acked} proposals acknowledged, {crashes} crashes, \
-         {snapshots} snapshots restored, {reads} reads",
+         {snapshots} snapshots restored, {reads} reads, {confs} conf changes",
         seeds.len(),
         started.elapsed()
     );
@@ -54,20 +55,20 @@ fn run(voters: u64, range: std::ops::Range<u64>) {
 
 #[test]
 fn random_schedules_3_members_a() {
-    run(3, 0..250);
+    run(3, 0..500);
 }
 
 #[test]
 fn random_schedules_3_members_b() {
-    run(3, 250..500);
+    run(3, 500..1000);
 }
 
 #[test]
 fn random_schedules_5_members_a() {
-    run(5, 10_000..10_250);
+    run(5, 10_000..10_500);
 }
 
 #[test]
 fn random_schedules_5_members_b() {
-    run(5, 10_250..10_500);
+    run(5, 10_500..11_000);
 }
