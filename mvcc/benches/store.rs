@@ -103,7 +103,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Point gets: sequential key order, then random order.
     let mut order: Vec<usize> = (0..keys).collect();
-    for (name, shuffle) in [("get (sequential keys)", false), ("get (random keys)", true)] {
+    // `GETS=sequential` or `GETS=random` runs only one of the two (for profiling).
+    let only = std::env::var("GETS").unwrap_or_default();
+    for (name, shuffle) in [
+        ("get (sequential keys)", false),
+        ("get (random keys)", true),
+    ] {
+        if !only.is_empty() && only != if shuffle { "random" } else { "sequential" } {
+            continue;
+        }
         if shuffle {
             order.shuffle(&mut rng);
         }
@@ -118,6 +126,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         timer.report(name, keys);
         assert_eq!(bytes, keys * VALUE_LEN, "every key found");
+        if std::env::var("SKIP_REOPEN").is_ok() {
+            return Ok(());
+        }
     }
     let rss_after_gets = rss_bytes();
 

@@ -407,7 +407,12 @@ impl<'a> WriteBatch<'a> {
             }
         }
         self.bump_changes(ctx)?;
-        let (point, prev_point) = self.store.state.write().index.record_put(&req.key, main, sub);
+        let (point, prev_point) = self
+            .store
+            .state
+            .write()
+            .index
+            .record_put(&req.key, main, sub);
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: point.created_main,

@@ -86,7 +86,8 @@ impl<V> Chunk<V> {
         for end in self.ends.get_mut(i..).unwrap_or_default() {
             *end += len;
         }
-        self.ends.insert(i, u32::try_from(at).unwrap_or(u32::MAX) + len);
+        self.ends
+            .insert(i, u32::try_from(at).unwrap_or(u32::MAX) + len);
         self.values.insert(i, value);
     }
 
@@ -106,7 +107,12 @@ impl<V> Chunk<V> {
         let cut = self.start(from);
         let bytes = self.bytes.split_off(cut);
         let cut = u32::try_from(cut).unwrap_or(u32::MAX);
-        let ends = self.ends.split_off(from).into_iter().map(|e| e - cut).collect();
+        let ends = self
+            .ends
+            .split_off(from)
+            .into_iter()
+            .map(|e| e - cut)
+            .collect();
         let values = self.values.split_off(from);
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
@@ -130,6 +136,10 @@ impl<V> Chunk<V> {
 #[derive(Debug, Clone)]
 pub(crate) struct KeyMap<V> {
     chunks: Vec<Chunk<V>>,
+    /// The first key of every chunk, packed like a chunk's keys: finding the
+    /// chunk is a binary search over one small contiguous buffer instead of a
+    /// pointer chase per probe.
+    directory: Chunk<()>,
     len: usize,
 }
 
@@ -137,6 +147,7 @@ impl<V> Default for KeyMap<V> {
     fn default() -> Self {
         Self {
             chunks: Vec::new(),
+            directory: Chunk::empty(),
             len: 0,
         }
     }
@@ -150,9 +161,28 @@ impl<V> KeyMap<V> {
     /// The chunk that holds `key` or would: the last one whose first key is
     /// `<= key` (or the first chunk).
     fn chunk_for(&self, key: &[u8]) -> usize {
-        self.chunks
-            .partition_point(|c| c.first_key() <= key)
-            .saturating_sub(1)
+        match self.directory.search(key) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// Re-reads chunk `c`'s first key into the directory.
+    fn refresh_directory(&mut self, c: usize) {
+        if let Some(chunk) = self.chunks.get(c) {
+            self.directory.remove(c);
+            self.directory.insert(c, chunk.first_key(), ());
+        }
+    }
+
+    fn rebuild_directory(&mut self) {
+        let mut directory = Chunk::empty();
+        for chunk in &self.chunks {
+            directory.push(chunk.first_key(), ());
+        }
+        directory.bytes.shrink_to_fit();
+        directory.ends.shrink_to_fit();
+        self.directory = directory;
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&V> {
@@ -170,7 +200,12 @@ impl<V> KeyMap<V> {
     /// Inserts or replaces.
     pub fn insert(&mut self, key: &[u8], value: V) {
         if self.chunks.is_empty() {
-            self.chunks.push(Chunk::empty());
+            let mut chunk = Chunk::empty();
+            chunk.push(key, value);
+            self.chunks.push(chunk);
+            self.directory.push(key, ());
+            self.len = 1;
+            return;
         }
         let c = self.chunk_for(key);
         let last = self.chunks.len() - 1;
@@ -189,13 +224,22 @@ impl<V> KeyMap<V> {
         self.len += 1;
         if chunk.len() < CHUNK_MAX {
             chunk.insert(i, key, value);
+            if i == 0 {
+                self.refresh_directory(c);
+            }
             return;
         }
         if c == last && i == chunk.len() {
-            // Appending past the largest key: start a fresh chunk, keep this one full.
-            let mut fresh = Chunk::empty();
+            // Appending past the largest key: start a fresh chunk, keep this one
+            // full. Appends tend to continue, so size it for a full chunk.
+            let mut fresh = Chunk {
+                bytes: Vec::with_capacity(chunk.bytes.len()),
+                ends: Vec::with_capacity(CHUNK_MAX),
+                values: Vec::with_capacity(CHUNK_MAX),
+            };
             fresh.push(key, value);
             self.chunks.push(fresh);
+            self.directory.push(key, ());
             return;
         }
         let mut upper = chunk.split_off(CHUNK_MAX / 2);
@@ -204,7 +248,11 @@ impl<V> KeyMap<V> {
         } else {
             upper.insert(i - CHUNK_MAX / 2, key, value);
         }
+        self.directory.insert(c + 1, upper.first_key(), ());
         self.chunks.insert(c + 1, upper);
+        if i == 0 {
+            self.refresh_directory(c);
+        }
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
@@ -214,6 +262,9 @@ impl<V> KeyMap<V> {
         let value = chunk.remove(i);
         if chunk.len() == 0 {
             self.chunks.remove(c);
+            self.directory.remove(c);
+        } else if i == 0 {
+            self.refresh_directory(c);
         }
         self.len -= 1;
         Some(value)
@@ -258,7 +309,8 @@ impl<V> KeyMap<V> {
             while i < chunk.len() {
                 let start = chunk.start(i);
                 let end = chunk.ends.get(i).map_or(start, |&e| e as usize);
-                let (Some(key), Some(value)) = (chunk.bytes.get(start..end), chunk.values.get_mut(i))
+                let (Some(key), Some(value)) =
+                    (chunk.bytes.get(start..end), chunk.values.get_mut(i))
                 else {
                     break;
                 };
@@ -274,6 +326,8 @@ impl<V> KeyMap<V> {
         self.chunks.retain(|c| c.len() > 0);
         if removed * 8 > self.len {
             self.repack();
+        } else {
+            self.rebuild_directory();
         }
     }
 
@@ -285,7 +339,8 @@ impl<V> KeyMap<V> {
             let values = std::mem::take(&mut chunk.values);
             for (i, value) in values.into_iter().enumerate() {
                 if current.len() == REPACK_FILL {
-                    self.chunks.push(std::mem::replace(&mut current, Chunk::empty()));
+                    self.chunks
+                        .push(std::mem::replace(&mut current, Chunk::empty()));
                 }
                 current.push(chunk.key(i), value);
             }
@@ -299,6 +354,7 @@ impl<V> KeyMap<V> {
             chunk.values.shrink_to_fit();
         }
         self.chunks.shrink_to_fit();
+        self.rebuild_directory();
     }
 }
 
@@ -362,12 +418,20 @@ mod tests {
                 }
             }
             assert_eq!(map.len(), model.len());
+            assert_eq!(map.directory.len(), map.chunks.len());
         }
         let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(contents(&map), want);
         map.repack();
         assert_eq!(contents(&map), want);
-        assert!(map.chunks.iter().all(|c| c.len() <= CHUNK_MAX && c.len() > 0));
+        assert!(
+            map.chunks
+                .iter()
+                .all(|c| c.len() <= CHUNK_MAX && c.len() > 0)
+        );
+        for (i, chunk) in map.chunks.iter().enumerate() {
+            assert_eq!(map.directory.key(i), chunk.first_key());
+        }
     }
 
     #[test]
