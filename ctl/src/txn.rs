@@ -30,17 +30,11 @@ pub fn read_txn(
 ) -> Result<pb::TxnRequest, CtlError> {
     let mut txn = pb::TxnRequest::default();
     prompt(out, interactive, PROMPT_COMPARES)?;
-    for line in read_block(input)? {
-        txn.compare.push(parse_compare(&line)?);
-    }
+    txn.compare = read_block(input, parse_compare)?;
     prompt(out, interactive, PROMPT_SUCCESS)?;
-    for line in read_block(input)? {
-        txn.success.push(parse_request_op(&line)?);
-    }
+    txn.success = read_block(input, parse_request_op)?;
     prompt(out, interactive, PROMPT_FAILURE)?;
-    for line in read_block(input)? {
-        txn.failure.push(parse_request_op(&line)?);
-    }
+    txn.failure = read_block(input, parse_request_op)?;
     Ok(txn)
 }
 
@@ -53,10 +47,13 @@ fn prompt(out: &mut impl Write, interactive: bool, text: &str) -> Result<(), Ctl
     Ok(())
 }
 
-/// Lines up to the next empty one. Like Go's `ReadString('\n')`, input that ends
-/// without a newline is an `EOF` error.
-fn read_block(input: &mut impl BufRead) -> Result<Vec<String>, CtlError> {
-    let mut lines = Vec::new();
+/// Parses lines up to the next empty one, each as soon as it is read. Like
+/// Go's `ReadString('\n')`, input that ends without a newline is an `EOF` error.
+fn read_block<T>(
+    input: &mut impl BufRead,
+    parse: impl Fn(&str) -> Result<T, CtlError>,
+) -> Result<Vec<T>, CtlError> {
+    let mut items = Vec::new();
     loop {
         let mut buf = Vec::new();
         input
@@ -65,11 +62,12 @@ fn read_block(input: &mut impl BufRead) -> Result<Vec<String>, CtlError> {
         if buf.last() != Some(&b'\n') {
             return Err(CtlError::invalid_input("EOF"));
         }
-        let line = String::from_utf8_lossy(&buf).trim().to_owned();
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim();
         if line.is_empty() {
-            return Ok(lines);
+            return Ok(items);
         }
-        lines.push(line);
+        items.push(parse(line)?);
     }
 }
 
