@@ -126,11 +126,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         timer.report(name, keys);
         assert_eq!(bytes, keys * VALUE_LEN, "every key found");
-        if std::env::var("SKIP_REOPEN").is_ok() {
-            return Ok(());
-        }
     }
     let rss_after_gets = rss_bytes();
+
+    // Overwrites of existing keys: each also reads the previous value for the
+    // event's prev_kv.
+    let updates = keys / 5;
+    let timer = Timer::start();
+    for chunk in order[..updates].chunks(ROUND) {
+        let mut batch = store.write_batch();
+        for &k in chunk {
+            rng.fill_bytes(&mut value);
+            batch.put(&PutRequest {
+                key: key(k),
+                value: value.clone(),
+                ..Default::default()
+            })?;
+        }
+        batch.commit()?;
+    }
+    timer.report("put (overwrite, random existing keys)", updates);
 
     let per_key = |rss: u64| (rss.saturating_sub(rss_start)) as f64 / keys as f64;
     println!(
@@ -143,6 +158,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         per_key(rss_after_gets),
         per_key(rss_after_gets) - key_len as f64
     );
+
+    if std::env::var("SKIP_REOPEN").is_ok() {
+        return Ok(());
+    }
 
     // Reopen: the key index is rebuilt from disk, memtables are empty; what
     // grows now is mostly the index.

@@ -198,8 +198,9 @@ impl Store {
         self.applied_index.load(Ordering::Acquire)
     }
 
-    /// The newest committed revision (0 for a new store... etcd starts at 1 once
-    /// anything is written).
+    /// The newest committed revision (0 for a new store; the first write is
+    /// revision 1). etcd reports 1 for an empty store: the server may show
+    /// `max(1, current_revision())`.
     pub fn current_revision(&self) -> i64 {
         self.current_rev.load(Ordering::Acquire)
     }
@@ -239,7 +240,10 @@ impl Store {
     }
 
     /// Starts the apply round's write batch. Blocks while another batch is open
-    /// (there is one writer). The batch is `!Send`: use it on one thread.
+    /// (there is one writer). The batch is `!Send`: use it on one thread. Do not
+    /// call [`Store::compact`] or [`Store::snapshot_bytes`] on the thread that
+    /// holds a batch: they wait for the writer lock (use
+    /// [`WriteBatch::compact`] instead).
     pub fn write_batch(&self) -> WriteBatch<'_> {
         WriteBatch::new(self)
     }
@@ -291,7 +295,9 @@ impl Store {
     /// revision to read. With `with_prev_kv`, each event carries the key's
     /// previous value when it is still retained.
     ///
-    /// `Err(Compacted)` if `start_rev <= compact_revision()`.
+    /// `Err(Compacted)` if `start_rev <= compact_revision()` (`start_rev < 1`
+    /// counts as 1). DELETE events carry `kv = { key, mod_revision }` only, as
+    /// etcd's do. Reads committed data only and never blocks the writer.
     pub fn events(
         &self,
         key: &[u8],
@@ -301,6 +307,8 @@ impl Store {
         limit: usize,
         with_prev_kv: bool,
     ) -> Result<(Vec<Event>, i64), Error> {
+        // Revision 0 is before the first write: history starts at 1.
+        let start_rev = start_rev.max(1);
         if start_rev <= self.compact_revision() {
             return Err(Error::Compacted);
         }
