@@ -184,6 +184,7 @@ pub struct Node<S: LogStore> {
     reads: Reads,
     /// Outcomes produced outside `handle_ready` (e.g. read timeouts at `tick`).
     deferred_reads: Vec<ReadOutcome>,
+    deferred_proposals: Vec<ProposalOutcome>,
     last_role: RoleChange,
 }
 
@@ -296,6 +297,7 @@ impl<S: LogStore> Node<S> {
             proposals: Proposals::default(),
             reads,
             deferred_reads: Vec::new(),
+            deferred_proposals: Vec::new(),
             last_role: RoleChange {
                 role: Role::Follower,
                 leader_id: 0,
@@ -398,7 +400,8 @@ impl<S: LogStore> Node<S> {
             Err(e) => return Err(ProposeError::Encode(e.to_string())),
         }
         let index = self.raw.raft.raft_log.last_index();
-        self.proposals.insert(index, self.raw.raft.term, id);
+        self.proposals
+            .insert(index, self.raw.raft.term, id, &mut self.deferred_proposals);
         Ok(())
     }
 
@@ -439,7 +442,8 @@ impl<S: LogStore> Node<S> {
             Err(e) => return Err(ProposeError::Encode(e.to_string())),
         }
         let index = self.raw.raft.raft_log.last_index();
-        self.proposals.insert(index, self.raw.raft.term, id);
+        self.proposals
+            .insert(index, self.raw.raft.term, id, &mut self.deferred_proposals);
         Ok(())
     }
 
@@ -499,10 +503,11 @@ impl<S: LogStore> Node<S> {
     /// Whether [`Node::handle_ready`] has work to do.
     pub fn has_ready(&self) -> bool {
         if self.removed {
-            return !self.deferred_reads.is_empty();
+            return !self.deferred_reads.is_empty() || !self.deferred_proposals.is_empty();
         }
         self.raw.has_ready()
             || !self.deferred_reads.is_empty()
+            || !self.deferred_proposals.is_empty()
             || self.reads.has_completable(self.applied)
             || self.role_now() != self.last_role
     }
@@ -529,7 +534,10 @@ impl<S: LogStore> Node<S> {
         sm: &mut impl StateMachine,
         out: &mut impl Outbox,
     ) -> Result<ReadyOutcome> {
-        let mut outcome = ReadyOutcome::default();
+        let mut outcome = ReadyOutcome {
+            proposals: std::mem::take(&mut self.deferred_proposals),
+            ..ReadyOutcome::default()
+        };
         if self.raw.has_ready() {
             let mut ready = self.raw.ready();
 
@@ -554,7 +562,6 @@ impl<S: LogStore> Node<S> {
                     .mut_store()
                     .append(&entries, hard_state.as_ref())
                     .map_err(storage_err)?;
-                self.proposals.on_append(&entries, &mut outcome.proposals);
             }
 
             // 4. messages allowed only after the fsync
@@ -625,7 +632,7 @@ impl<S: LogStore> Node<S> {
         self.applied = meta.index;
         self.last_snapshot_index = meta.index;
         self.proposals
-            .on_snapshot(meta.index, &mut outcome.proposals);
+            .on_snapshot(meta.index, meta.term, &mut outcome.proposals);
         outcome.snapshot_restored = Some(meta.index);
         outcome.conf_state = Some(meta.get_conf_state().clone());
         Ok(())

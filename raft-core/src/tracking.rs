@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft::ReadState;
-use raft::eraftpb::Entry;
 
 use crate::error::{ProposalError, ReadError};
 
@@ -34,10 +33,21 @@ struct PendingProposal {
 }
 
 /// Proposals appended to the local log and not yet resolved, keyed by log index.
+///
+/// A proposal (index i, term t) is resolved only by what is *committed*, never by what
+/// one member's log happens to hold (a truncated entry may still win on another member):
+/// - the committed entry at i has term t and the proposal's id: applied;
+/// - the committed entry at i is another one: overwritten;
+/// - an entry committed at c < i has a term above t: terms only grow along a log, so
+///   the committed entry at i will have a term above t too: overwritten. (This also
+///   resolves proposals beyond the end of a new leader's log: its first entry commits.)
+/// - a snapshot covering i was installed: unknown here.
 #[derive(Debug, Default)]
 pub(crate) struct Proposals {
     by_index: BTreeMap<u64, PendingProposal>,
     ids: BTreeSet<u64>,
+    /// How many pending proposals carry each term (to skip scans when none is older).
+    terms: BTreeMap<u64, usize>,
 }
 
 impl Proposals {
@@ -49,56 +59,76 @@ impl Proposals {
         self.by_index.len()
     }
 
-    pub(crate) fn insert(&mut self, index: u64, term: u64, id: u64) {
+    /// Record a proposal. If an older proposal of ours still waits at the same index
+    /// (our log was truncated there and we lead again), it is replaced and reported
+    /// with an unknown outcome: we stop tracking it.
+    pub(crate) fn insert(
+        &mut self,
+        index: u64,
+        term: u64,
+        id: u64,
+        out: &mut Vec<ProposalOutcome>,
+    ) {
+        self.resolve(index, Err(ProposalError::OutcomeUnknown { index }), out);
         self.ids.insert(id);
+        *self.terms.entry(term).or_insert(0) += 1;
         self.by_index.insert(index, PendingProposal { id, term });
     }
 
-    fn fail(&mut self, index: u64, error: ProposalError, out: &mut Vec<ProposalOutcome>) {
+    fn forget(&mut self, p: PendingProposal) {
+        self.ids.remove(&p.id);
+        if let Some(count) = self.terms.get_mut(&p.term) {
+            *count -= 1;
+            if *count == 0 {
+                self.terms.remove(&p.term);
+            }
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        index: u64,
+        result: Result<u64, ProposalError>,
+        out: &mut Vec<ProposalOutcome>,
+    ) {
         if let Some(p) = self.by_index.remove(&index) {
-            self.ids.remove(&p.id);
-            out.push(ProposalOutcome {
-                id: p.id,
-                result: Err(error),
-            });
+            self.forget(p);
+            out.push(ProposalOutcome { id: p.id, result });
         }
     }
 
-    /// `entries` were just persisted, replacing the log from `entries[0].index` on. A
-    /// pending proposal whose index now holds another term, or lies past the new end of
-    /// the log, was overwritten.
-    pub(crate) fn on_append(&mut self, entries: &[Entry], out: &mut Vec<ProposalOutcome>) {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+    /// Fail every pending proposal after `index` whose term is below `term`.
+    fn fail_older_after(&mut self, index: u64, term: u64, out: &mut Vec<ProposalOutcome>) {
+        if self
+            .terms
+            .keys()
+            .next()
+            .is_none_or(|&oldest| oldest >= term)
+        {
             return;
-        };
-        let (start, end) = (first.index, last.index);
-        let lost: Vec<u64> = self
+        }
+        let doomed: Vec<u64> = self
             .by_index
-            .range(start..)
-            .filter(|&(&index, p)| index > end || entries[(index - start) as usize].term != p.term)
-            .map(|(&index, _)| index)
+            .range(index + 1..)
+            .filter(|(_, p)| p.term < term)
+            .map(|(&i, _)| i)
             .collect();
-        for index in lost {
-            self.fail(index, ProposalError::Overwritten { index }, out);
+        for i in doomed {
+            self.resolve(i, Err(ProposalError::Overwritten { index: i }), out);
         }
     }
 
-    /// A snapshot up to `index` replaced the log: proposals it covers have an unknown
-    /// outcome, later ones are gone.
-    pub(crate) fn on_snapshot(&mut self, index: u64, out: &mut Vec<ProposalOutcome>) {
-        let all: Vec<u64> = self.by_index.keys().copied().collect();
-        for i in all {
-            let error = if i <= index {
-                ProposalError::OutcomeUnknown { index: i }
-            } else {
-                ProposalError::Overwritten { index: i }
-            };
-            self.fail(i, error, out);
+    /// A snapshot up to (`index`, `term`) replaced the log: proposals it covers have an
+    /// unknown outcome; later ones of older terms are overwritten (see the type doc).
+    pub(crate) fn on_snapshot(&mut self, index: u64, term: u64, out: &mut Vec<ProposalOutcome>) {
+        let covered: Vec<u64> = self.by_index.range(..=index).map(|(&i, _)| i).collect();
+        for i in covered {
+            self.resolve(i, Err(ProposalError::OutcomeUnknown { index: i }), out);
         }
+        self.fail_older_after(index, term, out);
     }
 
-    /// The entry at `index` was applied. Returns true if it was this member's pending
-    /// proposal (`term` and `id` match), reporting success; reports failure otherwise.
+    /// The committed entry (`index`, `term`, `id`) was applied.
     pub(crate) fn on_applied(
         &mut self,
         index: u64,
@@ -106,34 +136,30 @@ impl Proposals {
         id: Option<u64>,
         out: &mut Vec<ProposalOutcome>,
     ) {
-        let Some(p) = self.by_index.get(&index).copied() else {
-            return;
-        };
-        if p.term == term && Some(p.id) == id {
-            self.by_index.remove(&index);
-            self.ids.remove(&p.id);
-            out.push(ProposalOutcome {
-                id: p.id,
-                result: Ok(index),
-            });
-        } else {
-            self.fail(index, ProposalError::Overwritten { index }, out);
+        if let Some(p) = self.by_index.get(&index).copied() {
+            let result = if p.term == term && Some(p.id) == id {
+                Ok(index)
+            } else {
+                Err(ProposalError::Overwritten { index })
+            };
+            self.resolve(index, result, out);
         }
+        self.fail_older_after(index, term, out);
     }
 
     /// Every pending proposal ends with an unknown outcome (this member stops).
     pub(crate) fn fail_all(&mut self, out: &mut Vec<ProposalOutcome>) {
         let all: Vec<u64> = self.by_index.keys().copied().collect();
         for index in all {
-            self.fail(index, ProposalError::OutcomeUnknown { index }, out);
+            self.resolve(index, Err(ProposalError::OutcomeUnknown { index }), out);
         }
     }
 
     /// The entry at `index` (this member's conf change) was refused by raft at apply.
     pub(crate) fn reject(&mut self, index: u64, reason: String, out: &mut Vec<ProposalOutcome>) {
-        self.fail(
+        self.resolve(
             index,
-            ProposalError::ConfChangeRejected { index, reason },
+            Err(ProposalError::ConfChangeRejected { index, reason }),
             out,
         );
     }
@@ -448,37 +474,13 @@ mod tests {
         );
     }
 
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Default::default()
-        }
-    }
-
     #[test]
-    fn overwritten_and_truncated_proposals_fail() {
+    fn proposals_resolve_by_what_commits() {
         let mut p = Proposals::default();
-        p.insert(5, 2, 50);
-        p.insert(6, 2, 60);
-        p.insert(7, 2, 70);
         let mut out = Vec::new();
-        // A new leader's log replaces index 6 with a term-3 entry and ends there.
-        p.on_append(&[entry(5, 2), entry(6, 3)], &mut out);
-        assert_eq!(
-            out,
-            vec![
-                ProposalOutcome {
-                    id: 60,
-                    result: Err(ProposalError::Overwritten { index: 6 })
-                },
-                ProposalOutcome {
-                    id: 70,
-                    result: Err(ProposalError::Overwritten { index: 7 })
-                },
-            ]
-        );
-        out.clear();
+        p.insert(5, 2, 50, &mut out);
+        p.insert(6, 2, 60, &mut out);
+        p.insert(9, 2, 90, &mut out);
         p.on_applied(5, 2, Some(50), &mut out);
         assert_eq!(
             out,
@@ -487,7 +489,41 @@ mod tests {
                 result: Ok(5)
             }]
         );
+        out.clear();
+        // A term-3 leader's entry commits at 6: 6 holds another entry, and 9 (term 2)
+        // can no longer commit after a term-3 entry.
+        p.on_applied(6, 3, None, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ProposalOutcome {
+                    id: 60,
+                    result: Err(ProposalError::Overwritten { index: 6 })
+                },
+                ProposalOutcome {
+                    id: 90,
+                    result: Err(ProposalError::Overwritten { index: 9 })
+                },
+            ]
+        );
         assert_eq!(p.len(), 0);
-        assert!(!p.contains_id(50));
+        assert!(!p.contains_id(60));
+    }
+
+    #[test]
+    fn a_snapshot_makes_covered_proposals_unknown_and_keeps_later_ones_of_its_term() {
+        let mut p = Proposals::default();
+        let mut out = Vec::new();
+        p.insert(5, 2, 50, &mut out);
+        p.insert(8, 3, 80, &mut out);
+        p.on_snapshot(6, 3, &mut out);
+        assert_eq!(
+            out,
+            vec![ProposalOutcome {
+                id: 50,
+                result: Err(ProposalError::OutcomeUnknown { index: 5 })
+            }]
+        );
+        assert_eq!(p.len(), 1, "index 8 of term 3 may still commit");
     }
 }

@@ -38,6 +38,12 @@ pub struct TestStateMachine {
     violations: Vec<String>,
     crash: CrashSwitch,
     restores: u64,
+    /// Apply batches between two flushes (0 or 1: every batch is durable at once). A
+    /// crash loses what was applied since the last flush, like a backend that commits
+    /// without fsync; the node then re-delivers those entries.
+    flush_every: u64,
+    batches_since_flush: u64,
+    durable_applied: u64,
 }
 
 /// The error the test state machine returns when its crash switch trips.
@@ -66,6 +72,14 @@ impl TestStateMachine {
     /// Proposal ids applied, with the index each was applied at.
     pub fn applied_ids(&self) -> &BTreeMap<u64, u64> {
         &self.applied_ids
+    }
+
+    /// A crash: forget everything applied since the last flush.
+    fn lose_unflushed(&mut self) {
+        let durable = self.durable_applied;
+        self.applied_ids.retain(|_, index| *index <= durable);
+        self.applied = durable;
+        self.batches_since_flush = 0;
     }
 
     /// How many snapshots were restored into this state machine.
@@ -98,6 +112,11 @@ impl StateMachine for TestStateMachine {
             }
             self.fresh.push((entry.index(), fingerprint(entry)));
             self.applied = entry.index();
+        }
+        self.batches_since_flush += 1;
+        if self.batches_since_flush >= self.flush_every {
+            self.durable_applied = self.applied;
+            self.batches_since_flush = 0;
         }
         Ok(())
     }
@@ -137,6 +156,8 @@ impl StateMachine for TestStateMachine {
         self.applied_ids = ids;
         self.applied = meta.index;
         self.restores += 1;
+        self.durable_applied = meta.index;
+        self.batches_since_flush = 0;
         Ok(())
     }
 }
@@ -193,6 +214,9 @@ pub struct ClusterOptions {
     /// Weight of membership changes in [`Cluster::random_step`] (0: none; the other
     /// actions weigh about 800 in total).
     pub membership_changes: u32,
+    /// The state machines make their applies durable every this many batches (0 or 1:
+    /// every batch); a crash loses the rest.
+    pub sm_flush_every: u64,
 }
 
 impl Default for ClusterOptions {
@@ -202,6 +226,7 @@ impl Default for ClusterOptions {
             snapshot_catchup_entries: 5_000,
             max_uncommitted_size: 1 << 30,
             membership_changes: 0,
+            sm_flush_every: 1,
         }
     }
 }
@@ -323,6 +348,7 @@ impl<S: HarnessStore> Cluster<S> {
         let crash = CrashSwitch::default();
         let sm = TestStateMachine {
             crash: crash.clone(),
+            flush_every: self.options.sm_flush_every,
             ..Default::default()
         };
         self.members.insert(
@@ -449,6 +475,7 @@ impl<S: HarnessStore> Cluster<S> {
             return;
         };
         member.reads.clear();
+        member.sm.lose_unflushed();
         self.stats.crashes += 1;
         match node.into_store().recover() {
             Ok(store) => member.stopped_store = Some(store),
@@ -869,6 +896,15 @@ impl<S: HarnessStore> Cluster<S> {
                     ));
                 }
             }
+            for (request, error) in &self.failed {
+                if matches!(error, ProposalError::Overwritten { .. })
+                    && sm.applied_ids.contains_key(request)
+                {
+                    return Err(format!(
+                        "proposal {request} reported overwritten but applied on {id}"
+                    ));
+                }
+            }
             if node.pending_proposals() > 0 || node.pending_reads() > 0 {
                 return Err(format!(
                     "member {id} has {} proposals and {} reads without outcome",
@@ -1073,6 +1109,7 @@ pub fn schedule_options() -> ClusterOptions {
         snapshot_interval: 24,
         snapshot_catchup_entries: 4,
         membership_changes: 4,
+        sm_flush_every: 3,
         ..ClusterOptions::default()
     }
 }
