@@ -145,8 +145,35 @@ pub enum Command {
     Lease(LeaseArgs),
     /// Watches events stream on keys or prefixes
     Watch(WatchArgs),
+    /// Alarm related commands
+    Alarm(AlarmArgs),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(DefragArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader { args: Vec<String> },
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmArgs {
+    #[command(subcommand)]
+    pub command: AlarmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Disarms all alarms
+    Disarm,
+    /// Lists all alarms
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DefragArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +277,12 @@ pub enum EndpointCommand {
     Health,
     /// Prints out the status of endpoints specified in `--endpoints` flag
     Status,
+    /// Prints the KV history hash for each endpoint in --endpoints
+    Hashkv {
+        /// maximum revision to hash (default: all revisions)
+        #[arg(long, default_value = "0", value_parser = go_int)]
+        rev: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -260,8 +293,29 @@ pub struct MemberArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
+    /// Adds a member into the cluster
+    Add {
+        args: Vec<String>,
+        /// comma separated peer URLs for the new member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+        /// indicates if the new member is raft learner
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster
+    Remove { args: Vec<String> },
+    /// Updates a member in the cluster
+    Update {
+        args: Vec<String>,
+        /// comma separated peer URLs for the updated member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+    },
     /// Lists all members in the cluster
     List,
+    /// Promotes a non-voting member in the cluster
+    Promote { args: Vec<String> },
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,13 @@
 //! The commands: each turns parsed arguments into requests, sends them, and
 //! writes what etcdctl would print.
 
-use crate::cli::{self, Command, EndpointCommand, LeaseCommand, MemberCommand};
+use crate::cli::{self, AlarmCommand, Command, EndpointCommand, LeaseCommand, MemberCommand};
 use crate::client::{Client, ClientConfig, Retry};
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::kv::{self, DelOptions, GetOptions, PutOptions};
-use crate::printer::{EndpointHealth, EndpointStatus, Format, Printer};
+use crate::printer::{
+    EndpointHashKv, EndpointHealth, EndpointStatus, Format, MemberChange, Printer,
+};
 use concord_proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use std::ffi::OsString;
@@ -61,10 +63,22 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Endpoint(a) => match a.command {
             EndpointCommand::Health => endpoint_health(a.cluster, ctx).await,
             EndpointCommand::Status => endpoint_status(a.cluster, ctx).await,
+            EndpointCommand::Hashkv { rev } => endpoint_hashkv(a.cluster, rev, ctx).await,
         },
         Command::Member(a) => match a.command {
             MemberCommand::List => member_list(ctx).await,
+            MemberCommand::Add {
+                args,
+                peer_urls,
+                learner,
+            } => member_add(args, peer_urls, learner, ctx).await,
+            MemberCommand::Update { args, peer_urls } => member_update(args, peer_urls, ctx).await,
+            MemberCommand::Remove { args } => member_remove(args, ctx).await,
+            MemberCommand::Promote { args } => member_promote(args, ctx).await,
         },
+        Command::Alarm(a) => alarm(a.command, ctx).await,
+        Command::Defrag(a) => defrag(a.cluster, ctx).await,
+        Command::MoveLeader { args } => move_leader(args, ctx).await,
         Command::Lease(a) => lease(a.command, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
         Command::Version => {
@@ -227,6 +241,336 @@ async fn member_list(ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let client = ctx.client().await?;
     let resp = member_list_response(&client).await?;
     let out = ctx.printer.member_list(&resp)?;
+    ctx.emit(&out)
+}
+
+fn member_id_arg(args: &[String]) -> Result<u64, CtlError> {
+    let [id] = args else {
+        return Err(CtlError::bad_args("member ID is not provided"));
+    };
+    u64::from_str_radix(id, 16).map_err(|_| {
+        CtlError::bad_args(format!(
+            "bad member ID arg (strconv.ParseUint: parsing {}: invalid syntax), expecting ID in Hex",
+            crate::gofmt::quote(id.as_bytes())
+        ))
+    })
+}
+
+fn peer_urls_arg(peer_urls: &str) -> Result<Vec<String>, CtlError> {
+    if peer_urls.is_empty() {
+        return Err(CtlError::bad_args("member peer urls not provided"));
+    }
+    Ok(peer_urls.split(',').map(str::to_owned).collect())
+}
+
+async fn member_add(
+    args: Vec<String>,
+    peer_urls: String,
+    learner: bool,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
+    let name = match args.as_slice() {
+        [] => return Err(CtlError::bad_args("member name not provided")),
+        [name] => name.clone(),
+        _ => {
+            let mut msg = String::from("too many arguments");
+            for a in &args {
+                if a.to_lowercase().starts_with("http") {
+                    msg.push_str(&format!(", did you mean --peer-urls={a}"));
+                }
+            }
+            return Err(CtlError::bad_args(msg));
+        }
+    };
+    let urls = peer_urls_arg(&peer_urls)?;
+    let client = ctx.client().await?;
+    let req = pb::MemberAddRequest {
+        peer_ur_ls: urls,
+        is_learner: learner,
+    };
+    let resp = client
+        .call(Retry::NonRepeatable, req, |c, r| async move {
+            pb::cluster_client::ClusterClient::new(c)
+                .member_add(r)
+                .await
+        })
+        .await?;
+    let new_id = resp.member.as_ref().map_or(0, |m| m.id);
+    let out =
+        ctx.printer
+            .member_change(MemberChange::Added, new_id, resp.header.as_ref(), || {
+                crate::gojson::Obj::new()
+                    .msg("header", resp.header.as_ref().map(crate::gojson::header))
+                    .msg("member", resp.member.as_ref().map(crate::gojson::member))
+                    .msgs(
+                        "members",
+                        resp.members.iter().map(crate::gojson::member).collect(),
+                    )
+                    .finish()
+            })?;
+    ctx.emit(&out)?;
+    if ctx.printer.format == Some(Format::Simple) {
+        // The environment a new member needs to join, from the latest member list.
+        let list = member_list_response(&client).await?;
+        let mut conf = Vec::new();
+        for m in &list.members {
+            for u in &m.peer_ur_ls {
+                let n = if m.id == new_id {
+                    name.as_str()
+                } else {
+                    m.name.as_str()
+                };
+                conf.push(format!("{n}={u}"));
+            }
+        }
+        let q = |s: &str| crate::gofmt::quote(s.as_bytes());
+        let text = format!(
+            "\nETCD_NAME={}\nETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_ADVERTISE_PEER_URLS={}\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n",
+            q(&name),
+            q(&conf.join(",")),
+            q(&peer_urls)
+        );
+        ctx.emit(text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn members_json(header: Option<&pb::ResponseHeader>, members: &[pb::Member]) -> String {
+    crate::gojson::Obj::new()
+        .msg("header", header.map(crate::gojson::header))
+        .msgs(
+            "members",
+            members.iter().map(crate::gojson::member).collect(),
+        )
+        .finish()
+}
+
+async fn member_update(
+    args: Vec<String>,
+    peer_urls: String,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
+    let id = member_id_arg(&args)?;
+    let urls = peer_urls_arg(&peer_urls)?;
+    let client = ctx.client().await?;
+    let req = pb::MemberUpdateRequest {
+        id,
+        peer_ur_ls: urls,
+    };
+    let resp = client
+        .call(Retry::NonRepeatable, req, |c, r| async move {
+            pb::cluster_client::ClusterClient::new(c)
+                .member_update(r)
+                .await
+        })
+        .await?;
+    let out = ctx
+        .printer
+        .member_change(MemberChange::Updated, id, resp.header.as_ref(), || {
+            members_json(resp.header.as_ref(), &resp.members)
+        })?;
+    ctx.emit(&out)
+}
+
+async fn member_remove(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let id = member_id_arg(&args)?;
+    let client = ctx.client().await?;
+    let resp = client
+        .call(
+            Retry::NonRepeatable,
+            pb::MemberRemoveRequest { id },
+            |c, r| async move {
+                pb::cluster_client::ClusterClient::new(c)
+                    .member_remove(r)
+                    .await
+            },
+        )
+        .await?;
+    let out = ctx
+        .printer
+        .member_change(MemberChange::Removed, id, resp.header.as_ref(), || {
+            members_json(resp.header.as_ref(), &resp.members)
+        })?;
+    ctx.emit(&out)
+}
+
+async fn member_promote(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let id = member_id_arg(&args)?;
+    let client = ctx.client().await?;
+    let resp = client
+        .call(
+            Retry::NonRepeatable,
+            pb::MemberPromoteRequest { id },
+            |c, r| async move {
+                pb::cluster_client::ClusterClient::new(c)
+                    .member_promote(r)
+                    .await
+            },
+        )
+        .await?;
+    let out =
+        ctx.printer
+            .member_change(MemberChange::Promoted, id, resp.header.as_ref(), || {
+                members_json(resp.header.as_ref(), &resp.members)
+            })?;
+    ctx.emit(&out)
+}
+
+async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    use pb::alarm_request::AlarmAction;
+    use pb::maintenance_client::MaintenanceClient;
+    let client = ctx.client().await?;
+    let list = client
+        .call(
+            Retry::Repeatable,
+            pb::AlarmRequest::default(),
+            |c, r| async move { MaintenanceClient::new(c).alarm(r).await },
+        )
+        .await?;
+    let resp = match command {
+        AlarmCommand::List => list,
+        AlarmCommand::Disarm => {
+            // clientv3's AlarmDisarm: deactivate every raised alarm, one by one.
+            let mut last = pb::AlarmResponse::default();
+            for a in &list.alarms {
+                let req = pb::AlarmRequest {
+                    action: AlarmAction::Deactivate as i32,
+                    member_id: a.member_id,
+                    alarm: a.alarm,
+                };
+                last = client
+                    .call(Retry::NonRepeatable, req, |c, r| async move {
+                        MaintenanceClient::new(c).alarm(r).await
+                    })
+                    .await?;
+            }
+            last
+        }
+    };
+    let out = ctx.printer.alarm(&resp)?;
+    ctx.emit(&out)
+}
+
+async fn defrag(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let endpoints = target_endpoints(cluster, ctx).await?;
+    let mut failed = false;
+    for ep in endpoints {
+        let result = async {
+            let client = Client::connect_to(&ctx.config, std::slice::from_ref(&ep)).await?;
+            client
+                .call(
+                    Retry::NonRepeatable,
+                    pb::DefragmentRequest::default(),
+                    |c, r| async move {
+                        pb::maintenance_client::MaintenanceClient::new(c)
+                            .defragment(r)
+                            .await
+                    },
+                )
+                .await
+        }
+        .await;
+        match result {
+            Ok(_) => ctx.emit(format!("Finished defragmenting etcd member[{ep}]\n").as_bytes())?,
+            Err(e) => {
+                failed = true;
+                ctx.emit_err(&format!(
+                    "Failed to defragment etcd member[{ep}] ({})\n",
+                    e.message
+                ))?;
+            }
+        }
+    }
+    if failed {
+        return Err(CtlError::silent(ExitCode::Error));
+    }
+    Ok(())
+}
+
+async fn endpoint_hashkv(cluster: bool, rev: i64, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let endpoints = target_endpoints(cluster, ctx).await?;
+    let mut list = Vec::new();
+    let mut failed = false;
+    for ep in endpoints {
+        let result = async {
+            let client = Client::connect_to(&ctx.config, std::slice::from_ref(&ep)).await?;
+            client
+                .call(
+                    Retry::Repeatable,
+                    pb::HashKvRequest { revision: rev },
+                    |c, r| async move {
+                        pb::maintenance_client::MaintenanceClient::new(c)
+                            .hash_kv(r)
+                            .await
+                    },
+                )
+                .await
+        }
+        .await;
+        match result {
+            Ok(hash) => list.push(EndpointHashKv { endpoint: ep, hash }),
+            Err(e) => {
+                failed = true;
+                ctx.emit_err(&format!(
+                    "Failed to get the hash of endpoint {ep} ({})\n",
+                    e.message
+                ))?;
+            }
+        }
+    }
+    let out = ctx.printer.endpoint_hashkv(&list)?;
+    ctx.emit(&out)?;
+    if failed {
+        return Err(CtlError::silent(ExitCode::Error));
+    }
+    Ok(())
+}
+
+async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    use pb::maintenance_client::MaintenanceClient;
+    let [target] = args.as_slice() else {
+        return Err(CtlError::bad_args("move-leader command needs 1 argument"));
+    };
+    let target = u64::from_str_radix(target, 16).map_err(|_| {
+        CtlError::bad_args(format!(
+            "strconv.ParseUint: parsing {}: invalid syntax",
+            crate::gofmt::quote(target.as_bytes())
+        ))
+    })?;
+    // The request must go to the current leader: find it among the endpoints.
+    let mut leader = None;
+    for ep in &ctx.config.endpoints {
+        let client = Client::connect_to(&ctx.config, std::slice::from_ref(ep)).await?;
+        let status = client
+            .call(
+                Retry::Repeatable,
+                pb::StatusRequest::default(),
+                |c, r| async move { MaintenanceClient::new(c).status(r).await },
+            )
+            .await?;
+        if status
+            .header
+            .as_ref()
+            .is_some_and(|h| h.member_id == status.leader)
+        {
+            leader = Some((client, status.leader));
+            break;
+        }
+    }
+    let Some((client, leader_id)) = leader else {
+        return Err(CtlError::bad_args(format!(
+            "no leader endpoint given at [{}]",
+            ctx.config.endpoints.join(" ")
+        )));
+    };
+    let resp = client
+        .call(
+            Retry::NonRepeatable,
+            pb::MoveLeaderRequest { target_id: target },
+            |c, r| async move { MaintenanceClient::new(c).move_leader(r).await },
+        )
+        .await?;
+    let out = ctx.printer.move_leader(leader_id, target, &resp)?;
     ctx.emit(&out)
 }
 

@@ -389,6 +389,147 @@ impl Printer {
         }
     }
 
+    /// `member add|update|remove|promote`: a one-line summary in simple
+    /// format, the raw response in json; etcdctl 3.4 has no fields/table form.
+    pub fn member_change(
+        &self,
+        verb: MemberChange,
+        id: u64,
+        header: Option<&pb::ResponseHeader>,
+        json: impl FnOnce() -> String,
+    ) -> Result<Output, CtlError> {
+        match self.fmt() {
+            Format::Simple => {
+                let cluster = header.map_or(0, |h| h.cluster_id);
+                let what = match verb {
+                    MemberChange::Added => "added to",
+                    MemberChange::Updated => "updated in",
+                    MemberChange::Removed => "removed from",
+                    MemberChange::Promoted => "promoted in",
+                };
+                text(format!("Member {id:16x} {what} cluster {cluster:16x}\n"))
+            }
+            Format::Json => text(json() + "\n"),
+            other => Err(other.unsupported()),
+        }
+    }
+
+    pub fn alarm(&self, r: &pb::AlarmResponse) -> Result<Output, CtlError> {
+        match self.fmt() {
+            Format::Simple => {
+                let mut out = String::new();
+                for a in &r.alarms {
+                    let _ = writeln!(
+                        out,
+                        "memberID:{} alarm:{} ",
+                        a.member_id,
+                        alarm_name(a.alarm)
+                    );
+                }
+                text(out)
+            }
+            Format::Json => {
+                let alarms = r
+                    .alarms
+                    .iter()
+                    .map(|a| {
+                        Obj::new()
+                            .uint("memberID", a.member_id)
+                            .int("alarm", i64::from(a.alarm))
+                            .finish()
+                    })
+                    .collect();
+                text(
+                    Obj::new()
+                        .msg("header", r.header.as_ref().map(gojson::header))
+                        .msgs("alarms", alarms)
+                        .finish()
+                        + "\n",
+                )
+            }
+            Format::Fields => {
+                let mut out = String::new();
+                fields_header(&mut out, r.header.as_ref());
+                for a in &r.alarms {
+                    let _ = writeln!(out, "\"MemberID\" : {}", a.member_id);
+                    let _ = writeln!(out, "\"AlarmType\" : {}", alarm_name(a.alarm));
+                    out.push('\n');
+                }
+                text(out)
+            }
+            Format::Protobuf => Ok(r.encode_to_vec()),
+            Format::Table => Err(self.fmt().unsupported()),
+        }
+    }
+
+    pub fn endpoint_hashkv(&self, list: &[EndpointHashKv]) -> Result<Output, CtlError> {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|h| vec![h.endpoint.clone(), h.hash.hash.to_string()])
+            .collect();
+        match self.fmt() {
+            Format::Simple => text(simple_rows(&rows)),
+            Format::Json => {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|h| {
+                        let r = &h.hash;
+                        let inner = Obj::new()
+                            .msg("header", r.header.as_ref().map(gojson::header))
+                            .uint("hash", u64::from(r.hash))
+                            .int("compact_revision", r.compact_revision)
+                            .finish();
+                        Obj::new()
+                            .string_always("Endpoint", &h.endpoint)
+                            .raw("HashKV", &inner)
+                            .finish()
+                    })
+                    .collect();
+                text(format!("[{}]\n", items.join(",")))
+            }
+            Format::Fields => {
+                let mut out = String::new();
+                for h in list {
+                    fields_header(&mut out, h.hash.header.as_ref());
+                    let _ = writeln!(
+                        out,
+                        "\"Endpoint\" : {}",
+                        gofmt::quote(h.endpoint.as_bytes())
+                    );
+                    let _ = writeln!(out, "\"Hash\" : {}", h.hash.hash);
+                    out.push('\n');
+                }
+                text(out)
+            }
+            Format::Table => text(table::render(&["endpoint", "hash"], &rows)),
+            Format::Protobuf => Err(self.fmt().unsupported()),
+        }
+    }
+
+    pub fn move_leader(
+        &self,
+        from: u64,
+        to: u64,
+        r: &pb::MoveLeaderResponse,
+    ) -> Result<Output, CtlError> {
+        match self.fmt() {
+            Format::Simple => text(format!("Leadership transferred from {from:x} to {to:x}\n")),
+            Format::Json => text(
+                Obj::new()
+                    .msg("header", r.header.as_ref().map(gojson::header))
+                    .finish()
+                    + "\n",
+            ),
+            Format::Fields => {
+                let mut out = String::new();
+                fields_header(&mut out, r.header.as_ref());
+                text(out)
+            }
+            Format::Protobuf => Ok(r.encode_to_vec()),
+            Format::Table => Err(self.fmt().unsupported()),
+        }
+    }
+
     pub fn lease_grant(&self, r: &pb::LeaseGrantResponse) -> Result<Output, CtlError> {
         match self.fmt() {
             Format::Simple => text(format!(
@@ -605,6 +746,31 @@ impl Printer {
             }
             Format::Table => Err(self.fmt().unsupported()),
         }
+    }
+}
+
+/// What happened to a member, for `member_change`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Added,
+    Updated,
+    Removed,
+    Promoted,
+}
+
+/// One `endpoint hashkv` result.
+#[derive(Debug, Clone)]
+pub struct EndpointHashKv {
+    pub endpoint: String,
+    pub hash: pb::HashKvResponse,
+}
+
+fn alarm_name(alarm: i32) -> &'static str {
+    match pb::AlarmType::try_from(alarm) {
+        Ok(pb::AlarmType::None) => "NONE",
+        Ok(pb::AlarmType::Nospace) => "NOSPACE",
+        Ok(pb::AlarmType::Corrupt) => "CORRUPT",
+        Err(_) => "UNKNOWN",
     }
 }
 
