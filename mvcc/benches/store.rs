@@ -67,8 +67,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let key_len = key(0).len();
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
     let opts = StoreOptions::default();
+    // `OPEN_ONLY=<dir>`: only open a store a previous run kept (`KEEP=<dir>`) and
+    // measure what the rebuilt key index costs in a fresh process.
+    if let Ok(kept) = std::env::var("OPEN_ONLY") {
+        let before = rss_bytes();
+        let timer = Timer::start();
+        let store = Store::open(std::path::Path::new(&kept), opts)?;
+        let n = store.indexed_keys();
+        timer.report("open (rebuild the key index)", n);
+        let grown = rss_bytes().saturating_sub(before) as f64 / n as f64;
+        println!(
+            "RSS growth per key after open: {grown:.0} B ({:.0} B beyond the {key_len}-byte key)",
+            grown - key_len as f64
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
     println!(
         "keys: {keys}, key {key_len} B, value {VALUE_LEN} B, rounds of {ROUND}, block cache {} MiB, memtable {} MiB",
         opts.cache_size_bytes >> 20,
@@ -131,21 +146,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Overwrites of existing keys: each also reads the previous value for the
     // event's prev_kv.
-    let updates = keys / 5;
-    let timer = Timer::start();
-    for chunk in order[..updates].chunks(ROUND) {
-        let mut batch = store.write_batch();
-        for &k in chunk {
-            rng.fill_bytes(&mut value);
-            batch.put(&PutRequest {
-                key: key(k),
-                value: value.clone(),
-                ..Default::default()
-            })?;
+    let updates = keys / 10;
+    for (name, event_prev_kv, part) in [
+        (
+            "put (overwrite, random existing keys, events with prev_kv)",
+            true,
+            0,
+        ),
+        (
+            "put (overwrite, random existing keys, events without prev_kv)",
+            false,
+            1,
+        ),
+    ] {
+        let timer = Timer::start();
+        for chunk in order[part * updates..(part + 1) * updates].chunks(ROUND) {
+            let mut batch = store.write_batch();
+            batch.set_event_prev_kv(event_prev_kv);
+            for &k in chunk {
+                rng.fill_bytes(&mut value);
+                batch.put(&PutRequest {
+                    key: key(k),
+                    value: value.clone(),
+                    ..Default::default()
+                })?;
+            }
+            batch.commit()?;
         }
-        batch.commit()?;
+        timer.report(name, updates);
     }
-    timer.report("put (overwrite, random existing keys)", updates);
 
     let per_key = |rss: u64| (rss.saturating_sub(rss_start)) as f64 / keys as f64;
     println!(
@@ -178,5 +207,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss_reopened.saturating_sub(rss_closed) as f64 / keys as f64 - key_len as f64
     );
     println!("db size on disk: {} MiB", store.db_size()? >> 20);
+    if let Ok(keep) = std::env::var("KEEP") {
+        drop(store);
+        std::fs::rename(dir.path(), &keep)?;
+        println!("kept the store in {keep}");
+    }
     Ok(())
 }

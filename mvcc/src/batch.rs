@@ -78,6 +78,8 @@ pub struct WriteBatch<'a> {
     changes: Vec<PendingChange>,
     meta_ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     applied_index: Option<u64>,
+    /// Whether events carry `prev_kv` (costs a backend read per overwrite).
+    event_prev_kv: bool,
     finished: bool,
 }
 
@@ -123,8 +125,17 @@ impl<'a> WriteBatch<'a> {
             changes: Vec::new(),
             meta_ops: Vec::new(),
             applied_index: None,
+            event_prev_kv: true,
             finished: false,
         }
+    }
+
+    /// Whether the events of later writes in this batch carry `prev_kv` (on by
+    /// default). Filling it costs a backend read per overwritten or deleted key;
+    /// the server can turn it off for rounds in which no watcher wants it.
+    /// Responses' own `prev_kv` (requested by the client) are unaffected.
+    pub fn set_event_prev_kv(&mut self, on: bool) {
+        self.event_prev_kv = on;
     }
 
     /// The revision after the writes made so far in this batch.
@@ -427,13 +438,15 @@ impl<'a> WriteBatch<'a> {
             encoded: kv.encode_to_vec(),
         });
         let prev = match prev_point {
-            Some(p) => Some(self.fetch_required(p.revision())?),
-            None => None,
+            Some(p) if req.prev_kv || self.event_prev_kv => {
+                Some(self.fetch_required(p.revision())?)
+            }
+            _ => None,
         };
         ctx.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: prev.clone(),
+            prev_kv: prev.clone().filter(|_| self.event_prev_kv),
         });
         Ok(PutResponse {
             header: Some(read::header(main)),
@@ -459,7 +472,11 @@ impl<'a> WriteBatch<'a> {
         let mut prev_kvs = Vec::new();
         let deleted = i64::try_from(targets.len()).unwrap_or(i64::MAX);
         for (key, rev) in targets {
-            let prev = self.fetch_required(rev)?;
+            let prev = if want_prev || self.event_prev_kv {
+                Some(self.fetch_required(rev)?)
+            } else {
+                None
+            };
             let main = ctx.begin + 1;
             let point = Point {
                 main,
@@ -480,9 +497,9 @@ impl<'a> WriteBatch<'a> {
                     mod_revision: main,
                     ..Default::default()
                 }),
-                prev_kv: Some(prev.clone()),
+                prev_kv: prev.clone().filter(|_| self.event_prev_kv),
             });
-            if want_prev {
+            if let Some(prev) = prev.filter(|_| want_prev) {
                 prev_kvs.push(prev);
             }
         }
