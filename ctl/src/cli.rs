@@ -151,8 +151,110 @@ pub enum Command {
     Defrag(DefragArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader { args: Vec<String> },
+    /// Enable or disable authentication
+    Auth(AuthArgs),
+    /// User related commands
+    User(UserArgs),
+    /// Role related commands
+    Role(RoleArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Disables authentication
+    Disable,
+    /// Enables authentication
+    Enable,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a new user
+    Add {
+        args: Vec<String>,
+        /// Read password from stdin instead of interactive terminal
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+        interactive: bool,
+        /// Create a user without password (CN based auth only)
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Deletes a user
+    Delete { args: Vec<String> },
+    /// Gets detailed information of a user
+    Get {
+        args: Vec<String>,
+        /// Show permissions of roles granted to the user
+        #[arg(long)]
+        detail: bool,
+    },
+    /// Lists all users
+    List,
+    /// Changes password of user
+    Passwd {
+        args: Vec<String>,
+        /// If true, read password from stdin instead of interactive terminal
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+        interactive: bool,
+    },
+    /// Grants a role to a user
+    GrantRole { args: Vec<String> },
+    /// Revokes a role from a user
+    RevokeRole { args: Vec<String> },
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(subcommand)]
+    pub command: RoleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Adds a new role
+    Add { args: Vec<String> },
+    /// Deletes a role
+    Delete { args: Vec<String> },
+    /// Gets detailed information of a role
+    Get { args: Vec<String> },
+    /// Lists all roles
+    List,
+    /// Grants a key to a role
+    GrantPermission {
+        args: Vec<String>,
+        /// grant a prefix permission
+        #[arg(long)]
+        prefix: bool,
+        /// grant a permission of keys that are greater than or equal to the given key using byte compare
+        #[arg(long)]
+        from_key: bool,
+    },
+    /// Revokes a key from a role
+    RevokePermission {
+        args: Vec<String>,
+        /// revoke a prefix permission
+        #[arg(long)]
+        prefix: bool,
+        /// revoke a permission of keys that are greater than or equal to the given key using byte compare
+        #[arg(long)]
+        from_key: bool,
+    },
 }
 
 #[derive(Debug, Args)]

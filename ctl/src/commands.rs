@@ -43,7 +43,7 @@ impl Context<'_> {
             .map_err(|e| CtlError::new(ExitCode::Io, e.to_string()))
     }
 
-    async fn client(&self) -> Result<Client, CtlError> {
+    pub(crate) async fn client(&self) -> Result<Client, CtlError> {
         Client::connect(&self.config).await
     }
 }
@@ -79,6 +79,9 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Alarm(a) => alarm(a.command, ctx).await,
         Command::Defrag(a) => defrag(a.cluster, ctx).await,
         Command::MoveLeader { args } => move_leader(args, ctx).await,
+        Command::Auth(a) => crate::auth::auth(a.command, ctx).await,
+        Command::User(a) => crate::auth::user(a.command, ctx).await,
+        Command::Role(a) => crate::auth::role(a.command, ctx).await,
         Command::Lease(a) => lease(a.command, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
         Command::Version => {

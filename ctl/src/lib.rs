@@ -15,6 +15,7 @@
 //! assert_eq!(out, b"OK\n");
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;
