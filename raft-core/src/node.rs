@@ -731,14 +731,32 @@ impl<S: LogStore> Node<S> {
                 }
             };
             self.proposals.on_applied(index, term, id, &mut results);
+            let ends_batch = matches!(committed, Committed::ConfChange { .. });
             batch.push(committed);
+            if ends_batch {
+                // A batch ends at each conf change, so that at most the latest
+                // ConfState is persisted ahead of the state machine (see the
+                // `StateMachine` contract).
+                self.apply_batch(&mut batch, &mut results, sm, outcome)?;
+            }
         }
+        self.apply_batch(&mut batch, &mut results, sm, outcome)
+    }
+
+    fn apply_batch(
+        &mut self,
+        batch: &mut Vec<Committed>,
+        results: &mut Vec<ProposalOutcome>,
+        sm: &mut impl StateMachine,
+        outcome: &mut ReadyOutcome,
+    ) -> Result<()> {
         let Some(last) = batch.last().map(Committed::index) else {
             return Ok(());
         };
-        sm.apply(&batch).map_err(sm_err)?;
+        sm.apply(batch).map_err(sm_err)?;
         self.applied = last;
-        outcome.proposals.append(&mut results);
+        batch.clear();
+        outcome.proposals.append(results);
         Ok(())
     }
 

@@ -71,6 +71,11 @@ impl Committed {
 ///   one. The state machine persists its applied index together with its data; it may
 ///   do so lazily (without fsync): after a crash the node re-delivers every entry after
 ///   the durable `applied_index()` and none at or before it.
+/// - A batch that ends with a [`Committed::ConfChange`] must be durable when `apply`
+///   returns (sync the backend). The driver persists the new ConfState in the log
+///   store just before, and ends a batch at every conf change, so after a crash at most
+///   the latest conf change is re-delivered, onto a configuration that already contains
+///   it (where re-applying it is a no-op or is refused, leaving it unchanged).
 /// - `snapshot` serialises the state at `applied_index()`.
 /// - `restore` replaces the whole state by a snapshot's (from the leader, or at start-up
 ///   when the log was compacted past the durable applied index). Empty `data` means the

@@ -35,6 +35,8 @@ pub struct TestStateMachine {
     applied_ids: BTreeMap<u64, u64>,
     /// Fingerprints of entries applied since the harness last looked.
     fresh: Vec<(u64, u64)>,
+    /// Configurations resulting from conf changes applied since the harness last looked.
+    fresh_confs: Vec<(u64, String)>,
     violations: Vec<String>,
     crash: CrashSwitch,
     restores: u64,
@@ -111,10 +113,32 @@ impl StateMachine for TestStateMachine {
                 _ => {}
             }
             self.fresh.push((entry.index(), fingerprint(entry)));
+            if let Committed::ConfChange {
+                index,
+                conf_state: Some(cs),
+                ..
+            } = entry
+            {
+                let sorted = |v: &[u64]| {
+                    let mut v = v.to_vec();
+                    v.sort_unstable();
+                    v
+                };
+                let conf = format!(
+                    "voters {:?} outgoing {:?} learners {:?} next {:?} auto_leave {}",
+                    sorted(&cs.voters),
+                    sorted(&cs.voters_outgoing),
+                    sorted(&cs.learners),
+                    sorted(&cs.learners_next),
+                    cs.auto_leave
+                );
+                self.fresh_confs.push((*index, conf));
+            }
             self.applied = entry.index();
         }
         self.batches_since_flush += 1;
-        if self.batches_since_flush >= self.flush_every {
+        let ends_with_conf_change = matches!(entries.last(), Some(Committed::ConfChange { .. }));
+        if self.batches_since_flush >= self.flush_every || ends_with_conf_change {
             self.durable_applied = self.applied;
             self.batches_since_flush = 0;
         }
@@ -246,6 +270,7 @@ pub struct Cluster<S: HarnessStore = MemLogStore> {
     committed_terms: BTreeMap<u64, u64>,
     checked_commit: BTreeMap<u64, u64>,
     applied_fingerprints: BTreeMap<u64, u64>,
+    applied_confs: BTreeMap<u64, String>,
     /// Proposals acknowledged (applied on the proposer): id -> index.
     acked: BTreeMap<u64, u64>,
     /// Proposals that failed: id -> error.
@@ -316,6 +341,7 @@ impl<S: HarnessStore> Cluster<S> {
             committed_terms: BTreeMap::new(),
             checked_commit: BTreeMap::new(),
             applied_fingerprints: BTreeMap::new(),
+            applied_confs: BTreeMap::new(),
             acked: BTreeMap::new(),
             failed: BTreeMap::new(),
             reads_done: BTreeMap::new(),
@@ -732,6 +758,17 @@ impl<S: HarnessStore> Cluster<S> {
             let seen = *self.applied_fingerprints.entry(index).or_insert(fp);
             if seen != fp {
                 violations.push(format!("member {id} applied a different entry at {index}"));
+            }
+        }
+        for (index, conf) in std::mem::take(&mut member.sm.fresh_confs) {
+            let seen = self
+                .applied_confs
+                .entry(index)
+                .or_insert_with(|| conf.clone());
+            if *seen != conf {
+                violations.push(format!(
+                    "member {id} reached configuration {conf} at {index}, others {seen}"
+                ));
             }
         }
         if let Some(node) = member.node.as_ref() {
