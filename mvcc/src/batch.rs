@@ -172,7 +172,8 @@ impl<'a> WriteBatch<'a> {
     /// etcd's Txn: compares (of this and every nested txn on the taken path) are
     /// evaluated against the state before the txn; all writes share one revision
     /// with increasing sub-revisions; a txn that changes nothing uses no
-    /// revision. Nested responses carry `header.revision` too.
+    /// revision. Nested range / put / delete responses carry `header.revision`
+    /// as etcd's do; a nested txn's header is empty, as in etcd.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<(TxnResponse, Vec<Event>), Error> {
         txn::check_txn(req, self.store.opts.max_txn_ops)?;
         self.apply(|b, ctx| {
@@ -180,7 +181,9 @@ impl<'a> WriteBatch<'a> {
             b.txn_path(ctx.read_rev(), req, &mut path)?;
             b.check_path_puts(req, &path, &mut 0)?;
             b.check_path_ranges(ctx.begin, req, &path, &mut 0)?;
-            b.run_txn(ctx, req, &path, &mut 0)
+            let mut resp = b.run_txn(ctx, req, &path, &mut 0)?;
+            resp.header = Some(read::header(ctx.read_rev()));
+            Ok(resp)
         })
     }
 
@@ -650,7 +653,9 @@ impl<'a> WriteBatch<'a> {
             });
         }
         Ok(TxnResponse {
-            header: Some(read::header(ctx.read_rev())),
+            // etcd leaves a nested txn's header empty; the caller fills the
+            // top-level one.
+            header: Some(Default::default()),
             succeeded: ok,
             responses,
         })

@@ -12,9 +12,19 @@
 //!   produced.
 //! - Errors with etcd's messages ([`Error`]).
 //!
-//! Responses carry the revision in `header.revision`
-//! (`Some(ResponseHeader { revision, ..Default::default() })`); the server fills
-//! the header's other fields.
+//! Conventions the server and the watch crate rely on:
+//! - Responses carry the revision in `header.revision`
+//!   (`Some(ResponseHeader { revision, ..Default::default() })`); the server fills
+//!   the other header fields of the top-level response.
+//! - Every write returns its events in execution order (PUT with `kv`; DELETE
+//!   with `kv = { key, mod_revision }`), each with `prev_kv` unless
+//!   [`WriteBatch::set_event_prev_kv`] turned that off. [`Store::events`] serves
+//!   history to watchers that fell behind.
+//! - Error texts are etcd's. On the wire etcd prefixes the mvcc ones:
+//!   `Compacted` / `FutureRevision` travel as gRPC `OutOfRange` with
+//!   `"etcdserver: " + text`; the `etcdserver:` errors are `InvalidArgument`.
+//! - `StoreOptions::max_txn_ops` is etcd's `--max-txn-ops`; the request-size
+//!   limit and lease existence are the server's business.
 //!
 //! ```
 //! use concord_mvcc::{Store, StoreOptions};

@@ -382,7 +382,7 @@ impl Model {
             responses.push(ResponseOp { response: Some(r) });
         }
         Ok(TxnResponse {
-            header: hdr(tx.read_rev()),
+            header: Some(ResponseHeader::default()),
             succeeded: ok,
             responses,
         })
@@ -398,7 +398,9 @@ impl Model {
             m.path(req, m.rev, &mut path);
             m.path_checks(req, &path, &mut 0, false)?;
             m.path_checks(req, &path, &mut 0, true)?;
-            m.run(tx, req, &path, &mut 0)
+            let mut resp = m.run(tx, req, &path, &mut 0)?;
+            resp.header = hdr(tx.read_rev());
+            Ok(resp)
         })
     }
 
