@@ -49,7 +49,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            cache_size_bytes: 32 * 1024 * 1024,
+            cache_size_bytes: 16 * 1024 * 1024,
             memtable_size_bytes: 16 * 1024 * 1024,
             sync_on_commit: false,
             max_txn_ops: 128,
