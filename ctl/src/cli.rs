@@ -157,8 +157,22 @@ pub enum Command {
     User(UserArgs),
     /// Role related commands
     Role(RoleArgs),
+    /// Manages etcd node snapshots
+    Snapshot(SnapshotArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stores an etcd node backend snapshot to a given file
+    Save { args: Vec<String> },
 }
 
 #[derive(Debug, Args)]

@@ -79,6 +79,9 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Alarm(a) => alarm(a.command, ctx).await,
         Command::Defrag(a) => defrag(a.cluster, ctx).await,
         Command::MoveLeader { args } => move_leader(args, ctx).await,
+        Command::Snapshot(a) => match a.command {
+            cli::SnapshotCommand::Save { args } => snapshot_save(args, ctx).await,
+        },
         Command::Auth(a) => crate::auth::auth(a.command, ctx).await,
         Command::User(a) => crate::auth::user(a.command, ctx).await,
         Command::Role(a) => crate::auth::role(a.command, ctx).await,
@@ -575,6 +578,65 @@ async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), Ctl
         .await?;
     let out = ctx.printer.move_leader(leader_id, target, &resp)?;
     ctx.emit(&out)
+}
+
+/// `snapshot save`: streams the member's backend into `<path>.part`, syncs it
+/// and renames it into place, so a partial download never looks complete.
+async fn snapshot_save(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    use std::io::Write as _;
+    let [path] = args.as_slice() else {
+        return Err(CtlError::bad_args("snapshot save expects one argument"));
+    };
+    let interrupted = |m: String| CtlError::new(ExitCode::Interrupted, m);
+    if ctx.config.endpoints.len() != 1 {
+        return Err(interrupted(format!(
+            "snapshot must be requested to one selected node, not multiple [{}]",
+            ctx.config.endpoints.join(" ")
+        )));
+    }
+    let part = format!("{path}.part");
+    let mut file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&part).map_err(|e| {
+            interrupted(format!(
+                "could not open {part} ({})",
+                go_io_error(&e, "open", &part)
+            ))
+        })?
+    };
+    let client = ctx.client().await?;
+    let download = async {
+        let mut stream = pb::maintenance_client::MaintenanceClient::new(client.channel())
+            .snapshot(client.request(pb::SnapshotRequest {}))
+            .await
+            .map_err(|s| status_message(&s))?
+            .into_inner();
+        while let Some(chunk) = stream.message().await.map_err(|s| status_message(&s))? {
+            file.write_all(&chunk.blob).map_err(|e| e.to_string())?;
+        }
+        file.sync_all().map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(client.command_timeout(), download).await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => return Err(interrupted(message)),
+        Err(_) => return Err(interrupted("context deadline exceeded".to_owned())),
+    }
+    std::fs::rename(&part, path)
+        .map_err(|e| interrupted(format!("could not rename {part} to {path} ({e})")))?;
+    ctx.emit(format!("Snapshot saved at {path}\n").as_bytes())
+}
+
+/// Go's `*PathError` text, e.g. `open /x: no such file or directory`.
+fn go_io_error(e: &std::io::Error, op: &str, path: &str) -> String {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    };
+    format!("{op} {path}: {reason}")
 }
 
 /// The endpoints `endpoint` subcommands act on: the flag's, or with

@@ -627,6 +627,40 @@ fn member_and_maintenance_commands_match_etcdctl() {
     assert_lines_equal(&transcripts[0], &transcripts[1]);
 }
 
+#[test]
+fn snapshot_save_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    for (k, v) in [("a", "1"), ("b", "2")] {
+        let block = run("etcdctl", etcd.endpoint(), &["put", k, v], "");
+        assert!(block.ends_with("rc=0\n"), "{block}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for tool in ["etcdctl", CONCORDCTL] {
+        let path = dir.path().join(format!("{}.db", files.len()));
+        let path_text = path.to_str().unwrap().to_owned();
+        let block = run(tool, etcd.endpoint(), &["snapshot", "save", &path_text], "");
+        let block = block.replace(&path_text, "<PATH>");
+        let expected =
+            "$ snapshot save <PATH>\n--- stdout\nSnapshot saved at <PATH>\n--- stderr\n--- rc=0\n";
+        assert_eq!(block, expected, "{tool}");
+        files.push(std::fs::read(&path).unwrap());
+    }
+    assert!(!files[0].is_empty());
+    assert!(files[0] == files[1], "snapshot bytes differ from etcdctl's");
+    for args in [
+        &["snapshot", "save"][..],
+        &["snapshot", "save", "/nonexistent/dir/x.db"],
+    ] {
+        let expected = run("etcdctl", etcd.endpoint(), args, "");
+        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
+        assert_lines_equal(&expected, &actual);
+    }
+}
+
 /// User, role and auth management, replayed on fresh members.
 const AUTH_SCENARIO: &[Step<'_>] = &[
     (&["user", "add", "root:pw"], ""),
