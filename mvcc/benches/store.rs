@@ -2,7 +2,10 @@
 //! puts/s (in apply rounds of `ROUND` puts), point gets/s (random and
 //! sequential key order, one thread), and resident memory per key.
 //!
-//! `cargo bench -p concord-mvcc --bench store` (env `KEYS` overrides the count).
+//! `cargo bench -p concord-mvcc --bench store`. Environment: `KEYS` (default
+//! 1,000,000), `BENCH_DIR` (where the store lives; default the temp dir),
+//! `GETS=sequential|random` (one get phase only), `SKIP_REOPEN`, `KEEP=<dir>` (keep
+//! the store) and `OPEN_ONLY=<dir>` (only open a kept store in a fresh process).
 
 use std::time::Instant;
 
@@ -83,7 +86,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    let dir = match std::env::var("BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d)?,
+        Err(_) => tempfile::tempdir()?,
+    };
     println!(
         "keys: {keys}, key {key_len} B, value {VALUE_LEN} B, rounds of {ROUND}, block cache {} MiB, memtable {} MiB",
         opts.cache_size_bytes >> 20,
