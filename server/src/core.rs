@@ -129,7 +129,16 @@ impl Core {
             let outcome = if leader == self.member_id {
                 self.raft.propose_local(data.clone()).await.map(|completed| (completed.result, completed.index))
             } else {
-                self.forward(leader, request.clone()).await
+                match self.forward(leader, request.clone()).await {
+                    Err(ForwardError::NotSent) => {
+                        // The leader is unreachable and the request never left: wait for
+                        // raft to elect another leader, then try again.
+                        self.wait_for_leader_other_than(leader).await;
+                        continue;
+                    }
+                    Err(ForwardError::Failed(error)) => Err(error),
+                    Ok(done) => Ok(done),
+                }
             };
             match outcome {
                 Ok((result, index)) => {
@@ -147,21 +156,31 @@ impl Core {
         }
     }
 
-    async fn forward(&self, leader: u64, request: InternalRequest) -> Result<(ApplyResult, u64), EtcdError> {
-        let mut client = self.forward_client(leader)?;
-        let response = client
-            .propose(ForwardRequest { request: Some(request) })
-            .await
-            .map_err(|status| {
-                if status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver:") {
-                    self.forward_clients.lock().remove(&leader);
-                    EtcdError::timeout_due_to_connection_lost()
-                } else {
-                    EtcdError { code: status.code(), message: status.message().to_string() }
-                }
-            })?
-            .into_inner();
-        let result = response.result.ok_or_else(|| EtcdError::internal("empty forward response"))?;
+    async fn wait_for_leader_other_than(&self, leader: u64) {
+        // An election passes through "no leader"; wait for its outcome.
+        while matches!(self.raft.status.leader(), current if current == leader || current == 0) {
+            tokio::time::sleep(self.config.heartbeat_interval).await;
+        }
+    }
+
+    async fn forward(&self, leader: u64, request: InternalRequest) -> Result<(ApplyResult, u64), ForwardError> {
+        let mut client = self.forward_client(leader).map_err(ForwardError::Failed)?;
+        let response = client.propose(ForwardRequest { request: Some(request) }).await.map_err(|status| {
+            if status.message().starts_with("etcdserver:") {
+                return ForwardError::Failed(EtcdError { code: status.code(), message: status.message().to_string() });
+            }
+            self.forward_clients.lock().remove(&leader);
+            if never_sent(&status) {
+                ForwardError::NotSent
+            } else {
+                // The request may or may not have reached the leader.
+                ForwardError::Failed(EtcdError::timeout_due_to_connection_lost())
+            }
+        })?;
+        let response = response.into_inner();
+        let result = response
+            .result
+            .ok_or_else(|| ForwardError::Failed(EtcdError::internal("empty forward response")))?;
         Ok((result, response.applied_index))
     }
 
@@ -197,6 +216,26 @@ impl Core {
             raft_term: completed.term,
         })
     }
+}
+
+/// Why forwarding to the leader failed.
+enum ForwardError {
+    /// No connection to the leader could be made: the request surely did not reach it.
+    NotSent,
+    /// The leader answered with an error, or the outcome is unknown.
+    Failed(EtcdError),
+}
+
+/// Whether a transport failure happened before the request could be sent (the
+/// connection was never established), as opposed to a connection lost mid-request.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut text = format!("{} {:?}", status.message(), status);
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("No route to host")
 }
 
 /// Unpacks an apply result into the response it must be, or its error.

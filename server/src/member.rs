@@ -31,10 +31,13 @@ use crate::transport::{Inbound, PeerTransport};
 /// Largest gRPC message a client may send: the request limit plus etcd's 512 KiB of
 /// slack for framing, so that an oversized request gets etcd's own error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// No client message larger than this is even decoded.
+const HARD_MESSAGE_CAP_BYTES: usize = 64 * 1024 * 1024;
 
 /// A started member.
 pub struct RunningMember {
     pub core: Arc<Core>,
+    transport: PeerTransport,
     shutdown: watch::Sender<bool>,
     driver_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -43,6 +46,8 @@ pub struct RunningMember {
 impl RunningMember {
     /// Stops serving, then stops raft. Everything acknowledged is already durable.
     pub async fn stop(mut self) {
+        // Peers' open raft streams would otherwise hold the peer listener's drain.
+        self.transport.stop();
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
@@ -288,7 +293,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
 
     // Clients.
     let client_tls = crate::tls::client_server_config(&config)?;
-    let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    // Requests up to the hard cap reach the handlers, which refuse anything over
+    // --max-request-bytes with etcd's own error.
+    let max_message = (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
     for url in &config.listen_client_urls {
         let routes = tonic::service::Routes::new(
             KvServer::new(api::kv::KvService::new(core.clone())).max_decoding_message_size(max_message),
@@ -309,7 +316,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
 
     tasks.push(tokio::spawn(publish(core.clone(), shutdown_rx.clone())));
 
-    Ok(RunningMember { core, shutdown: shutdown_tx, driver_thread: Some(driver_thread), tasks })
+    Ok(RunningMember { core, transport, shutdown: shutdown_tx, driver_thread: Some(driver_thread), tasks })
 }
 
 async fn wait_for_shutdown(mut shutdown: watch::Receiver<bool>) {

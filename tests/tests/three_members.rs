@@ -18,12 +18,19 @@ async fn writes_anywhere_are_read_everywhere() -> anyhow::Result<()> {
         let got = client.get("from-", Some(GetOptions::new().with_prefix())).await?;
         assert_eq!(got.kvs().len(), 3, "member {reader} sees every write (linearizable read)");
     }
+    // Each member publishes its name and client URLs through raft once it serves.
     let mut client = cluster.member_client(0).await?;
-    let members = client.member_list().await?;
-    assert_eq!(members.members().len(), 3);
-    for member in members.members() {
-        assert!(!member.name().is_empty());
-        assert_eq!(member.client_urls().len(), 1, "{member:?} published its client URL");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = client.member_list().await?;
+        assert_eq!(members.members().len(), 3);
+        let published = members.members().iter().filter(|m| m.client_urls().len() == 1).count();
+        if published == 3 {
+            assert!(members.members().iter().all(|m| !m.name().is_empty()));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "members never published: {members:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
