@@ -13,6 +13,7 @@ use concord_proto::concordpb::{
 use concord_proto::etcdserverpb::{
     CompactionResponse, Member, PutRequest, RequestOp, TxnRequest, request_op,
 };
+use concord_proto::mvccpb::Event;
 use concord_raft_core::{BoxError, Committed, StateMachine};
 use parking_lot::RwLock;
 use prost::Message;
@@ -33,7 +34,11 @@ pub struct Backend {
 impl Backend {
     pub fn open(dir: PathBuf, options: StoreOptions) -> Result<Backend, concord_mvcc::Error> {
         let store = Store::open(&dir, options.clone())?;
-        Ok(Backend { current: RwLock::new(Arc::new(store)), dir, options })
+        Ok(Backend {
+            current: RwLock::new(Arc::new(store)),
+            dir,
+            options,
+        })
     }
 
     /// The store to read from now. Hold it only for the duration of one request.
@@ -70,6 +75,12 @@ pub struct Completed {
     pub term: u64,
 }
 
+/// Receives the events of every committed apply round, in revision order, exactly once:
+/// the watch hub's input. Called on the raft driver thread: it must not block.
+pub trait EventSink: Send {
+    fn publish(&mut self, events: Vec<Event>);
+}
+
 /// Things the apply loop tells the rest of the server about.
 pub trait ApplyObserver: Send {
     /// A member's attributes or the member set changed.
@@ -92,6 +103,9 @@ pub struct ApplyMachine {
     /// Results of applied requests that have a waiter, until the driver hands them over.
     results: HashMap<u64, ApplyResult>,
     observer: Box<dyn ApplyObserver>,
+    event_sink: Option<Box<dyn EventSink>>,
+    /// Events of the round being applied, published after its batch commits.
+    pending_events: Vec<Event>,
 }
 
 impl ApplyMachine {
@@ -110,7 +124,14 @@ impl ApplyMachine {
             waiters: HashMap::new(),
             results: HashMap::new(),
             observer,
+            event_sink: None,
+            pending_events: Vec::new(),
         })
+    }
+
+    /// Where the events of committed rounds go (the watch hub).
+    pub fn set_event_sink(&mut self, sink: Box<dyn EventSink>) {
+        self.event_sink = Some(sink);
     }
 
     pub fn membership(&self) -> &Membership {
@@ -134,16 +155,19 @@ impl ApplyMachine {
         match request {
             R::Put(put) => {
                 check_put_lease(&put)?;
-                let (response, _events) = batch.put(&put)?;
+                let (response, events) = batch.put(&put)?;
+                self.pending_events.extend(events);
                 Ok(apply_result::Result::Put(response))
             }
             R::DeleteRange(delete) => {
-                let (response, _events) = batch.delete_range(&delete)?;
+                let (response, events) = batch.delete_range(&delete)?;
+                self.pending_events.extend(events);
                 Ok(apply_result::Result::DeleteRange(response))
             }
             R::Txn(txn) => {
                 check_txn_leases(&txn)?;
-                let (response, _events) = batch.txn(&txn)?;
+                let (response, events) = batch.txn(&txn)?;
+                self.pending_events.extend(events);
                 Ok(apply_result::Result::Txn(response))
             }
             R::Compaction(compaction) => {
@@ -152,7 +176,9 @@ impl ApplyMachine {
                     revision: batch.revision(),
                     ..Default::default()
                 };
-                Ok(apply_result::Result::Compaction(CompactionResponse { header: Some(header) }))
+                Ok(apply_result::Result::Compaction(CompactionResponse {
+                    header: Some(header),
+                }))
             }
             R::MemberAttrSet(attrs) => {
                 self.apply_member_attributes(batch, attrs);
@@ -263,10 +289,17 @@ impl StateMachine for ApplyMachine {
                         Err(error) => apply_result::Result::Error(error.to_apply_error()),
                     };
                     if self.waiters.contains_key(id) {
-                        self.results.insert(*id, ApplyResult { result: Some(result) });
+                        self.results.insert(
+                            *id,
+                            ApplyResult {
+                                result: Some(result),
+                            },
+                        );
                     }
                 }
-                Committed::ConfChange { change, conf_state, .. } => {
+                Committed::ConfChange {
+                    change, conf_state, ..
+                } => {
                     self.apply_conf_change(&mut batch, change, conf_state.is_some());
                 }
                 Committed::Empty { .. } => {}
@@ -276,6 +309,12 @@ impl StateMachine for ApplyMachine {
         if let Some(index) = last_index {
             batch.set_applied_index(index);
             batch.commit().map_err(boxed)?;
+        }
+        let events = std::mem::take(&mut self.pending_events);
+        if !events.is_empty() {
+            if let Some(sink) = self.event_sink.as_mut() {
+                sink.publish(events);
+            }
         }
         Ok(())
     }
