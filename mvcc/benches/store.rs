@@ -79,6 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = Store::open(std::path::Path::new(&kept), opts)?;
         let n = store.indexed_keys();
         timer.report("open (rebuild the key index)", n);
+        let index = store.index_heap_bytes();
+        println!(
+            "key index heap: {:.1} B per key ({:.1} B beyond the {key_len}-byte key)",
+            index as f64 / n as f64,
+            index as f64 / n as f64 - key_len as f64
+        );
         let grown = rss_bytes().saturating_sub(before) as f64 / n as f64;
         println!(
             "RSS growth per key after open: {grown:.0} B ({:.0} B beyond the {key_len}-byte key)",
@@ -121,6 +127,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     timer.report("put", keys);
     let rss_after_puts = rss_bytes();
+    let index = store.index_heap_bytes();
+    println!(
+        "key index heap: {} MiB, {:.1} B per key ({:.1} B beyond the {key_len}-byte key)",
+        index >> 20,
+        index as f64 / keys as f64,
+        index as f64 / keys as f64 - key_len as f64
+    );
 
     // Point gets: sequential key order, then random order.
     let mut order: Vec<usize> = (0..keys).collect();

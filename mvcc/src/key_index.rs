@@ -160,6 +160,19 @@ impl KeyIndex {
         self.map.len()
     }
 
+    /// Heap bytes of the index, keys included.
+    pub fn heap_bytes(&self) -> usize {
+        let histories: usize = self
+            .map
+            .values()
+            .map(|e| match e {
+                Entry::Single(_) => 0,
+                Entry::Multi(v) => v.capacity() * std::mem::size_of::<Point>(),
+            })
+            .sum();
+        self.map.heap_bytes() + histories
+    }
+
     /// Makes the index as dense as possible (after bulk loading).
     pub fn repack(&mut self) {
         self.map.repack();
@@ -399,6 +412,30 @@ mod tests {
             vec![(Revision::new(3, 0), false), (Revision::new(9, 0), true)]
         );
         assert_eq!(index.key_count(), 1);
+    }
+
+    #[test]
+    fn single_version_keys_cost_little_beyond_the_key() {
+        // The memory goal: well under 150 bytes per key besides the key itself.
+        let n = 50_000u64;
+        let key = |i: u64| format!("/registry/pods/{:08}", i.wrapping_mul(0x9E37_79B9) % n);
+        for shuffled in [false, true] {
+            let mut index = KeyIndex::default();
+            for i in 0..n {
+                let k = if shuffled {
+                    key(i)
+                } else {
+                    format!("/registry/pods/{i:08}")
+                };
+                index.record_put(k.as_bytes(), i64::try_from(i).unwrap_or(0) + 1, 0);
+            }
+            index.repack();
+            let per_key = index.heap_bytes() as f64 / n as f64 - key(0).len() as f64;
+            assert!(
+                per_key < 48.0,
+                "shuffled={shuffled}: {per_key:.1} B per key"
+            );
+        }
     }
 
     #[test]

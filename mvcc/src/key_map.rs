@@ -297,6 +297,19 @@ impl<V> KeyMap<V> {
         }
     }
 
+    /// Heap bytes held by the map itself (not by what the values own).
+    pub fn heap_bytes(&self) -> usize {
+        let chunk = |c: &Chunk<V>| {
+            c.bytes.capacity()
+                + c.ends.capacity() * std::mem::size_of::<u32>()
+                + c.values.capacity() * std::mem::size_of::<V>()
+        };
+        self.chunks.iter().map(chunk).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk<V>>()
+            + self.directory.bytes.capacity()
+            + self.directory.ends.capacity() * std::mem::size_of::<u32>()
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.chunks.iter().flat_map(|c| c.values.iter())
     }

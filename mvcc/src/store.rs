@@ -215,6 +215,12 @@ impl Store {
         self.state.read().index.key_count()
     }
 
+    /// Heap bytes of the in-memory key index (keys included), for metrics.
+    /// Walks the index: not for hot paths.
+    pub fn index_heap_bytes(&self) -> usize {
+        self.state.read().index.heap_bytes()
+    }
+
     /// etcd's Range over committed data. The response's `header` is
     /// `Some(ResponseHeader { revision: current, ..Default::default() })`: the
     /// server fills in the other fields.
