@@ -1,0 +1,113 @@
+//! Splitting one watch response whose events exceed the size limit into fragments, as
+//! etcd's `sendFragments` does for watchers created with `fragment = true`.
+
+use concord_proto::etcdserverpb::WatchResponse;
+use concord_proto::mvccpb::Event;
+use prost::Message;
+
+/// `WatchResponse.events` is field 11.
+const EVENTS_FIELD: u32 = 11;
+
+/// Bytes one event adds to an encoded `WatchResponse`.
+pub fn event_field_len(event: &Event) -> usize {
+    prost::encoding::message::encoded_len(EVENTS_FIELD, event)
+}
+
+/// etcd's fragmenting: a response under `max_bytes`, or with fewer than two events,
+/// goes whole; otherwise it is cut into pieces that each stay under `max_bytes` (but
+/// hold at least one event), every piece but the last flagged `fragment`. The client
+/// joins them back into one response.
+pub fn fragment(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if response.events.len() < 2 || response.encoded_len() < max_bytes {
+        return vec![response];
+    }
+    let mut template = response;
+    let events = std::mem::take(&mut template.events);
+    template.fragment = true;
+    let base = template.encoded_len();
+    let mut pieces = Vec::new();
+    let mut current = Vec::new();
+    let mut size = base;
+    for event in events {
+        let len = event_field_len(&event);
+        if !current.is_empty() && size + len >= max_bytes {
+            pieces.push(std::mem::take(&mut current));
+            size = base;
+        }
+        size += len;
+        current.push(event);
+    }
+    pieces.push(current);
+    let count = pieces.len();
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(n, events)| WatchResponse {
+            events,
+            fragment: n + 1 < count,
+            ..template.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_proto::mvccpb::KeyValue;
+
+    fn event(n: usize, value_len: usize) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: format!("k{n}").into_bytes(),
+                value: vec![b'v'; value_len],
+                mod_revision: 5,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn response(events: Vec<Event>) -> WatchResponse {
+        WatchResponse {
+            watch_id: 3,
+            events,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn small_or_single_event_responses_go_whole() {
+        let small = response(vec![event(1, 10), event(2, 10)]);
+        assert_eq!(fragment(small.clone(), 1000), vec![small]);
+        let big_single = response(vec![event(1, 5000)]);
+        assert_eq!(fragment(big_single.clone(), 1000), vec![big_single]);
+    }
+
+    #[test]
+    fn large_responses_split_under_the_limit_and_rejoin_in_order() {
+        let events: Vec<Event> = (0..50).map(|n| event(n, 100)).collect();
+        let pieces = fragment(response(events.clone()), 1000);
+        assert!(pieces.len() > 5);
+        for (n, piece) in pieces.iter().enumerate() {
+            assert_eq!(piece.fragment, n + 1 < pieces.len());
+            assert_eq!(piece.watch_id, 3);
+            assert!(
+                piece.encoded_len() < 1000,
+                "piece {n} is {}",
+                piece.encoded_len()
+            );
+        }
+        let joined: Vec<Event> = pieces.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_limit_gets_a_piece_of_its_own() {
+        let events = vec![event(1, 10), event(2, 3000), event(3, 10)];
+        let pieces = fragment(response(events), 1000);
+        let sizes: Vec<usize> = pieces.iter().map(|p| p.events.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert!(!pieces[2].fragment && pieces[1].fragment);
+    }
+}

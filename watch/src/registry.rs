@@ -1,0 +1,868 @@
+//! The registry of every watcher of a member, its streams' outgoing queues, and the
+//! synced / unsynced bookkeeping. Single-threaded: the server wraps it in a mutex and
+//! does the slow part of a catch-up (reading history) outside of it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use concord_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use concord_proto::mvccpb::{Event, event::EventType};
+
+use crate::error::Error;
+use crate::fragment::{event_field_len, fragment};
+use crate::interval::{End, IntervalIndex};
+
+/// One client's bidirectional watch stream.
+pub type StreamId = u64;
+
+/// How big things may get.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Responses larger than this are split: between revisions always, inside one
+    /// revision's events only for watchers created with `fragment` (etcd:
+    /// `--max-request-bytes` plus 512 KiB of gRPC overhead).
+    pub max_response_bytes: usize,
+    /// Event responses a stream may have queued before its watchers are set aside to
+    /// catch up from history later (control responses are never refused).
+    pub stream_queue_messages: usize,
+    /// Revisions one catch-up step reads for one watcher (etcd's `watchBatchMaxRevs`).
+    pub catch_up_revisions: usize,
+    /// Watchers one catch-up pass takes (etcd's `maxWatchersPerSync`).
+    pub catch_up_watchers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_response_bytes: 1_572_864 + 512 * 1024,
+            stream_queue_messages: 1024,
+            catch_up_revisions: 1000,
+            catch_up_watchers: 512,
+        }
+    }
+}
+
+/// Where a catch-up reads history from: the MVCC store (or a stand-in in tests).
+pub trait History {
+    /// Events with `mod_revision >= start_rev` on `[key, range_end)` (etcd's range
+    /// conventions) covering at most `limit` revisions, and the next revision to read.
+    fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_rev: i64,
+        limit: usize,
+        prev_kv: bool,
+    ) -> Result<(Vec<Event>, i64), concord_mvcc::Error>;
+    fn compact_revision(&self) -> i64;
+}
+
+impl History for concord_mvcc::Store {
+    fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_rev: i64,
+        limit: usize,
+        prev_kv: bool,
+    ) -> Result<(Vec<Event>, i64), concord_mvcc::Error> {
+        concord_mvcc::Store::events(self, key, range_end, start_rev, 0, limit, prev_kv)
+    }
+    fn compact_revision(&self) -> i64 {
+        concord_mvcc::Store::compact_revision(self)
+    }
+}
+
+/// Wakes the task that sends a stream's queued responses.
+pub trait StreamWaker: Send {
+    fn wake(&self);
+}
+
+impl<F: Fn() + Send> StreamWaker for F {
+    fn wake(&self) {
+        self()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Receives published events directly.
+    Synced,
+    /// Behind: waits for a catch-up from history.
+    Unsynced,
+    /// A catch-up task is out for it.
+    CatchingUp,
+    /// Its start revision was compacted away; canceled, the id stays taken (as etcd).
+    Compacted,
+}
+
+struct Watcher {
+    stream: StreamId,
+    id: i64,
+    /// Tells a catch-up result for this watcher from one for a former occupant of the slot.
+    serial: u64,
+    key: Vec<u8>,
+    /// `None`: the single key.
+    end: Option<End>,
+    /// The range end as the client sent it (after etcd's normalisation), for history reads.
+    range_end: Vec<u8>,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+    /// No events since the last progress tick (etcd's per-watcher progress flag).
+    progress_due: bool,
+    /// The first revision this watcher has not been given yet: a synced watcher skips
+    /// published events below it (the catch-up seam), an unsynced one resumes there.
+    next_rev: i64,
+    state: State,
+}
+
+impl Watcher {
+    fn wants(&self, event: &Event) -> bool {
+        match EventType::try_from(event.r#type) {
+            Ok(EventType::Put) => !self.no_put,
+            Ok(EventType::Delete) => !self.no_delete,
+            Err(_) => true,
+        }
+    }
+
+    /// The event as this watcher sees it (prev_kv only if asked for).
+    fn view(&self, event: &Event) -> Event {
+        Event {
+            r#type: event.r#type,
+            kv: event.kv.clone(),
+            prev_kv: if self.prev_kv {
+                event.prev_kv.clone()
+            } else {
+                None
+            },
+        }
+    }
+}
+
+struct Stream {
+    queue: VecDeque<WatchResponse>,
+    /// Event (not control) responses in `queue`.
+    queued_events: usize,
+    waker: Box<dyn StreamWaker>,
+    watchers: HashMap<i64, usize>,
+    next_auto_id: i64,
+    /// A progress request waits for every watcher of the stream to be synced.
+    deferred_progress: bool,
+}
+
+/// Work for a catch-up: read `[start_rev, …)` of one watcher's range from history.
+#[derive(Clone, Debug)]
+pub struct CatchUpTask {
+    slot: usize,
+    serial: u64,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub start_rev: i64,
+    pub prev_kv: bool,
+    pub limit: usize,
+}
+
+/// What a catch-up read found.
+#[derive(Debug)]
+pub enum CatchUpOutcome {
+    /// History from the task's start up to (excluding) `next`.
+    Events { events: Vec<Event>, next: i64 },
+    /// The start revision is below the compaction point.
+    Compacted { compact_revision: i64 },
+    /// The read failed; the watcher is retried later.
+    Failed(concord_mvcc::Error),
+}
+
+impl CatchUpTask {
+    /// Reads the task's history. Runs without the registry's lock.
+    pub fn run(&self, history: &dyn History) -> CatchUpOutcome {
+        let compact = history.compact_revision();
+        // etcd cancels watchers whose start is strictly below the compact revision;
+        // at the compact revision itself history resumes right after it.
+        if self.start_rev < compact {
+            return CatchUpOutcome::Compacted {
+                compact_revision: compact,
+            };
+        }
+        let start = self.start_rev.max(compact + 1);
+        match history.events(&self.key, &self.range_end, start, self.limit, self.prev_kv) {
+            Ok((events, next)) => CatchUpOutcome::Events { events, next },
+            Err(concord_mvcc::Error::Compacted) => CatchUpOutcome::Compacted {
+                compact_revision: history.compact_revision(),
+            },
+            Err(error) => CatchUpOutcome::Failed(error),
+        }
+    }
+}
+
+/// Counts for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub streams: usize,
+    pub watchers: usize,
+    pub synced: usize,
+    pub unsynced: usize,
+}
+
+/// Every watcher of a member. See the crate documentation for the protocol.
+pub struct Registry {
+    limits: Limits,
+    slots: Vec<Option<Watcher>>,
+    free_slots: Vec<usize>,
+    next_serial: u64,
+    next_stream: StreamId,
+    streams: HashMap<StreamId, Stream>,
+    /// Synced single-key watchers by key.
+    keys: HashMap<Vec<u8>, Vec<usize>>,
+    /// Synced range watchers.
+    ranges: IntervalIndex<usize>,
+    /// Watchers waiting for a catch-up (not those with one out).
+    unsynced: BTreeSet<usize>,
+    deferred_progress_streams: usize,
+    /// The revision of the last published event: everything up to it has been offered
+    /// to the synced watchers.
+    last_published: i64,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+fn revision_of(event: &Event) -> i64 {
+    event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+impl Registry {
+    /// A registry for a store whose current revision is `current_revision`.
+    pub fn new(limits: Limits, current_revision: i64) -> Registry {
+        Registry {
+            limits,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            next_serial: 1,
+            next_stream: 1,
+            streams: HashMap::new(),
+            keys: HashMap::new(),
+            ranges: IntervalIndex::new(),
+            unsynced: BTreeSet::new(),
+            deferred_progress_streams: 0,
+            last_published: current_revision,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The revision up to which events have been published.
+    pub fn revision(&self) -> i64 {
+        self.last_published
+    }
+
+    pub fn counts(&self) -> Counts {
+        let watchers = self.slots.iter().flatten().count();
+        let synced = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|w| w.state == State::Synced)
+            .count();
+        Counts {
+            streams: self.streams.len(),
+            watchers,
+            synced,
+            unsynced: self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|w| matches!(w.state, State::Unsynced | State::CatchingUp))
+                .count(),
+        }
+    }
+
+    /// Whether some watcher waits for a catch-up.
+    pub fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty()
+    }
+
+    /// Opens a stream; `waker` is called whenever its queue goes from empty to not.
+    pub fn open_stream(&mut self, waker: Box<dyn StreamWaker>) -> StreamId {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        self.streams.insert(
+            id,
+            Stream {
+                queue: VecDeque::new(),
+                queued_events: 0,
+                waker,
+                watchers: HashMap::new(),
+                next_auto_id: 0,
+                deferred_progress: false,
+            },
+        );
+        id
+    }
+
+    /// Closes a stream and frees all its watchers.
+    pub fn close_stream(&mut self, stream: StreamId) {
+        let Some(state) = self.streams.remove(&stream) else {
+            return;
+        };
+        if state.deferred_progress {
+            self.deferred_progress_streams -= 1;
+        }
+        for slot in state.watchers.into_values() {
+            self.free_watcher(slot);
+        }
+    }
+
+    /// Takes every response queued for `stream`, oldest first.
+    pub fn drain(&mut self, stream: StreamId) -> Vec<WatchResponse> {
+        match self.streams.get_mut(&stream) {
+            Some(state) => {
+                state.queued_events = 0;
+                state.queue.drain(..).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// etcd's create: queues the `created` response (or `created` + `canceled` with
+    /// the reason) and returns the watch id.
+    pub fn create(&mut self, stream: StreamId, request: &WatchCreateRequest) -> Result<i64, Error> {
+        let result = self.try_create(stream, request);
+        if let Err(error) = &result
+            && !matches!(error, Error::UnknownStream(_))
+        {
+            let response = WatchResponse {
+                header: header(self.last_published),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: error.to_string(),
+                ..Default::default()
+            };
+            self.push_control(stream, response);
+        }
+        result
+    }
+
+    fn try_create(&mut self, stream: StreamId, request: &WatchCreateRequest) -> Result<i64, Error> {
+        // etcd's normalisation: an empty key is "\0", the smallest key; a range end
+        // of "\0" means every key from `key` on.
+        let key = if request.key.is_empty() {
+            vec![0]
+        } else {
+            request.key.clone()
+        };
+        let end = match request.range_end.as_slice() {
+            [] => None,
+            [0] => Some(End::Unbounded),
+            bytes => Some(End::Before(bytes.to_vec())),
+        };
+        if let Some(End::Before(end)) = &end
+            && key >= *end
+        {
+            return Err(Error::EmptyRange);
+        }
+        let state = self
+            .streams
+            .get_mut(&stream)
+            .ok_or(Error::UnknownStream(stream))?;
+        let id = if request.watch_id == 0 {
+            while state.watchers.contains_key(&state.next_auto_id) {
+                state.next_auto_id += 1;
+            }
+            let id = state.next_auto_id;
+            state.next_auto_id += 1;
+            id
+        } else if state.watchers.contains_key(&request.watch_id) {
+            return Err(Error::DuplicateId);
+        } else {
+            request.watch_id
+        };
+        let start = if request.start_revision == 0 {
+            self.last_published + 1
+        } else {
+            request.start_revision
+        };
+        let mut no_put = false;
+        let mut no_delete = false;
+        for &filter in &request.filters {
+            match filter {
+                0 => no_put = true,
+                1 => no_delete = true,
+                _ => {}
+            }
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let watcher = Watcher {
+            stream,
+            id,
+            serial,
+            key,
+            end,
+            range_end: request.range_end.clone(),
+            no_put,
+            no_delete,
+            prev_kv: request.prev_kv,
+            fragment: request.fragment,
+            progress_notify: request.progress_notify,
+            progress_due: true,
+            next_rev: start,
+            state: State::Unsynced,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(watcher);
+                slot
+            }
+            None => {
+                self.slots.push(Some(watcher));
+                self.slots.len() - 1
+            }
+        };
+        state.watchers.insert(id, slot);
+        self.push_control(
+            stream,
+            WatchResponse {
+                header: header(self.last_published),
+                watch_id: id,
+                created: true,
+                ..Default::default()
+            },
+        );
+        if start > self.last_published {
+            self.make_synced(slot);
+        } else {
+            self.unsynced.insert(slot);
+        }
+        Ok(id)
+    }
+
+    /// etcd's cancel: `true` (and a `canceled` response queued) if the watcher existed.
+    pub fn cancel(&mut self, stream: StreamId, watch_id: i64) -> bool {
+        let Some(slot) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.remove(&watch_id))
+        else {
+            return false;
+        };
+        self.free_watcher(slot);
+        self.push_control(
+            stream,
+            WatchResponse {
+                header: header(self.last_published),
+                watch_id,
+                canceled: true,
+                ..Default::default()
+            },
+        );
+        self.check_deferred_progress();
+        true
+    }
+
+    /// A progress request: answered with watch id -1 at the published revision once
+    /// every watcher of the stream is synced (deferred until then).
+    pub fn request_progress(&mut self, stream: StreamId) {
+        let ready = self.stream_synced(stream);
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if ready {
+            let response = WatchResponse {
+                header: header(self.last_published),
+                watch_id: -1,
+                ..Default::default()
+            };
+            self.push_control(stream, response);
+        } else if !state.deferred_progress {
+            state.deferred_progress = true;
+            self.deferred_progress_streams += 1;
+        }
+    }
+
+    /// The periodic progress notification (etcd's progress ticker): every synced
+    /// watcher created with `progress_notify` that got no events since the previous
+    /// tick gets an empty response at the published revision.
+    pub fn progress_tick(&mut self) {
+        let revision = self.last_published;
+        let limit = self.limits.stream_queue_messages;
+        for watcher in self.slots.iter_mut().flatten() {
+            if !watcher.progress_notify {
+                continue;
+            }
+            if watcher.progress_due
+                && watcher.state == State::Synced
+                && let Some(stream) = self.streams.get_mut(&watcher.stream)
+                // Like etcd, a watcher whose buffer is full is busy receiving events:
+                // it needs no progress notification.
+                && stream.queued_events < limit
+            {
+                push(
+                    stream,
+                    WatchResponse {
+                        header: header(revision),
+                        watch_id: watcher.id,
+                        ..Default::default()
+                    },
+                    true,
+                );
+            }
+            watcher.progress_due = true;
+        }
+    }
+
+    /// The events of one or more committed revisions, in revision order: offered to
+    /// every synced watcher whose range holds their keys.
+    pub fn publish(&mut self, events: Vec<Event>) {
+        let Some(first) = events.first().map(revision_of) else {
+            return;
+        };
+        let last = events.last().map_or(first, revision_of);
+        if last <= self.last_published {
+            return;
+        }
+        if first > self.last_published + 1 {
+            // Revisions went missing (the store was replaced by a snapshot): every
+            // synced watcher resumes from history.
+            let synced: Vec<usize> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.as_ref().is_some_and(|w| w.state == State::Synced))
+                .map(|(slot, _)| slot)
+                .collect();
+            let resume = self.last_published + 1;
+            for slot in synced {
+                self.set_aside(slot, resume);
+            }
+            self.last_published = last;
+            return;
+        }
+        let mut matched: HashMap<usize, Vec<Event>> = HashMap::new();
+        let mut hits = Vec::new();
+        for event in &events {
+            let revision = revision_of(event);
+            if revision <= self.last_published {
+                continue;
+            }
+            let Some(key) = event.kv.as_ref().map(|kv| kv.key.as_slice()) else {
+                continue;
+            };
+            hits.clear();
+            if let Some(slots) = self.keys.get(key) {
+                hits.extend_from_slice(slots);
+            }
+            self.ranges.stab(key, &mut hits);
+            for &slot in &hits {
+                let Some(watcher) = self.slots[slot].as_ref() else {
+                    continue;
+                };
+                if watcher.state != State::Synced
+                    || revision < watcher.next_rev
+                    || !watcher.wants(event)
+                {
+                    continue;
+                }
+                matched.entry(slot).or_default().push(watcher.view(event));
+            }
+        }
+        self.last_published = last;
+        for (slot, events) in matched {
+            if let Err(resume) = self.deliver(slot, events, None) {
+                self.set_aside(slot, resume);
+            }
+        }
+        self.check_deferred_progress();
+    }
+
+    /// Hands out up to `catch_up_watchers` catch-ups, skipping watchers whose stream
+    /// has no room for what they would read.
+    pub fn take_catch_up(&mut self) -> Vec<CatchUpTask> {
+        let mut tasks = Vec::new();
+        let limit = self.limits.stream_queue_messages;
+        let mut taken = Vec::new();
+        for &slot in &self.unsynced {
+            if tasks.len() >= self.limits.catch_up_watchers {
+                break;
+            }
+            let Some(watcher) = self.slots[slot].as_ref() else {
+                continue;
+            };
+            let room = self
+                .streams
+                .get(&watcher.stream)
+                .is_some_and(|s| s.queued_events < limit);
+            if !room {
+                continue;
+            }
+            tasks.push(CatchUpTask {
+                slot,
+                serial: watcher.serial,
+                key: watcher.key.clone(),
+                range_end: watcher.range_end.clone(),
+                start_rev: watcher.next_rev,
+                prev_kv: watcher.prev_kv,
+                limit: self.limits.catch_up_revisions,
+            });
+            taken.push(slot);
+        }
+        for slot in taken {
+            self.unsynced.remove(&slot);
+            if let Some(watcher) = self.slots[slot].as_mut() {
+                watcher.state = State::CatchingUp;
+            }
+        }
+        tasks
+    }
+
+    /// Applies a catch-up's result: queues the events read, then either joins the
+    /// synced group (history reached the published revision) or waits for the next
+    /// pass. A watcher canceled meanwhile is ignored.
+    pub fn finish_catch_up(&mut self, task: CatchUpTask, outcome: CatchUpOutcome) {
+        let slot = task.slot;
+        let Some(watcher) = self.slots.get(slot).and_then(|w| w.as_ref()) else {
+            return;
+        };
+        if watcher.serial != task.serial || watcher.state != State::CatchingUp {
+            return;
+        }
+        match outcome {
+            CatchUpOutcome::Compacted { compact_revision } => {
+                let (stream, id) = (watcher.stream, watcher.id);
+                if let Some(watcher) = self.slots[slot].as_mut() {
+                    watcher.state = State::Compacted;
+                }
+                // etcd's compaction cancel carries no header revision and no reason:
+                // clients recognise it by `compact_revision`.
+                self.push_control(
+                    stream,
+                    WatchResponse {
+                        header: header(0),
+                        watch_id: id,
+                        canceled: true,
+                        compact_revision,
+                        ..Default::default()
+                    },
+                );
+            }
+            CatchUpOutcome::Failed(_) => {
+                self.set_unsynced(slot, task.start_rev);
+            }
+            CatchUpOutcome::Events { events, next } => {
+                let mine: Vec<Event> = events
+                    .iter()
+                    .filter(|e| revision_of(e) >= task.start_rev && watcher.wants(e))
+                    .map(|e| watcher.view(e))
+                    .collect();
+                match self.deliver(slot, mine, Some(next - 1)) {
+                    Err(resume) => self.set_unsynced(slot, resume),
+                    Ok(()) if next > self.last_published => {
+                        if let Some(watcher) = self.slots[slot].as_mut() {
+                            watcher.next_rev = next;
+                        }
+                        self.make_synced(slot);
+                    }
+                    Ok(()) => self.set_unsynced(slot, next),
+                }
+            }
+        }
+        self.check_deferred_progress();
+    }
+
+    /// Runs one catch-up pass synchronously (tests and single-threaded users).
+    pub fn catch_up(&mut self, history: &dyn History) -> usize {
+        let tasks = self.take_catch_up();
+        let count = tasks.len();
+        for task in tasks {
+            let outcome = task.run(history);
+            self.finish_catch_up(task, outcome);
+        }
+        count
+    }
+
+    /// Queues `events` (in revision order) for a watcher, split between revisions to
+    /// stay under the response size and fragmented inside a revision if the watcher
+    /// allows it. `through`: the revision history was read up to (catch-up), for the
+    /// last response's header. Err(revision) if the stream's queue filled up: events
+    /// from that revision on were not queued.
+    fn deliver(
+        &mut self,
+        slot: usize,
+        events: Vec<Event>,
+        through: Option<i64>,
+    ) -> Result<(), i64> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Some(watcher) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        let (stream_id, watch_id, fragmented) = (watcher.stream, watcher.id, watcher.fragment);
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return Ok(());
+        };
+        let max = self.limits.max_response_bytes;
+        let limit = self.limits.stream_queue_messages;
+        // Group by revision, then pack whole revisions into responses.
+        let mut responses: Vec<Vec<Event>> = Vec::new();
+        let mut size = 0usize;
+        let mut iter = events.into_iter().peekable();
+        while let Some(event) = iter.next() {
+            let revision = revision_of(&event);
+            let mut group = vec![event];
+            while iter.peek().is_some_and(|e| revision_of(e) == revision) {
+                group.extend(iter.next());
+            }
+            let group_size: usize = group.iter().map(event_field_len).sum();
+            match responses.last_mut() {
+                Some(current) if size + group_size <= max => {
+                    current.extend(group);
+                    size += group_size;
+                }
+                _ => {
+                    responses.push(group);
+                    size = group_size;
+                }
+            }
+        }
+        let count = responses.len();
+        for (n, events) in responses.into_iter().enumerate() {
+            let first = revision_of(&events[0]);
+            if stream.queued_events >= limit {
+                return Err(first);
+            }
+            let mut revision = events.last().map_or(first, revision_of);
+            if n + 1 == count
+                && let Some(through) = through
+            {
+                revision = revision.max(through);
+            }
+            let response = WatchResponse {
+                header: header(revision),
+                watch_id,
+                events,
+                ..Default::default()
+            };
+            if fragmented {
+                for piece in fragment(response, max) {
+                    push(stream, piece, true);
+                }
+            } else {
+                push(stream, response, true);
+            }
+            watcher.progress_due = false;
+        }
+        Ok(())
+    }
+
+    fn push_control(&mut self, stream: StreamId, response: WatchResponse) {
+        if let Some(stream) = self.streams.get_mut(&stream) {
+            push(stream, response, false);
+        }
+    }
+
+    fn make_synced(&mut self, slot: usize) {
+        let Some(watcher) = self.slots[slot].as_mut() else {
+            return;
+        };
+        watcher.state = State::Synced;
+        match &watcher.end {
+            None => self.keys.entry(watcher.key.clone()).or_default().push(slot),
+            Some(end) => self.ranges.insert(watcher.key.clone(), end.clone(), slot),
+        }
+    }
+
+    fn unindex(&mut self, slot: usize) {
+        let Some(watcher) = self.slots[slot].as_ref() else {
+            return;
+        };
+        if watcher.state != State::Synced {
+            return;
+        }
+        match &watcher.end {
+            None => {
+                if let Some(slots) = self.keys.get_mut(&watcher.key) {
+                    slots.retain(|&s| s != slot);
+                    if slots.is_empty() {
+                        self.keys.remove(&watcher.key);
+                    }
+                }
+            }
+            Some(_) => {
+                self.ranges.remove(slot);
+            }
+        }
+    }
+
+    /// A synced watcher falls behind at `resume` (its stream's queue is full, or the
+    /// store was replaced): it catches up from history later.
+    fn set_aside(&mut self, slot: usize, resume: i64) {
+        self.unindex(slot);
+        self.set_unsynced(slot, resume);
+    }
+
+    fn set_unsynced(&mut self, slot: usize, resume: i64) {
+        if let Some(watcher) = self.slots[slot].as_mut() {
+            watcher.state = State::Unsynced;
+            watcher.next_rev = resume;
+            self.unsynced.insert(slot);
+        }
+    }
+
+    fn free_watcher(&mut self, slot: usize) {
+        self.unindex(slot);
+        self.unsynced.remove(&slot);
+        self.slots[slot] = None;
+        self.free_slots.push(slot);
+    }
+
+    fn stream_synced(&self, stream: StreamId) -> bool {
+        self.streams.get(&stream).is_some_and(|s| {
+            s.watchers.values().all(|&slot| {
+                self.slots[slot]
+                    .as_ref()
+                    .is_none_or(|w| matches!(w.state, State::Synced | State::Compacted))
+            })
+        })
+    }
+
+    fn check_deferred_progress(&mut self) {
+        if self.deferred_progress_streams == 0 {
+            return;
+        }
+        let waiting: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.deferred_progress)
+            .map(|(&id, _)| id)
+            .collect();
+        for stream in waiting {
+            if self.stream_synced(stream) {
+                if let Some(state) = self.streams.get_mut(&stream) {
+                    state.deferred_progress = false;
+                }
+                self.deferred_progress_streams -= 1;
+                self.request_progress(stream);
+            }
+        }
+    }
+}
+
+fn push(stream: &mut Stream, response: WatchResponse, is_event: bool) {
+    if stream.queue.is_empty() {
+        stream.waker.wake();
+    }
+    if is_event {
+        stream.queued_events += 1;
+    }
+    stream.queue.push_back(response);
+}
