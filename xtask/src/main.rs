@@ -1,5 +1,255 @@
-//! `cargo xtask ...`: local clusters, chaos testing and benchmarks.
+//! `cargo xtask ...`: local clusters and benchmarks for Concord.
+//!
+//! ```text
+//! cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir target/xtask-cluster] [--fresh] [--no-build]
+//! cargo xtask bench [--endpoints 127.0.0.1:2379,...] WORKLOAD [--clients 1] [--conns 1] [--total 10000]
+//!                   [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids 1,2]
+//! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
+//! ```
+//!
+//! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
+//! `lease` (grant + revoke) or `watch` (`--clients` watchers on one prefix, one writer putting
+//! `--total` keys). `--conns M` gRPC connections are shared by the `--clients N` requesters,
+//! connection `i` going to endpoint `i % endpoints`. Server RSS and CPU come from /proc for the
+//! processes listening on the endpoints' ports (or `--pids`).
+//!
+//! The load generator lives here (tokio + the `etcd-client` crate) rather than in a separate
+//! crate: both are already built for the workspace, so xtask still compiles in seconds.
+
+mod args;
+mod bench;
+mod cluster;
+mod compare;
+mod procfs;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::args::Args;
+use crate::bench::{BenchConfig, Workload};
+use crate::cluster::{Flavor, LocalCluster};
+
+const USAGE: &str = "usage:
+  cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir DIR] [--fresh] [--no-build]
+  cargo xtask bench [--endpoints A,B] WORKLOAD [--clients N] [--conns M] [--total K]
+                    [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids P,Q]
+  cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
+WORKLOAD: put | range | range-l | range-s | txn | lease | watch";
+
+const ETCD_BINARY: &str = "/usr/bin/etcd";
+
 fn main() {
-    eprintln!("xtask: no commands yet");
-    std::process::exit(2);
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = dispatch(&raw) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(raw: &[String]) -> Result<()> {
+    match raw.first().map(String::as_str) {
+        Some("cluster") => cluster_command(&raw[1..]),
+        Some("bench") => bench_command(&raw[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn concord_binary() -> PathBuf {
+    target_dir().join("release").join("concord")
+}
+
+fn build_concord() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("xtask: cargo build --release -p concord-server");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "concord-server"])
+        .current_dir(workspace_root())
+        .status()
+        .context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p concord-server failed: {status}");
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+}
+
+/// Resolves when the user presses Ctrl-C or xtask gets SIGTERM.
+async fn interrupted() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn cluster_command(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &["fresh", "no-build"])?;
+    args.reject_unknown(&["members", "base-port", "data-dir", "fresh", "no-build"])?;
+    if let Some(extra) = args.positionals().first() {
+        bail!("unexpected argument {extra:?}\n{USAGE}");
+    }
+    let members: usize = args.get_or("members", 3)?;
+    let base_port: u16 = args.get_or("base-port", 2379)?;
+    let data_dir = args.path_or("data-dir", target_dir().join("xtask-cluster"));
+    if members == 0 {
+        bail!("--members must be at least 1");
+    }
+    let layout = cluster::procfile_layout(members, base_port, &data_dir)?;
+    if !args.switch("no-build") {
+        build_concord()?;
+    }
+    if args.switch("fresh") && data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("remove {}", data_dir.display()))?;
+    }
+    let mut cluster = LocalCluster::start(Flavor::Concord, &concord_binary(), layout)?;
+    let endpoints: Vec<String> = cluster
+        .layout()
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .collect();
+    println!("concord cluster of {members} running (Ctrl-C stops it):");
+    for (member, pid) in cluster.layout().iter().zip(cluster.pids()) {
+        println!(
+            "  {} pid {pid}: client {} peer {} data {} log {}",
+            member.name,
+            member.client_url(),
+            member.peer_url(),
+            member.data_dir.display(),
+            member.log_path.display()
+        );
+    }
+    println!(
+        "try:\n  etcdctl --endpoints={} put foo bar",
+        endpoints.join(",")
+    );
+    println!(
+        "  etcdctl --endpoints={} -w table endpoint status",
+        endpoints.join(",")
+    );
+    println!(
+        "  cargo xtask bench --endpoints {} put --clients 50 --conns 5",
+        endpoints.join(",")
+    );
+
+    runtime()?.block_on(async {
+        let stop = interrupted();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                r = &mut stop => { r?; break; }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    for (name, status) in cluster.exited() {
+                        println!("member {name} exited: {status}");
+                    }
+                    if cluster.pids().is_empty() {
+                        bail!("every member has exited; see the logs in {}", data_dir.display());
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    println!("stopping (SIGTERM to each member) ...");
+    for (name, status) in cluster.stop() {
+        println!("  {name}: {status}");
+    }
+    Ok(())
+}
+
+fn bench_command(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &["compare", "no-build"])?;
+    if args.switch("compare") {
+        args.reject_unknown(&["compare", "members", "total", "no-build", "etcd"])?;
+        let members: usize = args.get_or("members", 3)?;
+        let total: u64 = args.get_or("total", 20_000)?;
+        let etcd = args.path_or("etcd", PathBuf::from(ETCD_BINARY));
+        if !etcd.exists() {
+            bail!("{} is missing: apt-get install etcd-server", etcd.display());
+        }
+        if !args.switch("no-build") {
+            build_concord()?;
+        }
+        let concord = concord_binary();
+        return runtime()?.block_on(async {
+            tokio::select! {
+                r = compare::run(&concord, &etcd, members, total) => r,
+                r = interrupted() => { r?; bail!("interrupted; clusters stopped") }
+            }
+        });
+    }
+    args.reject_unknown(&[
+        "endpoints",
+        "clients",
+        "conns",
+        "total",
+        "key-size",
+        "val-size",
+        "key-space",
+        "consistency",
+        "pids",
+    ])?;
+    let [workload] = args.positionals() else {
+        bail!("bench needs exactly one WORKLOAD\n{USAGE}");
+    };
+    let mut endpoints = args.list("endpoints");
+    if endpoints.is_empty() {
+        endpoints.push("127.0.0.1:2379".to_string());
+    }
+    let config = BenchConfig {
+        workload: Workload::parse(workload, args.string("consistency"))?,
+        endpoints,
+        clients: args.get_or("clients", 1)?,
+        conns: args.get_or("conns", 1)?,
+        total: args.get_or("total", 10_000)?,
+        key_size: args.get_or("key-size", 8)?,
+        val_size: args.get_or("val-size", 256)?,
+        key_space: args.get_or("key-space", 100_000)?,
+    };
+    config.validate()?;
+    let pids: Vec<u32> = match args.list("pids") {
+        listed if !listed.is_empty() => listed
+            .iter()
+            .map(|p| p.parse().with_context(|| format!("invalid pid {p:?}")))
+            .collect::<Result<_>>()?,
+        _ => bench::local_server_pids(&config.endpoints),
+    };
+    println!("{}", bench::describe(&config));
+    if pids.is_empty() {
+        println!("(no local server process found on the endpoints' ports: no RSS/CPU figures)");
+    }
+    let outcome = runtime()?.block_on(bench::run(&config, &pids))?;
+    outcome.print();
+    if outcome.failed() {
+        bail!("the run failed");
+    }
+    Ok(())
 }

@@ -1,0 +1,789 @@
+//! The load generator: closed-loop clients over the etcd v3 API (`etcd-client`), sharing a fixed
+//! number of gRPC connections, plus the server-side figures (RSS, CPU) read from /proc.
+//!
+//! Every client task takes the next operation number from a shared counter until `total` is
+//! reached, so `total` operations are spread over `clients` concurrent requesters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+};
+
+use crate::procfs;
+use crate::stats::{LatencySummary, SplitMix64, millis};
+
+/// A run stops early after this many failed operations (a missing service fails every call).
+const MAX_ERRORS: u64 = 100;
+/// Range workloads first write at most this many keys of the key space.
+const RANGE_PRELOAD_MAX: u64 = 10_000;
+/// How long watchers may lag behind the writer's last put before missing events are reported.
+const WATCH_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the clients do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Put a random key of the key space.
+    Put,
+    /// Range (get) one random key of a preloaded key space.
+    Range { serializable: bool },
+    /// Compare-and-put: `if mod_revision(k) < MAX then put(k) else get(k)`.
+    Txn,
+    /// LeaseGrant followed by LeaseRevoke: one operation is the pair.
+    LeaseChurn,
+    /// `clients` watchers on one prefix, one writer putting `total` keys under it.
+    WatchFanOut,
+}
+
+impl Workload {
+    /// Parses a workload name; `consistency` (`l` or `s`) applies to `range`.
+    pub fn parse(name: &str, consistency: Option<&str>) -> Result<Workload> {
+        let serializable = match consistency {
+            None | Some("l") | Some("linearizable") => false,
+            Some("s") | Some("serializable") => true,
+            Some(other) => bail!("--consistency must be l or s, not {other:?}"),
+        };
+        Ok(match name {
+            "put" => Workload::Put,
+            "range" => Workload::Range { serializable },
+            "range-l" => Workload::Range {
+                serializable: false,
+            },
+            "range-s" => Workload::Range { serializable: true },
+            "txn" | "txn-put" => Workload::Txn,
+            "lease" | "lease-churn" => Workload::LeaseChurn,
+            "watch" | "watch-fanout" => Workload::WatchFanOut,
+            other => bail!(
+                "unknown workload {other:?} (put, range, range-l, range-s, txn, lease, watch)"
+            ),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Range {
+                serializable: false,
+            } => "range-l",
+            Workload::Range { serializable: true } => "range-s",
+            Workload::Txn => "txn",
+            Workload::LeaseChurn => "lease",
+            Workload::WatchFanOut => "watch",
+        }
+    }
+}
+
+/// One benchmark run's settings.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub endpoints: Vec<String>,
+    pub workload: Workload,
+    /// Concurrent requesters (watchers, for the watch workload).
+    pub clients: usize,
+    /// gRPC connections shared by the clients; connection `i` goes to endpoint `i % endpoints`.
+    pub conns: usize,
+    /// Operations in all (puts by the writer, for the watch workload).
+    pub total: u64,
+    pub key_size: usize,
+    pub val_size: usize,
+    pub key_space: u64,
+}
+
+impl BenchConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.endpoints.is_empty() {
+            bail!("no endpoints");
+        }
+        if self.clients == 0 || self.conns == 0 || self.total == 0 || self.key_space == 0 {
+            bail!("--clients, --conns, --total and --key-space must be positive");
+        }
+        if self.key_size < 20 && self.key_space > 10u64.pow(self.key_size as u32) {
+            bail!(
+                "--key-space {} does not fit in --key-size {} decimal digits",
+                self.key_space,
+                self.key_size
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The key for number `n`: decimal, zero-padded to `key_size` bytes.
+pub fn key_for(n: u64, key_size: usize) -> Vec<u8> {
+    format!("{n:0key_size$}").into_bytes()
+}
+
+/// Figures of one server process over a run.
+#[derive(Clone, Debug)]
+pub struct ServerFigures {
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Watch fan-out specifics.
+#[derive(Clone, Debug)]
+pub struct WatchFigures {
+    pub expected_events: u64,
+    pub delivered_events: u64,
+    pub events_per_second: f64,
+    /// Put sent → event received.
+    pub event_latency: Option<LatencySummary>,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub workload: Workload,
+    pub ops: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub latency: Option<LatencySummary>,
+    pub watch: Option<WatchFigures>,
+    pub servers: Vec<ServerFigures>,
+}
+
+impl Outcome {
+    pub fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The figure compared across servers: events/s for watch fan-out, ops/s otherwise.
+    pub fn throughput(&self) -> f64 {
+        self.watch
+            .as_ref()
+            .map_or_else(|| self.ops_per_second(), |w| w.events_per_second)
+    }
+
+    /// p50 of the figure that matters: put-to-event for watch fan-out, request latency otherwise.
+    pub fn p50(&self) -> Option<Duration> {
+        match &self.watch {
+            Some(w) => w.event_latency.map(|l| l.p50),
+            None => self.latency.map(|l| l.p50),
+        }
+    }
+
+    pub fn total_rss_bytes(&self) -> u64 {
+        self.servers.iter().map(|s| s.rss_bytes).sum()
+    }
+
+    pub fn cpu_seconds_per_thousand_ops(&self) -> Option<f64> {
+        (self.ops > 0 && !self.servers.is_empty()).then(|| {
+            self.servers.iter().map(|s| s.cpu_seconds).sum::<f64>() * 1000.0 / self.ops as f64
+        })
+    }
+
+    /// Whether the run produced figures worth comparing.
+    pub fn failed(&self) -> bool {
+        self.ops == 0 || self.errors >= MAX_ERRORS
+    }
+
+    pub fn print(&self) {
+        let name = self.workload.name();
+        println!(
+            "{name}: {} ops in {:.2}s = {:.1} ops/s, errors {}",
+            self.ops,
+            self.elapsed.as_secs_f64(),
+            self.ops_per_second(),
+            self.errors
+        );
+        if let Some(error) = &self.first_error {
+            println!("  first error: {error}");
+        }
+        if let Some(latency) = self.latency {
+            println!("  latency {latency}");
+        }
+        if let Some(watch) = &self.watch {
+            println!(
+                "  events delivered {}/{} = {:.1} events/s",
+                watch.delivered_events, watch.expected_events, watch.events_per_second
+            );
+            if let Some(latency) = watch.event_latency {
+                println!("  put-to-event latency {latency}");
+            }
+        }
+        for server in &self.servers {
+            let per_op = if self.ops > 0 {
+                server.cpu_seconds * 1000.0 / self.ops as f64
+            } else {
+                0.0
+            };
+            println!(
+                "  server pid {}: rss {:.1} MiB, cpu {:.3}s ({:.3} s per 1000 ops)",
+                server.pid,
+                server.rss_bytes as f64 / (1024.0 * 1024.0),
+                server.cpu_seconds,
+                per_op
+            );
+        }
+    }
+}
+
+/// CPU time of the server processes at the start of a measured phase.
+struct ProcessProbe {
+    pids: Vec<u32>,
+    ticks_per_second: u64,
+    cpu_before: Vec<f64>,
+}
+
+impl ProcessProbe {
+    fn start(pids: &[u32]) -> ProcessProbe {
+        let ticks_per_second = procfs::clock_ticks_per_second();
+        let cpu_before = pids
+            .iter()
+            .map(|&pid| procfs::cpu_seconds(pid, ticks_per_second).unwrap_or(0.0))
+            .collect();
+        ProcessProbe {
+            pids: pids.to_vec(),
+            ticks_per_second,
+            cpu_before,
+        }
+    }
+
+    fn finish(&self) -> Vec<ServerFigures> {
+        self.pids
+            .iter()
+            .zip(&self.cpu_before)
+            .filter_map(|(&pid, before)| {
+                let cpu_after = procfs::cpu_seconds(pid, self.ticks_per_second).ok()?;
+                let rss_bytes = procfs::rss_bytes(pid).ok()?;
+                Some(ServerFigures {
+                    pid,
+                    rss_bytes,
+                    cpu_seconds: cpu_after - before,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The port of an endpoint such as `http://127.0.0.1:2379` or `localhost:2379`.
+pub fn endpoint_port(endpoint: &str) -> Option<u16> {
+    let without_scheme = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = without_scheme.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The local processes listening on the endpoints' ports.
+pub fn local_server_pids(endpoints: &[String]) -> Vec<u32> {
+    let mut pids: Vec<u32> = endpoints
+        .iter()
+        .filter_map(|e| endpoint_port(e))
+        .flat_map(|port| procfs::pids_listening_on(port).unwrap_or_default())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+async fn connect_one(endpoint: &str, request_timeout: Option<Duration>) -> Result<Client> {
+    let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    if let Some(timeout) = request_timeout {
+        options = options.with_timeout(timeout);
+    }
+    Client::connect([endpoint], Some(options))
+        .await
+        .with_context(|| format!("connect to {endpoint}"))
+}
+
+/// `conns` connections, round-robin over the endpoints.
+async fn connect_pool(
+    endpoints: &[String],
+    conns: usize,
+    request_timeout: Option<Duration>,
+) -> Result<Vec<Client>> {
+    let mut pool = Vec::with_capacity(conns);
+    for i in 0..conns {
+        pool.push(connect_one(&endpoints[i % endpoints.len()], request_timeout).await?);
+    }
+    Ok(pool)
+}
+
+/// Waits until the cluster commits a write (a leader exists and a quorum is up).
+pub async fn wait_serving(endpoints: &[String], limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        match connect_one(&endpoints[0], Some(Duration::from_secs(5))).await {
+            Ok(mut client) => match client.put("xtask/ready", "", None).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last_error = e.to_string(),
+            },
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the cluster at {} did not commit a write within {limit:?}: {last_error}",
+        endpoints.join(",")
+    )
+}
+
+/// What one client request does, with its fixed inputs.
+#[derive(Clone, Copy)]
+enum Op {
+    PutRandom,
+    /// Put key number `seq` (the range preload).
+    PutSequential,
+    Range {
+        serializable: bool,
+    },
+    Txn,
+    LeaseChurn,
+}
+
+async fn run_op(
+    op: Op,
+    client: &mut Client,
+    rng: &mut SplitMix64,
+    seq: u64,
+    cfg: &BenchConfig,
+    value: &[u8],
+) -> Result<(), etcd_client::Error> {
+    match op {
+        Op::PutRandom => {
+            client
+                .put(key_for(rng.below(cfg.key_space), cfg.key_size), value, None)
+                .await?;
+        }
+        Op::PutSequential => {
+            client.put(key_for(seq, cfg.key_size), value, None).await?;
+        }
+        Op::Range { serializable } => {
+            let options = serializable.then(|| GetOptions::new().with_serializable());
+            let preloaded = cfg.key_space.min(RANGE_PRELOAD_MAX);
+            client
+                .get(key_for(rng.below(preloaded), cfg.key_size), options)
+                .await?;
+        }
+        Op::Txn => {
+            let key = key_for(rng.below(cfg.key_space), cfg.key_size);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Less,
+                    i64::MAX,
+                )])
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::get(key, None)]);
+            client.txn(txn).await?;
+        }
+        Op::LeaseChurn => {
+            let lease = client.lease_grant(60, None).await?;
+            client.lease_revoke(lease.id()).await?;
+        }
+    }
+    Ok(())
+}
+
+struct LoopOutcome {
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    latencies_micros: Vec<u64>,
+}
+
+/// `clients` tasks doing `op` until `total` operations are taken, over the shared `pool`.
+async fn closed_loop(
+    pool: &[Client],
+    cfg: &BenchConfig,
+    op: Op,
+    total: u64,
+) -> Result<LoopOutcome> {
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let cfg = Arc::new(cfg.clone());
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(cfg.clients);
+    for i in 0..cfg.clients {
+        let mut client = pool[i % pool.len()].clone();
+        let (next, errors, first_error, cfg) = (
+            next.clone(),
+            errors.clone(),
+            first_error.clone(),
+            cfg.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SplitMix64::new(0x5EED_0000 + i as u64);
+            let value: Vec<u8> = (0..cfg.val_size)
+                .map(|_| b'a' + rng.below(26) as u8)
+                .collect();
+            let mut latencies = Vec::new();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= total || errors.load(Ordering::Relaxed) >= MAX_ERRORS {
+                    break;
+                }
+                let sent = Instant::now();
+                match run_op(op, &mut client, &mut rng, seq, &cfg, &value).await {
+                    Ok(()) => latencies.push(sent.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies_micros = Vec::new();
+    for task in tasks {
+        latencies_micros.extend(task.await.context("client task panicked")?);
+    }
+    let elapsed = start.elapsed();
+    let first_error = first_error.lock().ok().and_then(|mut e| e.take());
+    Ok(LoopOutcome {
+        ops: latencies_micros.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        elapsed,
+        latencies_micros,
+    })
+}
+
+/// Runs one benchmark; `pids` are the server processes to measure.
+pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
+    cfg.validate()?;
+    if cfg.workload == Workload::WatchFanOut {
+        return watch_fan_out(cfg, pids).await;
+    }
+    let pool = connect_pool(&cfg.endpoints, cfg.conns, Some(Duration::from_secs(30))).await?;
+    let op = match cfg.workload {
+        Workload::Put => Op::PutRandom,
+        Workload::Range { serializable } => {
+            let preload = closed_loop(
+                &pool,
+                cfg,
+                Op::PutSequential,
+                cfg.key_space.min(RANGE_PRELOAD_MAX),
+            )
+            .await?;
+            if preload.errors > 0 {
+                bail!(
+                    "range preload failed: {}",
+                    preload.first_error.unwrap_or_default()
+                );
+            }
+            Op::Range { serializable }
+        }
+        Workload::Txn => Op::Txn,
+        Workload::LeaseChurn => Op::LeaseChurn,
+        Workload::WatchFanOut => unreachable!("handled above"),
+    };
+    let probe = ProcessProbe::start(pids);
+    let mut run = closed_loop(&pool, cfg, op, cfg.total).await?;
+    Ok(Outcome {
+        workload: cfg.workload,
+        ops: run.ops,
+        errors: run.errors,
+        first_error: run.first_error,
+        elapsed: run.elapsed,
+        latency: LatencySummary::from_micros(&mut run.latencies_micros),
+        watch: None,
+        servers: probe.finish(),
+    })
+}
+
+/// `cfg.clients` watchers on one fresh prefix spread over `cfg.conns` connections; one writer on
+/// its own connection puts `cfg.total` keys under it, one at a time.
+async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let prefix = format!("/xtask-watch/{nonce}/");
+    // No request timeout on the watch connections: it would cut the long-lived streams.
+    let pool = connect_pool(&cfg.endpoints, cfg.conns, None).await?;
+    let mut writer = connect_one(&cfg.endpoints[0], Some(Duration::from_secs(30))).await?;
+
+    let origin = Instant::now();
+    let sent_at_nanos: Arc<Vec<AtomicU64>> =
+        Arc::new((0..cfg.total).map(|_| AtomicU64::new(0)).collect());
+    let delivered = Arc::new(AtomicU64::new(0));
+    let last_event_nanos = Arc::new(AtomicU64::new(0));
+    let mut watchers = Vec::with_capacity(cfg.clients);
+    let mut samples: Vec<Arc<Mutex<Vec<u64>>>> = Vec::with_capacity(cfg.clients);
+    for i in 0..cfg.clients {
+        let mut client = pool[i % pool.len()].clone();
+        let mut stream = client
+            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+            .await
+            .with_context(|| format!("open watcher {i}"))?;
+        let created = stream
+            .message()
+            .await
+            .with_context(|| format!("watcher {i}: no created response"))?;
+        if !created.is_some_and(|r| r.created()) {
+            bail!("watcher {i}: the first response was not `created`");
+        }
+        let mine = Arc::new(Mutex::new(Vec::new()));
+        samples.push(mine.clone());
+        let (sent_at_nanos, delivered, last_event_nanos, prefix) = (
+            sent_at_nanos.clone(),
+            delivered.clone(),
+            last_event_nanos.clone(),
+            prefix.clone(),
+        );
+        let expected = cfg.total;
+        watchers.push(tokio::spawn(async move {
+            let mut seen = 0;
+            // Keep the stream's owner alive: dropping it cancels the watch.
+            let _client = client;
+            while seen < expected {
+                let Ok(Some(response)) = stream.message().await else {
+                    break;
+                };
+                let now = origin.elapsed().as_nanos() as u64;
+                for event in response.events() {
+                    let Some(seq) = event
+                        .kv()
+                        .and_then(|kv| kv.key().strip_prefix(prefix.as_bytes()))
+                        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let sent = sent_at_nanos
+                        .get(seq)
+                        .map_or(0, |s| s.load(Ordering::Acquire));
+                    if let Ok(mut mine) = mine.lock() {
+                        mine.push(now.saturating_sub(sent) / 1000);
+                    }
+                    seen += 1;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    last_event_nanos.fetch_max(now, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    let probe = ProcessProbe::start(pids);
+    let value: Vec<u8> = vec![b'w'; cfg.val_size];
+    let first_put_nanos = origin.elapsed().as_nanos() as u64;
+    let mut put_latencies = Vec::with_capacity(cfg.total as usize);
+    let (mut errors, mut first_error) = (0, None);
+    for (seq, sent_at) in sent_at_nanos.iter().enumerate() {
+        let sent = Instant::now();
+        sent_at.store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+        match writer
+            .put(format!("{prefix}{seq}"), value.clone(), None)
+            .await
+        {
+            Ok(_) => put_latencies.push(sent.elapsed().as_micros() as u64),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+                if errors >= MAX_ERRORS {
+                    break;
+                }
+            }
+        }
+    }
+    let writer_elapsed = Duration::from_nanos(origin.elapsed().as_nanos() as u64 - first_put_nanos);
+    let expected_events = put_latencies.len() as u64 * cfg.clients as u64;
+    let drain_deadline = Instant::now() + WATCH_DRAIN_LIMIT;
+    while delivered.load(Ordering::Relaxed) < expected_events && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let servers = probe.finish();
+    for watcher in &watchers {
+        watcher.abort();
+    }
+    let delivered_events = delivered.load(Ordering::Relaxed);
+    let delivery_window = last_event_nanos
+        .load(Ordering::Relaxed)
+        .saturating_sub(first_put_nanos);
+    let mut event_micros: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.lock().map(|v| v.clone()).unwrap_or_default())
+        .collect();
+    Ok(Outcome {
+        workload: cfg.workload,
+        ops: put_latencies.len() as u64,
+        errors,
+        first_error,
+        elapsed: writer_elapsed,
+        latency: LatencySummary::from_micros(&mut put_latencies),
+        watch: Some(WatchFigures {
+            expected_events,
+            delivered_events,
+            events_per_second: delivered_events as f64 / (delivery_window as f64 / 1e9).max(1e-9),
+            event_latency: LatencySummary::from_micros(&mut event_micros),
+        }),
+        servers,
+    })
+}
+
+/// Prints a run's settings before it starts.
+pub fn describe(cfg: &BenchConfig) -> String {
+    format!(
+        "{} against {}: clients {}, conns {}, total {}, key-size {}, val-size {}, key-space {}",
+        cfg.workload.name(),
+        cfg.endpoints.join(","),
+        cfg.clients,
+        cfg.conns,
+        cfg.total,
+        cfg.key_size,
+        cfg.val_size,
+        cfg.key_space
+    )
+}
+
+/// `12.3 MiB`-style, for tables.
+pub fn mebibytes(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// For the compare table.
+pub fn p50_text(outcome: &Outcome) -> String {
+    outcome.p50().map_or_else(|| "-".to_string(), millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_names() {
+        assert_eq!(Workload::parse("put", None).unwrap(), Workload::Put);
+        assert_eq!(
+            Workload::parse("range", None).unwrap(),
+            Workload::Range {
+                serializable: false
+            }
+        );
+        assert_eq!(
+            Workload::parse("range", Some("s")).unwrap(),
+            Workload::Range { serializable: true }
+        );
+        assert_eq!(
+            Workload::parse("range-s", None).unwrap(),
+            Workload::Range { serializable: true }
+        );
+        assert_eq!(
+            Workload::parse("range-l", None).unwrap(),
+            Workload::Range {
+                serializable: false
+            }
+        );
+        assert_eq!(
+            Workload::parse("lease", None).unwrap(),
+            Workload::LeaseChurn
+        );
+        assert_eq!(
+            Workload::parse("watch", None).unwrap(),
+            Workload::WatchFanOut
+        );
+        assert!(Workload::parse("range", Some("x")).is_err());
+        assert!(Workload::parse("scan", None).is_err());
+        for w in ["put", "range-l", "range-s", "txn", "lease", "watch"] {
+            assert_eq!(Workload::parse(w, None).unwrap().name(), w);
+        }
+    }
+
+    #[test]
+    fn keys_are_padded_decimals() {
+        assert_eq!(key_for(42, 8), b"00000042");
+        assert_eq!(key_for(0, 1), b"0");
+    }
+
+    fn config() -> BenchConfig {
+        BenchConfig {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            workload: Workload::Put,
+            clients: 1,
+            conns: 1,
+            total: 1,
+            key_size: 8,
+            val_size: 8,
+            key_space: 1000,
+        }
+    }
+
+    #[test]
+    fn validation() {
+        config().validate().unwrap();
+        assert!(
+            BenchConfig {
+                key_space: 1_000_000_000,
+                ..config()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            BenchConfig {
+                conns: 0,
+                ..config()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            BenchConfig {
+                endpoints: vec![],
+                ..config()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn endpoint_ports() {
+        assert_eq!(endpoint_port("http://127.0.0.1:2379"), Some(2379));
+        assert_eq!(endpoint_port("127.0.0.1:12379"), Some(12379));
+        assert_eq!(endpoint_port("https://[::1]:2379/"), Some(2379));
+        assert_eq!(endpoint_port("localhost"), None);
+    }
+
+    #[test]
+    fn outcome_figures() {
+        let outcome = Outcome {
+            workload: Workload::Put,
+            ops: 2000,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::from_secs(2),
+            latency: LatencySummary::from_micros(&mut [1000, 2000, 3000]),
+            watch: None,
+            servers: vec![
+                ServerFigures {
+                    pid: 1,
+                    rss_bytes: 10 << 20,
+                    cpu_seconds: 1.0,
+                },
+                ServerFigures {
+                    pid: 2,
+                    rss_bytes: 20 << 20,
+                    cpu_seconds: 3.0,
+                },
+            ],
+        };
+        assert_eq!(outcome.throughput(), 1000.0);
+        assert_eq!(outcome.p50(), Some(Duration::from_millis(2)));
+        assert_eq!(outcome.total_rss_bytes(), 30 << 20);
+        assert_eq!(outcome.cpu_seconds_per_thousand_ops(), Some(2.0));
+        assert!(!outcome.failed());
+        let watch = Outcome {
+            watch: Some(WatchFigures {
+                expected_events: 10,
+                delivered_events: 10,
+                events_per_second: 500.0,
+                event_latency: LatencySummary::from_micros(&mut [7000]),
+            }),
+            ..outcome
+        };
+        assert_eq!(watch.throughput(), 500.0);
+        assert_eq!(watch.p50(), Some(Duration::from_millis(7)));
+    }
+}

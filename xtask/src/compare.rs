@@ -1,0 +1,276 @@
+//! `cargo xtask bench --compare`: the same workloads against a fresh Concord cluster and a fresh
+//! Debian etcd cluster of the same size on this machine (fsync on for both), then a table of
+//! Concord/etcd ratios.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::bench::{self, BenchConfig, Outcome, Workload};
+use crate::cluster::{self, Flavor, LocalCluster};
+
+/// One row of the comparison: a label and the run's settings (endpoints filled in later).
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub label: &'static str,
+    pub config: BenchConfig,
+}
+
+/// The compared workloads; `total` sizes the big ones and the others scale from it so a full
+/// comparison stays within minutes on a small machine.
+pub fn cases(total: u64) -> Vec<Case> {
+    let base = BenchConfig {
+        endpoints: Vec::new(),
+        workload: Workload::Put,
+        clients: 1,
+        conns: 1,
+        total,
+        key_size: 8,
+        val_size: 256,
+        key_space: 100_000,
+    };
+    vec![
+        Case {
+            label: "put, 200 clients",
+            config: BenchConfig {
+                clients: 200,
+                conns: 20,
+                ..base.clone()
+            },
+        },
+        Case {
+            label: "range linearizable, 100 clients",
+            config: BenchConfig {
+                workload: Workload::Range {
+                    serializable: false,
+                },
+                clients: 100,
+                conns: 10,
+                key_space: 1000,
+                ..base.clone()
+            },
+        },
+        Case {
+            label: "put, 1 client (latency)",
+            config: BenchConfig {
+                total: (total / 20).max(1),
+                ..base.clone()
+            },
+        },
+        Case {
+            label: "watch fan-out, 1000 watchers",
+            config: BenchConfig {
+                workload: Workload::WatchFanOut,
+                clients: 1000,
+                conns: 10,
+                total: (total / 200).max(1),
+                ..base.clone()
+            },
+        },
+        Case {
+            label: "lease grant+revoke, 50 clients",
+            config: BenchConfig {
+                workload: Workload::LeaseChurn,
+                clients: 50,
+                conns: 5,
+                total: (total / 4).max(1),
+                ..base
+            },
+        },
+    ]
+}
+
+/// Starts one cluster, runs every case against it, stops it. A case that errors is recorded
+/// as `Err(message)` and the rest still run.
+async fn run_flavor(
+    flavor: Flavor,
+    binary: &Path,
+    members: usize,
+    root: &Path,
+    cases: &[Case],
+) -> Result<Vec<Result<Outcome, String>>> {
+    let dir = root.join(flavor.name());
+    let mut cluster =
+        LocalCluster::start(flavor, binary, cluster::ephemeral_layout(members, &dir)?)?;
+    let endpoints = cluster.endpoints();
+    println!(
+        "\n=== {} cluster: {} (logs in {})",
+        flavor.name(),
+        endpoints.join(","),
+        dir.display()
+    );
+    bench::wait_serving(&endpoints, Duration::from_secs(60)).await?;
+    let pids = cluster.pids();
+    let mut outcomes = Vec::new();
+    for case in cases {
+        let config = BenchConfig {
+            endpoints: endpoints.clone(),
+            ..case.config.clone()
+        };
+        println!(
+            "--- {} [{}]: {}",
+            flavor.name(),
+            case.label,
+            bench::describe(&config)
+        );
+        let outcome = bench::run(&config, &pids).await;
+        match &outcome {
+            Ok(outcome) => outcome.print(),
+            Err(e) => println!("  failed: {e:#}"),
+        }
+        outcomes.push(outcome.map_err(|e| format!("{e:#}")));
+        for (name, status) in cluster.exited() {
+            println!(
+                "  WARNING: {} member {name} exited: {status}",
+                flavor.name()
+            );
+        }
+    }
+    for (name, status) in cluster.stop() {
+        println!("{} {name}: {status}", flavor.name());
+    }
+    Ok(outcomes)
+}
+
+/// Removes the comparison's data dirs however the comparison ends.
+struct TempRoot(PathBuf);
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn run(concord: &Path, etcd: &Path, members: usize, total: u64) -> Result<()> {
+    let root = TempRoot(std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id())));
+    let cases = cases(total);
+    let concord_outcomes = run_flavor(Flavor::Concord, concord, members, &root.0, &cases).await?;
+    let etcd_outcomes = run_flavor(Flavor::Etcd, etcd, members, &root.0, &cases).await?;
+    println!(
+        "\n{}",
+        table(&cases, &concord_outcomes, &etcd_outcomes, members)
+    );
+    Ok(())
+}
+
+fn ratio(concord: f64, etcd: f64) -> String {
+    if etcd > 0.0 {
+        format!("{:.2}", concord / etcd)
+    } else {
+        "-".to_string()
+    }
+}
+
+/// The comparison table (ratios are Concord / etcd: > 1 means Concord has more of it).
+pub fn table(
+    cases: &[Case],
+    concord: &[Result<Outcome, String>],
+    etcd: &[Result<Outcome, String>],
+    members: usize,
+) -> String {
+    let mut out = format!(
+        "Concord vs etcd 3.4.23, {members} members each, fsync on, same machine (ratio = concord/etcd)\n\
+         {:<32} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>6} {:>6}\n",
+        "workload",
+        "concord/s",
+        "etcd/s",
+        "ratio",
+        "c p50",
+        "e p50",
+        "ratio",
+        "c RSS",
+        "e RSS",
+        "ratio",
+        "c cpu",
+        "e cpu"
+    );
+    for ((case, c), e) in cases.iter().zip(concord).zip(etcd) {
+        match (c, e) {
+            (Ok(c), Ok(e)) if !c.failed() && !e.failed() => {
+                let p50 = |o: &Outcome| o.p50().map_or(0.0, |d| d.as_secs_f64());
+                let cpu = |o: &Outcome| {
+                    o.cpu_seconds_per_thousand_ops()
+                        .map_or("-".into(), |v| format!("{v:.2}"))
+                };
+                out += &format!(
+                    "{:<32} {:>10.0} {:>10.0} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>6} {:>6}\n",
+                    case.label,
+                    c.throughput(),
+                    e.throughput(),
+                    ratio(c.throughput(), e.throughput()),
+                    bench::p50_text(c),
+                    bench::p50_text(e),
+                    ratio(p50(c), p50(e)),
+                    bench::mebibytes(c.total_rss_bytes()),
+                    bench::mebibytes(e.total_rss_bytes()),
+                    ratio(c.total_rss_bytes() as f64, e.total_rss_bytes() as f64),
+                    cpu(c),
+                    cpu(e),
+                );
+            }
+            _ => {
+                let why = |o: &Result<Outcome, String>| match o {
+                    Ok(o) if o.failed() => {
+                        format!("failed: {}", o.first_error.clone().unwrap_or_default())
+                    }
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                out += &format!("{:<32} concord {}; etcd {}\n", case.label, why(c), why(e));
+            }
+        }
+    }
+    out += "throughput: ops/s (watch: events delivered/s); p50: request latency (watch: put-to-event);\n\
+            RSS: MiB summed over members after the run; cpu: server CPU seconds per 1000 ops, all members.";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_scale_with_total() {
+        let compared = cases(20_000);
+        let totals: Vec<u64> = compared.iter().map(|c| c.config.total).collect();
+        assert_eq!(totals, [20_000, 20_000, 1_000, 100, 5_000]);
+        assert_eq!(compared[0].config.clients, 200);
+        assert_eq!(compared[3].config.clients, 1000);
+        for case in &compared {
+            BenchConfig {
+                endpoints: vec!["x:1".into()],
+                ..case.config.clone()
+            }
+            .validate()
+            .unwrap();
+        }
+        assert!(cases(1).iter().all(|c| c.config.total >= 1));
+    }
+
+    #[test]
+    fn table_shows_ratios_and_failures() {
+        let cases = cases(100);
+        let outcome = |ops: u64, secs: u64, errors: u64| Outcome {
+            workload: Workload::Put,
+            ops,
+            errors,
+            first_error: (errors > 0).then(|| "unimplemented".to_string()),
+            elapsed: Duration::from_secs(secs),
+            latency: crate::stats::LatencySummary::from_micros(&mut [2000]),
+            watch: None,
+            servers: vec![],
+        };
+        let concord = vec![Ok(outcome(100, 1, 0)), Err("boom".to_string())];
+        let etcd = vec![Ok(outcome(100, 2, 0)), Ok(outcome(0, 1, 100))];
+        let text = table(&cases[..2], &concord, &etcd, 3);
+        let put_row = text.lines().find(|l| l.starts_with("put, 200")).unwrap();
+        assert!(put_row.contains(" 2.00 "), "{put_row}");
+        let range_row = text.lines().find(|l| l.starts_with("range")).unwrap();
+        assert!(range_row.contains("concord failed: boom"), "{range_row}");
+        assert!(
+            range_row.contains("etcd failed: unimplemented"),
+            "{range_row}"
+        );
+    }
+}
