@@ -40,7 +40,8 @@
 //! })?;
 //! batch.set_applied_index(7);
 //! batch.commit()?;
-//! assert_eq!(put.header.map(|h| h.revision), Some(1));
+//! // As in etcd, an empty store is at revision 1 and the first write is 2.
+//! assert_eq!(put.header.map(|h| h.revision), Some(2));
 //! assert_eq!(events.len(), 1);
 //!
 //! let got = store.range(&RangeRequest { key: b"foo".to_vec(), ..Default::default() })?;

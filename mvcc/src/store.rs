@@ -173,7 +173,8 @@ impl Store {
             }
             batch.commit()?;
         }
-        let current_rev = stored_current.max(newest).max(compact_rev);
+        // etcd's empty store is at revision 1, so its first write is revision 2.
+        let current_rev = stored_current.max(newest).max(compact_rev).max(1);
         Ok(Store {
             dir: dir.to_path_buf(),
             opts,
@@ -198,9 +199,8 @@ impl Store {
         self.applied_index.load(Ordering::Acquire)
     }
 
-    /// The newest committed revision (0 for a new store; the first write is
-    /// revision 1). etcd reports 1 for an empty store: the server may show
-    /// `max(1, current_revision())`.
+    /// The newest committed revision: 1 for a new store, so the first write is
+    /// revision 2, as in etcd.
     pub fn current_revision(&self) -> i64 {
         self.current_rev.load(Ordering::Acquire)
     }
@@ -498,21 +498,21 @@ mod tests {
             // compaction recorded, the history it dropped still on disk.
             store
                 .meta
-                .insert(META_COMPACT_REV, 4u64.to_be_bytes())
+                .insert(META_COMPACT_REV, 5u64.to_be_bytes())
                 .expect("meta");
             assert_eq!(store.kv.iter().count(), 4);
         }
         let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
-        assert_eq!(store.compact_revision(), 4);
-        assert_eq!(store.current_revision(), 4);
-        // Only a@2 is left: a@1 was superseded, b@3 and its tombstone @4 deleted.
+        assert_eq!(store.compact_revision(), 5);
+        assert_eq!(store.current_revision(), 5);
+        // Only a@3 is left: a@2 was superseded, b@4 and its tombstone @5 deleted.
         let left: Vec<_> = store
             .kv
             .iter()
             .map(|g| g.key().map(|k| decode_revision_key(&k)))
             .collect::<Result<_, _>>()
             .expect("scan");
-        assert_eq!(left, vec![Some((Revision::new(2, 0), false))]);
+        assert_eq!(left, vec![Some((Revision::new(3, 0), false))]);
         assert_eq!(store.indexed_keys(), 1);
     }
 }

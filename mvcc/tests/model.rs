@@ -863,7 +863,11 @@ fn run_seed(seed: u64, rounds: usize, cov: &mut Coverage) {
         ..StoreOptions::default()
     };
     let mut store = Store::open(dir.path(), opts.clone()).expect("open");
-    let mut committed = Model::default();
+    // etcd's empty store is at revision 1.
+    let mut committed = Model {
+        rev: 1,
+        ..Model::default()
+    };
     let mut applied = 0u64;
     for round in 0..rounds {
         let ctx = format!("seed {seed} round {round}");

@@ -107,9 +107,10 @@ fn restart_keeps_data_history_meta_and_applied_index() {
     };
     let store = open(dir.path());
     assert_eq!(store.applied_index(), 77);
-    assert_eq!(store.current_revision(), 51);
+    // etcd's empty store is at revision 1: 50 puts and a delete end at 52.
+    assert_eq!(store.current_revision(), 52);
     assert_eq!(store.compact_revision(), 30);
-    for (i, rev) in (30..=51).enumerate() {
+    for (i, rev) in (30..=52).enumerate() {
         assert_eq!(
             range_all(&store, rev).expect("range"),
             before[i],
@@ -127,60 +128,62 @@ fn restart_keeps_data_history_meta_and_applied_index() {
         vec![(b"m1".to_vec(), b"member".to_vec())]
     );
     // The next write continues the revision sequence.
-    assert_eq!(put(&store, "new", "x"), 52);
+    assert_eq!(put(&store, "new", "x"), 53);
 }
 
 #[test]
 fn compaction_keeps_newest_live_revisions_and_drops_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    assert_eq!(put(&store, "a", "1"), 1);
-    assert_eq!(put(&store, "a", "2"), 2);
-    assert_eq!(put(&store, "b", "1"), 3);
-    assert_eq!(delete(&store, "b", ""), 1); // rev 4
-    assert_eq!(put(&store, "c", "1"), 5);
-    assert_eq!(put(&store, "a", "3"), 6);
+    // An empty store is at revision 1, as etcd's is.
+    assert_eq!(store.current_revision(), 1);
+    assert_eq!(put(&store, "a", "1"), 2);
+    assert_eq!(put(&store, "a", "2"), 3);
+    assert_eq!(put(&store, "b", "1"), 4);
+    assert_eq!(delete(&store, "b", ""), 1); // rev 5
+    assert_eq!(put(&store, "c", "1"), 6);
+    assert_eq!(put(&store, "a", "3"), 7);
     assert_eq!(backend_revisions(&store), 6);
 
-    assert!(matches!(store.compact(7), Err(Error::FutureRevision)));
-    store.compact(4).expect("compact");
+    assert!(matches!(store.compact(8), Err(Error::FutureRevision)));
+    store.compact(5).expect("compact");
+    assert!(matches!(store.compact(5), Err(Error::Compacted)));
     assert!(matches!(store.compact(4), Err(Error::Compacted)));
-    assert!(matches!(store.compact(3), Err(Error::Compacted)));
-    assert!(matches!(range_all(&store, 3), Err(Error::Compacted)));
+    assert!(matches!(range_all(&store, 4), Err(Error::Compacted)));
 
-    // At the compaction point: a's value of rev 2, b gone.
-    let at4 = range_all(&store, 4).expect("range");
-    assert_eq!(kv_pairs(&at4), vec![("a".into(), "2".into())]);
-    assert_eq!(at4.kvs[0].create_revision, 1);
-    assert_eq!(at4.kvs[0].version, 2);
+    // At the compaction point: a's value of rev 3, b gone.
+    let at5 = range_all(&store, 5).expect("range");
+    assert_eq!(kv_pairs(&at5), vec![("a".into(), "2".into())]);
+    assert_eq!(at5.kvs[0].create_revision, 2);
+    assert_eq!(at5.kvs[0].version, 2);
     let now = range_all(&store, 0).expect("range");
     assert_eq!(
         kv_pairs(&now),
         vec![("a".into(), "3".into()), ("c".into(), "1".into())]
     );
-    // Kept: a@2, a@6, c@5. Dropped: a@1, b@3, b's tombstone @4.
+    // Kept: a@3, a@7, c@6. Dropped: a@2, b@4, b's tombstone @5.
     assert_eq!(backend_revisions(&store), 3);
     assert_eq!(store.indexed_keys(), 2);
 
     // Compacting at the head keeps every live key's newest revision.
-    store.compact(6).expect("compact");
+    store.compact(7).expect("compact");
     assert_eq!(backend_revisions(&store), 2);
-    assert_eq!(range_all(&store, 6).expect("range"), now);
+    assert_eq!(range_all(&store, 7).expect("range"), now);
 
     // Watch history below the compaction point is gone.
     assert!(matches!(
-        store.events(b"a", b"", 6, 0, 0, false),
+        store.events(b"a", b"", 7, 0, 0, false),
         Err(Error::Compacted)
     ));
     assert_eq!(
-        store.events(b"a", b"", 7, 0, 0, false).expect("events").0,
+        store.events(b"a", b"", 8, 0, 0, false).expect("events").0,
         vec![]
     );
 
     drop(store);
     let store = open(dir.path());
     assert_eq!(backend_revisions(&store), 2);
-    assert_eq!(range_all(&store, 6).expect("range"), now);
+    assert_eq!(range_all(&store, 7).expect("range"), now);
 }
 
 #[test]
@@ -197,18 +200,18 @@ fn compaction_inside_a_batch_applies_to_later_reads_of_the_batch() {
             ..Default::default()
         })
         .expect("put");
-    batch.compact(3).expect("compact the batch's own revision");
+    batch.compact(4).expect("compact the batch's own revision");
     let old = batch.range(&RangeRequest {
         key: b"a".to_vec(),
-        revision: 2,
+        revision: 3,
         ..Default::default()
     });
     assert!(matches!(old, Err(Error::Compacted)));
     // Not committed yet: readers still see the old world.
     assert_eq!(store.compact_revision(), 0);
-    assert_eq!(range_all(&store, 2).expect("range").kvs[0].value, b"2");
+    assert_eq!(range_all(&store, 3).expect("range").kvs[0].value, b"2");
     batch.commit().expect("commit");
-    assert_eq!(store.compact_revision(), 3);
+    assert_eq!(store.compact_revision(), 4);
     assert_eq!(backend_revisions(&store), 1);
 }
 
@@ -229,15 +232,15 @@ fn hash_kv_is_deterministic_and_checks_revisions() {
     let (_d2, two) = build(false);
     let (_d3, three) = build(true);
     assert_eq!(one.hash_kv(0).expect("hash"), two.hash_kv(0).expect("hash"));
-    assert_eq!(one.hash_kv(0).expect("hash").2, 10);
+    assert_eq!(one.hash_kv(0).expect("hash").2, 11);
     assert_ne!(
         one.hash_kv(0).expect("hash").0,
         three.hash_kv(0).expect("hash").0
     );
-    // History up to rev 10 is the same in all three.
+    // History up to rev 11 is the same in all three.
     assert_eq!(
-        one.hash_kv(10).expect("hash"),
-        three.hash_kv(10).expect("hash")
+        one.hash_kv(11).expect("hash"),
+        three.hash_kv(11).expect("hash")
     );
     let at5 = one.hash_kv(5).expect("hash");
     put(&one, "later", "x");
@@ -246,7 +249,7 @@ fn hash_kv_is_deterministic_and_checks_revisions() {
     one.compact(6).expect("compact");
     assert!(matches!(one.hash_kv(6), Err(Error::Compacted)));
     let (_, compact_rev, rev) = one.hash_kv(0).expect("hash");
-    assert_eq!((compact_rev, rev), (6, 11));
+    assert_eq!((compact_rev, rev), (6, 12));
 }
 
 #[test]
@@ -322,7 +325,7 @@ fn side_tables_are_separate_and_batched() {
         vec![(b"".to_vec(), b"2".to_vec())]
     );
     // Meta writes alone do not change the revision.
-    assert_eq!(store.current_revision(), 0);
+    assert_eq!(store.current_revision(), 1);
 }
 
 #[test]
@@ -340,10 +343,10 @@ fn delete_keys_uses_one_revision_and_skips_missing_keys() {
             b"a".to_vec(),
         ])
         .expect("delete");
-    assert_eq!(batch.revision(), 3);
+    assert_eq!(batch.revision(), 4);
     let none = batch.delete_keys(&[b"missing".to_vec()]).expect("delete");
     assert!(none.is_empty());
-    assert_eq!(batch.revision(), 3);
+    assert_eq!(batch.revision(), 4);
     batch.commit().expect("commit");
     let summary: Vec<_> = events
         .iter()
@@ -363,25 +366,25 @@ fn delete_keys_uses_one_revision_and_skips_missing_keys() {
             (
                 EventType::Delete as i32,
                 b"a".to_vec(),
-                3,
+                4,
                 Some(b"1".to_vec())
             ),
             (
                 EventType::Delete as i32,
                 b"b".to_vec(),
-                3,
+                4,
                 Some(b"2".to_vec())
             ),
         ]
     );
     let (history, next) = store.events(b"a", b"c", 1, 0, 0, false).expect("events");
     assert_eq!(history.len(), 4);
-    assert_eq!(next, 4);
+    assert_eq!(next, 5);
     // At most one revision's worth at a time.
     let (first, next) = store.events(b"a", b"c", 1, 0, 1, false).expect("events");
-    assert_eq!((first.len(), next), (1, 2));
-    let (last, next) = store.events(b"a", b"c", 3, 0, 1, false).expect("events");
-    assert_eq!((last.len(), next), (2, 4));
+    assert_eq!((first.len(), next), (1, 3));
+    let (last, next) = store.events(b"a", b"c", 4, 0, 1, false).expect("events");
+    assert_eq!((last.len(), next), (2, 5));
 }
 
 #[test]
@@ -411,12 +414,12 @@ fn txn_writes_share_one_revision_and_failed_requests_change_nothing() {
         })
         .expect("txn");
     assert!(resp.succeeded);
-    assert_eq!(resp.header.expect("header").revision, 2);
+    assert_eq!(resp.header.expect("header").revision, 3);
     let revs: Vec<_> = events
         .iter()
         .map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
         .collect();
-    assert_eq!(revs, vec![Some(2); 3]);
+    assert_eq!(revs, vec![Some(3); 3]);
     let dup = batch.txn(&TxnRequest {
         success: vec![op("z"), op("z")],
         ..Default::default()
@@ -434,10 +437,10 @@ fn txn_writes_share_one_revision_and_failed_requests_change_nothing() {
         missing.expect_err("missing").to_string(),
         "etcdserver: key not found"
     );
-    assert_eq!(batch.revision(), 2);
+    assert_eq!(batch.revision(), 3);
     batch.commit().expect("commit");
-    assert_eq!(store.current_revision(), 2);
-    assert_eq!(store.hash_kv(0).expect("hash").2, 2);
+    assert_eq!(store.current_revision(), 3);
+    assert_eq!(store.hash_kv(0).expect("hash").2, 3);
 }
 
 #[test]
