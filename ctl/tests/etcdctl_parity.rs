@@ -610,9 +610,13 @@ fn member_and_maintenance_commands_match_etcdctl() {
         drop(etcd);
         for id in ids {
             let decimal = u64::from_str_radix(&id, 16).unwrap().to_string();
-            transcript = transcript.replace(&id, "<ID>").replace(&decimal, "<ID>");
+            transcript = transcript
+                .replace(&format!("Member {id:>16} "), "Member <ID> ")
+                .replace(&id, "<ID>")
+                .replace(&decimal, "<ID>");
         }
-        transcripts.push(transcript);
+        // etcd orders members by their (random) IDs.
+        transcripts.push(canonical_member_order(&transcript));
     }
     assert!(
         transcripts[0].contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
@@ -797,6 +801,49 @@ fn auth_scenario_matches_etcdctl() {
     assert_lines_equal(&transcripts[0], &transcripts[1]);
 }
 
+/// etcd lists members by ID, and a new member's ID is random: sort the member
+/// entries of `ETCD_INITIAL_CLUSTER` and of JSON `"members":[...]` arrays.
+fn canonical_member_order(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let line = if let Some(rest) = line.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+                let mut parts: Vec<&str> = rest.trim_end_matches('"').split(',').collect();
+                parts.sort_unstable();
+                format!("ETCD_INITIAL_CLUSTER=\"{}\"", parts.join(","))
+            } else {
+                line.to_owned()
+            };
+            format!("{}\n", sort_json_array(&line, "\"members\":["))
+        })
+        .collect()
+}
+
+/// Sorts the top-level elements of the JSON array that follows `marker`.
+fn sort_json_array(line: &str, marker: &str) -> String {
+    let Some(start) = line.find(marker).map(|i| i + marker.len()) else {
+        return line.to_owned();
+    };
+    let (mut depth, mut elem_start, mut elems, mut end) = (0i32, start, Vec::new(), line.len());
+    for (i, b) in line.bytes().enumerate().skip(start) {
+        match b {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b']' => {
+                elems.push(&line[elem_start..i]);
+                end = i;
+                break;
+            }
+            b',' if depth == 0 => {
+                elems.push(&line[elem_start..i]);
+                elem_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elems.sort_unstable();
+    format!("{}{}{}", &line[..start], elems.join(","), &line[end..])
+}
+
 /// Watch output for a replayed history: read until the last event shows up,
 /// then stop the client (a watch never ends on its own).
 fn watch_output(tool: &str, endpoint: &str, format: &str, marker: &str) -> String {
@@ -821,7 +868,8 @@ fn watch_output(tool: &str, endpoint: &str, format: &str, marker: &str) -> Strin
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
-    while !String::from_utf8_lossy(&out).contains(marker) {
+    // Until the last event is printed in full (a read may end mid-line).
+    while !(String::from_utf8_lossy(&out).contains(marker) && out.ends_with(b"\n")) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(chunk) => out.extend(chunk),

@@ -29,3 +29,4 @@ pub mod member;
 pub mod membership;
 pub mod tls;
 pub mod transport;
+pub mod watch_hub;

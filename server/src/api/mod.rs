@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod forward;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 /// The etcd version Concord reports, for tools that check it (etcdctl, the e2e suite).
 pub const ETCD_VERSION: &str = "3.4.23";
