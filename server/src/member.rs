@@ -210,6 +210,13 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         known_peers: shared_membership.read().ids(),
     };
     let mut machine = ApplyMachine::new(backend.clone(), local_id, initial.clone(), Box::new(observer))?;
+    let watch_hub = crate::watch_hub::WatchHub::start(
+        backend.clone(),
+        config.max_request_bytes,
+        config.watch_progress_notify_interval,
+    )
+    .map_err(Error::Io)?;
+    machine.set_event_sink(watch_hub.event_sink());
 
     let mut node_config = NodeConfig::new(local_id);
     node_config.election_tick = config.election_ticks();
@@ -301,7 +308,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             KvServer::new(api::kv::KvService::new(core.clone())).max_decoding_message_size(max_message),
         )
         .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(core.clone())))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(core.clone())));
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(core.clone())))
+            .add_service(concord_proto::etcdserverpb::watch_server::WatchServer::new(
+                api::watch::WatchService::new(core.clone(), watch_hub.clone()),
+            ));
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
         let tls = if url.scheme() == "https" || url.scheme() == "unixs" { client_tls.clone() } else { None };

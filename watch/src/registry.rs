@@ -22,7 +22,8 @@ pub struct Limits {
     /// `--max-request-bytes` plus 512 KiB of gRPC overhead).
     pub max_response_bytes: usize,
     /// Event responses a stream may have queued before its watchers are set aside to
-    /// catch up from history later (control responses are never refused).
+    /// catch up from history later (control responses are never refused); etcd's
+    /// `chanBufLen`.
     pub stream_queue_messages: usize,
     /// Revisions one catch-up step reads for one watcher (etcd's `watchBatchMaxRevs`).
     pub catch_up_revisions: usize,
@@ -34,7 +35,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_response_bytes: 1_572_864 + 512 * 1024,
-            stream_queue_messages: 1024,
+            stream_queue_messages: 128,
             catch_up_revisions: 1000,
             catch_up_watchers: 512,
         }

@@ -1,0 +1,166 @@
+//! The member's watch hub: the [`concord_watch::Registry`] behind a mutex, fed by the
+//! apply loop through an [`EventSink`], with one background thread that catches
+//! unsynced watchers up from MVCC history (reading outside the lock, so neither the
+//! apply loop nor other streams wait on disk) and runs the periodic progress tick.
+//!
+//! Events come from the local apply loop only: a watch served by a follower keeps
+//! delivering across leader changes.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use concord_proto::mvccpb::Event;
+use concord_watch::{CatchUpOutcome, History, Limits, Registry, StreamId, StreamWaker};
+use parking_lot::{Condvar, Mutex};
+
+use crate::apply::{Backend, EventSink};
+
+/// How often the catch-up thread looks at unsynced watchers without being asked
+/// (etcd's sync interval).
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// etcd's gRPC framing allowance on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Every watcher of the member.
+pub struct WatchHub {
+    registry: Mutex<Registry>,
+    backend: Arc<Backend>,
+    kicked: Mutex<bool>,
+    kick_signal: Condvar,
+    progress_interval: Duration,
+}
+
+/// History from whichever store is current (a snapshot may replace it): the store is
+/// held for one read only, so a restore never waits on a watcher.
+struct BackendHistory<'a>(&'a Backend);
+
+impl History for BackendHistory<'_> {
+    fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_rev: i64,
+        limit: usize,
+        prev_kv: bool,
+    ) -> Result<(Vec<Event>, i64), concord_mvcc::Error> {
+        self.0
+            .store()
+            .events(key, range_end, start_rev, 0, limit, prev_kv)
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.0.store().compact_revision()
+    }
+}
+
+impl WatchHub {
+    /// A hub for `backend` starting at its current revision, and its catch-up thread
+    /// (which ends when the hub is dropped). `progress_interval` zero: no periodic
+    /// progress notifications.
+    pub fn start(
+        backend: Arc<Backend>,
+        max_request_bytes: u64,
+        progress_interval: Duration,
+    ) -> std::io::Result<Arc<WatchHub>> {
+        let limits = Limits {
+            max_response_bytes: max_request_bytes as usize + GRPC_OVERHEAD_BYTES,
+            ..Limits::default()
+        };
+        let current = backend.store().current_revision();
+        let hub = Arc::new(WatchHub {
+            registry: Mutex::new(Registry::new(limits, current)),
+            backend,
+            kicked: Mutex::new(false),
+            kick_signal: Condvar::new(),
+            progress_interval,
+        });
+        let weak = Arc::downgrade(&hub);
+        std::thread::Builder::new()
+            .name("watch-sync".into())
+            .spawn(move || run_catch_up(weak))?;
+        Ok(hub)
+    }
+
+    /// The apply loop's side: every committed round's events.
+    pub fn event_sink(self: &Arc<Self>) -> Box<dyn EventSink> {
+        Box::new(HubSink(self.clone()))
+    }
+
+    pub fn open_stream(&self, waker: Box<dyn StreamWaker>) -> StreamId {
+        self.registry.lock().open_stream(waker)
+    }
+
+    /// Runs `f` on the registry, then wakes the catch-up thread if watchers wait.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let (result, unsynced) = {
+            let mut registry = self.registry.lock();
+            let result = f(&mut registry);
+            (result, registry.has_unsynced())
+        };
+        if unsynced {
+            self.kick();
+        }
+        result
+    }
+
+    /// Asks the catch-up thread for a pass now.
+    pub fn kick(&self) {
+        *self.kicked.lock() = true;
+        self.kick_signal.notify_one();
+    }
+
+    /// One catch-up pass; `true` if some watcher moved.
+    fn catch_up_pass(&self) -> bool {
+        let tasks = self.registry.lock().take_catch_up();
+        let mut moved = false;
+        let history = BackendHistory(&self.backend);
+        for task in tasks {
+            let outcome = task.run(&history);
+            if let CatchUpOutcome::Failed(error) = &outcome {
+                tracing::warn!("watch catch-up read failed: {error}");
+            } else {
+                moved = true;
+            }
+            self.registry.lock().finish_catch_up(task, outcome);
+        }
+        moved
+    }
+}
+
+struct HubSink(Arc<WatchHub>);
+
+impl EventSink for HubSink {
+    fn publish(&mut self, events: Vec<Event>) {
+        self.0.with_registry(|registry| registry.publish(events));
+    }
+}
+
+fn run_catch_up(hub: Weak<WatchHub>) {
+    let mut next_tick: Option<Instant> = None;
+    let mut busy = false;
+    loop {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let tick_due = hub.progress_interval > Duration::ZERO;
+        let next = *next_tick.get_or_insert(now + hub.progress_interval);
+        if !busy {
+            let mut kicked = hub.kicked.lock();
+            if !*kicked {
+                let wait = if tick_due {
+                    SYNC_INTERVAL.min(next.saturating_duration_since(now))
+                } else {
+                    SYNC_INTERVAL
+                };
+                hub.kick_signal.wait_for(&mut kicked, wait);
+            }
+            *kicked = false;
+        }
+        if tick_due && Instant::now() >= next {
+            hub.registry.lock().progress_tick();
+            next_tick = Some(Instant::now() + hub.progress_interval);
+        }
+        busy = hub.catch_up_pass();
+    }
+}
