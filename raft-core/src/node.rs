@@ -177,6 +177,8 @@ pub struct Node<S: LogStore> {
     last_snapshot_index: u64,
     /// A member was added: the next snapshot is due now (see `apply_entries`).
     snapshot_due: bool,
+    /// The configuration recorded in the latest snapshot.
+    snapshot_conf: ConfState,
     /// This member was removed from the configuration: it takes part in nothing any more.
     removed: bool,
     ticks: u64,
@@ -291,6 +293,7 @@ impl<S: LogStore> Node<S> {
             config,
             applied,
             last_snapshot_index: snapshot_meta.index,
+            snapshot_conf: snapshot_meta.get_conf_state().clone(),
             snapshot_due: false,
             removed: false,
             ticks: 0,
@@ -586,6 +589,9 @@ impl<S: LogStore> Node<S> {
             // 7. applied index, snapshot
             self.raw.advance_apply_to(self.applied);
             self.maybe_leave_joint();
+            if self.follower_needs_fresh_snapshot() {
+                self.snapshot_due = true;
+            }
             self.maybe_snapshot(sm, &mut outcome)?;
         }
 
@@ -631,6 +637,7 @@ impl<S: LogStore> Node<S> {
         sm.restore(&meta, &data).map_err(sm_err)?;
         self.applied = meta.index;
         self.last_snapshot_index = meta.index;
+        self.snapshot_conf = meta.get_conf_state().clone();
         self.proposals
             .on_snapshot(meta.index, meta.term, &mut outcome.proposals);
         outcome.snapshot_restored = Some(meta.index);
@@ -779,6 +786,22 @@ impl<S: LogStore> Node<S> {
             .propose_conf_change(Vec::new(), ConfChangeV2::default());
     }
 
+    /// A follower needs entries this leader compacted, and the latest snapshot does not
+    /// list it (it was taken before the follower joined, e.g. the bootstrap snapshot):
+    /// raft-rs would send it a snapshot it must refuse. A fresh one is due.
+    fn follower_needs_fresh_snapshot(&self) -> bool {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return false;
+        }
+        let first = raft.raft_log.first_index();
+        raft.prs().iter().any(|(&id, progress)| {
+            id != self.config.id
+                && progress.next_idx < first
+                && !Self::lists(&self.snapshot_conf, id)
+        })
+    }
+
     fn maybe_snapshot(
         &mut self,
         sm: &mut impl StateMachine,
@@ -802,8 +825,9 @@ impl<S: LogStore> Node<S> {
             store.set_hard_state(&hard_state).map_err(storage_err)?;
         }
         store
-            .create_snapshot(index, conf_state, data)
+            .create_snapshot(index, conf_state.clone(), data)
             .map_err(storage_err)?;
+        self.snapshot_conf = conf_state;
         let compact_to = index.saturating_sub(self.config.snapshot_catchup_entries);
         if compact_to > store.first_index()? {
             store.compact(compact_to).map_err(storage_err)?;

@@ -394,8 +394,10 @@ impl<S: HarnessStore> Cluster<S> {
         self.incarnation += 1;
         let mut config = NodeConfig::new(id);
         // raft-rs draws the randomised election timeout from its own thread RNG; a
-        // one-tick range makes it deterministic, and the seeded RNG picks it instead.
-        let timeout = self.rng.random_range(10..20);
+        // one-tick range makes it deterministic. Distinct per member, so that members
+        // ticked in lockstep (as `converge` does) cannot split votes forever; the random
+        // schedule still ticks members unevenly.
+        let timeout = 10 + 2 * (id.saturating_sub(1) as usize);
         config.min_election_tick = timeout;
         config.max_election_tick = timeout + 1;
         config.snapshot_interval = self.options.snapshot_interval;
@@ -908,11 +910,35 @@ impl<S: HarnessStore> Cluster<S> {
         self.assert_converged().is_ok()
     }
 
+    /// One line per member: role, term, leader, commit, applied, configuration.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, m) in &self.members {
+            match &m.node {
+                None => out.push_str(&format!("\n  {id}: down")),
+                Some(n) => out.push_str(&format!(
+                    "\n  {id}: {:?} term {} leader {} commit {} applied {} last {} removed {} conf {:?}",
+                    n.role(),
+                    n.term(),
+                    n.leader_id(),
+                    n.commit_index(),
+                    n.applied_index(),
+                    n.last_index(),
+                    n.is_removed(),
+                    n.conf_state()
+                )),
+            }
+        }
+        out
+    }
+
     fn assert_converged(&self) -> Result<(), String> {
         if let Some(v) = &self.violation {
             return Err(format!("invariant violated: {v}"));
         }
-        let leader = self.leader().ok_or("no leader")?;
+        let leader = self
+            .leader()
+            .ok_or_else(|| format!("no leader:{}", self.describe()))?;
         let leader_node = self.node(leader).ok_or("leader down")?;
         let commit = leader_node.commit_index();
         let conf = leader_node.conf_state();
@@ -969,7 +995,7 @@ impl<S: HarnessStore> Cluster<S> {
         let ids = self.ids();
         let wire = self.wire.len() as u32;
         // Weights: delivering grows with the backlog so the wire stays bounded.
-        let weights: [(u32, u8); 13] = [
+        let weights: [(u32, u8); 14] = [
             (300 + 10 * wire, 0), // deliver a random message (reorder, delay)
             (20, 1),              // drop a random message
             (250, 2),             // tick a random member
@@ -983,6 +1009,7 @@ impl<S: HarnessStore> Cluster<S> {
             (4, 10),              // isolate one member
             (3, 11),              // leader transfer
             (self.options.membership_changes, 12), // a conf change
+            (10, 13),             // duplicate a random message
         ];
         let total: u32 = weights.iter().map(|w| w.0).sum();
         let mut pick = self.rng.random_range(0..total);
@@ -1060,6 +1087,15 @@ impl<S: HarnessStore> Cluster<S> {
                 self.isolate(id);
             }
             12 => self.random_conf_change(),
+            13 if !self.wire.is_empty() => {
+                let i = self.rng.random_range(0..self.wire.len());
+                let copy = self.wire[i].clone();
+                // A duplicated snapshot would be reported twice; raft tolerates that,
+                // but keep the one-report-per-send contract of the Outbox.
+                if copy.message.get_msg_type() != MessageType::MsgSnapshot {
+                    self.wire.push(copy);
+                }
+            }
             11 => {
                 if let Some(leader) = self.leader() {
                     let to = ids[self.rng.random_range(0..ids.len())];

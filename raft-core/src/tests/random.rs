@@ -5,11 +5,23 @@ use crate::harness::random_schedule;
 
 const STEPS: usize = 3000;
 
+/// `RAFT_SEED=n` replays one seed; `RAFT_SEEDS=a..b` explores another range.
 fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("RAFT_SEED") {
-        Ok(seed) => vec![seed.trim().parse().expect("RAFT_SEED must be a number")],
-        Err(_) => range.collect(),
+    if let Ok(seed) = std::env::var("RAFT_SEED") {
+        return vec![seed.trim().parse().expect("RAFT_SEED must be a number")];
     }
+    if let Ok(spec) = std::env::var("RAFT_SEEDS") {
+        let (a, b) = spec
+            .split_once("..")
+            .expect("RAFT_SEEDS must look like 1000..2000");
+        let a: u64 = a.trim().parse().expect("RAFT_SEEDS start");
+        let b: u64 = b.trim().parse().expect("RAFT_SEEDS end");
+        // The "a" test of each cluster size takes the first half, "b" the second.
+        let mid = a + b.saturating_sub(a) / 2;
+        let second_half = range.start % 1000 != 0;
+        return if second_half { mid..b } else { a..mid }.collect();
+    }
+    range.collect()
 }
 
 fn run(voters: u64, range: std::ops::Range<u64>) {
