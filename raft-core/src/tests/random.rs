@@ -18,7 +18,7 @@ fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
         let b: u64 = b.trim().parse().expect("RAFT_SEEDS end");
         // The "a" test of each cluster size takes the first half, "b" the second.
         let mid = a + b.saturating_sub(a) / 2;
-        let second_half = range.start % 1000 != 0;
+        let second_half = !range.start.is_multiple_of(1000);
         return if second_half { mid..b } else { a..mid }.collect();
     }
     range.collect()
