@@ -32,7 +32,6 @@ struct PendingChange {
     rev: Revision,
     tombstone: bool,
     /// The encoded `KeyValue` (for a tombstone: only the key, as etcd stores it).
-    /// Emptied when handed to fjall at commit.
     encoded: Vec<u8>,
 }
 
@@ -272,11 +271,13 @@ impl<'a> WriteBatch<'a> {
         if store.opts.sync_on_commit {
             batch = batch.durability(Some(PersistMode::SyncAll));
         }
-        for change in &mut self.changes {
+        // fjall copies the bytes either way; keeping ours lets a failed commit
+        // roll the index back (in Drop) like any discarded batch.
+        for change in &self.changes {
             batch.insert(
                 &store.kv,
                 encode_revision_key(change.rev, change.tombstone),
-                std::mem::take(&mut change.encoded),
+                change.encoded.as_slice(),
             );
         }
         batch.insert(
