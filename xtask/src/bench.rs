@@ -171,9 +171,20 @@ impl Outcome {
         self.servers.iter().map(|s| s.rss_bytes).sum()
     }
 
+    /// What CPU time is divided by: events delivered for watch fan-out (the server's work is
+    /// the fan-out, not the handful of puts), successful operations otherwise.
+    pub fn work_units(&self) -> (u64, &'static str) {
+        match &self.watch {
+            Some(w) => (w.delivered_events, "events"),
+            None => (self.ops, "ops"),
+        }
+    }
+
+    /// Server CPU seconds (all members) per 1000 work units.
     pub fn cpu_seconds_per_thousand_ops(&self) -> Option<f64> {
-        (self.ops > 0 && !self.servers.is_empty()).then(|| {
-            self.servers.iter().map(|s| s.cpu_seconds).sum::<f64>() * 1000.0 / self.ops as f64
+        let (units, _) = self.work_units();
+        (units > 0 && !self.servers.is_empty()).then(|| {
+            self.servers.iter().map(|s| s.cpu_seconds).sum::<f64>() * 1000.0 / units as f64
         })
     }
 
@@ -206,18 +217,14 @@ impl Outcome {
                 println!("  put-to-event latency {latency}");
             }
         }
+        let (units, unit_name) = self.work_units();
         for server in &self.servers {
-            let per_op = if self.ops > 0 {
-                server.cpu_seconds * 1000.0 / self.ops as f64
-            } else {
-                0.0
-            };
+            let per_thousand = server.cpu_seconds * 1000.0 / units.max(1) as f64;
             println!(
-                "  server pid {}: rss {:.1} MiB, cpu {:.3}s ({:.3} s per 1000 ops)",
+                "  server pid {}: rss {:.1} MiB, cpu {:.3}s ({per_thousand:.3} s per 1000 {unit_name})",
                 server.pid,
                 server.rss_bytes as f64 / (1024.0 * 1024.0),
                 server.cpu_seconds,
-                per_op
             );
         }
     }
@@ -784,6 +791,8 @@ mod tests {
             ..outcome
         };
         assert_eq!(watch.throughput(), 500.0);
+        // CPU is per 1000 delivered events for watch fan-out: 4 s over 10 events.
+        assert_eq!(watch.cpu_seconds_per_thousand_ops(), Some(400.0));
         assert_eq!(watch.p50(), Some(Duration::from_millis(7)));
     }
 }

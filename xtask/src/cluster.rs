@@ -206,11 +206,11 @@ impl LocalCluster {
     pub fn exited(&mut self) -> Vec<(String, String)> {
         let mut gone = Vec::new();
         for member in &mut self.members {
-            if let Some(child) = member.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    gone.push((member.layout.name.clone(), status.to_string()));
-                    member.child = None;
-                }
+            if let Some(child) = member.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                gone.push((member.layout.name.clone(), status.to_string()));
+                member.child = None;
             }
         }
         gone

@@ -222,7 +222,7 @@ pub fn table(
         }
     }
     out += "throughput: ops/s (watch: events delivered/s); p50: request latency (watch: put-to-event);\n\
-            RSS: MiB summed over members after the run; cpu: server CPU seconds per 1000 ops, all members.";
+            RSS: MiB summed over members after the run; cpu: server CPU seconds per 1000 ops (watch: events), all members.";
     out
 }
 
