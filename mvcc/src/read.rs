@@ -104,14 +104,35 @@ pub(crate) fn fetch_all(
     fetch: &impl FetchKv,
     revisions: &[Revision],
 ) -> Result<Option<Vec<KeyValue>>, Error> {
-    let mut kvs = Vec::with_capacity(revisions.len());
-    for rev in revisions {
+    if revisions.len() <= 8 {
+        let mut kvs = Vec::with_capacity(revisions.len());
+        for rev in revisions {
+            match fetch.fetch(*rev)? {
+                Some(kv) => kvs.push(kv),
+                None => return Ok(None),
+            }
+        }
+        return Ok(Some(kvs));
+    }
+    // Many keys: read in revision order, so keys written together hit the same
+    // backend blocks one after another, then put the results back in key order.
+    let mut order: Vec<usize> = (0..revisions.len()).collect();
+    order.sort_unstable_by_key(|&i| revisions.get(i).copied());
+    let mut slots: Vec<Option<KeyValue>> = vec![None; revisions.len()];
+    for i in order {
+        let Some(rev) = revisions.get(i) else {
+            continue;
+        };
         match fetch.fetch(*rev)? {
-            Some(kv) => kvs.push(kv),
+            Some(kv) => {
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot = Some(kv);
+                }
+            }
             None => return Ok(None),
         }
     }
-    Ok(Some(kvs))
+    Ok(slots.into_iter().collect())
 }
 
 /// Applies filters, sort, limit and `keys_only` the way etcd's applier does.

@@ -506,3 +506,37 @@ fn readers_always_see_whole_revisions_while_the_writer_runs() {
         }
     });
 }
+
+#[test]
+fn large_ranges_come_back_in_key_order_with_the_right_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // Written in reverse key order, so revision order is the opposite of key order.
+    for i in (0..50).rev() {
+        put(&store, &format!("k{i:02}"), &format!("v{i}"));
+    }
+    let resp = range_all(&store, 0).expect("range");
+    let want: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("k{i:02}"), format!("v{i}")))
+        .collect();
+    assert_eq!(kv_pairs(&resp), want);
+    assert_eq!(resp.count, 50);
+    let descending = store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            sort_order: 2,
+            limit: 3,
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(
+        kv_pairs(&descending),
+        vec![
+            ("k49".into(), "v49".into()),
+            ("k48".into(), "v48".into()),
+            ("k47".into(), "v47".into())
+        ]
+    );
+    assert!(descending.more);
+}
