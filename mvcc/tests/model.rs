@@ -536,7 +536,9 @@ fn writes_twice(ops: &[RequestOp]) -> bool {
 
 // ---------------------------------------------------------------- generators
 
-const KEYS: &[&str] = &["a", "aa", "ab", "b", "ba", "c", "d", "e"];
+const KEYS: &[&str] = &[
+    "a", "aa", "ab", "b", "ba", "c", "d", "e", "f", "g", "h", "i", "j",
+];
 
 fn key(rng: &mut ChaCha8Rng) -> Vec<u8> {
     KEYS.choose(rng)
