@@ -21,6 +21,9 @@ pub struct ClientConfig {
     pub keepalive_timeout: Duration,
     /// `(user, password)` for Auth.Authenticate.
     pub credentials: Option<(String, String)>,
+    /// TLS settings, when TLS is configured (a CA, a client certificate, or
+    /// `--insecure-transport=false`); endpoints without a scheme then use it.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Whether a request may be sent again after an `Unavailable` error.
@@ -49,20 +52,54 @@ pub fn endpoint_url(ep: &str) -> String {
     }
 }
 
-fn endpoint(cfg: &ClientConfig, ep: &str) -> Result<Endpoint, CtlError> {
-    let url = endpoint_url(ep);
-    if url.starts_with("https://") {
-        return Err(CtlError::new(
-            ExitCode::BadConnection,
-            format!("TLS endpoints are not supported yet: {ep}"),
-        ));
+/// Whether clientv3 would dial this endpoint with TLS, and its `host:port`.
+fn split_endpoint(cfg: &ClientConfig, ep: &str) -> (bool, String) {
+    if let Some(rest) = ep
+        .strip_prefix("https://")
+        .or_else(|| ep.strip_prefix("unixs://"))
+    {
+        return (true, rest.to_owned());
     }
-    let url = url.replacen("unix://", "http://", 1);
-    Ok(Endpoint::from_shared(url)
+    if let Some((_, rest)) = ep.split_once("://") {
+        return (false, rest.to_owned());
+    }
+    (cfg.tls.is_some(), ep.to_owned())
+}
+
+fn endpoint(cfg: &ClientConfig, authority: &str) -> Result<Endpoint, CtlError> {
+    Ok(Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| CtlError::new(ExitCode::BadConnection, e.to_string()))?
         .connect_timeout(cfg.dial_timeout)
         .http2_keep_alive_interval(cfg.keepalive_time)
         .keep_alive_timeout(cfg.keepalive_timeout))
+}
+
+/// One channel over the endpoints: plain ones balanced by tonic, TLS ones
+/// through our connector (which fails over between them in order).
+fn channel(cfg: &ClientConfig, endpoints: &[String]) -> Result<Channel, CtlError> {
+    let mut plain = Vec::new();
+    let mut secure = Vec::new();
+    for ep in endpoints {
+        match split_endpoint(cfg, ep) {
+            (true, authority) => secure.push(authority),
+            (false, authority) => plain.push(endpoint(cfg, &authority)?),
+        }
+    }
+    if let Some(first) = secure.first() {
+        let settings = cfg.tls.clone().unwrap_or_default();
+        let config = crate::tls::client_config(&settings)?;
+        let addresses = secure
+            .iter()
+            .map(|a| crate::tls::host_port(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connector = crate::tls::TlsConnector::new(addresses, config);
+        return Ok(endpoint(cfg, first)?.connect_with_connector_lazy(connector));
+    }
+    match plain.len() {
+        0 => Err(CtlError::new(ExitCode::BadConnection, "no endpoints given")),
+        1 => Ok(plain.remove(0).connect_lazy()),
+        _ => Ok(Channel::balance_list(plain.into_iter())),
+    }
 }
 
 impl Client {
@@ -74,15 +111,7 @@ impl Client {
 
     /// A client for exactly these endpoints (e.g. one per `endpoint status` row).
     pub async fn connect_to(cfg: &ClientConfig, endpoints: &[String]) -> Result<Self, CtlError> {
-        let eps = endpoints
-            .iter()
-            .map(|ep| endpoint(cfg, ep))
-            .collect::<Result<Vec<_>, _>>()?;
-        let channel = match eps.as_slice() {
-            [] => return Err(CtlError::new(ExitCode::BadConnection, "no endpoints given")),
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(eps.into_iter()),
-        };
+        let channel = channel(cfg, endpoints)?;
         let mut client = Self {
             channel,
             command_timeout: cfg.command_timeout,
@@ -153,14 +182,26 @@ impl Client {
     }
 }
 
-/// A status produced locally by the transport (no connection) rather than by a server.
+/// A status produced locally because no connection could be made (refused,
+/// TLS handshake failed, plaintext to a TLS port) rather than by a server.
 fn is_connection_error(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver: ")
+    match status.code() {
+        tonic::Code::Unavailable => !status.message().starts_with("etcdserver: "),
+        tonic::Code::Unknown => status.message().starts_with("transport error"),
+        _ => false,
+    }
 }
 
 fn should_retry(retry: Retry, status: &tonic::Status) -> bool {
     match retry {
-        Retry::Repeatable => status.code() == tonic::Code::Unavailable,
+        // A connection dropped mid-request (e.g. a TLS peer refusing our
+        // certificate after the handshake) is only safe to retry for reads.
+        Retry::Repeatable => {
+            status.code() == tonic::Code::Unavailable
+                || is_connection_error(status)
+                || (status.code() == tonic::Code::Cancelled
+                    && status.message() == "operation was canceled")
+        }
         Retry::NonRepeatable => is_connection_error(status),
     }
 }
@@ -182,6 +223,8 @@ mod tests {
         assert!(!should_retry(Retry::NonRepeatable, &no_leader));
         let refused = tonic::Status::unavailable("tcp connect error");
         assert!(should_retry(Retry::NonRepeatable, &refused));
+        let handshake = tonic::Status::unknown("transport error");
+        assert!(should_retry(Retry::NonRepeatable, &handshake));
         let not_found = tonic::Status::not_found("etcdserver: requested lease not found");
         assert!(!should_retry(Retry::Repeatable, &not_found));
     }

@@ -7,137 +7,11 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, run, tools_available};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CONCORDCTL: &str = env!("CARGO_BIN_EXE_concordctl");
-
-fn tools_available() -> bool {
-    let found = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if found("etcd") && found("etcdctl") {
-        return true;
-    }
-    println!("etcd/etcdctl not on PATH: skipping the etcdctl parity test");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One etcd member in a temporary directory, killed on drop.
-struct Etcd {
-    child: Child,
-    client_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start(client_port: u16, peer_port: u16) -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "parity"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("parity={peer_url}")])
-            .args(["--initial-cluster-token", "concord-parity"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd");
-        let etcd = Etcd {
-            child,
-            client_url,
-            _dir: dir,
-        };
-        etcd.wait_ready();
-        etcd
-    }
-
-    fn endpoint(&self) -> &str {
-        self.client_url.trim_start_matches("http://")
-    }
-
-    /// Polls until etcd has a leader and commits a linearizable read.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let status = Command::new("etcdctl")
-                .args(["--endpoints", self.endpoint(), "--command-timeout", "1s"])
-                .args(["endpoint", "health"])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
-            if status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("etcd did not become ready");
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs one client with arguments and standard input; returns a transcript block.
-fn run(tool: &str, endpoint: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(tool)
-        .args(["--endpoints", endpoint])
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr: String = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        // etcdctl's zap warnings, and stty complaints from its password prompt
-        .filter(|l| !l.starts_with("{\"level\":") && !l.starts_with("stty: "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    format!(
-        "$ {}\n--- stdout\n{}--- stderr\n{}--- rc={}\n",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        stderr,
-        out.status.code().unwrap_or(-1)
-    )
-}
 
 /// Replaces the value after each marker up to the next terminator with `*`
 /// (health probe durations vary between runs).
@@ -910,24 +784,4 @@ fn watch_history_matches_etcdctl() {
         let actual = watch_output(CONCORDCTL, etcd.endpoint(), format, marker);
         assert_lines_equal(&expected, &actual);
     }
-}
-
-fn assert_lines_equal(expected: &str, actual: &str) {
-    if expected == actual {
-        return;
-    }
-    let diff: Vec<String> = expected
-        .lines()
-        .zip(actual.lines())
-        .enumerate()
-        .filter(|(_, (e, a))| e != a)
-        .take(20)
-        .map(|(i, (e, a))| format!("line {i}:\n  etcdctl:    {e:?}\n  concordctl: {a:?}"))
-        .collect();
-    panic!(
-        "output differs from etcdctl\n{}\n(expected {} lines, got {})\n=== etcdctl\n{expected}\n=== concordctl\n{actual}",
-        diff.join("\n"),
-        expected.lines().count(),
-        actual.lines().count()
-    );
 }

@@ -1,0 +1,224 @@
+//! Client TLS (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`,
+//! `--insecure-transport=false`), with clientv3's rule for which endpoints use
+//! it: `https://` always, `http://` never, scheme-less ones when TLS is
+//! configured.
+
+use crate::error::{CtlError, ExitCode};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Where etcdctl (Go) finds the system's CA bundle on Debian.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// TLS flags.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+fn bad_connection(message: String) -> CtlError {
+    CtlError::new(ExitCode::BadConnection, message)
+}
+
+fn read_pem(path: &str) -> Result<Vec<u8>, CtlError> {
+    std::fs::read(path).map_err(|e| bad_connection(format!("open {path}: {e}")))
+}
+
+/// Builds the rustls configuration (HTTP/2 via ALPN) from the flags.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, CtlError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad_connection(e.to_string()))?;
+    let builder = if settings.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let bundle = match &settings.cacert {
+            Some(path) => read_pem(path)?,
+            None => std::fs::read(SYSTEM_CA_BUNDLE).unwrap_or_default(),
+        };
+        for cert in rustls_pemfile::certs(&mut bundle.as_slice()) {
+            let cert = cert.map_err(|e| bad_connection(format!("bad CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad_connection(format!("bad CA certificate: {e}")))?;
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&settings.cert, &settings.key) {
+        (Some(cert), Some(key)) => {
+            let certs = rustls_pemfile::certs(&mut read_pem(cert)?.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad_connection(format!("bad client certificate: {e}")))?;
+            let key = rustls_pemfile::private_key(&mut read_pem(key)?.as_slice())
+                .map_err(|e| bad_connection(format!("bad client key: {e}")))?
+                .ok_or_else(|| bad_connection(format!("no private key in {key}")))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| bad_connection(e.to_string()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(bad_connection(
+                "both --cert and --key must be given for client certificate authentication"
+                    .to_owned(),
+            ));
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `--insecure-skip-tls-verify`: accept any server certificate (signatures
+/// are still checked so the handshake itself is sound).
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A tonic connector that dials `host:port` addresses in order (failing over
+/// to the next one) and wraps the connection in TLS.
+#[derive(Clone)]
+pub struct TlsConnector {
+    addresses: Arc<Vec<(String, u16)>>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl TlsConnector {
+    pub fn new(addresses: Vec<(String, u16)>, config: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            addresses: Arc::new(addresses),
+            tls: tokio_rustls::TlsConnector::from(config),
+        }
+    }
+}
+
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<TokioIo<TlsStream<TcpStream>>, std::io::Error>> + Send>>;
+
+impl tonic::codegen::Service<http::Uri> for TlsConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let addresses = self.addresses.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let mut last_error =
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no endpoints to dial");
+            for (host, port) in addresses.iter() {
+                let attempt = async {
+                    let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                    tcp.set_nodelay(true)?;
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    tls.connect(name, tcp).await
+                };
+                match attempt.await {
+                    Ok(stream) => return Ok(TokioIo::new(stream)),
+                    Err(e) => last_error = e,
+                }
+            }
+            Err(last_error)
+        })
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets) from an endpoint without its scheme.
+pub fn host_port(authority: &str) -> Result<(String, u16), CtlError> {
+    let bad = || bad_connection(format!("invalid endpoint {authority}"));
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_owned(), port.parse().map_err(|_| bad())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_handles_ipv6_and_paths() {
+        assert_eq!(
+            host_port("127.0.0.1:2379").unwrap(),
+            ("127.0.0.1".to_owned(), 2379)
+        );
+        assert_eq!(host_port("[::1]:2379").unwrap(), ("::1".to_owned(), 2379));
+        assert_eq!(host_port("h:1/x").unwrap(), ("h".to_owned(), 1));
+        assert!(host_port("nohost").is_err());
+    }
+
+    #[test]
+    fn missing_ca_file_is_a_connection_error() {
+        let settings = TlsSettings {
+            cacert: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = client_config(&settings).unwrap_err();
+        assert_eq!(e.code, ExitCode::BadConnection);
+        assert!(
+            e.message.starts_with("open /nonexistent/ca.pem: "),
+            "{}",
+            e.message
+        );
+    }
+}

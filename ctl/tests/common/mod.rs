@@ -1,0 +1,256 @@
+//! Shared helpers of the integration tests: a real etcd member in a temporary
+//! directory, and running etcdctl or concordctl against it.
+
+#![allow(clippy::unwrap_used, dead_code)] // test code; each test file uses a subset
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONCORDCTL: &str = env!("CARGO_BIN_EXE_concordctl");
+
+pub fn tools_available() -> bool {
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if found("etcd") && found("etcdctl") {
+        return true;
+    }
+    println!("etcd/etcdctl not on PATH: skipping the etcdctl parity test");
+    false
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member in a temporary directory, killed on drop.
+pub struct Etcd {
+    child: Child,
+    client_url: String,
+    /// Flags etcdctl needs to reach the member (TLS files).
+    ctl_flags: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// PEM files of a test CA, a server certificate for 127.0.0.1 and a client
+/// certificate, written to a temporary directory.
+pub struct TlsFiles {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "concord test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf = |name: &str, usage: rcgen::ExtendedKeyUsagePurpose| {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = leaf("root", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        TlsFiles {
+            ca: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            _dir: dir,
+        }
+    }
+}
+
+impl Etcd {
+    pub fn start(client_port: u16, peer_port: u16) -> Etcd {
+        Self::start_with(client_port, peer_port, None, false)
+    }
+
+    /// A member serving clients over TLS, optionally requiring client certificates.
+    pub fn start_tls(tls: &TlsFiles, client_cert_auth: bool) -> Etcd {
+        Self::start_with(free_port(), free_port(), Some(tls), client_cert_auth)
+    }
+
+    fn start_with(
+        client_port: u16,
+        peer_port: u16,
+        tls: Option<&TlsFiles>,
+        client_cert_auth: bool,
+    ) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", "parity"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("parity={peer_url}")])
+            .args(["--initial-cluster-token", "concord-parity"]);
+        let mut ctl_flags = Vec::new();
+        if let Some(tls) = tls {
+            command.args([
+                "--cert-file",
+                &tls.server_cert,
+                "--key-file",
+                &tls.server_key,
+            ]);
+            ctl_flags = vec!["--cacert".to_owned(), tls.ca.clone()];
+            if client_cert_auth {
+                command.args(["--client-cert-auth", "--trusted-ca-file", &tls.ca]);
+                ctl_flags.extend([
+                    "--cert".to_owned(),
+                    tls.client_cert.clone(),
+                    "--key".to_owned(),
+                    tls.client_key.clone(),
+                ]);
+            }
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        let etcd = Etcd {
+            child,
+            client_url,
+            ctl_flags,
+            _dir: dir,
+        };
+        etcd.wait_ready();
+        etcd
+    }
+
+    /// `host:port`, without the scheme.
+    pub fn endpoint(&self) -> &str {
+        self.client_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.client_url)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.client_url
+    }
+
+    /// Polls until etcd has a leader and commits a linearizable read.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let status = Command::new("etcdctl")
+                .args(["--endpoints", self.endpoint(), "--command-timeout", "1s"])
+                .args(&self.ctl_flags)
+                .args(["endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            if status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become ready");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one client with arguments and standard input; returns a transcript block.
+pub fn run(tool: &str, endpoint: &str, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(tool)
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        // etcdctl's zap warnings, and stty complaints from its password prompt
+        .filter(|l| !l.starts_with("{\"level\":") && !l.starts_with("stty: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!(
+        "$ {}\n--- stdout\n{}--- stderr\n{}--- rc={}\n",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        stderr,
+        out.status.code().unwrap_or(-1)
+    )
+}
+
+pub fn assert_lines_equal(expected: &str, actual: &str) {
+    if expected == actual {
+        return;
+    }
+    let diff: Vec<String> = expected
+        .lines()
+        .zip(actual.lines())
+        .enumerate()
+        .filter(|(_, (e, a))| e != a)
+        .take(20)
+        .map(|(i, (e, a))| format!("line {i}:\n  etcdctl:    {e:?}\n  concordctl: {a:?}"))
+        .collect();
+    panic!(
+        "output differs from etcdctl\n{}\n(expected {} lines, got {})\n=== etcdctl\n{expected}\n=== concordctl\n{actual}",
+        diff.join("\n"),
+        expected.lines().count(),
+        actual.lines().count()
+    );
+}
