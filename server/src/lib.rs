@@ -23,6 +23,7 @@ pub mod core;
 pub mod driver;
 pub mod error;
 pub mod etcd_error;
+pub mod h2_authority;
 pub mod http;
 pub mod listener;
 pub mod member;

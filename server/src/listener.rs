@@ -5,7 +5,8 @@
 //! - [`serve_grpc`] serves a tonic [`Router`] (the peer port).
 //! - [`serve_combined`] serves gRPC and plain HTTP on one port, as etcd does on its client
 //!   port: requests with content type `application/grpc...` go to tonic's [`Routes`],
-//!   everything else to an axum [`axum::Router`]. HTTP/1.1 and HTTP/2 are both accepted.
+//!   everything else to an axum [`axum::Router`]. HTTP/1.1 and HTTP/2 are both accepted;
+//!   HTTP/2 requests pass through [`AuthorityFix`] first (etcd clients' `:authority`).
 //!
 //! Every request carries a [`ConnectionInfo`] extension (addresses and the client's TLS
 //! certificate chain, e.g. for etcd's CN-based authentication).
@@ -53,6 +54,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, warn};
 use url::Url;
 
+use crate::h2_authority::AuthorityFix;
 use crate::transport::{NetError, Result};
 
 /// How long a client may take to finish its TLS handshake.
@@ -607,6 +609,9 @@ where
                     let service = hyper::service::service_fn(move |request| {
                         route(grpc.clone(), http.clone(), info.clone(), request)
                     });
+                    // etcd's Go clients may send `:authority: http://host:port`, which
+                    // h2 refuses; the shim repairs their header blocks before hyper.
+                    let stream = AuthorityFix::new(stream);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection).await {
                         debug!(%remote_addr, %error, "connection ended with an error");
