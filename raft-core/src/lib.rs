@@ -18,7 +18,13 @@
 //! - Proposals carry a request id (stored in `Entry.context`, 8 bytes big-endian). The
 //!   node records index → (term, id) at propose time; every accepted proposal ends in a
 //!   [`ProposalOutcome`] (applied at index, or [`ProposalError`]) — a dropped proposal
-//!   is an error, never silence. Refusals at propose time are a [`ProposeError`].
+//!   is an error, never silence. Outcomes are decided by what *commits*: the entry
+//!   committed at the index is ours (applied) or not (`Overwritten`), or an entry of a
+//!   later term committed before the index (`Overwritten`: terms only grow along the
+//!   log, so this also resolves proposals past the end of a new leader's log as soon as
+//!   its first entry commits); a snapshot covering the index or the member's removal
+//!   gives `OutcomeUnknown`. Refusals at propose time are a [`ProposeError`] (not
+//!   leader, transfer in progress, too many uncommitted bytes, conf change refused).
 //!   Proposals are accepted on the leader only (`NotLeader { leader_id }` elsewhere:
 //!   forwarding is the server's business).
 //! - Linearizable reads ([`Node::read_index`]): concurrent reads share one ReadIndex
@@ -30,12 +36,16 @@
 //!   builders: add voter, add learner, promote learner, remove; several at once go
 //!   through joint consensus with automatic leave). The driver applies the change to
 //!   raft, persists the `ConfState` ([`LogStore::set_conf_state`]) and then shows the
-//!   entry to the state machine as [`Committed::ConfChange`].
+//!   entry to the state machine as [`Committed::ConfChange`], ending the apply batch
+//!   there (the state machine syncs such a batch: see [`StateMachine`]). A member
+//!   removed from the configuration goes inert ([`ReadyOutcome::removed`], pending
+//!   requests fail); a removed leader steps down first.
 //! - Snapshots: every `snapshot_interval` applied entries (default 10,000) the state
 //!   machine is serialised into [`LogStore::create_snapshot`] and the log compacted,
 //!   keeping `snapshot_catchup_entries` (default 5,000) for slow followers. Followers
 //!   further behind get a `MsgSnapshot`; the caller reports the transport outcome with
-//!   [`Node::report_snapshot`].
+//!   [`Node::report_snapshot`]. raft-rs refuses a snapshot whose configuration does not
+//!   list the receiver, so a leader takes a fresh snapshot when a new member needs one.
 //! - Leader transfer ([`Node::transfer_leader`]).
 //! - [`codec`]: raft's `eraftpb::Message` to and from bytes (protobuf 2), so transport
 //!   protos carry raft messages as opaque `bytes`.
@@ -43,10 +53,30 @@
 //!   "fsync" (with a [`CrashSwitch`] to fail at an exact point); `WalStorage` from
 //!   `concord-storage-wal` implements [`LogStore`] too (module `wal`).
 //! - `harness` (feature `harness`, always on for this crate's tests): N nodes in one
-//!   process, messages routed by a seeded scheduler with drop, delay, reorder,
-//!   partition, isolate and crash/restart, invariants checked after every step. Replay a
-//!   failing seed with `RAFT_SEED=<seed> cargo nextest run -p concord-raft-core
-//!   --release random_schedules`.
+//!   process, messages routed by a seeded scheduler (ChaCha8) with drop, duplicate,
+//!   delay/reorder, partition, isolate, crash/restart (also in the middle of a Ready,
+//!   and with a state machine that loses its unflushed applies), membership changes and
+//!   leader transfers; invariants checked after every step (one leader per term,
+//!   committed prefixes agree, an applied entry and the configuration at an index never
+//!   differ, no index applied twice, reads not stale), liveness after healing (every
+//!   acknowledged proposal applied everywhere, nothing left without an outcome). Replay
+//!   a failing seed with `RAFT_SEED=<seed> cargo nextest run -p concord-raft-core
+//!   --release random_schedules`; explore more with `RAFT_SEEDS=<a>..<b>`.
+//!
+//! # The server's driver loop
+//!
+//! One thread owns the [`Node`] and the [`StateMachine`]:
+//!
+//! 1. feed inputs: [`Node::step`] for each message from a peer, [`Node::propose`] /
+//!    [`Node::propose_conf_change`] / [`Node::read_index`] for client requests (keep
+//!    the waiter under the request id), [`Node::tick`] every heartbeat interval
+//!    (100 ms), [`Node::report_snapshot`] / [`Node::report_unreachable`] from the
+//!    transport;
+//! 2. while [`Node::has_ready`]: [`Node::handle_ready`], then complete waiters from the
+//!    [`ReadyOutcome`] (proposals by id, reads by id: serve them from local state now),
+//!    and watch `role_change`, `conf_state` and `removed`.
+//!
+//! Any [`Error`] from `handle_ready` is fatal: stop the member, restart from disk.
 //!
 //! # Example: a single-member cluster
 //!

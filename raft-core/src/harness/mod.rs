@@ -14,7 +14,13 @@
 //! outcome.
 //!
 //! [`random_schedule`] drives a cluster with a seeded scheduler (ChaCha8): the same seed
-//! replays the same run.
+//! replays the same run. Besides the network faults and crashes it duplicates
+//! messages, crashes members in the middle of their Ready handling (a [`CrashSwitch`]
+//! fails the n-th durable write), lets state machines lose their unflushed applies on a
+//! crash, changes membership (learners, promotions, removals, joint swaps with fresh
+//! member ids), transfers leadership, and uses small message/in-flight/Ready limits.
+//! Every member also checks that each conf change leads to the same configuration at
+//! the same index everywhere.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,6 +247,12 @@ pub struct ClusterOptions {
     /// The state machines make their applies durable every this many batches (0 or 1:
     /// every batch); a crash loses the rest.
     pub sm_flush_every: u64,
+    /// Maximum bytes per append message.
+    pub max_size_per_msg: u64,
+    /// Maximum append messages in flight per follower.
+    pub max_inflight_msgs: usize,
+    /// Maximum bytes of committed entries per Ready.
+    pub max_committed_size_per_ready: u64,
 }
 
 impl Default for ClusterOptions {
@@ -251,6 +263,9 @@ impl Default for ClusterOptions {
             max_uncommitted_size: 1 << 30,
             membership_changes: 0,
             sm_flush_every: 1,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            max_committed_size_per_ready: 64 * 1024 * 1024,
         }
     }
 }
@@ -403,8 +418,13 @@ impl<S: HarnessStore> Cluster<S> {
         config.snapshot_interval = self.options.snapshot_interval;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_uncommitted_size = self.options.max_uncommitted_size;
+        config.max_inflight_msgs = self.options.max_inflight_msgs;
+        config.max_committed_size_per_ready = self.options.max_committed_size_per_ready;
         // raft requires max_size_per_msg <= max_uncommitted_size.
-        config.max_size_per_msg = config.max_size_per_msg.min(config.max_uncommitted_size);
+        config.max_size_per_msg = self
+            .options
+            .max_size_per_msg
+            .min(config.max_uncommitted_size);
         config.incarnation = self.incarnation;
         config
     }
@@ -1183,6 +1203,11 @@ pub fn schedule_options() -> ClusterOptions {
         snapshot_catchup_entries: 4,
         membership_changes: 4,
         sm_flush_every: 3,
+        // Small limits, so that appends are split, flow control kicks in and committed
+        // entries arrive over several Readies.
+        max_size_per_msg: 128,
+        max_inflight_msgs: 4,
+        max_committed_size_per_ready: 256,
         ..ClusterOptions::default()
     }
 }
