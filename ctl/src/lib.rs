@@ -69,6 +69,14 @@ fn execute(
     stdin: &mut dyn std::io::BufRead,
 ) -> Result<(), CtlError> {
     let format = printer::Format::parse(&cli.write_out)?;
+    if cli.discovery_srv.as_deref().is_some_and(|d| !d.is_empty()) {
+        // Accepted for compatibility, but silently ignoring it would talk to
+        // the wrong cluster.
+        return Err(CtlError::new(
+            ExitCode::BadConnection,
+            "--discovery-srv (DNS SRV discovery) is not supported; use --endpoints",
+        ));
+    }
     let credentials = credentials(&cli, err, stdin)?;
     let config = client::ClientConfig {
         endpoints: cli

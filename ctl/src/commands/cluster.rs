@@ -1,235 +1,18 @@
-//! The commands: each turns parsed arguments into requests, sends them, and
-//! writes what etcdctl would print.
+//! Membership and maintenance: `member`, `endpoint`, `alarm`, `defrag`,
+//! `move-leader` and `snapshot save`.
 
-use crate::cli::{self, AlarmCommand, Command, EndpointCommand, LeaseCommand, MemberCommand};
+use super::Context;
+use crate::cli::AlarmCommand;
 use crate::client::{Client, ClientConfig, Retry};
 use crate::error::{CtlError, ExitCode, status_message};
-use crate::kv::{self, DelOptions, GetOptions, PutOptions};
-use crate::printer::{
-    EndpointHashKv, EndpointHealth, EndpointStatus, Format, MemberChange, Printer,
-};
+use crate::printer::{EndpointHashKv, EndpointHealth, EndpointStatus, Format, MemberChange};
 use concord_proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
-use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
-/// The etcdctl release whose interface and output concordctl reproduces.
-pub const ETCDCTL_COMPAT_VERSION: &str = "3.4.23";
-/// The API version etcdctl 3.4 reports.
-pub const API_VERSION: &str = "3.4";
-
-/// Everything a command needs besides its own arguments.
-pub struct Context<'a> {
-    pub config: ClientConfig,
-    pub printer: Printer,
-    pub out: &'a mut dyn Write,
-    pub err: &'a mut dyn Write,
-    pub stdin: &'a mut dyn std::io::BufRead,
-}
-
-impl Context<'_> {
-    fn emit(&mut self, bytes: &[u8]) -> Result<(), CtlError> {
-        self.out
-            .write_all(bytes)
-            .and_then(|()| self.out.flush())
-            .map_err(|e| CtlError::new(ExitCode::Io, e.to_string()))
-    }
-
-    fn emit_err(&mut self, text: &str) -> Result<(), CtlError> {
-        self.err
-            .write_all(text.as_bytes())
-            .map_err(|e| CtlError::new(ExitCode::Io, e.to_string()))
-    }
-
-    pub(crate) async fn client(&self) -> Result<Client, CtlError> {
-        Client::connect(&self.config).await
-    }
-}
-
-fn bytes_args(args: &[OsString]) -> Vec<Vec<u8>> {
-    args.iter().map(|a| a.as_bytes().to_vec()).collect()
-}
-
-/// Runs one parsed command.
-pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    match command {
-        Command::Put(a) => put(a, ctx).await,
-        Command::Get(a) => get(a, ctx).await,
-        Command::Del(a) => del(a, ctx).await,
-        Command::Txn(a) => txn(a, ctx).await,
-        Command::Compaction(a) => compaction(a, ctx).await,
-        Command::Endpoint(a) => match a.command {
-            EndpointCommand::Health => endpoint_health(a.cluster, ctx).await,
-            EndpointCommand::Status => endpoint_status(a.cluster, ctx).await,
-            EndpointCommand::Hashkv { rev } => endpoint_hashkv(a.cluster, rev, ctx).await,
-        },
-        Command::Member(a) => match a.command {
-            MemberCommand::List => member_list(ctx).await,
-            MemberCommand::Add {
-                args,
-                peer_urls,
-                learner,
-            } => member_add(args, peer_urls, learner, ctx).await,
-            MemberCommand::Update { args, peer_urls } => member_update(args, peer_urls, ctx).await,
-            MemberCommand::Remove { args } => member_remove(args, ctx).await,
-            MemberCommand::Promote { args } => member_promote(args, ctx).await,
-        },
-        Command::Alarm(a) => alarm(a.command, ctx).await,
-        Command::Defrag(a) => defrag(a.cluster, ctx).await,
-        Command::MoveLeader { args } => move_leader(args, ctx).await,
-        Command::Snapshot(a) => match a.command {
-            cli::SnapshotCommand::Save { args } => snapshot_save(args, ctx).await,
-        },
-        Command::Auth(a) => crate::auth::auth(a.command, ctx).await,
-        Command::User(a) => crate::auth::user(a.command, ctx).await,
-        Command::Role(a) => crate::auth::role(a.command, ctx).await,
-        Command::Lease(a) => lease(a.command, ctx).await,
-        Command::Watch(a) => watch(a, ctx).await,
-        Command::Version => {
-            let text =
-                format!("etcdctl version: {ETCDCTL_COMPAT_VERSION}\nAPI version: {API_VERSION}\n");
-            ctx.emit(text.as_bytes())
-        }
-    }
-}
-
-async fn put(a: cli::PutArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    let args = bytes_args(&a.args);
-    let stdin_value = if args.len() < 2 && !a.ignore_value && !args.is_empty() {
-        let mut buf = Vec::new();
-        ctx.stdin
-            .read_to_end(&mut buf)
-            .map_err(|e| CtlError::new(ExitCode::Io, e.to_string()))?;
-        Some(buf)
-    } else {
-        None
-    };
-    let opts = PutOptions {
-        lease: a.lease,
-        prev_kv: a.prev_kv,
-        ignore_value: a.ignore_value,
-        ignore_lease: a.ignore_lease,
-    };
-    let req = kv::put_request(&args, stdin_value, &opts)?;
-    let client = ctx.client().await?;
-    let resp = client
-        .call(Retry::NonRepeatable, req, |c, r| async move {
-            KvClient::new(c).put(r).await
-        })
-        .await?;
-    let out = ctx.printer.put(&resp)?;
-    ctx.emit(&out)
-}
-
-async fn get(a: cli::GetArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    let opts = GetOptions {
-        consistency: a.consistency,
-        order: a.order,
-        sort_by: a.sort_by,
-        limit: a.limit,
-        prefix: a.prefix,
-        from_key: a.from_key,
-        rev: a.rev,
-        keys_only: a.keys_only,
-        count_only: a.count_only,
-    };
-    let req = kv::get_request(&bytes_args(&a.args), &opts)?;
-    let client = ctx.client().await?;
-    let resp = client
-        .call(Retry::Repeatable, req, |c, r| async move {
-            KvClient::new(c).range(r).await
-        })
-        .await?;
-    if a.count_only && ctx.printer.format != Some(Format::Fields) {
-        return Err(CtlError::bad_args(
-            "--count-only is only for `--write-out=fields`",
-        ));
-    }
-    let mut printer = ctx.printer;
-    if a.print_value_only {
-        if printer.format != Some(Format::Simple) {
-            return Err(CtlError::bad_args(
-                "print-value-only is only for `--write-out=simple`",
-            ));
-        }
-        printer.value_only = true;
-    }
-    let out = printer.get(&resp)?;
-    ctx.emit(&out)
-}
-
-async fn del(a: cli::DelArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    let opts = DelOptions {
-        prefix: a.prefix,
-        prev_kv: a.prev_kv,
-        from_key: a.from_key,
-    };
-    let req = kv::delete_request(&bytes_args(&a.args), &opts)?;
-    let client = ctx.client().await?;
-    let resp = client
-        .call(Retry::NonRepeatable, req, |c, r| async move {
-            KvClient::new(c).delete_range(r).await
-        })
-        .await?;
-    let out = ctx.printer.del(&resp)?;
-    ctx.emit(&out)
-}
-
-fn txn_is_mutable(txn: &pb::TxnRequest) -> bool {
-    use pb::request_op::Request;
-    txn.success
-        .iter()
-        .chain(&txn.failure)
-        .any(|op| match &op.request {
-            Some(Request::RequestRange(_)) | None => false,
-            Some(Request::RequestTxn(inner)) => txn_is_mutable(inner),
-            Some(_) => true,
-        })
-}
-
-async fn txn(a: cli::TxnArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    if !a.args.is_empty() {
-        return Err(CtlError::bad_args("txn command does not accept argument"));
-    }
-    let req = crate::txn::read_txn(&mut ctx.stdin, a.interactive, &mut ctx.out)?;
-    let retry = if txn_is_mutable(&req) {
-        Retry::NonRepeatable
-    } else {
-        Retry::Repeatable
-    };
-    let client = ctx.client().await?;
-    let resp = client
-        .call(
-            retry,
-            req,
-            |c, r| async move { KvClient::new(c).txn(r).await },
-        )
-        .await?;
-    let out = ctx.printer.txn(&resp)?;
-    ctx.emit(&out)
-}
-
-async fn compaction(a: cli::CompactionArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    let [rev] = a.args.as_slice() else {
-        return Err(CtlError::bad_args("compaction command needs 1 argument"));
-    };
-    let revision = kv::parse_decimal(rev).map_err(CtlError::error)?;
-    let req = pb::CompactionRequest {
-        revision,
-        physical: a.physical,
-    };
-    let client = ctx.client().await?;
-    client
-        .call(Retry::Repeatable, req, |c, r| async move {
-            KvClient::new(c).compact(r).await
-        })
-        .await?;
-    ctx.emit(format!("compacted revision {revision}\n").as_bytes())
-}
-
-async fn member_list_response(client: &Client) -> Result<pb::MemberListResponse, CtlError> {
+pub(super) async fn member_list_response(
+    client: &Client,
+) -> Result<pb::MemberListResponse, CtlError> {
     client
         .call(
             Retry::Repeatable,
@@ -243,7 +26,7 @@ async fn member_list_response(client: &Client) -> Result<pb::MemberListResponse,
         .await
 }
 
-async fn member_list(ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn member_list(ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let client = ctx.client().await?;
     let resp = member_list_response(&client).await?;
     let out = ctx.printer.member_list(&resp)?;
@@ -269,7 +52,7 @@ fn peer_urls_arg(peer_urls: &str) -> Result<Vec<String>, CtlError> {
     Ok(peer_urls.split(',').map(str::to_owned).collect())
 }
 
-async fn member_add(
+pub(super) async fn member_add(
     args: Vec<String>,
     peer_urls: String,
     learner: bool,
@@ -351,7 +134,7 @@ fn members_json(header: Option<&pb::ResponseHeader>, members: &[pb::Member]) -> 
         .finish()
 }
 
-async fn member_update(
+pub(super) async fn member_update(
     args: Vec<String>,
     peer_urls: String,
     ctx: &mut Context<'_>,
@@ -378,7 +161,10 @@ async fn member_update(
     ctx.emit(&out)
 }
 
-async fn member_remove(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn member_remove(
+    args: Vec<String>,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
     let id = member_id_arg(&args)?;
     let client = ctx.client().await?;
     let resp = client
@@ -400,7 +186,10 @@ async fn member_remove(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), C
     ctx.emit(&out)
 }
 
-async fn member_promote(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn member_promote(
+    args: Vec<String>,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
     let id = member_id_arg(&args)?;
     let client = ctx.client().await?;
     let resp = client
@@ -422,7 +211,7 @@ async fn member_promote(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), 
     ctx.emit(&out)
 }
 
-async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     use pb::alarm_request::AlarmAction;
     use pb::maintenance_client::MaintenanceClient;
     let client = ctx.client().await?;
@@ -457,7 +246,7 @@ async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Result<(), CtlEr
     ctx.emit(&out)
 }
 
-async fn defrag(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn defrag(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let endpoints = target_endpoints(cluster, ctx).await?;
     let mut failed = false;
     for ep in endpoints {
@@ -493,7 +282,11 @@ async fn defrag(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     Ok(())
 }
 
-async fn endpoint_hashkv(cluster: bool, rev: i64, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn endpoint_hashkv(
+    cluster: bool,
+    rev: i64,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
     let endpoints = target_endpoints(cluster, ctx).await?;
     let mut list = Vec::new();
     let mut failed = false;
@@ -532,7 +325,7 @@ async fn endpoint_hashkv(cluster: bool, rev: i64, ctx: &mut Context<'_>) -> Resu
     Ok(())
 }
 
-async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     use pb::maintenance_client::MaintenanceClient;
     let [target] = args.as_slice() else {
         return Err(CtlError::bad_args("move-leader command needs 1 argument"));
@@ -582,7 +375,10 @@ async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), Ctl
 
 /// `snapshot save`: streams the member's backend into `<path>.part`, syncs it
 /// and renames it into place, so a partial download never looks complete.
-async fn snapshot_save(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn snapshot_save(
+    args: Vec<String>,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
     use std::io::Write as _;
     let [path] = args.as_slice() else {
         return Err(CtlError::bad_args("snapshot save expects one argument"));
@@ -641,7 +437,10 @@ fn go_io_error(e: &std::io::Error, op: &str, path: &str) -> String {
 
 /// The endpoints `endpoint` subcommands act on: the flag's, or with
 /// `--cluster` every member's client URLs.
-async fn target_endpoints(cluster: bool, ctx: &Context<'_>) -> Result<Vec<String>, CtlError> {
+pub(super) async fn target_endpoints(
+    cluster: bool,
+    ctx: &Context<'_>,
+) -> Result<Vec<String>, CtlError> {
     if !cluster {
         return Ok(ctx.config.endpoints.clone());
     }
@@ -661,7 +460,7 @@ async fn target_endpoints(cluster: bool, ctx: &Context<'_>) -> Result<Vec<String
         .collect())
 }
 
-async fn endpoint_status(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn endpoint_status(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let endpoints = target_endpoints(cluster, ctx).await?;
     let mut list = Vec::new();
     let mut failed = false;
@@ -703,7 +502,7 @@ async fn endpoint_status(cluster: bool, ctx: &mut Context<'_>) -> Result<(), Ctl
     Ok(())
 }
 
-async fn check_health(config: &ClientConfig, ep: String) -> EndpointHealth {
+pub(super) async fn check_health(config: &ClientConfig, ep: String) -> EndpointHealth {
     let start = Instant::now();
     let client = match Client::connect_to(config, std::slice::from_ref(&ep)).await {
         Ok(c) => c,
@@ -773,7 +572,7 @@ async fn check_health(config: &ClientConfig, ep: String) -> EndpointHealth {
     health
 }
 
-async fn endpoint_health(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+pub(super) async fn endpoint_health(cluster: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let endpoints = target_endpoints(cluster, ctx).await?;
     let checks = endpoints
         .into_iter()
@@ -786,206 +585,4 @@ async fn endpoint_health(cluster: bool, ctx: &mut Context<'_>) -> Result<(), Ctl
         return Err(CtlError::error("unhealthy cluster"));
     }
     Ok(())
-}
-
-fn lease_id_arg(s: &str) -> Result<i64, CtlError> {
-    kv::parse_hex_lease(s)
-        .map_err(|e| CtlError::bad_args(format!("bad lease ID arg ({e}), expecting ID in Hex")))
-}
-
-async fn lease(command: LeaseCommand, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    use pb::lease_client::LeaseClient;
-    match command {
-        LeaseCommand::Grant { args } => {
-            let [ttl] = args.as_slice() else {
-                return Err(CtlError::bad_args("lease grant command needs TTL argument"));
-            };
-            let ttl =
-                kv::parse_decimal(ttl).map_err(|e| CtlError::bad_args(format!("bad TTL ({e})")))?;
-            let client = ctx.client().await?;
-            let resp = client
-                .call(
-                    Retry::NonRepeatable,
-                    pb::LeaseGrantRequest { ttl, id: 0 },
-                    |c, r| async move { LeaseClient::new(c).lease_grant(r).await },
-                )
-                .await
-                .map_err(|e| CtlError::error(format!("failed to grant lease ({})", e.message)))?;
-            let out = ctx.printer.lease_grant(&resp)?;
-            ctx.emit(&out)
-        }
-        LeaseCommand::Revoke { args } => {
-            let [id] = args.as_slice() else {
-                return Err(CtlError::bad_args("lease revoke command needs 1 argument"));
-            };
-            let id = lease_id_arg(id)?;
-            let client = ctx.client().await?;
-            let resp = client
-                .call(
-                    Retry::NonRepeatable,
-                    pb::LeaseRevokeRequest { id },
-                    |c, r| async move { LeaseClient::new(c).lease_revoke(r).await },
-                )
-                .await
-                .map_err(|e| CtlError::error(format!("failed to revoke lease ({})", e.message)))?;
-            let out = ctx.printer.lease_revoke(id, &resp)?;
-            ctx.emit(&out)
-        }
-        LeaseCommand::Timetolive { args, keys } => {
-            let [id] = args.as_slice() else {
-                return Err(CtlError::bad_args(
-                    "lease timetolive command needs lease ID as argument",
-                ));
-            };
-            let id = lease_id_arg(id)?;
-            let client = ctx.client().await?;
-            let resp = client
-                .call(
-                    Retry::Repeatable,
-                    pb::LeaseTimeToLiveRequest { id, keys },
-                    |c, r| async move { LeaseClient::new(c).lease_time_to_live(r).await },
-                )
-                .await
-                .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
-            let out = ctx.printer.lease_time_to_live(&resp, keys)?;
-            ctx.emit(&out)
-        }
-        LeaseCommand::List => {
-            let client = ctx.client().await?;
-            let resp = client
-                .call(
-                    Retry::Repeatable,
-                    pb::LeaseLeasesRequest::default(),
-                    |c, r| async move { LeaseClient::new(c).lease_leases(r).await },
-                )
-                .await
-                .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
-            let out = ctx.printer.lease_list(&resp)?;
-            ctx.emit(&out)
-        }
-        LeaseCommand::KeepAlive { args, once } => {
-            let [id] = args.as_slice() else {
-                return Err(CtlError::bad_args(
-                    "lease keep-alive command needs lease ID as argument",
-                ));
-            };
-            let id = lease_id_arg(id)?;
-            keep_alive(id, once, ctx).await
-        }
-    }
-}
-
-async fn keep_alive(id: i64, once: bool, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    use pb::lease_client::LeaseClient;
-    let client = ctx.client().await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let bad_conn = |m: String| CtlError::new(ExitCode::BadConnection, m);
-    let send = |tx: &tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>| {
-        tx.try_send(pb::LeaseKeepAliveRequest { id })
-            .map_err(|e| CtlError::new(ExitCode::BadConnection, e.to_string()))
-    };
-    send(&tx)?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut responses = tokio::time::timeout(
-        client.command_timeout(),
-        LeaseClient::new(client.channel()).lease_keep_alive(client.request(stream)),
-    )
-    .await
-    .map_err(|_| bad_conn("context deadline exceeded".into()))?
-    .map_err(|s| bad_conn(status_message(&s)))?
-    .into_inner();
-    loop {
-        let resp = responses
-            .message()
-            .await
-            .map_err(|s| bad_conn(status_message(&s)))?
-            .ok_or_else(|| bad_conn("keep-alive stream closed".into()))?;
-        if resp.ttl <= 0 {
-            if once {
-                return Err(bad_conn("etcdserver: requested lease not found".into()));
-            }
-            ctx.emit(format!("lease {id:016x} expired or revoked.\n").as_bytes())?;
-            return Ok(());
-        }
-        let out = ctx.printer.lease_keep_alive(&resp)?;
-        ctx.emit(&out)?;
-        if once {
-            return Ok(());
-        }
-        let period = u64::try_from(resp.ttl / 3).unwrap_or(0).max(1);
-        tokio::time::sleep(std::time::Duration::from_secs(period)).await;
-        send(&tx)?;
-    }
-}
-
-async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
-    use tokio_stream::StreamExt as _;
-    let args = bytes_args(&a.args);
-    let Some(key) = args.first() else {
-        return Err(CtlError::bad_args("bad number of arguments"));
-    };
-    if args.len() > 2 {
-        // etcdctl would run the remaining arguments as a command per event.
-        return Err(CtlError::bad_args("watch exec-command is not supported"));
-    }
-    let mut create = pb::WatchCreateRequest {
-        key: key.clone(),
-        start_revision: a.rev,
-        prev_kv: a.prev_kv,
-        progress_notify: a.progress_notify,
-        ..Default::default()
-    };
-    if let Some(end) = args.get(1) {
-        if a.prefix {
-            return Err(CtlError::bad_args("unexpected range_end with --prefix"));
-        }
-        create.range_end = end.clone();
-    }
-    if a.prefix {
-        if create.key.is_empty() {
-            create.key = vec![0];
-            create.range_end = vec![0];
-        } else {
-            create.range_end = kv::prefix_range_end(&create.key);
-        }
-    }
-    let first = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    };
-    // Keep the request stream open for as long as we watch.
-    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
-    let client = ctx.client().await?;
-    let mut responses = pb::watch_client::WatchClient::new(client.channel())
-        .watch(client.request(requests))
-        .await
-        .map_err(|s| CtlError::error(status_message(&s)))?
-        .into_inner();
-    loop {
-        match responses.message().await {
-            Ok(Some(resp)) => {
-                if resp.created && resp.events.is_empty() {
-                    continue;
-                }
-                if resp.canceled {
-                    let reason = if resp.compact_revision != 0 {
-                        "etcdserver: mvcc: required revision has been compacted".to_owned()
-                    } else {
-                        resp.cancel_reason.clone()
-                    };
-                    ctx.emit_err(&format!("watch was canceled ({reason})\n"))?;
-                }
-                let out = ctx.printer.watch(&resp)?;
-                ctx.emit(&out)?;
-                if resp.canceled {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(s) => return Err(CtlError::error(status_message(&s))),
-        }
-    }
-    Err(CtlError::new(
-        ExitCode::Interrupted,
-        "watch is canceled by the server",
-    ))
 }
