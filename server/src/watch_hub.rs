@@ -112,6 +112,14 @@ impl WatchHub {
     /// One catch-up pass; `true` if some watcher moved.
     fn catch_up_pass(&self) -> bool {
         let tasks = self.registry.lock().take_catch_up();
+        if tasks.is_empty() {
+            return false;
+        }
+        tracing::debug!(
+            "watch catch-up of {} watchers; {:?}",
+            tasks.len(),
+            self.registry.lock().counts()
+        );
         let mut moved = false;
         let history = BackendHistory(&self.backend);
         for task in tasks {

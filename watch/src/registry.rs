@@ -205,6 +205,8 @@ pub struct Counts {
     pub watchers: usize,
     pub synced: usize,
     pub unsynced: usize,
+    /// Times a synced watcher was set aside because its stream's queue was full.
+    pub set_aside: u64,
 }
 
 /// Every watcher of a member. See the crate documentation for the protocol.
@@ -222,6 +224,7 @@ pub struct Registry {
     /// Watchers waiting for a catch-up (not those with one out).
     unsynced: BTreeSet<usize>,
     deferred_progress_streams: usize,
+    set_aside_total: u64,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
@@ -252,6 +255,7 @@ impl Registry {
             ranges: IntervalIndex::new(),
             unsynced: BTreeSet::new(),
             deferred_progress_streams: 0,
+            set_aside_total: 0,
             last_published: current_revision,
         }
     }
@@ -283,6 +287,7 @@ impl Registry {
                 .flatten()
                 .filter(|w| matches!(w.state, State::Unsynced | State::CatchingUp))
                 .count(),
+            set_aside: self.set_aside_total,
         }
     }
 
@@ -579,6 +584,7 @@ impl Registry {
         self.last_published = last;
         for (slot, events) in matched {
             if let Err(resume) = self.deliver(slot, events, None) {
+                self.set_aside_total += 1;
                 self.set_aside(slot, resume);
             }
         }

@@ -358,6 +358,7 @@ fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
         registry.catch_up(&log);
     }
     assert_eq!(registry.counts().unsynced, 1);
+    assert!(registry.counts().set_aside >= 1, "{:?}", registry.counts());
     while registry.has_unsynced() {
         slow_out.extend(registry.drain(slow));
         registry.catch_up(&log);

@@ -15,11 +15,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::Core;
+use crate::etcd_error::EtcdError;
 use crate::watch_hub::WatchHub;
 
 /// Responses in flight between a stream's task and gRPC; past this the task waits and
 /// the hub's queue for the stream fills instead (then its watchers are set aside).
 const SEND_BUFFER: usize = 16;
+/// Election timeouts without a leader after which a leader-requiring stream ends.
+const NO_LEADER_CHECKS: u32 = 3;
 
 pub struct WatchService {
     core: Arc<Core>,
@@ -70,7 +73,14 @@ impl Watch for WatchService {
             hub: self.hub.clone(),
             id,
         };
-        tokio::spawn(serve_stream(self.core.clone(), stream, inbound, tx, wake));
+        tokio::spawn(serve_stream(
+            self.core.clone(),
+            stream,
+            inbound,
+            tx,
+            wake,
+            require_leader,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -81,8 +91,14 @@ async fn serve_stream(
     mut inbound: Streaming<WatchRequest>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     wake: Arc<Notify>,
+    require_leader: bool,
 ) {
     let id = stream.id;
+    // etcd ends a leader-requiring stream once its member has seen no leader for
+    // three election timeouts in a row.
+    let mut leader_check = tokio::time::interval(core.config.election_timeout);
+    leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leaderless_checks = 0;
     loop {
         tokio::select! {
             biased;
@@ -105,6 +121,17 @@ async fn serve_stream(
                 }
             },
             _ = tx.closed() => return,
+            _ = leader_check.tick(), if require_leader => {
+                if core.raft.status.leader() == 0 {
+                    leaderless_checks += 1;
+                } else {
+                    leaderless_checks = 0;
+                }
+                if leaderless_checks >= NO_LEADER_CHECKS {
+                    let _ = tx.send(Err(EtcdError::no_leader().into())).await;
+                    return;
+                }
+            }
         }
     }
 }

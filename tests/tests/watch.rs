@@ -1,0 +1,233 @@
+//! Watch against real members: many watchers on overlapping prefixes while writers run
+//! (some created at past revisions, some stalling then resuming), and a watch on a
+//! follower across a leader kill. Every watcher's stream must equal the history of its
+//! range, exactly once and in order.
+
+use std::time::Duration;
+
+use concord_tests::Cluster;
+use etcd_client::{EventType, WatchOptions, WatchStream};
+
+/// One write as the writers saw it acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Write {
+    key: String,
+    revision: i64,
+    delete: bool,
+}
+
+fn prefix_of(n: usize) -> String {
+    // 1 + 5 + 25 overlapping prefixes: "w/", "w/a/", "w/a/b/".
+    match n % 31 {
+        0 => "w/".to_string(),
+        m if m <= 5 => format!("w/{}/", m - 1),
+        m => format!("w/{}/{}/", (m - 6) / 5, (m - 6) % 5),
+    }
+}
+
+async fn writer(client: &mut etcd_client::Client, seed: u64, count: usize) -> anyhow::Result<Vec<Write>> {
+    let mut state = seed | 1;
+    let mut writes = Vec::new();
+    for _ in 0..count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let key = format!("w/{}/{}/{}", state % 5, (state >> 8) % 5, (state >> 16) % 4);
+        if state % 5 == 0 {
+            let response = client.delete(key.clone(), None).await?;
+            if response.deleted() > 0 {
+                let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+                writes.push(Write { key, revision, delete: true });
+            }
+        } else {
+            let response = client.put(key.clone(), format!("{state}"), None).await?;
+            let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            writes.push(Write { key, revision, delete: false });
+        }
+    }
+    Ok(writes)
+}
+
+/// Reads a watcher's stream until it has `expected` events (or times out); returns the
+/// events seen and the start revision its created response implies.
+async fn collect(stream: &mut WatchStream, expected: usize) -> anyhow::Result<Vec<Write>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < expected {
+        let message = tokio::time::timeout_at(deadline, stream.message()).await;
+        let Ok(message) = message else {
+            anyhow::bail!("timed out with {} of {expected} events", seen.len());
+        };
+        let Some(response) = message? else {
+            anyhow::bail!("stream ended with {} of {expected} events", seen.len());
+        };
+        anyhow::ensure!(!response.canceled(), "canceled: {response:?}");
+        for event in response.events() {
+            let kv = event.kv().expect("events carry kv");
+            seen.push(Write {
+                key: kv.key_str()?.to_string(),
+                revision: kv.mod_revision(),
+                delete: event.event_type() == EventType::Delete,
+            });
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_watchers_see_exactly_their_ranges_history() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let mut client = cluster.client().await?;
+    let first = client.put("w/0/0/0", "seed", None).await?;
+    let base = first.header().map(|h| h.revision()).unwrap_or(0);
+    let mut history = vec![Write { key: "w/0/0/0".into(), revision: base, delete: false }];
+
+    // Writers start; watchers are created while they run. One writer puts large values
+    // under "big/", which only the stalling watchers watch: their backlog outgrows the
+    // HTTP/2 window and the server's queue, so the server sets them aside.
+    let mut writers = Vec::new();
+    for seed in 1..=3u64 {
+        let mut c = cluster.client().await?;
+        writers.push(tokio::spawn(async move { writer(&mut c, seed * 7919, 400).await }));
+    }
+    let mut big_client = cluster.client().await?;
+    let big_writer = tokio::spawn(async move {
+        let mut writes = Vec::new();
+        for i in 0..400 {
+            let key = format!("big/{}", i % 7);
+            let response = big_client.put(key.clone(), vec![b'x'; 16 * 1024], None).await?;
+            let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            writes.push(Write { key, revision, delete: false });
+        }
+        anyhow::Ok(writes)
+    });
+    // Readers: 990 watchers on overlapping prefixes, 30 per connection, each read by
+    // its own task from the start.
+    let mut readers = Vec::new();
+    let mut connection = cluster.client().await?;
+    for n in 0..990usize {
+        if n % 30 == 29 {
+            connection = cluster.client().await?;
+        }
+        let prefix = prefix_of(n);
+        let mut options = WatchOptions::new().with_prefix();
+        let past = (n % 3 == 0).then(|| base + (n as i64 % 7));
+        if let Some(start) = past {
+            options = options.with_start_revision(start);
+        }
+        let mut stream = connection.watch(prefix.clone(), Some(options)).await?;
+        let created = stream.message().await?.expect("created response");
+        assert!(created.created());
+        let start = past.unwrap_or(created.header().map(|h| h.revision()).unwrap_or(0) + 1);
+        let (count_tx, count_rx) = tokio::sync::oneshot::channel::<usize>();
+        readers.push((
+            prefix,
+            start,
+            count_tx,
+            tokio::spawn(async move {
+                let expected = count_rx.await?;
+                collect(&mut stream, expected).await
+            }),
+        ));
+    }
+    // Stalling watchers: 10 on "big/", each on its own connection, not read until every
+    // write is done.
+    let mut stalled = Vec::new();
+    for n in 0..10 {
+        let mut own = cluster.client().await?;
+        let mut options = WatchOptions::new().with_prefix();
+        if n % 2 == 0 {
+            options = options.with_start_revision(base);
+        }
+        let mut stream = own.watch("big/", Some(options)).await?;
+        let created = stream.message().await?.expect("created response");
+        let start = if n % 2 == 0 { base } else { created.header().map(|h| h.revision()).unwrap_or(0) + 1 };
+        stalled.push((own, stream, start));
+    }
+    for handle in writers {
+        history.extend(handle.await??);
+    }
+    history.extend(big_writer.await??);
+    history.sort_by_key(|w| w.revision);
+    let expected = |prefix: &str, start: i64| -> Vec<Write> {
+        history.iter().filter(|w| w.key.starts_with(prefix) && w.revision >= start).cloned().collect()
+    };
+    let mut checked = 0;
+    let mut pending = Vec::new();
+    for (prefix, start, count_tx, task) in readers {
+        let want = expected(&prefix, start);
+        let _ = count_tx.send(want.len());
+        pending.push((prefix, start, want, task));
+    }
+    for (prefix, start, want, task) in pending {
+        let got = task.await??;
+        assert_eq!(got, want, "watcher on {prefix} from {start}");
+        checked += 1;
+    }
+    for (_client, mut stream, start) in stalled {
+        let want = expected("big/", start);
+        assert!(want.len() >= 390);
+        let got = collect(&mut stream, want.len()).await?;
+        assert_eq!(got, want, "stalled watcher from {start}");
+        checked += 1;
+    }
+    assert_eq!(checked, 1000);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_a_follower_survives_a_leader_kill() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let leader = cluster.leader().await?;
+    let follower = (leader + 1) % 3;
+    let writer_member = (leader + 2) % 3;
+    let mut watch_client = cluster.member_client(follower).await?;
+    let mut stream = watch_client.watch("k", Some(WatchOptions::new().with_prefix())).await?;
+    let created = stream.message().await?.expect("created");
+    let start = created.header().map(|h| h.revision()).unwrap_or(0) + 1;
+
+    let mut history = Vec::new();
+    let mut client = cluster.member_client(follower).await?;
+    for i in 0..20 {
+        let response = client.put(format!("k{i}"), "before", None).await?;
+        history.push(Write {
+            key: format!("k{i}"),
+            revision: response.header().map(|h| h.revision()).unwrap_or(0),
+            delete: false,
+        });
+    }
+    cluster.kill(leader);
+    let new_leader = cluster.leader().await?;
+    assert_ne!(new_leader, leader);
+    let mut client = cluster.member_client(writer_member).await?;
+    for i in 20..40 {
+        let response = client.put(format!("k{i}"), "after", None).await?;
+        history.push(Write {
+            key: format!("k{i}"),
+            revision: response.header().map(|h| h.revision()).unwrap_or(0),
+            delete: false,
+        });
+    }
+    let want: Vec<Write> = history.into_iter().filter(|w| w.revision >= start).collect();
+    let got = collect(&mut stream, want.len()).await?;
+    assert_eq!(got, want);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_start_is_created_then_canceled_with_the_compact_revision() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let mut client = cluster.client().await?;
+    for i in 0..5 {
+        client.put("c", format!("{i}"), None).await?;
+    }
+    let current = client.get("c", None).await?.header().map(|h| h.revision()).unwrap_or(0);
+    client.compact(current - 1, None).await?;
+    let mut stream = client.watch("c", Some(WatchOptions::new().with_start_revision(current - 3))).await?;
+    let created = stream.message().await?.expect("created");
+    assert!(created.created() && !created.canceled());
+    let canceled = stream.message().await?.expect("cancel");
+    assert!(canceled.canceled());
+    assert_eq!(canceled.compact_revision(), current - 1);
+    Ok(())
+}
