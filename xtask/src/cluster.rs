@@ -157,10 +157,27 @@ impl LocalCluster {
                 ),
             }
         }
+        let cluster = Self::spawn(binary, &layout, |member| {
+            member_args(flavor, member, &layout)
+        })?;
+        for member in &cluster.members {
+            wait_accepting(&member.layout, Duration::from_secs(30))?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts one `binary` process per member with `args(member)`, logs appended to the
+    /// member's log file, without waiting for anything.
+    fn spawn(
+        binary: &Path,
+        layout: &[MemberLayout],
+        args: impl Fn(&MemberLayout) -> Vec<String>,
+    ) -> Result<LocalCluster> {
+        // Members started so far are stopped by drop if a later one fails to start.
         let mut cluster = LocalCluster {
             members: Vec::new(),
         };
-        for member in &layout {
+        for member in layout {
             std::fs::create_dir_all(member.data_dir.parent().unwrap_or(Path::new(".")))?;
             let log = File::options()
                 .create(true)
@@ -168,11 +185,12 @@ impl LocalCluster {
                 .open(&member.log_path)
                 .with_context(|| format!("open {}", member.log_path.display()))?;
             let child = Command::new(binary)
-                .args(member_args(flavor, member, &layout))
+                .args(args(member))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
-                // Own process group: the terminal's SIGINT goes to xtask only, which stops members in order.
+                // Own process group: the terminal's SIGINT reaches xtask only, which then stops
+                // the members in order.
                 .process_group(0)
                 .spawn()
                 .with_context(|| format!("start {} {}", binary.display(), member.name))?;
@@ -180,9 +198,6 @@ impl LocalCluster {
                 layout: member.clone(),
                 child: Some(child),
             });
-        }
-        for member in &cluster.members {
-            wait_accepting(&member.layout, Duration::from_secs(30))?;
         }
         Ok(cluster)
     }
@@ -327,5 +342,97 @@ mod tests {
         let etcd = member_args(Flavor::Etcd, &layout[0], &layout);
         assert!(!etcd.iter().any(|a| a.contains("unsafe")));
         assert!(etcd.windows(2).any(|w| w == ["--logger", "zap"]));
+    }
+
+    /// A stand-in member: a shell that records SIGTERM in its log and exits 0.
+    fn term_recording_member(member: &MemberLayout) -> Vec<String> {
+        let script =
+            "trap 'echo got-sigterm; exit 0' TERM; echo ready; while :; do sleep 0.01; done";
+        vec!["-c".into(), script.into(), member.name.clone()]
+    }
+
+    #[test]
+    fn stop_sends_sigterm_and_waits() {
+        let dir = std::env::temp_dir().join(format!("xtask-stop-test-{}", std::process::id()));
+        let layout = ephemeral_layout(2, &dir).unwrap();
+        let mut cluster =
+            LocalCluster::spawn(Path::new("/bin/sh"), &layout, term_recording_member).unwrap();
+        assert_eq!(cluster.pids().len(), 2);
+        // SIGTERM before the trap is set would kill the shell outright: wait for "ready".
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for member in &layout {
+            while !std::fs::read_to_string(&member.log_path)
+                .unwrap_or_default()
+                .contains("ready")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never became ready",
+                    member.name
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let outcomes = cluster.stop();
+        assert_eq!(
+            outcomes,
+            [
+                ("m0".to_string(), "exit status: 0".to_string()),
+                ("m1".to_string(), "exit status: 0".to_string())
+            ]
+        );
+        for member in &layout {
+            let log = std::fs::read_to_string(&member.log_path).unwrap();
+            assert_eq!(log, "ready\ngot-sigterm\n", "{}", member.name);
+        }
+        assert!(cluster.pids().is_empty());
+        assert!(
+            cluster.stop().is_empty(),
+            "a second stop has nothing left to stop"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exited_reports_members_that_died() {
+        let dir = std::env::temp_dir().join(format!("xtask-exit-test-{}", std::process::id()));
+        let layout = ephemeral_layout(1, &dir).unwrap();
+        let mut cluster = LocalCluster::spawn(Path::new("/bin/sh"), &layout, |_| {
+            vec!["-c".into(), "exit 3".into()]
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let gone = loop {
+            let gone = cluster.exited();
+            if !gone.is_empty() || Instant::now() > deadline {
+                break gone;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(gone, [("m0".to_string(), "exit status: 3".to_string())]);
+        assert!(cluster.pids().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_get_them() {
+        let layout = ephemeral_layout(1, Path::new("/nonexistent")).unwrap();
+        let etcd =
+            LocalCluster::start(Flavor::Etcd, Path::new("/nonexistent/etcd"), layout.clone());
+        assert!(
+            etcd.err()
+                .unwrap()
+                .to_string()
+                .contains("apt-get install etcd-server")
+        );
+        let concord =
+            LocalCluster::start(Flavor::Concord, Path::new("/nonexistent/concord"), layout);
+        assert!(
+            concord
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("cargo build --release -p concord-server")
+        );
     }
 }
