@@ -159,8 +159,20 @@ pub enum Command {
     Role(RoleArgs),
     /// Manages etcd node snapshots
     Snapshot(SnapshotArgs),
+    /// Acquires a named lock
+    Lock(LockArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// <lockname> [exec-command arg1 arg2 ...]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+    /// timeout for session
+    #[arg(long, default_value = "10", value_parser = go_int)]
+    pub ttl: i64,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,7 @@ fn bytes_args(args: &[OsString]) -> Vec<Vec<u8>> {
 mod cluster;
 mod kv;
 mod lease;
+mod lock;
 mod watch;
 
 use cluster::{
@@ -62,6 +63,7 @@ use cluster::{
 };
 use kv::{compaction, del, get, put, txn};
 use lease::lease;
+use lock::lock;
 use watch::watch;
 
 /// Runs one parsed command.
@@ -98,6 +100,7 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::User(a) => crate::auth::user(a.command, ctx).await,
         Command::Role(a) => crate::auth::role(a.command, ctx).await,
         Command::Lease(a) => lease(a.command, ctx).await,
+        Command::Lock(a) => lock(a, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
         Command::Version => {
             let text =

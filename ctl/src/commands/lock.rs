@@ -1,0 +1,295 @@
+//! `lock <name> [command ...]`: clientv3's `concurrency.Mutex` recipe. A
+//! session lease is kept alive; the lock key is `<name>/<lease id in hex>`;
+//! the holder is the key with the lowest create revision under `<name>/`, and a
+//! waiter watches the key created just before its own until it is deleted.
+
+use super::{Context, bytes_args};
+use crate::cli;
+use crate::client::{Client, Retry};
+use crate::error::{CtlError, ExitCode, status_message};
+use crate::kv::prefix_range_end;
+use concord_proto::etcdserverpb as pb;
+use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::range_request::{SortOrder, SortTarget};
+use pb::request_op::Request;
+use pb::response_op::Response;
+use std::time::Duration;
+
+fn first_range(resp: &pb::TxnResponse, index: usize) -> Option<&pb::RangeResponse> {
+    match resp.responses.get(index).and_then(|r| r.response.as_ref()) {
+        Some(Response::ResponseRange(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Keeps the session lease alive every TTL/3 until the stream fails; returns
+/// when the session is lost.
+async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
+    use pb::lease_client::LeaseClient;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let Ok(resp) = LeaseClient::new(client.channel())
+        .lease_keep_alive(client.request(stream))
+        .await
+    else {
+        return;
+    };
+    let mut responses = resp.into_inner();
+    let period = Duration::from_secs(u64::try_from(ttl / 3).unwrap_or(1).max(1));
+    loop {
+        if tx
+            .send(pb::LeaseKeepAliveRequest { id: lease })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match responses.message().await {
+            Ok(Some(r)) if r.ttl > 0 => {}
+            _ => return,
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Acquires the mutex; returns the holder's key and its create revision.
+async fn acquire(client: &Client, name: &[u8], lease: i64) -> Result<(Vec<u8>, i64), CtlError> {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let mut key = prefix.clone();
+    key.extend(format!("{lease:x}").into_bytes());
+    let owner = pb::RangeRequest {
+        key: prefix.clone(),
+        range_end: prefix_range_end(&prefix),
+        sort_order: SortOrder::Ascend as i32,
+        sort_target: SortTarget::Create as i32,
+        limit: 1,
+        ..Default::default()
+    };
+    let txn = pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key.clone(),
+            range_end: Vec::new(),
+            target_union: Some(TargetUnion::CreateRevision(0)),
+        }],
+        success: vec![
+            pb::RequestOp {
+                request: Some(Request::RequestPut(pb::PutRequest {
+                    key: key.clone(),
+                    lease,
+                    ..Default::default()
+                })),
+            },
+            pb::RequestOp {
+                request: Some(Request::RequestRange(owner.clone())),
+            },
+        ],
+        failure: vec![
+            pb::RequestOp {
+                request: Some(Request::RequestRange(pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })),
+            },
+            pb::RequestOp {
+                request: Some(Request::RequestRange(owner)),
+            },
+        ],
+    };
+    let resp = client
+        .call(Retry::NonRepeatable, txn, |c, r| async move {
+            pb::kv_client::KvClient::new(c).txn(r).await
+        })
+        .await?;
+    let my_rev = if resp.succeeded {
+        resp.header.as_ref().map_or(0, |h| h.revision)
+    } else {
+        first_range(&resp, 0)
+            .and_then(|r| r.kvs.first())
+            .map_or(0, |kv| kv.create_revision)
+    };
+    let holder = first_range(&resp, 1).and_then(|r| r.kvs.first());
+    if holder.is_none_or(|kv| kv.create_revision == my_rev) {
+        return Ok((key, my_rev));
+    }
+    wait_for_predecessors(client, &prefix, my_rev - 1).await?;
+    Ok((key, my_rev))
+}
+
+/// clientv3's `waitDeletes`: until no key under `prefix` was created at or
+/// before `max_create_rev`, wait for the newest such key to be deleted.
+async fn wait_for_predecessors(
+    client: &Client,
+    prefix: &[u8],
+    max_create_rev: i64,
+) -> Result<(), CtlError> {
+    loop {
+        let req = pb::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_range_end(prefix),
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Create as i32,
+            limit: 1,
+            max_create_revision: max_create_rev,
+            ..Default::default()
+        };
+        let resp = client
+            .call(Retry::Repeatable, req, |c, r| async move {
+                pb::kv_client::KvClient::new(c).range(r).await
+            })
+            .await?;
+        let Some(last) = resp.kvs.first() else {
+            return Ok(());
+        };
+        let from = resp.header.as_ref().map_or(0, |h| h.revision);
+        wait_for_delete(client, &last.key, from).await?;
+    }
+}
+
+async fn wait_for_delete(client: &Client, key: &[u8], from_rev: i64) -> Result<(), CtlError> {
+    use tokio_stream::StreamExt as _;
+    let create = pb::WatchCreateRequest {
+        key: key.to_vec(),
+        start_revision: from_rev,
+        filters: vec![pb::watch_create_request::FilterType::Noput as i32],
+        ..Default::default()
+    };
+    let first = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
+    let mut stream = pb::watch_client::WatchClient::new(client.channel())
+        .watch(client.request(requests))
+        .await
+        .map_err(|s| CtlError::error(status_message(&s)))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(resp)) => {
+                let deleted = resp
+                    .events
+                    .iter()
+                    .any(|e| e.r#type == concord_proto::mvccpb::event::EventType::Delete as i32);
+                if deleted || resp.canceled {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(s) => return Err(CtlError::error(status_message(&s))),
+        }
+    }
+}
+
+async fn release(client: &Client, key: &[u8], lease: i64) -> Result<(), CtlError> {
+    let del = pb::DeleteRangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    };
+    client
+        .call(Retry::NonRepeatable, del, |c, r| async move {
+            pb::kv_client::KvClient::new(c).delete_range(r).await
+        })
+        .await?;
+    // Closing the session revokes its lease; failure here changes nothing.
+    let _ = client
+        .call(
+            Retry::NonRepeatable,
+            pb::LeaseRevokeRequest { id: lease },
+            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_revoke(r).await },
+        )
+        .await;
+    Ok(())
+}
+
+/// Go's `exec.Cmd.Run` error texts.
+fn exec_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!(
+                "exec: {}: executable file not found in $PATH",
+                crate::gofmt::quote(program.as_bytes())
+            )
+        }
+        _ => e.to_string(),
+    }
+}
+
+pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let args = bytes_args(&a.args);
+    let Some(name) = args.first() else {
+        return Err(CtlError::bad_args(
+            "lock takes a lock name argument and an optional command to execute",
+        ));
+    };
+    let client = ctx.client().await?;
+    let grant = client
+        .call(
+            Retry::NonRepeatable,
+            pb::LeaseGrantRequest { ttl: a.ttl, id: 0 },
+            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_grant(r).await },
+        )
+        .await?;
+    let lease = grant.id;
+    let session = tokio::spawn(keep_session_alive(client.clone(), lease, grant.ttl));
+    let stop_session = session.abort_handle();
+
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let (key, rev) = tokio::select! {
+        acquired = acquire(&client, name, lease) => acquired?,
+        _ = &mut interrupted => {
+            let _ = release(&client, b"", lease).await;
+            return Err(CtlError::error("context canceled"));
+        }
+    };
+
+    if let Some(program) = a.args.get(1) {
+        ctx.emit(b"")?; // flush our buffered output before the child writes
+        let status = tokio::process::Command::new(program)
+            .args(&a.args[2..])
+            .env(
+                "ETCD_LOCK_KEY",
+                std::ffi::OsStr::new(std::str::from_utf8(&key).unwrap_or_default()),
+            )
+            .env("ETCD_LOCK_REV", rev.to_string())
+            .status()
+            .await;
+        let unlocked = release(&client, &key, lease).await;
+        stop_session.abort();
+        let program = program.to_string_lossy();
+        return match status {
+            Err(e) => Err(CtlError::error(exec_error(&program, &e))),
+            Ok(s) if !s.success() => Err(CtlError::error(match s.code() {
+                Some(code) => format!("exit status {code}"),
+                None => "signal: killed".to_owned(),
+            })),
+            Ok(_) => unlocked,
+        };
+    }
+
+    let held = client
+        .call(
+            Retry::Repeatable,
+            pb::RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            },
+            |c, r| async move { pb::kv_client::KvClient::new(c).range(r).await },
+        )
+        .await?;
+    if held.kvs.is_empty() {
+        return Err(CtlError::error("lock lost on init"));
+    }
+    let out = ctx.printer.get(&held)?;
+    ctx.emit(&out)?;
+    tokio::select! {
+        _ = &mut interrupted => {
+            let result = release(&client, &key, lease).await;
+            stop_session.abort();
+            result
+        }
+        _ = session => Err(CtlError::new(ExitCode::Error, "session expired")),
+    }
+}

@@ -1,0 +1,117 @@
+//! `lock` against a real etcd: exec mode and errors as etcdctl prints them,
+//! and mutual exclusion between two concordctl processes.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{CONCORDCTL, Etcd, assert_lines_equal, run, tools_available};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn exec_mode_and_errors_match_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(common::free_port(), common::free_port());
+    for args in [
+        &["lock", "mylock", "echo", "hello"][..],
+        &["lock", "mylock", "false"],
+        &["lock", "mylock", "nonexistent-command-for-test"],
+        &["lock"],
+        &["get", "mylock", "--prefix"],
+    ] {
+        let expected = run("etcdctl", etcd.endpoint(), args, "");
+        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
+        assert_lines_equal(&expected, &actual);
+    }
+    let block = run(
+        CONCORDCTL,
+        etcd.endpoint(),
+        &["lock", "mylock", "echo", "hello"],
+        "",
+    );
+    assert!(block.contains("--- stdout\nhello\n"), "{block}");
+}
+
+/// Number of keys under `prefix/` (holders and waiters of the lock).
+fn lock_keys(etcd: &Etcd, prefix: &str) -> usize {
+    let out = Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            etcd.endpoint(),
+            "get",
+            "--prefix",
+            "--keys-only",
+        ])
+        .arg(format!("{prefix}/"))
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn second_locker_waits_for_the_first() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(common::free_port(), common::free_port());
+    let mut holder = Command::new(CONCORDCTL)
+        .args(["--endpoints", etcd.endpoint(), "lock", "contended"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    assert!(first_line.starts_with("contended/"), "{first_line:?}");
+
+    let waiter = Command::new(CONCORDCTL)
+        .args([
+            "--endpoints",
+            etcd.endpoint(),
+            "lock",
+            "contended",
+            "echo",
+            "acquired",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the waiter's own key exists it has queued behind the holder.
+    wait_until("the waiter queues", || lock_keys(&etcd, "contended") == 2);
+    let mut waiter = waiter;
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "waiter ran while the lock was held"
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &holder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        holder.wait().unwrap().success(),
+        "holder must unlock and exit 0 on SIGINT"
+    );
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "acquired\n");
+    assert!(out.status.success());
+    wait_until("both keys are gone", || lock_keys(&etcd, "contended") == 0);
+}
