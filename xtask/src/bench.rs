@@ -461,32 +461,25 @@ async fn closed_loop(
 /// Runs one benchmark; `pids` are the server processes to measure.
 pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     cfg.validate()?;
-    if cfg.workload == Workload::WatchFanOut {
-        return watch_fan_out(cfg, pids).await;
-    }
-    let pool = connect_pool(&cfg.endpoints, cfg.conns, Some(Duration::from_secs(30))).await?;
     let op = match cfg.workload {
+        Workload::WatchFanOut => return watch_fan_out(cfg, pids).await,
         Workload::Put => Op::PutRandom,
-        Workload::Range { serializable } => {
-            let preload = closed_loop(
-                &pool,
-                cfg,
-                Op::PutSequential,
-                cfg.key_space.min(RANGE_PRELOAD_MAX),
-            )
-            .await?;
-            if preload.errors > 0 {
-                bail!(
-                    "range preload failed: {}",
-                    preload.first_error.unwrap_or_default()
-                );
-            }
-            Op::Range { serializable }
-        }
+        Workload::Range { serializable } => Op::Range { serializable },
         Workload::Txn => Op::Txn,
         Workload::LeaseChurn => Op::LeaseChurn,
-        Workload::WatchFanOut => unreachable!("handled above"),
     };
+    let pool = connect_pool(&cfg.endpoints, cfg.conns, Some(Duration::from_secs(30))).await?;
+    if let Op::Range { .. } = op {
+        // Ranges read keys that exist; the preload is not measured.
+        let preload_keys = cfg.key_space.min(RANGE_PRELOAD_MAX);
+        let preload = closed_loop(&pool, cfg, Op::PutSequential, preload_keys).await?;
+        if preload.errors > 0 {
+            bail!(
+                "range preload failed: {}",
+                preload.first_error.unwrap_or_default()
+            );
+        }
+    }
     let probe = ProcessProbe::start(pids);
     let mut run = closed_loop(&pool, cfg, op, cfg.total).await?;
     Ok(Outcome {
