@@ -10,9 +10,7 @@ use concord_mvcc::{Store, StoreOptions, WriteBatch};
 use concord_proto::concordpb::{
     Applied, ApplyResult, InternalRequest, MemberAttrSetRequest, apply_result, internal_request,
 };
-use concord_proto::etcdserverpb::{
-    CompactionResponse, Member, PutRequest, RequestOp, TxnRequest, request_op,
-};
+use concord_proto::etcdserverpb::{CompactionResponse, Member, TxnRequest, request_op};
 use concord_proto::mvccpb::Event;
 use concord_raft_core::{BoxError, Committed, StateMachine};
 use parking_lot::RwLock;
@@ -21,6 +19,7 @@ use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
 use tokio::sync::oneshot;
 
 use crate::etcd_error::EtcdError;
+use crate::lessor::LeaseKeeper;
 use crate::membership::Membership;
 
 /// The MVCC store, swappable as a whole when a raft snapshot replaces it.
@@ -106,6 +105,8 @@ pub struct ApplyMachine {
     event_sink: Option<Box<dyn EventSink>>,
     /// Events of the round being applied, published after its batch commits.
     pending_events: Vec<Event>,
+    /// Leases; without them every put naming a lease fails (lease not found).
+    leases: Option<Arc<LeaseKeeper>>,
 }
 
 impl ApplyMachine {
@@ -126,7 +127,34 @@ impl ApplyMachine {
             observer,
             event_sink: None,
             pending_events: Vec::new(),
+            leases: None,
         })
+    }
+
+    /// Where leases live; rebuilds them from the store.
+    pub fn set_leases(&mut self, leases: Arc<LeaseKeeper>) -> Result<(), concord_mvcc::Error> {
+        leases.recover(&self.backend.store())?;
+        self.leases = Some(leases);
+        Ok(())
+    }
+
+    fn check_lease(&self, id: i64) -> Result<(), EtcdError> {
+        match &self.leases {
+            Some(leases) => leases.check_lease(id),
+            None if id != 0 => Err(EtcdError::lease_not_found()),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the keys attached to leases in step with a write's events.
+    fn observe_leased_keys(&self, events: &[Event]) {
+        if let Some(leases) = &self.leases {
+            leases.observe(events);
+        }
+    }
+
+    fn lease_keeper(&self) -> Result<&Arc<LeaseKeeper>, EtcdError> {
+        self.leases.as_ref().ok_or_else(EtcdError::not_capable)
     }
 
     /// Where the events of committed rounds go (the watch hub).
@@ -154,19 +182,22 @@ impl ApplyMachine {
         };
         match request {
             R::Put(put) => {
-                check_put_lease(&put)?;
+                self.check_lease(put.lease)?;
                 let (response, events) = batch.put(&put)?;
+                self.observe_leased_keys(&events);
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::Put(response))
             }
             R::DeleteRange(delete) => {
                 let (response, events) = batch.delete_range(&delete)?;
+                self.observe_leased_keys(&events);
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::DeleteRange(response))
             }
             R::Txn(txn) => {
-                check_txn_leases(&txn)?;
+                check_txn_leases(&txn, &|id| self.check_lease(id))?;
                 let (response, events) = batch.txn(&txn)?;
+                self.observe_leased_keys(&events);
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::Txn(response))
             }
@@ -186,6 +217,19 @@ impl ApplyMachine {
             }
             R::ClusterVersionSet(version) => {
                 batch.meta_put("cluster", b"version", version.version.as_bytes());
+                Ok(apply_result::Result::Applied(Applied {}))
+            }
+            R::LeaseGrant(grant) => {
+                let response = self.lease_keeper()?.apply_grant(batch, &grant)?;
+                Ok(apply_result::Result::LeaseGrant(response))
+            }
+            R::LeaseRevoke(revoke) => {
+                let (response, events) = self.lease_keeper()?.apply_revoke(batch, &revoke)?;
+                self.pending_events.extend(events);
+                Ok(apply_result::Result::LeaseRevoke(response))
+            }
+            R::LeaseCheckpoint(checkpoint) => {
+                self.lease_keeper()?.apply_checkpoint(batch, &checkpoint);
                 Ok(apply_result::Result::Applied(Applied {}))
             }
             _ => Err(EtcdError::not_capable()),
@@ -242,27 +286,21 @@ impl ApplyMachine {
     }
 }
 
-/// Leases are not granted by this build, so a key can be bound to none.
-fn check_put_lease(put: &PutRequest) -> Result<(), EtcdError> {
-    if put.lease != 0 {
-        return Err(EtcdError::lease_not_found());
+/// Every put of a txn (both branches, nested txns included) must name an existing
+/// lease or none. (etcd checks only the branch taken; a txn naming an unknown lease in
+/// the other branch fails here.)
+fn check_txn_leases(
+    txn: &TxnRequest,
+    check: &dyn Fn(i64) -> Result<(), EtcdError>,
+) -> Result<(), EtcdError> {
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestPut(put)) => check(put.lease)?,
+            Some(request_op::Request::RequestTxn(nested)) => check_txn_leases(nested, check)?,
+            _ => {}
+        }
     }
     Ok(())
-}
-
-fn check_txn_leases(txn: &TxnRequest) -> Result<(), EtcdError> {
-    fn ops(ops: &[RequestOp]) -> Result<(), EtcdError> {
-        for op in ops {
-            match &op.request {
-                Some(request_op::Request::RequestPut(put)) => check_put_lease(put)?,
-                Some(request_op::Request::RequestTxn(txn)) => check_txn_leases(txn)?,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-    ops(&txn.success)?;
-    ops(&txn.failure)
 }
 
 fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
@@ -302,7 +340,11 @@ impl StateMachine for ApplyMachine {
                 } => {
                     self.apply_conf_change(&mut batch, change, conf_state.is_some());
                 }
-                Committed::Empty { .. } => {}
+                Committed::Empty { term, .. } => {
+                    if let Some(leases) = &self.leases {
+                        leases.empty_entry_applied(*term);
+                    }
+                }
             }
             last_index = Some(entry.index());
         }
@@ -311,10 +353,10 @@ impl StateMachine for ApplyMachine {
             batch.commit().map_err(boxed)?;
         }
         let events = std::mem::take(&mut self.pending_events);
-        if !events.is_empty() {
-            if let Some(sink) = self.event_sink.as_mut() {
-                sink.publish(events);
-            }
+        if !events.is_empty()
+            && let Some(sink) = self.event_sink.as_mut()
+        {
+            sink.publish(events);
         }
         Ok(())
     }
@@ -340,6 +382,9 @@ impl StateMachine for ApplyMachine {
         } else {
             self.backend.restore(data).map_err(boxed)?;
             self.membership = Membership::load(&self.backend.store()).map_err(boxed)?;
+            if let Some(leases) = &self.leases {
+                leases.recover(&self.backend.store()).map_err(boxed)?;
+            }
             self.observer.restored();
         }
         self.observer.membership_changed(&self.membership);

@@ -25,6 +25,7 @@ pub mod error;
 pub mod etcd_error;
 pub mod h2_authority;
 pub mod http;
+pub mod lessor;
 pub mod listener;
 pub mod member;
 pub mod membership;

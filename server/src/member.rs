@@ -9,6 +9,7 @@ use concord_mvcc::StoreOptions;
 use concord_proto::concordpb::{
     MemberAttrSetRequest, MemberInfoResponse, forward_server::ForwardServer, internal_request,
 };
+use concord_proto::etcdserverpb::lease_server::LeaseServer;
 use concord_proto::etcdserverpb::{
     Member, cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
 };
@@ -25,6 +26,7 @@ use crate::core::{Core, LeaderConnector};
 use crate::driver::{self, Command, DriverObserver, MessageSink, RaftHandle};
 use crate::error::Error;
 use crate::etcd_error::EtcdError;
+use crate::lessor::LeaseKeeper;
 use crate::membership::{Membership, cluster_id, member_id};
 use crate::transport::{Inbound, PeerTransport};
 
@@ -106,10 +108,12 @@ impl MessageSink for TransportSink {
 
 struct RoleLogger {
     member_id: u64,
+    leases: Arc<LeaseKeeper>,
 }
 
 impl DriverObserver for RoleLogger {
     fn role_changed(&mut self, role: Role, leader_id: u64, term: u64) {
+        self.leases.role_changed(role == Role::Leader, term);
         match role {
             Role::Leader => tracing::info!("{:x} became leader at term {term}", self.member_id),
             _ if leader_id != 0 => {
@@ -210,6 +214,8 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         known_peers: shared_membership.read().ids(),
     };
     let mut machine = ApplyMachine::new(backend.clone(), local_id, initial.clone(), Box::new(observer))?;
+    let leases = Arc::new(LeaseKeeper::new(&config, local_id));
+    machine.set_leases(leases.clone())?;
     let watch_hub = crate::watch_hub::WatchHub::start(
         backend.clone(),
         config.max_request_bytes,
@@ -255,7 +261,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         node,
         machine,
         Box::new(TransportSink(transport.clone())),
-        Box::new(RoleLogger { member_id: local_id }),
+        Box::new(RoleLogger {
+            member_id: local_id,
+            leases: leases.clone(),
+        }),
         config.heartbeat_interval,
         commands,
     );
@@ -309,6 +318,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         )
         .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(core.clone())))
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(core.clone())))
+        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+            core.clone(),
+            leases.clone(),
+        )))
             .add_service(concord_proto::etcdserverpb::watch_server::WatchServer::new(
                 api::watch::WatchService::new(core.clone(), watch_hub.clone()),
             ));
@@ -325,6 +338,11 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     }
 
     tasks.push(tokio::spawn(publish(core.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::lessor::run_expiry(
+        core.clone(),
+        leases.clone(),
+        shutdown_rx.clone(),
+    )));
 
     Ok(RunningMember { core, transport, shutdown: shutdown_tx, driver_thread: Some(driver_thread), tasks })
 }
