@@ -161,8 +161,19 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Acquires a named lock
     Lock(LockArgs),
+    /// Observes and participates in leader election
+    Elect(ElectArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// <election-name> [proposal]
+    pub args: Vec<OsString>,
+    /// observation mode
+    #[arg(short = 'l', long)]
+    pub listen: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 //!
 //! Owned here: the command line (etcdctl's global flags, `ETCDCTL_*`
 //! environment variables, v3 commands `put get del txn compaction watch lease
-//! member endpoint alarm defrag move-leader snapshot save lock auth user role
+//! member endpoint alarm defrag move-leader snapshot save lock elect auth user role
 //! version`), the `txn` input language, and etcdctl's output formats
 //! (`-w simple|json|fields|table|protobuf`) reproduced byte for byte, with
 //! etcdctl's `Error: ...` lines and exit codes. `tests/etcdctl_parity.rs` runs

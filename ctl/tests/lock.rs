@@ -1,5 +1,6 @@
-//! `lock` against a real etcd: exec mode and errors as etcdctl prints them,
-//! and mutual exclusion between two concordctl processes.
+//! `lock` and `elect` against a real etcd: exec mode and errors as etcdctl
+//! prints them, mutual exclusion between two concordctl processes, and an
+//! election (campaign, resign, observe) seen identically by both clients.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -114,4 +115,79 @@ fn second_locker_waits_for_the_first() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "acquired\n");
     assert!(out.status.success());
     wait_until("both keys are gone", || lock_keys(&etcd, "contended") == 0);
+}
+
+/// Reads a child's stdout lines on a thread so the test can wait for them.
+fn line_reader(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("expected another line of output")
+}
+
+fn interrupt(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "must exit 0 after SIGINT");
+}
+
+/// Observer output (lease IDs masked) for: candidate A wins with "first",
+/// resigns, then candidate B wins with "second".
+fn election_transcript(tool: &str, etcd: &Etcd) -> Vec<String> {
+    let spawn = |args: &[&str]| {
+        Command::new(tool)
+            .args(["--endpoints", etcd.endpoint()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut observer = spawn(&["elect", "-l", "office"]);
+    let observed = line_reader(observer.stdout.take().unwrap());
+    let mut transcript = Vec::new();
+    for proposal in ["first", "second"] {
+        let mut candidate = spawn(&["elect", "office", proposal]);
+        let won = line_reader(candidate.stdout.take().unwrap());
+        let key = next_line(&won);
+        assert_eq!(next_line(&won), proposal);
+        assert_eq!(next_line(&observed), key);
+        assert_eq!(next_line(&observed), proposal);
+        transcript.push(key.split('/').next().unwrap().to_owned());
+        transcript.push(proposal.to_owned());
+        interrupt(&mut candidate);
+    }
+    interrupt(&mut observer);
+    transcript
+}
+
+#[test]
+fn election_campaign_and_observe_match_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(common::free_port(), common::free_port());
+    let expected = election_transcript("etcdctl", &etcd);
+    assert_eq!(expected, ["office", "first", "office", "second"]);
+    assert_eq!(election_transcript(CONCORDCTL, &etcd), expected);
+    for args in [&["elect"][..], &["elect", "a"], &["elect", "-l", "a", "b"]] {
+        let expected = run("etcdctl", etcd.endpoint(), args, "");
+        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
+        assert_lines_equal(&expected, &actual);
+    }
 }

@@ -24,7 +24,7 @@ fn first_range(resp: &pb::TxnResponse, index: usize) -> Option<&pb::RangeRespons
 
 /// Keeps the session lease alive every TTL/3 until the stream fails; returns
 /// when the session is lost.
-async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
+pub(super) async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
     use pb::lease_client::LeaseClient;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -52,8 +52,14 @@ async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
     }
 }
 
-/// Acquires the mutex; returns the holder's key and its create revision.
-async fn acquire(client: &Client, name: &[u8], lease: i64) -> Result<(Vec<u8>, i64), CtlError> {
+/// Acquires the mutex (or wins the election, with `value` as the proposal);
+/// returns our key and its create revision.
+pub(super) async fn acquire(
+    client: &Client,
+    name: &[u8],
+    lease: i64,
+    value: &[u8],
+) -> Result<(Vec<u8>, i64), CtlError> {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     let mut key = prefix.clone();
@@ -78,6 +84,7 @@ async fn acquire(client: &Client, name: &[u8], lease: i64) -> Result<(Vec<u8>, i
             pb::RequestOp {
                 request: Some(Request::RequestPut(pb::PutRequest {
                     key: key.clone(),
+                    value: value.to_vec(),
                     lease,
                     ..Default::default()
                 })),
@@ -148,7 +155,11 @@ async fn wait_for_predecessors(
     }
 }
 
-async fn wait_for_delete(client: &Client, key: &[u8], from_rev: i64) -> Result<(), CtlError> {
+pub(super) async fn wait_for_delete(
+    client: &Client,
+    key: &[u8],
+    from_rev: i64,
+) -> Result<(), CtlError> {
     use tokio_stream::StreamExt as _;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
@@ -182,7 +193,7 @@ async fn wait_for_delete(client: &Client, key: &[u8], from_rev: i64) -> Result<(
     }
 }
 
-async fn release(client: &Client, key: &[u8], lease: i64) -> Result<(), CtlError> {
+pub(super) async fn release(client: &Client, key: &[u8], lease: i64) -> Result<(), CtlError> {
     let del = pb::DeleteRangeRequest {
         key: key.to_vec(),
         ..Default::default()
@@ -238,7 +249,7 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let (key, rev) = tokio::select! {
-        acquired = acquire(&client, name, lease) => acquired?,
+        acquired = acquire(&client, name, lease, b"") => acquired?,
         _ = &mut interrupted => {
             let _ = release(&client, b"", lease).await;
             return Err(CtlError::error("context canceled"));

@@ -52,6 +52,7 @@ fn bytes_args(args: &[OsString]) -> Vec<Vec<u8>> {
 }
 
 mod cluster;
+mod elect;
 mod kv;
 mod lease;
 mod lock;
@@ -61,6 +62,7 @@ use cluster::{
     alarm, defrag, endpoint_hashkv, endpoint_health, endpoint_status, member_add, member_list,
     member_promote, member_remove, member_update, move_leader, snapshot_save,
 };
+use elect::elect;
 use kv::{compaction, del, get, put, txn};
 use lease::lease;
 use lock::lock;
@@ -101,6 +103,7 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Role(a) => crate::auth::role(a.command, ctx).await,
         Command::Lease(a) => lease(a.command, ctx).await,
         Command::Lock(a) => lock(a, ctx).await,
+        Command::Elect(a) => elect(a, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
         Command::Version => {
             let text =

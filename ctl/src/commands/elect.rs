@@ -1,0 +1,195 @@
+//! `elect <name> <proposal>` and `elect -l <name>`: clientv3's
+//! `concurrency.Election` recipe. Campaigning is the lock queue with the
+//! proposal as the key's value; observing follows the oldest key under
+//! `<name>/` and prints every value it takes.
+
+use super::Context;
+use super::lock::{acquire, keep_session_alive, release};
+use crate::cli;
+use crate::client::{Client, Retry};
+use crate::error::{CtlError, ExitCode, status_message};
+use crate::kv::prefix_range_end;
+use concord_proto::etcdserverpb as pb;
+use concord_proto::mvccpb;
+use pb::range_request::{SortOrder, SortTarget};
+use std::os::unix::ffi::OsStrExt;
+
+/// clientv3's default session TTL in seconds.
+const SESSION_TTL: i64 = 60;
+
+pub(super) async fn elect(a: cli::ElectArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let (name, proposal) = match a.args.as_slice() {
+        [name] => (name.as_bytes().to_vec(), None),
+        [name, proposal] => (name.as_bytes().to_vec(), Some(proposal.as_bytes().to_vec())),
+        _ => {
+            return Err(CtlError::bad_args(
+                "elect takes one election name argument and an optional proposal argument",
+            ));
+        }
+    };
+    match (proposal, a.listen) {
+        (None, false) => Err(CtlError::bad_args("no proposal argument but -l not set")),
+        (Some(_), true) => Err(CtlError::bad_args("proposal given but -l is set")),
+        (None, true) => {
+            let client = ctx.client().await?;
+            tokio::select! {
+                result = observe(&client, &name, ctx) => result,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        (Some(value), false) => campaign(&name, &value, ctx).await,
+    }
+}
+
+async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let client = ctx.client().await?;
+    let grant = client
+        .call(
+            Retry::NonRepeatable,
+            pb::LeaseGrantRequest {
+                ttl: SESSION_TTL,
+                id: 0,
+            },
+            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_grant(r).await },
+        )
+        .await?;
+    let lease = grant.id;
+    let session = tokio::spawn(keep_session_alive(client.clone(), lease, grant.ttl));
+    let stop_session = session.abort_handle();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let (key, _) = tokio::select! {
+        won = acquire(&client, name, lease, value) => won?,
+        _ = &mut interrupted => {
+            let _ = release(&client, b"", lease).await;
+            stop_session.abort();
+            return Err(CtlError::error("context canceled"));
+        }
+    };
+    let leader = client
+        .call(
+            Retry::Repeatable,
+            pb::RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            },
+            |c, r| async move { pb::kv_client::KvClient::new(c).range(r).await },
+        )
+        .await?;
+    let out = ctx.printer.get(&leader)?;
+    ctx.emit(&out)?;
+    tokio::select! {
+        _ = &mut interrupted => {
+            // Resign: give up leadership and close the session.
+            let result = release(&client, &key, lease).await;
+            stop_session.abort();
+            result
+        }
+        _ = session => Err(CtlError::new(ExitCode::Error, "elect: session expired")),
+    }
+}
+
+/// Prints the current leader's key and value, then every new proclamation and
+/// every change of leader, until interrupted.
+async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    loop {
+        let oldest = pb::RangeRequest {
+            key: prefix.clone(),
+            range_end: prefix_range_end(&prefix),
+            sort_order: SortOrder::Ascend as i32,
+            sort_target: SortTarget::Create as i32,
+            limit: 1,
+            ..Default::default()
+        };
+        let resp = client
+            .call(Retry::Repeatable, oldest, |c, r| async move {
+                pb::kv_client::KvClient::new(c).range(r).await
+            })
+            .await?;
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        let (header, leader) = match resp.kvs.first() {
+            Some(kv) => (resp.header.clone(), kv.clone()),
+            None => {
+                // No candidate yet: the first key put under the prefix leads.
+                let range_end = prefix_range_end(&prefix);
+                let mut events = watch(client, &prefix, &range_end, revision + 1).await?;
+                loop {
+                    let Some(resp) = events.message().await.map_err(watch_error)? else {
+                        return Err(CtlError::error("elect: observer lost"));
+                    };
+                    let put = resp.events.iter().find(|e| e.r#type == put_type());
+                    if let Some(kv) = put.and_then(|e| e.kv.clone()) {
+                        break (resp.header.clone(), kv);
+                    }
+                }
+            }
+        };
+        // Follow this leader from just after what we have printed.
+        let seen = revision.max(leader.mod_revision);
+        print_leader(ctx, header, &leader)?;
+        let mut events = watch(client, &leader.key, &[], seen + 1).await?;
+        'leader: loop {
+            let Some(resp) = events.message().await.map_err(watch_error)? else {
+                return Err(CtlError::error("elect: observer lost"));
+            };
+            for event in &resp.events {
+                if event.r#type == put_type() {
+                    if let Some(kv) = &event.kv {
+                        print_leader(ctx, resp.header.clone(), kv)?;
+                    }
+                } else {
+                    break 'leader;
+                }
+            }
+        }
+    }
+}
+
+fn put_type() -> i32 {
+    mvccpb::event::EventType::Put as i32
+}
+
+fn watch_error(s: tonic::Status) -> CtlError {
+    CtlError::error(status_message(&s))
+}
+
+fn print_leader(
+    ctx: &mut Context<'_>,
+    header: Option<pb::ResponseHeader>,
+    kv: &mvccpb::KeyValue,
+) -> Result<(), CtlError> {
+    let resp = pb::RangeResponse {
+        header,
+        kvs: vec![kv.clone()],
+        more: false,
+        count: 1,
+    };
+    let out = ctx.printer.get(&resp)?;
+    ctx.emit(&out)
+}
+
+async fn watch(
+    client: &Client,
+    key: &[u8],
+    range_end: &[u8],
+    start_revision: i64,
+) -> Result<tonic::Streaming<pb::WatchResponse>, CtlError> {
+    use tokio_stream::StreamExt as _;
+    let create = pb::WatchCreateRequest {
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+        start_revision,
+        ..Default::default()
+    };
+    let first = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
+    Ok(pb::watch_client::WatchClient::new(client.channel())
+        .watch(client.request(requests))
+        .await
+        .map_err(watch_error)?
+        .into_inner())
+}
