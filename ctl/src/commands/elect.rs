@@ -110,7 +110,7 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
             .await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         let (header, leader) = match resp.kvs.first() {
-            Some(kv) => (resp.header.clone(), kv.clone()),
+            Some(kv) => (resp.header, kv.clone()),
             None => {
                 // No candidate yet: the first key put under the prefix leads.
                 let range_end = prefix_range_end(&prefix);
@@ -121,7 +121,7 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
                     };
                     let put = resp.events.iter().find(|e| e.r#type == put_type());
                     if let Some(kv) = put.and_then(|e| e.kv.clone()) {
-                        break (resp.header.clone(), kv);
+                        break (resp.header, kv);
                     }
                 }
             }
@@ -137,7 +137,7 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
             for event in &resp.events {
                 if event.r#type == put_type() {
                     if let Some(kv) = &event.kv {
-                        print_leader(ctx, resp.header.clone(), kv)?;
+                        print_leader(ctx, resp.header, kv)?;
                     }
                 } else {
                     break 'leader;
