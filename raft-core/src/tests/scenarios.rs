@@ -365,3 +365,89 @@ fn a_crash_at_every_point_of_ready_handling_loses_no_acknowledged_entry() {
         }
     }
 }
+
+mod single_member {
+    use raft::eraftpb::Message;
+
+    use crate::harness::TestStateMachine;
+    use crate::{Error, MemLogStore, Node, NodeConfig, ProposeError};
+
+    fn config() -> NodeConfig {
+        let mut config = NodeConfig::new(1);
+        config.snapshot_interval = 10;
+        config.snapshot_catchup_entries = 2;
+        config
+    }
+
+    fn drain(node: &mut Node<MemLogStore>, sm: &mut TestStateMachine) -> Vec<u64> {
+        let mut out: Vec<Message> = Vec::new();
+        let mut acked = Vec::new();
+        while node.has_ready() {
+            let outcome = node.handle_ready(sm, &mut out).unwrap();
+            for p in outcome.proposals {
+                acked.push(p.result.unwrap());
+            }
+        }
+        assert!(out.is_empty(), "a single member sends nothing");
+        acked
+    }
+
+    fn leader_with_entries(n: u64) -> (Node<MemLogStore>, TestStateMachine) {
+        let mut store = MemLogStore::new();
+        assert!(Node::bootstrap(&mut store, &[1]).unwrap());
+        assert!(!Node::bootstrap(&mut store, &[1]).unwrap(), "only once");
+        let mut sm = TestStateMachine::default();
+        let mut node = Node::new(config(), store, &mut sm).unwrap();
+        node.campaign().unwrap();
+        drain(&mut node, &mut sm);
+        assert!(node.is_leader());
+        for id in 1..=n {
+            node.propose(id, vec![id as u8]).unwrap();
+            assert_eq!(drain(&mut node, &mut sm).len(), 1);
+        }
+        (node, sm)
+    }
+
+    #[test]
+    fn duplicate_request_ids_are_refused_while_pending() {
+        let (mut node, mut sm) = leader_with_entries(0);
+        node.propose(7, b"a".to_vec()).unwrap();
+        assert_eq!(
+            node.propose(7, b"b".to_vec()),
+            Err(ProposeError::DuplicateId(7))
+        );
+        drain(&mut node, &mut sm);
+        node.propose(7, b"c".to_vec()).unwrap();
+    }
+
+    #[test]
+    fn a_state_machine_behind_the_compacted_log_is_restored_from_the_snapshot() {
+        let (node, sm) = leader_with_entries(30);
+        let store = node.into_store();
+        let first = raft::Storage::first_index(&store).unwrap();
+        assert!(
+            first > 20,
+            "compacted behind the snapshot (first index {first})"
+        );
+        // A state machine that lost everything (e.g. a wiped backend).
+        let mut fresh = TestStateMachine::default();
+        let node = Node::new(config(), store, &mut fresh).unwrap();
+        assert_eq!(fresh.restores(), 1);
+        assert!(fresh.applied_ids().len() >= 20);
+        assert_eq!(
+            node.applied_index(),
+            crate::StateMachine::applied_index(&fresh)
+        );
+        assert!(node.applied_index() <= crate::StateMachine::applied_index(&sm));
+    }
+
+    #[test]
+    fn a_state_machine_ahead_of_the_log_is_refused() {
+        let (node, mut sm) = leader_with_entries(3);
+        let mut store = MemLogStore::new();
+        Node::bootstrap(&mut store, &[1]).unwrap();
+        drop(node);
+        let err = Node::new(config(), store, &mut sm).unwrap_err();
+        assert!(matches!(err, Error::Inconsistent(_)), "{err}");
+    }
+}
