@@ -1,6 +1,7 @@
 //! `auth`, `user` and `role` commands, with etcdctl 3.4's arguments, password
 //! prompts and output.
 
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::Retry;
 use crate::commands::Context;
 use crate::error::{CtlError, ExitCode};
@@ -16,7 +17,10 @@ macro_rules! auth_call {
     ($client:expr, $retry:expr, $req:expr, $method:ident) => {
         $client
             .call($retry, $req, |c, r| async move {
-                AuthClient::new(c).$method(r).await
+                AuthClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .$method(r)
+                    .await
             })
             .await
     };

@@ -8,6 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// clientv3's default `MaxCallRecvMsgSize` (math.MaxInt32): large ranges and
+/// snapshots must not hit tonic's 4 MiB default.
+pub const MAX_RECV_MSG_SIZE: usize = i32::MAX as usize;
+
 /// How long to wait between attempts while no endpoint answers.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -124,7 +128,10 @@ impl Client {
             };
             let resp = client
                 .call(Retry::Repeatable, req, |c, r| async move {
-                    pb::auth_client::AuthClient::new(c).authenticate(r).await
+                    pb::auth_client::AuthClient::new(c)
+                        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                        .authenticate(r)
+                        .await
                 })
                 .await
                 // clientv3.New fails, and etcdctl exits with ExitBadConnection.

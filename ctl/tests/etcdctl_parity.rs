@@ -785,3 +785,39 @@ fn watch_history_matches_etcdctl() {
         assert_lines_equal(&expected, &actual);
     }
 }
+
+/// A range answer larger than tonic's default 4 MiB message limit.
+#[test]
+fn large_range_matches_etcdctl() {
+    if !tools_available() {
+        return;
+    }
+    let etcd = Etcd::start(free_port(), free_port());
+    let value = "x".repeat(1_400_000);
+    for i in 0..4 {
+        let block = run(
+            "etcdctl",
+            etcd.endpoint(),
+            &["put", &format!("big{i}")],
+            &value,
+        );
+        assert!(block.ends_with("rc=0\n"), "{block}");
+    }
+    for format in ["simple", "json"] {
+        let args = ["get", "big", "--prefix", "-w", format];
+        let expected = run("etcdctl", etcd.endpoint(), &args, "");
+        let actual = run(CONCORDCTL, etcd.endpoint(), &args, "");
+        assert!(
+            expected.len() > 5_000_000,
+            "etcdctl printed only {} bytes",
+            expected.len()
+        );
+        assert!(
+            actual == expected,
+            "{format}: concordctl printed {} bytes, etcdctl {}; concordctl ends {:?}",
+            actual.len(),
+            expected.len(),
+            &actual[actual.len().saturating_sub(200)..]
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::Context;
 use crate::cli::AlarmCommand;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::{Client, ClientConfig, Retry};
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::printer::{EndpointHashKv, EndpointHealth, EndpointStatus, Format, MemberChange};
@@ -19,6 +20,7 @@ pub(super) async fn member_list_response(
             pb::MemberListRequest::default(),
             |c, r| async move {
                 pb::cluster_client::ClusterClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                     .member_list(r)
                     .await
             },
@@ -80,6 +82,7 @@ pub(super) async fn member_add(
     let resp = client
         .call(Retry::NonRepeatable, req, |c, r| async move {
             pb::cluster_client::ClusterClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                 .member_add(r)
                 .await
         })
@@ -149,6 +152,7 @@ pub(super) async fn member_update(
     let resp = client
         .call(Retry::NonRepeatable, req, |c, r| async move {
             pb::cluster_client::ClusterClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                 .member_update(r)
                 .await
         })
@@ -173,6 +177,7 @@ pub(super) async fn member_remove(
             pb::MemberRemoveRequest { id },
             |c, r| async move {
                 pb::cluster_client::ClusterClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                     .member_remove(r)
                     .await
             },
@@ -198,6 +203,7 @@ pub(super) async fn member_promote(
             pb::MemberPromoteRequest { id },
             |c, r| async move {
                 pb::cluster_client::ClusterClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                     .member_promote(r)
                     .await
             },
@@ -219,7 +225,12 @@ pub(super) async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Resul
         .call(
             Retry::Repeatable,
             pb::AlarmRequest::default(),
-            |c, r| async move { MaintenanceClient::new(c).alarm(r).await },
+            |c, r| async move {
+                MaintenanceClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .alarm(r)
+                    .await
+            },
         )
         .await?;
     let resp = match command {
@@ -235,7 +246,10 @@ pub(super) async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Resul
                 };
                 last = client
                     .call(Retry::NonRepeatable, req, |c, r| async move {
-                        MaintenanceClient::new(c).alarm(r).await
+                        MaintenanceClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                            .alarm(r)
+                            .await
                     })
                     .await?;
             }
@@ -258,6 +272,7 @@ pub(super) async fn defrag(cluster: bool, ctx: &mut Context<'_>) -> Result<(), C
                     pb::DefragmentRequest::default(),
                     |c, r| async move {
                         pb::maintenance_client::MaintenanceClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                             .defragment(r)
                             .await
                     },
@@ -299,6 +314,7 @@ pub(super) async fn endpoint_hashkv(
                     pb::HashKvRequest { revision: rev },
                     |c, r| async move {
                         pb::maintenance_client::MaintenanceClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                             .hash_kv(r)
                             .await
                     },
@@ -344,7 +360,12 @@ pub(super) async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Res
             .call(
                 Retry::Repeatable,
                 pb::StatusRequest::default(),
-                |c, r| async move { MaintenanceClient::new(c).status(r).await },
+                |c, r| async move {
+                    MaintenanceClient::new(c)
+                        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                        .status(r)
+                        .await
+                },
             )
             .await?;
         if status
@@ -366,7 +387,12 @@ pub(super) async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Res
         .call(
             Retry::NonRepeatable,
             pb::MoveLeaderRequest { target_id: target },
-            |c, r| async move { MaintenanceClient::new(c).move_leader(r).await },
+            |c, r| async move {
+                MaintenanceClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .move_leader(r)
+                    .await
+            },
         )
         .await?;
     let out = ctx.printer.move_leader(leader_id, target, &resp)?;
@@ -406,6 +432,7 @@ pub(super) async fn snapshot_save(
     let client = ctx.client().await?;
     let download = async {
         let mut stream = pb::maintenance_client::MaintenanceClient::new(client.channel())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
             .snapshot(client.request(pb::SnapshotRequest {}))
             .await
             .map_err(|s| status_message(&s))?
@@ -473,6 +500,7 @@ pub(super) async fn endpoint_status(cluster: bool, ctx: &mut Context<'_>) -> Res
                     pb::StatusRequest::default(),
                     |c, r| async move {
                         pb::maintenance_client::MaintenanceClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                             .status(r)
                             .await
                     },
@@ -521,7 +549,10 @@ pub(super) async fn check_health(config: &ClientConfig, ep: String) -> EndpointH
     };
     let result = client
         .call(Retry::Repeatable, req, |c, r| async move {
-            KvClient::new(c).range(r).await
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .range(r)
+                .await
         })
         .await;
     let took = crate::gofmt::duration(start.elapsed());
@@ -544,6 +575,7 @@ pub(super) async fn check_health(config: &ClientConfig, ep: String) -> EndpointH
                 pb::AlarmRequest::default(),
                 |c, r| async move {
                     pb::maintenance_client::MaintenanceClient::new(c)
+                        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                         .alarm(r)
                         .await
                 },

@@ -6,6 +6,7 @@
 use super::Context;
 use super::lock::{acquire, keep_session_alive, release};
 use crate::cli;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::{Client, Retry};
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::kv::prefix_range_end;
@@ -50,7 +51,12 @@ async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<()
                 ttl: SESSION_TTL,
                 id: 0,
             },
-            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_grant(r).await },
+            |c, r| async move {
+                pb::lease_client::LeaseClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .lease_grant(r)
+                    .await
+            },
         )
         .await?;
     let lease = grant.id;
@@ -73,7 +79,12 @@ async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<()
                 key: key.clone(),
                 ..Default::default()
             },
-            |c, r| async move { pb::kv_client::KvClient::new(c).range(r).await },
+            |c, r| async move {
+                pb::kv_client::KvClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .range(r)
+                    .await
+            },
         )
         .await?;
     let out = ctx.printer.get(&leader)?;
@@ -105,7 +116,10 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
         };
         let resp = client
             .call(Retry::Repeatable, oldest, |c, r| async move {
-                pb::kv_client::KvClient::new(c).range(r).await
+                pb::kv_client::KvClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .range(r)
+                    .await
             })
             .await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -188,6 +202,7 @@ async fn watch(
     };
     let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
     Ok(pb::watch_client::WatchClient::new(client.channel())
+        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .watch(client.request(requests))
         .await
         .map_err(watch_error)?

@@ -2,6 +2,7 @@
 
 use super::{Context, bytes_args};
 use crate::cli;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::Retry;
 use crate::error::{CtlError, ExitCode};
 use crate::kv::{self, DelOptions, GetOptions, PutOptions};
@@ -30,7 +31,10 @@ pub(super) async fn put(a: cli::PutArgs, ctx: &mut Context<'_>) -> Result<(), Ct
     let client = ctx.client().await?;
     let resp = client
         .call(Retry::NonRepeatable, req, |c, r| async move {
-            KvClient::new(c).put(r).await
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .put(r)
+                .await
         })
         .await?;
     let out = ctx.printer.put(&resp)?;
@@ -53,7 +57,10 @@ pub(super) async fn get(a: cli::GetArgs, ctx: &mut Context<'_>) -> Result<(), Ct
     let client = ctx.client().await?;
     let resp = client
         .call(Retry::Repeatable, req, |c, r| async move {
-            KvClient::new(c).range(r).await
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .range(r)
+                .await
         })
         .await?;
     if a.count_only && ctx.printer.format != Some(Format::Fields) {
@@ -84,7 +91,10 @@ pub(super) async fn del(a: cli::DelArgs, ctx: &mut Context<'_>) -> Result<(), Ct
     let client = ctx.client().await?;
     let resp = client
         .call(Retry::NonRepeatable, req, |c, r| async move {
-            KvClient::new(c).delete_range(r).await
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .delete_range(r)
+                .await
         })
         .await?;
     let out = ctx.printer.del(&resp)?;
@@ -115,11 +125,12 @@ pub(super) async fn txn(a: cli::TxnArgs, ctx: &mut Context<'_>) -> Result<(), Ct
     };
     let client = ctx.client().await?;
     let resp = client
-        .call(
-            retry,
-            req,
-            |c, r| async move { KvClient::new(c).txn(r).await },
-        )
+        .call(retry, req, |c, r| async move {
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .txn(r)
+                .await
+        })
         .await?;
     let out = ctx.printer.txn(&resp)?;
     ctx.emit(&out)
@@ -140,7 +151,10 @@ pub(super) async fn compaction(
     let client = ctx.client().await?;
     client
         .call(Retry::Repeatable, req, |c, r| async move {
-            KvClient::new(c).compact(r).await
+            KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .compact(r)
+                .await
         })
         .await?;
     ctx.emit(format!("compacted revision {revision}\n").as_bytes())

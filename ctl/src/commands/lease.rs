@@ -2,6 +2,7 @@
 
 use super::Context;
 use crate::cli::LeaseCommand;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::Retry;
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::kv;
@@ -26,7 +27,12 @@ pub(super) async fn lease(command: LeaseCommand, ctx: &mut Context<'_>) -> Resul
                 .call(
                     Retry::NonRepeatable,
                     pb::LeaseGrantRequest { ttl, id: 0 },
-                    |c, r| async move { LeaseClient::new(c).lease_grant(r).await },
+                    |c, r| async move {
+                        LeaseClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                            .lease_grant(r)
+                            .await
+                    },
                 )
                 .await
                 .map_err(|e| CtlError::error(format!("failed to grant lease ({})", e.message)))?;
@@ -43,7 +49,12 @@ pub(super) async fn lease(command: LeaseCommand, ctx: &mut Context<'_>) -> Resul
                 .call(
                     Retry::NonRepeatable,
                     pb::LeaseRevokeRequest { id },
-                    |c, r| async move { LeaseClient::new(c).lease_revoke(r).await },
+                    |c, r| async move {
+                        LeaseClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                            .lease_revoke(r)
+                            .await
+                    },
                 )
                 .await
                 .map_err(|e| CtlError::error(format!("failed to revoke lease ({})", e.message)))?;
@@ -62,7 +73,12 @@ pub(super) async fn lease(command: LeaseCommand, ctx: &mut Context<'_>) -> Resul
                 .call(
                     Retry::Repeatable,
                     pb::LeaseTimeToLiveRequest { id, keys },
-                    |c, r| async move { LeaseClient::new(c).lease_time_to_live(r).await },
+                    |c, r| async move {
+                        LeaseClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                            .lease_time_to_live(r)
+                            .await
+                    },
                 )
                 .await
                 .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
@@ -75,7 +91,12 @@ pub(super) async fn lease(command: LeaseCommand, ctx: &mut Context<'_>) -> Resul
                 .call(
                     Retry::Repeatable,
                     pb::LeaseLeasesRequest::default(),
-                    |c, r| async move { LeaseClient::new(c).lease_leases(r).await },
+                    |c, r| async move {
+                        LeaseClient::new(c)
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                            .lease_leases(r)
+                            .await
+                    },
                 )
                 .await
                 .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
@@ -107,7 +128,9 @@ pub(super) async fn keep_alive(id: i64, once: bool, ctx: &mut Context<'_>) -> Re
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut responses = tokio::time::timeout(
         client.command_timeout(),
-        LeaseClient::new(client.channel()).lease_keep_alive(client.request(stream)),
+        LeaseClient::new(client.channel())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+            .lease_keep_alive(client.request(stream)),
     )
     .await
     .map_err(|_| bad_conn("context deadline exceeded".into()))?

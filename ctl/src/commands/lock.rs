@@ -5,6 +5,7 @@
 
 use super::{Context, bytes_args};
 use crate::cli;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::{Client, Retry};
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::kv::prefix_range_end;
@@ -29,6 +30,7 @@ pub(super) async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let Ok(resp) = LeaseClient::new(client.channel())
+        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .lease_keep_alive(client.request(stream))
         .await
     else {
@@ -107,7 +109,10 @@ pub(super) async fn acquire(
     };
     let resp = client
         .call(Retry::NonRepeatable, txn, |c, r| async move {
-            pb::kv_client::KvClient::new(c).txn(r).await
+            pb::kv_client::KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .txn(r)
+                .await
         })
         .await?;
     let my_rev = if resp.succeeded {
@@ -144,7 +149,10 @@ async fn wait_for_predecessors(
         };
         let resp = client
             .call(Retry::Repeatable, req, |c, r| async move {
-                pb::kv_client::KvClient::new(c).range(r).await
+                pb::kv_client::KvClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .range(r)
+                    .await
             })
             .await?;
         let Some(last) = resp.kvs.first() else {
@@ -172,6 +180,7 @@ pub(super) async fn wait_for_delete(
     };
     let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
     let mut stream = pb::watch_client::WatchClient::new(client.channel())
+        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .watch(client.request(requests))
         .await
         .map_err(|s| CtlError::error(status_message(&s)))?
@@ -200,7 +209,10 @@ pub(super) async fn release(client: &Client, key: &[u8], lease: i64) -> Result<(
     };
     client
         .call(Retry::NonRepeatable, del, |c, r| async move {
-            pb::kv_client::KvClient::new(c).delete_range(r).await
+            pb::kv_client::KvClient::new(c)
+                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                .delete_range(r)
+                .await
         })
         .await?;
     // Closing the session revokes its lease; failure here changes nothing.
@@ -208,7 +220,12 @@ pub(super) async fn release(client: &Client, key: &[u8], lease: i64) -> Result<(
         .call(
             Retry::NonRepeatable,
             pb::LeaseRevokeRequest { id: lease },
-            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_revoke(r).await },
+            |c, r| async move {
+                pb::lease_client::LeaseClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .lease_revoke(r)
+                    .await
+            },
         )
         .await;
     Ok(())
@@ -239,7 +256,12 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
         .call(
             Retry::NonRepeatable,
             pb::LeaseGrantRequest { ttl: a.ttl, id: 0 },
-            |c, r| async move { pb::lease_client::LeaseClient::new(c).lease_grant(r).await },
+            |c, r| async move {
+                pb::lease_client::LeaseClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .lease_grant(r)
+                    .await
+            },
         )
         .await?;
     let lease = grant.id;
@@ -287,7 +309,12 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
                 key: key.clone(),
                 ..Default::default()
             },
-            |c, r| async move { pb::kv_client::KvClient::new(c).range(r).await },
+            |c, r| async move {
+                pb::kv_client::KvClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+                    .range(r)
+                    .await
+            },
         )
         .await?;
     if held.kvs.is_empty() {

@@ -2,6 +2,7 @@
 
 use super::{Context, bytes_args};
 use crate::cli;
+use crate::client::MAX_RECV_MSG_SIZE;
 use crate::error::{CtlError, ExitCode, status_message};
 use crate::kv;
 use concord_proto::etcdserverpb as pb;
@@ -44,6 +45,7 @@ pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<()
     let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
     let client = ctx.client().await?;
     let mut responses = pb::watch_client::WatchClient::new(client.channel())
+        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .watch(client.request(requests))
         .await
         .map_err(|s| CtlError::error(status_message(&s)))?
