@@ -28,6 +28,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::Args;
 use crate::bench::{BenchConfig, Workload};
@@ -100,14 +101,28 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start the tokio runtime")
 }
 
-/// Resolves when the user presses Ctrl-C or xtask gets SIGTERM.
-async fn interrupted() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM listeners. Created before any member starts: from then on those
+/// signals are queued for xtask instead of killing it and orphaning the members.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    /// Needs a runtime context (`Runtime::enter`).
+    fn install() -> Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 fn cluster_command(raw: &[String]) -> Result<()> {
@@ -130,6 +145,11 @@ fn cluster_command(raw: &[String]) -> Result<()> {
         std::fs::remove_dir_all(&data_dir)
             .with_context(|| format!("remove {}", data_dir.display()))?;
     }
+    let runtime = runtime()?;
+    let mut stop_signals = {
+        let _context = runtime.enter();
+        StopSignals::install()?
+    };
     let mut cluster = LocalCluster::start(Flavor::Concord, &concord_binary(), layout)?;
     let endpoints: Vec<String> = cluster
         .layout()
@@ -160,12 +180,10 @@ fn cluster_command(raw: &[String]) -> Result<()> {
         endpoints.join(",")
     );
 
-    runtime()?.block_on(async {
-        let stop = interrupted();
-        tokio::pin!(stop);
+    runtime.block_on(async {
         loop {
             tokio::select! {
-                r = &mut stop => { r?; break; }
+                _ = stop_signals.received() => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     for (name, status) in cluster.exited() {
                         println!("member {name} exited: {status}");
@@ -199,10 +217,15 @@ fn bench_command(raw: &[String]) -> Result<()> {
             build_concord()?;
         }
         let concord = concord_binary();
-        return runtime()?.block_on(async {
+        let runtime = runtime()?;
+        let mut stop_signals = {
+            let _context = runtime.enter();
+            StopSignals::install()?
+        };
+        return runtime.block_on(async {
             tokio::select! {
                 r = compare::run(&concord, &etcd, members, total) => r,
-                r = interrupted() => { r?; bail!("interrupted; clusters stopped") }
+                _ = stop_signals.received() => bail!("interrupted; clusters stopped"),
             }
         });
     }
