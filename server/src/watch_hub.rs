@@ -18,6 +18,8 @@ use crate::apply::{Backend, EventSink};
 /// How often the catch-up thread looks at unsynced watchers without being asked
 /// (etcd's sync interval).
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// At most one "watchers set aside" log line this often.
+const SET_ASIDE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// etcd's gRPC framing allowance on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
@@ -28,6 +30,8 @@ pub struct WatchHub {
     kicked: Mutex<bool>,
     kick_signal: Condvar,
     progress_interval: Duration,
+    /// The set-aside count last logged, and when.
+    reported_set_aside: Mutex<(u64, Instant)>,
 }
 
 /// History from whichever store is current (a snapshot may replace it): the store is
@@ -73,6 +77,7 @@ impl WatchHub {
             kicked: Mutex::new(false),
             kick_signal: Condvar::new(),
             progress_interval,
+            reported_set_aside: Mutex::new((0, Instant::now() - SET_ASIDE_LOG_INTERVAL)),
         });
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
@@ -115,11 +120,18 @@ impl WatchHub {
         if tasks.is_empty() {
             return false;
         }
-        tracing::debug!(
-            "watch catch-up of {} watchers; {:?}",
-            tasks.len(),
-            self.registry.lock().counts()
-        );
+        let counts = self.registry.lock().counts();
+        tracing::debug!("watch catch-up of {} watchers; {counts:?}", tasks.len());
+        let mut reported = self.reported_set_aside.lock();
+        if counts.set_aside > reported.0 && reported.1.elapsed() >= SET_ASIDE_LOG_INTERVAL {
+            tracing::info!(
+                "{} slow watchers set aside so far (their streams' buffers were full); \
+                 they catch up from history",
+                counts.set_aside
+            );
+            *reported = (counts.set_aside, Instant::now());
+        }
+        drop(reported);
         let mut moved = false;
         let history = BackendHistory(&self.backend);
         for task in tasks {
