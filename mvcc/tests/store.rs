@@ -540,3 +540,24 @@ fn large_ranges_come_back_in_key_order_with_the_right_values() {
     );
     assert!(descending.more);
 }
+
+#[test]
+fn db_size_counts_data_not_the_sparse_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let empty = store.db_size().expect("size");
+    assert!(
+        empty < 4 * 1024 * 1024,
+        "an empty store occupies {empty} bytes"
+    );
+    let value = "v".repeat(1024);
+    for i in 0..4_000 {
+        put(&store, &format!("key{i:05}"), &value);
+    }
+    store.persist().expect("persist");
+    let full = store.db_size().expect("size");
+    assert!(
+        full >= empty + 4_000 * 1024,
+        "4 MB written, size went from {empty} to {full}"
+    );
+}
