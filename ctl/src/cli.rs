@@ -491,6 +491,9 @@ pub enum LeaseCommand {
 pub struct WatchArgs {
     /// <key> [range_end]
     pub args: Vec<OsString>,
+    /// [--] <exec-command> [arg ...]: run for every event
+    #[arg(last = true)]
+    pub exec: Vec<OsString>,
     /// Revision to start watching
     #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = go_int)]
     pub rev: i64,

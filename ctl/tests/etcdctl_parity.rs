@@ -774,6 +774,20 @@ fn watch_history_matches_etcdctl() {
         let block = run("etcdctl", etcd.endpoint(), args, stdin);
         assert!(block.ends_with("rc=0\n"), "{block}");
     }
+    // An exec-command runs per event; its failure ends the watch (exit 1).
+    let exec = [
+        "watch",
+        "w1",
+        "--rev",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE\"; exit 7",
+    ];
+    let expected = run("etcdctl", etcd.endpoint(), &exec, "");
+    assert!(expected.contains("\"PUT\" \"w1\" \"a\"\n"), "{expected}");
+    assert_lines_equal(&expected, &run(CONCORDCTL, etcd.endpoint(), &exec, ""));
     for (format, marker) in [
         ("simple", "wend\ndone\n"),
         ("json", "\"value\":\"ZG9uZQ==\""),

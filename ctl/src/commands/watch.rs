@@ -9,13 +9,12 @@ use concord_proto::etcdserverpb as pb;
 
 pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<(), CtlError> {
     use tokio_stream::StreamExt as _;
-    let args = bytes_args(&a.args);
+    let args = watch_key_args(&a)?;
     let Some(key) = args.first() else {
         return Err(CtlError::bad_args("bad number of arguments"));
     };
     if args.len() > 2 {
-        // etcdctl would run the remaining arguments as a command per event.
-        return Err(CtlError::bad_args("watch exec-command is not supported"));
+        return Err(CtlError::bad_args("bad number of arguments"));
     }
     let mut create = pb::WatchCreateRequest {
         key: key.clone(),
@@ -66,6 +65,9 @@ pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<()
                 }
                 let out = ctx.printer.watch(&resp)?;
                 ctx.emit(&out)?;
+                if !a.exec.is_empty() {
+                    run_for_events(&a.exec, &resp, ctx).await?;
+                }
                 if resp.canceled {
                     break;
                 }
@@ -78,4 +80,82 @@ pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<()
         ExitCode::Interrupted,
         "watch is canceled by the server",
     ))
+}
+
+/// The key and range end: from the arguments, or from `ETCDCTL_WATCH_KEY` and
+/// `ETCDCTL_WATCH_RANGE_END`.
+fn watch_key_args(a: &cli::WatchArgs) -> Result<Vec<Vec<u8>>, CtlError> {
+    use std::os::unix::ffi::OsStringExt;
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .map(OsStringExt::into_vec)
+            .unwrap_or_default()
+    };
+    let (env_key, env_range) = (env("ETCDCTL_WATCH_KEY"), env("ETCDCTL_WATCH_RANGE_END"));
+    if env_key.is_empty() && !env_range.is_empty() {
+        return Err(CtlError::bad_args(format!(
+            "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END={}",
+            crate::gofmt::quote(&env_range)
+        )));
+    }
+    if env_key.is_empty() {
+        return Ok(bytes_args(&a.args));
+    }
+    if !a.args.is_empty() {
+        return Err(CtlError::bad_args(
+            "bad number of arguments (found conflicting environment key)",
+        ));
+    }
+    let mut args = vec![env_key];
+    if !env_range.is_empty() {
+        args.push(env_range);
+    }
+    Ok(args)
+}
+
+/// Runs the exec-command once per event with etcdctl's `ETCD_WATCH_*`
+/// environment; a failing command ends the watch with exit code 1.
+async fn run_for_events(
+    exec: &[std::ffi::OsString],
+    resp: &pb::WatchResponse,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError> {
+    use crate::gofmt::quote;
+    let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+    for event in &resp.events {
+        let kv = event.kv.clone().unwrap_or_default();
+        let kind = if event.r#type == concord_proto::mvccpb::event::EventType::Delete as i32 {
+            "DELETE"
+        } else {
+            "PUT"
+        };
+        ctx.emit(b"")?; // our output first, then the command's
+        let status = tokio::process::Command::new(&exec[0])
+            .args(&exec[1..])
+            .env("ETCD_WATCH_REVISION", revision.to_string())
+            .env("ETCD_WATCH_EVENT_TYPE", format!("\"{kind}\""))
+            .env("ETCD_WATCH_KEY", quote(&kv.key))
+            .env("ETCD_WATCH_VALUE", quote(&kv.value))
+            .status()
+            .await;
+        let failure = match status {
+            Ok(s) if s.success() => continue,
+            Ok(s) => match s.code() {
+                Some(code) => format!("exit status {code}"),
+                None => "signal: killed".to_owned(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "exec: {}: executable file not found in $PATH",
+                quote(exec[0].as_encoded_bytes())
+            ),
+            Err(e) => e.to_string(),
+        };
+        let command: Vec<String> = exec.iter().map(|a| quote(a.as_encoded_bytes())).collect();
+        ctx.emit_err(&format!(
+            "command [{}] error ({failure})\n",
+            command.join(" ")
+        ))?;
+        return Err(CtlError::silent(ExitCode::Error));
+    }
+    Ok(())
 }
