@@ -86,12 +86,12 @@ fn wal_crash_at_every_point_of_ready_handling() {
 fn random_schedules_on_the_wal() {
     let seeds: Vec<u64> = match std::env::var("RAFT_SEED") {
         Ok(seed) => vec![seed.trim().parse().expect("RAFT_SEED must be a number")],
-        Err(_) => (20_000..20_010).collect(),
+        Err(_) => (20_000..20_005).collect(),
     };
     for seed in seeds {
         let options = schedule_options();
         let (_dir, cluster) = wal_cluster(3, seed, options);
-        if let Err(e) = run_schedule(cluster, 1000) {
+        if let Err(e) = run_schedule(cluster, 800) {
             panic!(
                 "seed {seed}: {e}\n  replay: RAFT_SEED={seed} cargo nextest run -p \
                  concord-raft-core --release random_schedules_on_the_wal"
