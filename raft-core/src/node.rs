@@ -520,16 +520,19 @@ impl<S: LogStore> Node<S> {
     /// 1. `out.send` the early messages (a leader's appends, sent before its own fsync).
     /// 2. A snapshot from the leader: persist it in the store, restore the state machine.
     /// 3. Persist the new entries and the hard state with one fsync
-    ///    ([`LogStore::append`]); proposals whose index got another entry fail.
+    ///    ([`LogStore::append`]).
     /// 4. `out.send` the messages that must follow the fsync (votes, append responses).
-    /// 5. Apply the committed entries: conf changes are applied to raft and their
-    ///    ConfState persisted, then the whole batch goes to [`StateMachine::apply`].
+    /// 5. Apply the committed entries in batches to [`StateMachine::apply`]; a conf
+    ///    change is applied to raft and its ConfState persisted first, and ends its
+    ///    batch. Proposals are resolved by the entries applied.
     /// 6. Advance raft, then handle the `LightReady`: send its messages, apply its
     ///    committed entries (its commit index needs no fsync: it is re-learned from the
     ///    leader after a restart, and start-up raises it to the applied index).
     /// 7. Tell raft the applied index; snapshot the state machine and compact the log if
-    ///    `snapshot_interval` entries were applied since the last snapshot.
-    /// 8. Complete reads whose index is applied; start the next ReadIndex round.
+    ///    `snapshot_interval` entries were applied since the last snapshot, a member was
+    ///    added, or a follower needs a snapshot that lists it.
+    /// 8. If this member was removed, fail its pending requests; report role changes;
+    ///    complete reads whose index is applied; start the next ReadIndex round.
     ///
     /// Any `Err` is fatal for this member (the Ready is half handled): drop the node.
     pub fn handle_ready(
