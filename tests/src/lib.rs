@@ -188,18 +188,20 @@ impl Cluster {
                 if !self.is_running(i) {
                     continue;
                 }
-                if let Ok(mut client) = self.member_client(i).await {
-                    if let Ok(status) = client.status().await {
-                        let own = status.header().map(|h| h.member_id()).unwrap_or(0);
-                        seen.push((i, own, status.leader()));
-                    }
+                if let Ok(mut client) = self.member_client(i).await
+                    && let Ok(status) = client.status().await
+                {
+                    let own = status.header().map(|h| h.member_id()).unwrap_or(0);
+                    seen.push((i, own, status.leader()));
                 }
             }
             let leaders: Vec<u64> = seen.iter().map(|(_, _, leader)| *leader).collect();
-            if !leaders.is_empty() && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
-                if let Some((i, _, _)) = seen.iter().find(|(_, own, _)| *own == leaders[0]) {
-                    return Ok(*i);
-                }
+            if !leaders.is_empty()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && let Some((i, _, _)) = seen.iter().find(|(_, own, _)| *own == leaders[0])
+            {
+                return Ok(*i);
             }
             if Instant::now() > deadline {
                 bail!("no agreed leader: {seen:?}");
@@ -233,10 +235,8 @@ pub fn run_ctl(binary: &Path, endpoints: &[String], args: &[&str], stdin: Option
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    if let Some(mut input) = child.stdin.take() {
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes())?;
-        }
+    if let (Some(mut input), Some(text)) = (child.stdin.take(), stdin) {
+        input.write_all(text.as_bytes())?;
     }
     let output = child.wait_with_output()?;
     Ok((
