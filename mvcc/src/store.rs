@@ -538,4 +538,3 @@ mod tests {
         assert_eq!(store.indexed_keys(), 1);
     }
 }
-

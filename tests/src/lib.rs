@@ -30,9 +30,16 @@ pub fn concordctl_binary() -> PathBuf {
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let path = profile_dir.join(name);
-    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --release)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --release)",
+        path.display()
+    );
     path
 }
 
@@ -85,8 +92,11 @@ impl Cluster {
                 data_dir: dir.path().join(format!("m{i}.concord")),
             })
             .collect();
-        let initial_cluster =
-            members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cluster = Cluster {
             processes: members.iter().map(|_| None).collect(),
             members,
@@ -128,7 +138,12 @@ impl Cluster {
 
     /// The member's log so far.
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self._dir.path().join(format!("{}.log", self.members[i].name))).unwrap_or_default()
+        std::fs::read_to_string(
+            self._dir
+                .path()
+                .join(format!("{}.log", self.members[i].name)),
+        )
+        .unwrap_or_default()
     }
 
     /// Waits until member `i` accepts client connections.
@@ -140,7 +155,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("member {} did not start serving; log:\n{}", self.members[i].name, self.log(i))
+        bail!(
+            "member {} did not start serving; log:\n{}",
+            self.members[i].name,
+            self.log(i)
+        )
     }
 
     /// kill -9.
@@ -154,7 +173,9 @@ impl Cluster {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn stop(&mut self, i: usize) -> Option<i32> {
         let mut child = self.processes[i].take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         child.wait().ok().and_then(|s| s.code())
     }
 
@@ -221,11 +242,19 @@ impl Drop for Cluster {
 
 /// Debian's etcdctl, if installed (CI installs it).
 pub fn etcdctl() -> Option<PathBuf> {
-    ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// Runs a ctl binary against `endpoints`; returns (success, stdout, stderr).
-pub fn run_ctl(binary: &Path, endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+pub fn run_ctl(
+    binary: &Path,
+    endpoints: &[String],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(bool, String, String)> {
     use std::io::Write;
     let mut child = Command::new(binary)
         .env("ETCDCTL_API", "3")
