@@ -1,6 +1,10 @@
 //! Command-line syntax: etcdctl 3.4's global flags (also read from `ETCDCTL_*`
 //! environment variables) and v3 commands.
 
+// Doc comments double as `--help` text in etcdctl's usage syntax
+// (`<key> [range_end]`), which rustdoc would take for links and HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::ffi::OsString;
 
