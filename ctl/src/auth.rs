@@ -41,9 +41,23 @@ fn header_only(
                 + "\n"
         }
         Format::Fields => fields_header(header),
+        // Every such response is just `header = 1`.
+        Format::Protobuf => {
+            let response = pb::AuthEnableResponse {
+                header: header.copied(),
+            };
+            return emit_bytes(ctx, &prost::Message::encode_to_vec(&response));
+        }
         other => return Err(unsupported(other)),
     };
     emit(ctx, &out)
+}
+
+fn emit_bytes(ctx: &mut Context<'_>, bytes: &[u8]) -> Result<(), CtlError> {
+    ctx.out
+        .write_all(bytes)
+        .and_then(|()| ctx.out.flush())
+        .map_err(|e| CtlError::new(ExitCode::Io, e.to_string()))
 }
 
 fn unsupported(format: Format) -> CtlError {
@@ -237,6 +251,7 @@ pub async fn user(command: crate::cli::UserCommand, ctx: &mut Context<'_>) -> Re
                         .finish()
                         + "\n"
                 }
+                Format::Protobuf => return emit_bytes(ctx, &prost::Message::encode_to_vec(&resp)),
                 other => return Err(unsupported(other)),
             };
             emit(ctx, &out)
@@ -258,6 +273,7 @@ pub async fn user(command: crate::cli::UserCommand, ctx: &mut Context<'_>) -> Re
                         .finish()
                         + "\n"
                 }
+                Format::Protobuf => return emit_bytes(ctx, &prost::Message::encode_to_vec(&resp)),
                 other => return Err(unsupported(other)),
             };
             emit(ctx, &out)
@@ -400,6 +416,7 @@ fn print_role(
             }
             s
         }
+        Format::Protobuf => return emit_bytes(ctx, &prost::Message::encode_to_vec(r)),
         other => return Err(unsupported(other)),
     };
     emit(ctx, &out)
@@ -521,6 +538,7 @@ pub async fn role(command: crate::cli::RoleCommand, ctx: &mut Context<'_>) -> Re
                     }
                     s + "\n"
                 }
+                Format::Protobuf => return emit_bytes(ctx, &prost::Message::encode_to_vec(&resp)),
                 other => return Err(unsupported(other)),
             };
             emit(ctx, &out)

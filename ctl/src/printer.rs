@@ -551,7 +551,10 @@ impl Printer {
                 let _ = writeln!(out, "\"TTL\" : {}", r.ttl);
                 text(out)
             }
-            Format::Protobuf | Format::Table => Err(self.fmt().unsupported()),
+            // clientv3's lease responses embed *pb.ResponseHeader, whose
+            // Marshal is what etcdctl's protobuf printer ends up calling.
+            Format::Protobuf => Ok(r.header.map(|h| h.encode_to_vec()).unwrap_or_default()),
+            Format::Table => Err(self.fmt().unsupported()),
         }
     }
 
@@ -564,7 +567,8 @@ impl Printer {
                 fields_header(&mut out, r.header.as_ref());
                 text(out)
             }
-            Format::Protobuf | Format::Table => Err(self.fmt().unsupported()),
+            Format::Protobuf => Ok(r.encode_to_vec()),
+            Format::Table => Err(self.fmt().unsupported()),
         }
     }
 
@@ -588,7 +592,10 @@ impl Printer {
                 let _ = writeln!(out, "\"TTL\" : {}", r.ttl);
                 text(out)
             }
-            Format::Protobuf | Format::Table => Err(self.fmt().unsupported()),
+            // clientv3's lease responses embed *pb.ResponseHeader, whose
+            // Marshal is what etcdctl's protobuf printer ends up calling.
+            Format::Protobuf => Ok(r.header.map(|h| h.encode_to_vec()).unwrap_or_default()),
+            Format::Table => Err(self.fmt().unsupported()),
         }
     }
 
@@ -640,7 +647,10 @@ impl Printer {
                 }
                 text(out)
             }
-            Format::Protobuf | Format::Table => Err(self.fmt().unsupported()),
+            // clientv3's lease responses embed *pb.ResponseHeader, whose
+            // Marshal is what etcdctl's protobuf printer ends up calling.
+            Format::Protobuf => Ok(r.header.map(|h| h.encode_to_vec()).unwrap_or_default()),
+            Format::Table => Err(self.fmt().unsupported()),
         }
     }
 
@@ -679,7 +689,10 @@ impl Printer {
                 }
                 text(out)
             }
-            Format::Protobuf | Format::Table => Err(self.fmt().unsupported()),
+            // clientv3's lease responses embed *pb.ResponseHeader, whose
+            // Marshal is what etcdctl's protobuf printer ends up calling.
+            Format::Protobuf => Ok(r.header.map(|h| h.encode_to_vec()).unwrap_or_default()),
+            Format::Table => Err(self.fmt().unsupported()),
         }
     }
 
