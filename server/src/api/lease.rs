@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use concord_lease::MAX_LEASE_TTL;
@@ -30,10 +30,18 @@ use crate::lessor::{LeaseKeeper, propose_as_leader};
 /// How long to wait between attempts while there is no usable leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Clients of the leader's Lease service by member id, and the TLS settings for
+/// reaching `https` client URLs (built on first use).
+#[derive(Default)]
+struct LeaderClients {
+    clients: Mutex<HashMap<u64, LeaseClient<Channel>>>,
+    tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
+}
+
 pub struct LeaseService {
     core: Arc<Core>,
     leases: Arc<LeaseKeeper>,
-    leader_clients: Arc<Mutex<HashMap<u64, LeaseClient<Channel>>>>,
+    leader_clients: Arc<LeaderClients>,
 }
 
 impl LeaseService {
@@ -41,7 +49,7 @@ impl LeaseService {
         LeaseService {
             core,
             leases,
-            leader_clients: Arc::new(Mutex::new(HashMap::new())),
+            leader_clients: Arc::new(LeaderClients::default()),
         }
     }
 
@@ -98,10 +106,10 @@ fn request_timeout(core: &Core) -> Duration {
 
 fn leader_client(
     core: &Core,
-    clients: &Mutex<HashMap<u64, LeaseClient<Channel>>>,
+    clients: &LeaderClients,
     leader: u64,
 ) -> Result<LeaseClient<Channel>, EtcdError> {
-    if let Some(client) = clients.lock().get(&leader) {
+    if let Some(client) = clients.clients.lock().get(&leader) {
         return Ok(client.clone());
     }
     let urls: Vec<String> = core
@@ -110,17 +118,30 @@ fn leader_client(
         .get(leader)
         .map(|member| member.client_ur_ls.clone())
         .unwrap_or_default();
-    // Plain-text URLs first: this member has no client certificate for the others.
+    // Plain-text URLs first: no TLS settings needed.
     let url = urls
         .iter()
         .find(|u| u.starts_with("http://"))
         .or_else(|| urls.first())
         .ok_or_else(EtcdError::no_leader)?;
     let url = url::Url::parse(url).map_err(|e| EtcdError::internal(e.to_string()))?;
-    let channel = crate::transport::lazy_channel(&url, None)
+    let tls = if url.scheme() == "https" {
+        clients
+            .tls
+            .get_or_init(|| {
+                crate::tls::client_tls(&core.config)
+                    .ok()
+                    .flatten()
+                    .map(|configs| configs.client)
+            })
+            .clone()
+    } else {
+        None
+    };
+    let channel = crate::transport::lazy_channel(&url, tls)
         .map_err(|e| EtcdError::internal(format!("cannot reach the leader at {url}: {e}")))?;
     let client = LeaseClient::new(channel);
-    clients.lock().insert(leader, client.clone());
+    clients.clients.lock().insert(leader, client.clone());
     Ok(client)
 }
 
@@ -129,7 +150,7 @@ fn leader_client(
 struct Renewer {
     core: Arc<Core>,
     leases: Arc<LeaseKeeper>,
-    leader_clients: Arc<Mutex<HashMap<u64, LeaseClient<Channel>>>>,
+    leader_clients: Arc<LeaderClients>,
     forwarded: Option<ForwardedStream>,
 }
 
@@ -164,7 +185,7 @@ impl Renewer {
                     Err(error) => {
                         tracing::debug!("forwarding a keep-alive to {leader:x}: {error}");
                         self.forwarded = None;
-                        self.leader_clients.lock().remove(&leader);
+                        self.leader_clients.clients.lock().remove(&leader);
                     }
                 }
             }
@@ -333,7 +354,7 @@ impl Lease for LeaseService {
                         }
                         Err(status) => {
                             tracing::debug!("forwarding a lease TTL query: {status}");
-                            self.leader_clients.lock().remove(&leader);
+                            self.leader_clients.clients.lock().remove(&leader);
                         }
                     },
                     Err(error) => tracing::debug!("forwarding a lease TTL query: {error}"),
