@@ -143,6 +143,10 @@ pub struct WalStorage {
     active_len: u64,
     /// Physical length of the active segment (larger than `active_len` when preallocated).
     active_file_len: u64,
+    /// The active segment holds bytes written without an fsync (commit-only hard states);
+    /// it is synced before the next segment starts, so that only the newest segment can
+    /// ever have a torn tail.
+    active_unsynced: bool,
     /// Where the first record after the active segment's header starts.
     active_header_len: u64,
     poisoned: bool,
@@ -297,6 +301,7 @@ impl WalStorage {
             segments: BTreeMap::new(),
             active_len: 0,
             active_file_len: 0,
+            active_unsynced: false,
             active_header_len: 0,
             poisoned: false,
             recovery: RecoveryReport::default(),
@@ -577,7 +582,7 @@ impl WalStorage {
         if let Some(hard_state) = hard_state {
             record::append_message(&mut buf, RecordType::HardState, hard_state)?;
         }
-        let write = self.write_batch(&mut buf);
+        let write = self.write_batch(&mut buf, self.must_sync(entries, hard_state));
         let (segment, start) = self.fatal_guard(write)?;
 
         if let Some(first) = entries.first() {
@@ -623,7 +628,19 @@ impl WalStorage {
         }
     }
 
-    /// Persists a hard state on its own (e.g. a commit-only change): one fsync.
+    /// raft's durability rule (etcd's `MustSync`): new entries, a new term or a vote must
+    /// reach the disk before raft acts on them; a change of the commit index alone need
+    /// not, because a restarted member learns it again from the leader and never below
+    /// what it applied. Skipping that fsync halves the syncs of a steady write load.
+    fn must_sync(&self, entries: &[Entry], hard_state: Option<&HardState>) -> bool {
+        !entries.is_empty()
+            || hard_state.is_some_and(|hs| {
+                hs.term != self.hard_state.term || hs.vote != self.hard_state.vote
+            })
+    }
+
+    /// Persists a hard state on its own; fsynced only if its term or vote changed (see
+    /// [`WalStorage::must_sync`]).
     pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Error> {
         self.append(&[], Some(hard_state))
     }
@@ -633,16 +650,16 @@ impl WalStorage {
         self.check_writable()?;
         let mut buf = record::start_batch();
         record::append_message(&mut buf, RecordType::ConfState, conf_state)?;
-        let write = self.write_batch(&mut buf);
+        let write = self.write_batch(&mut buf, true);
         self.fatal_guard(write)?;
         self.conf_state = conf_state.clone();
         Ok(())
     }
 
     /// Writes a batch (a buffer from [`record::start_batch`]) to the active segment, or to
-    /// a new one if it would overflow it, with one write and one fsync. Returns the segment
-    /// and the offset where the buffer starts.
-    fn write_batch(&mut self, batch: &mut [u8]) -> Result<(u64, u64), Error> {
+    /// a new one if it would overflow it, with one write and, if `sync`, one fsync. Returns
+    /// the segment and the offset where the buffer starts.
+    fn write_batch(&mut self, batch: &mut [u8], sync: bool) -> Result<(u64, u64), Error> {
         record::seal_batch(batch)?;
         let has_records = self.active_len > self.active_header_len;
         if has_records && self.active_len + batch.len() as u64 > self.opts.segment_size {
@@ -654,10 +671,13 @@ impl WalStorage {
             .file
             .write_all_at(batch, start)
             .map_err(|e| Error::io(&segment.path, e))?;
-        segment
-            .file
-            .sync_data()
-            .map_err(|e| Error::sync(&segment.path, e))?;
+        if sync {
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| Error::sync(&segment.path, e))?;
+        }
+        self.active_unsynced = !sync;
         self.active_len += batch.len() as u64;
         self.active_file_len = self.active_file_len.max(self.active_len);
         Ok((seq, start))
@@ -667,6 +687,15 @@ impl WalStorage {
     /// current state. The header is synced on its own, before any batch is written after
     /// it: so a damaged header with valid records behind it can only be media damage.
     fn roll_segment(&mut self) -> Result<(), Error> {
+        if self.active_unsynced
+            && let Some(active) = self.segments.values().next_back()
+        {
+            active
+                .file
+                .sync_data()
+                .map_err(|e| Error::sync(&active.path, e))?;
+            self.active_unsynced = false;
+        }
         if let Some(active) = self.segments.values().next_back()
             && self.active_file_len > self.active_len
         {
@@ -742,7 +771,7 @@ impl WalStorage {
         let new_base_term = self.term_of(new_base)?;
         let mut buf = record::start_batch();
         encode_compact(&mut buf, new_base, new_base_term)?;
-        let write = self.write_batch(&mut buf);
+        let write = self.write_batch(&mut buf, true);
         self.fatal_guard(write)?;
 
         let drop = (new_base - self.base_index) as usize;
