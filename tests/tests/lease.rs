@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use concord_tests::Cluster;
 use etcd_client::{
-    Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
-    WatchOptions,
+    Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn,
+    TxnOp, WatchOptions,
 };
 use tokio::time::{Instant, sleep};
 
@@ -83,6 +83,16 @@ async fn grant_revoke_time_to_live_and_errors() -> anyhow::Result<()> {
     client.put("c", "3", with_lease(lease.id())).await?;
     // Put again without the lease: c is detached and survives the revoke.
     client.put("c", "4", None).await?;
+    // A txn's put attaches, a delete detaches.
+    let txn = Txn::new().and_then([TxnOp::put("t", "1", with_lease(lease.id()))]);
+    client.txn(txn).await?;
+    client.delete("b", None).await?;
+    let bad_txn = Txn::new().and_then([TxnOp::put("t", "1", with_lease(0x999))]);
+    let bad_txn = client.txn(bad_txn).await.map(|_| ());
+    assert!(
+        format!("{bad_txn:?}").contains("etcdserver: requested lease not found"),
+        "{bad_txn:?}"
+    );
     let unknown = client.put("x", "1", with_lease(0x999)).await;
     assert!(
         format!("{unknown:?}").contains("etcdserver: requested lease not found"),
@@ -94,7 +104,7 @@ async fn grant_revoke_time_to_live_and_errors() -> anyhow::Result<()> {
         .await?;
     assert_eq!(ttl.granted_ttl(), 60);
     assert!((55..=60).contains(&ttl.ttl()), "remaining {}", ttl.ttl());
-    assert_eq!(ttl.keys(), &[b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(ttl.keys(), &[b"a".to_vec(), b"t".to_vec()]);
 
     let before = client
         .get("c", None)
@@ -106,7 +116,7 @@ async fn grant_revoke_time_to_live_and_errors() -> anyhow::Result<()> {
     let after = revoked.header().map(|h| h.revision()).unwrap_or(0);
     assert_eq!(after, before + 1, "both keys are deleted in one revision");
     assert!(!exists(&mut client, "a").await?);
-    assert!(!exists(&mut client, "b").await?);
+    assert!(!exists(&mut client, "t").await?);
     assert!(exists(&mut client, "c").await?);
 
     // Unknown leases: TTL -1 from TimeToLive, TTL 0 from KeepAlive, an error from Revoke.
