@@ -225,6 +225,9 @@ pub struct Registry {
     unsynced: BTreeSet<usize>,
     deferred_progress_streams: usize,
     set_aside_total: u64,
+    /// Scratch tables of `publish`, kept to spare allocations.
+    matched_at: Vec<usize>,
+    hits: Vec<usize>,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
@@ -256,6 +259,8 @@ impl Registry {
             unsynced: BTreeSet::new(),
             deferred_progress_streams: 0,
             set_aside_total: 0,
+            matched_at: Vec::new(),
+            hits: Vec::new(),
             last_published: current_revision,
         }
     }
@@ -553,8 +558,11 @@ impl Registry {
             self.last_published = last;
             return;
         }
-        let mut matched: HashMap<usize, Vec<Event>> = HashMap::new();
-        let mut hits = Vec::new();
+        // Watchers in first-match order, each with its events; `matched_at[slot]` is the
+        // watcher's place in `matched` (a reused table: no hashing per delivery).
+        let mut matched: Vec<(usize, Vec<Event>)> = Vec::new();
+        self.matched_at.resize(self.slots.len(), usize::MAX);
+        let mut hits = std::mem::take(&mut self.hits);
         for event in &events {
             let revision = revision_of(event);
             if revision <= self.last_published {
@@ -578,11 +586,20 @@ impl Registry {
                 {
                     continue;
                 }
-                matched.entry(slot).or_default().push(watcher.view(event));
+                let view = watcher.view(event);
+                match self.matched_at[slot] {
+                    usize::MAX => {
+                        self.matched_at[slot] = matched.len();
+                        matched.push((slot, vec![view]));
+                    }
+                    at => matched[at].1.push(view),
+                }
             }
         }
+        self.hits = hits;
         self.last_published = last;
         for (slot, events) in matched {
+            self.matched_at[slot] = usize::MAX;
             if let Err(resume) = self.deliver(slot, events, None) {
                 self.set_aside_total += 1;
                 self.set_aside(slot, resume);
@@ -719,6 +736,27 @@ impl Registry {
         };
         let max = self.limits.max_response_bytes;
         let limit = self.limits.stream_queue_messages;
+        let first = revision_of(&events[0]);
+        let last = events.last().map_or(first, revision_of);
+        if first == last && !fragmented {
+            // One revision (the common case of a synced watcher): one response, no sizing.
+            if stream.queued_events >= limit {
+                return Err(first);
+            }
+            let revision = through.map_or(last, |through| last.max(through));
+            push(
+                stream,
+                WatchResponse {
+                    header: header(revision),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                },
+                true,
+            );
+            watcher.progress_due = false;
+            return Ok(());
+        }
         // Group by revision, then pack whole revisions into responses.
         let mut responses: Vec<Vec<Event>> = Vec::new();
         let mut size = 0usize;
