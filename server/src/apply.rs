@@ -313,6 +313,7 @@ impl StateMachine for ApplyMachine {
         let store = backend.store();
         let mut batch = store.write_batch();
         let mut last_index = None;
+        let mut ends_with_conf_change = false;
         for entry in entries {
             if entry.index() <= store.applied_index() {
                 continue;
@@ -339,6 +340,7 @@ impl StateMachine for ApplyMachine {
                     change, conf_state, ..
                 } => {
                     self.apply_conf_change(&mut batch, change, conf_state.is_some());
+                    ends_with_conf_change = true;
                 }
                 Committed::Empty { term, .. } => {
                     if let Some(leases) = &self.leases {
@@ -351,6 +353,12 @@ impl StateMachine for ApplyMachine {
         if let Some(index) = last_index {
             batch.set_applied_index(index);
             batch.commit().map_err(boxed)?;
+        }
+        if ends_with_conf_change {
+            // raft-core ends a batch at every conf change, and the configuration it put
+            // in the log store must never be ahead of a state machine that would replay
+            // older changes onto it after a crash: make this batch durable now.
+            store.persist().map_err(boxed)?;
         }
         let events = std::mem::take(&mut self.pending_events);
         if !events.is_empty()
