@@ -77,7 +77,10 @@ impl Core {
 
     /// Fills in the header fields the store leaves to the server.
     pub fn complete_header(&self, header: &mut Option<ResponseHeader>) {
-        let revision = header.as_ref().map(|h| h.revision).unwrap_or_else(|| self.current_revision());
+        let revision = header
+            .as_ref()
+            .map(|h| h.revision)
+            .unwrap_or_else(|| self.current_revision());
         *header = Some(self.header(revision));
     }
 
@@ -105,29 +108,44 @@ impl Core {
 
     /// Proposes a write through raft and returns its result once it is applied on this
     /// member, so the caller's next local read sees it.
-    pub async fn propose(&self, request: internal_request::Request) -> Result<ApplyResult, EtcdError> {
+    pub async fn propose(
+        &self,
+        request: internal_request::Request,
+    ) -> Result<ApplyResult, EtcdError> {
         let request = InternalRequest {
-            header: Some(RequestHeader { id: 0, username: String::new(), auth_revision: 0 }),
+            header: Some(RequestHeader {
+                id: 0,
+                username: String::new(),
+                auth_revision: 0,
+            }),
             request: Some(request),
         };
         let data = request.encode_to_vec();
         if data.len() as u64 > self.config.max_request_bytes {
             return Err(EtcdError::request_too_large());
         }
-        match tokio::time::timeout(self.request_timeout, self.propose_encoded(request, data)).await {
+        match tokio::time::timeout(self.request_timeout, self.propose_encoded(request, data)).await
+        {
             Ok(result) => result,
             Err(_) => Err(EtcdError::timeout()),
         }
     }
 
-    async fn propose_encoded(&self, request: InternalRequest, data: Vec<u8>) -> Result<ApplyResult, EtcdError> {
+    async fn propose_encoded(
+        &self,
+        request: InternalRequest,
+        data: Vec<u8>,
+    ) -> Result<ApplyResult, EtcdError> {
         // A leader change between looking and proposing sends the request round again.
         let mut attempts = 0;
         loop {
             attempts += 1;
             let leader = self.require_leader()?;
             let outcome = if leader == self.member_id {
-                self.raft.propose_local(data.clone()).await.map(|completed| (completed.result, completed.index))
+                self.raft
+                    .propose_local(data.clone())
+                    .await
+                    .map(|completed| (completed.result, completed.index))
             } else {
                 match self.forward(leader, request.clone()).await {
                     Err(ForwardError::NotSent) => {
@@ -147,7 +165,8 @@ impl Core {
                 }
                 Err(error)
                     if attempts < 3
-                        && (error == EtcdError::not_leader() || error == EtcdError::leader_changed()) =>
+                        && (error == EtcdError::not_leader()
+                            || error == EtcdError::leader_changed()) =>
                 {
                     tokio::time::sleep(self.config.heartbeat_interval).await;
                 }
@@ -163,20 +182,32 @@ impl Core {
         }
     }
 
-    async fn forward(&self, leader: u64, request: InternalRequest) -> Result<(ApplyResult, u64), ForwardError> {
+    async fn forward(
+        &self,
+        leader: u64,
+        request: InternalRequest,
+    ) -> Result<(ApplyResult, u64), ForwardError> {
         let mut client = self.forward_client(leader).map_err(ForwardError::Failed)?;
-        let response = client.propose(ForwardRequest { request: Some(request) }).await.map_err(|status| {
-            if status.message().starts_with("etcdserver:") {
-                return ForwardError::Failed(EtcdError { code: status.code(), message: status.message().to_string() });
-            }
-            self.forward_clients.lock().remove(&leader);
-            if never_sent(&status) {
-                ForwardError::NotSent
-            } else {
-                // The request may or may not have reached the leader.
-                ForwardError::Failed(EtcdError::timeout_due_to_connection_lost())
-            }
-        })?;
+        let response = client
+            .propose(ForwardRequest {
+                request: Some(request),
+            })
+            .await
+            .map_err(|status| {
+                if status.message().starts_with("etcdserver:") {
+                    return ForwardError::Failed(EtcdError {
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+                self.forward_clients.lock().remove(&leader);
+                if never_sent(&status) {
+                    ForwardError::NotSent
+                } else {
+                    // The request may or may not have reached the leader.
+                    ForwardError::Failed(EtcdError::timeout_due_to_connection_lost())
+                }
+            })?;
         let response = response.into_inner();
         let result = response
             .result
@@ -201,7 +232,10 @@ impl Core {
     }
 
     /// The leader's side of forwarding: propose here, answer with the applied index.
-    pub async fn serve_forwarded(&self, request: InternalRequest) -> Result<ForwardResponse, EtcdError> {
+    pub async fn serve_forwarded(
+        &self,
+        request: InternalRequest,
+    ) -> Result<ForwardResponse, EtcdError> {
         if !self.raft.status.is_leader() {
             return Err(EtcdError::not_leader());
         }
@@ -235,7 +269,9 @@ fn never_sent(status: &tonic::Status) -> bool {
         text.push_str(&error.to_string());
         source = error.source();
     }
-    text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("No route to host")
+    text.contains("Connection refused")
+        || text.contains("tcp connect error")
+        || text.contains("No route to host")
 }
 
 /// Unpacks an apply result into the response it must be, or its error.

@@ -10,9 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use concord_proto::etcdserverpb::Member;
-use concord_raft_core::{
-    LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role,
-};
+use concord_raft_core::{LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role};
 use raft::eraftpb::{ConfChangeV2, Message};
 use tokio::sync::{oneshot, watch};
 
@@ -27,7 +25,9 @@ pub enum Command {
     ConfChange { change: ConfChangeV2, reply: Waiter },
     /// Wait for a linearizable read point: replies once this member's applied index has
     /// reached the index the leader confirmed.
-    Read { reply: oneshot::Sender<Result<(), EtcdError>> },
+    Read {
+        reply: oneshot::Sender<Result<(), EtcdError>>,
+    },
     /// A raft message from a peer.
     Step(Message),
     /// The transport's report on a snapshot sent to `to`.
@@ -76,7 +76,9 @@ pub struct RaftHandle {
 
 impl RaftHandle {
     pub fn send(&self, command: Command) -> Result<(), EtcdError> {
-        self.commands.send(command).map_err(|_| EtcdError::stopped())
+        self.commands
+            .send(command)
+            .map_err(|_| EtcdError::stopped())
     }
 
     /// Proposes an encoded request on this member (which must lead) and waits until it
@@ -104,7 +106,10 @@ impl RaftHandle {
     /// Waits until this member has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
         let mut applied = self.applied.clone();
-        applied.wait_for(|applied| *applied >= index).await.map_err(|_| EtcdError::stopped())?;
+        applied
+            .wait_for(|applied| *applied >= index)
+            .await
+            .map_err(|_| EtcdError::stopped())?;
         Ok(())
     }
 
@@ -144,7 +149,11 @@ pub fn spawn<S: LogStore + Send + 'static>(
     let status = Arc::new(NodeStatus::default());
     let (applied_tx, applied_rx) = watch::channel(node.applied_index());
     let (sender, receiver) = commands;
-    let handle = RaftHandle { commands: sender, status: status.clone(), applied: applied_rx };
+    let handle = RaftHandle {
+        commands: sender,
+        status: status.clone(),
+        applied: applied_rx,
+    };
     let mut driver = Driver {
         node,
         machine,
@@ -248,31 +257,42 @@ impl<S: LogStore> Driver<S> {
             };
             let term = self.node.term();
             for proposal in outcome.proposals {
-                let Some(waiter) = self.machine.waiters.remove(&proposal.id) else { continue };
+                let Some(waiter) = self.machine.waiters.remove(&proposal.id) else {
+                    continue;
+                };
                 let reply = match proposal.result {
                     Ok(index) => match self.machine.take_result(proposal.id) {
-                        Some(result) => Ok(Completed { result, index, term }),
+                        Some(result) => Ok(Completed {
+                            result,
+                            index,
+                            term,
+                        }),
                         // Conf changes have no request result of their own.
                         None => Ok(Completed {
                             result: concord_proto::concordpb::ApplyResult {
-                                result: Some(concord_proto::concordpb::apply_result::Result::Applied(
-                                    concord_proto::concordpb::Applied {},
-                                )),
+                                result: Some(
+                                    concord_proto::concordpb::apply_result::Result::Applied(
+                                        concord_proto::concordpb::Applied {},
+                                    ),
+                                ),
                             },
                             index,
                             term,
                         }),
                     },
                     Err(ProposalError::Overwritten { .. }) => Err(EtcdError::leader_changed()),
-                    Err(ProposalError::ConfChangeRejected { reason, .. }) => {
-                        Err(EtcdError { code: tonic::Code::FailedPrecondition, message: format!("etcdserver: {reason}") })
-                    }
+                    Err(ProposalError::ConfChangeRejected { reason, .. }) => Err(EtcdError {
+                        code: tonic::Code::FailedPrecondition,
+                        message: format!("etcdserver: {reason}"),
+                    }),
                     Err(_) => Err(EtcdError::timeout_due_to_leader_fail()),
                 };
                 let _ = waiter.send(reply);
             }
             for read in outcome.reads {
-                let Some(waiter) = self.reads.remove(&read.id) else { continue };
+                let Some(waiter) = self.reads.remove(&read.id) else {
+                    continue;
+                };
                 let reply = match read.result {
                     Ok(_) => Ok(()),
                     Err(ReadError::Timeout) => Err(EtcdError::timeout()),
@@ -281,7 +301,8 @@ impl<S: LogStore> Driver<S> {
                 let _ = waiter.send(reply);
             }
             if let Some(change) = outcome.role_change {
-                self.observer.role_changed(change.role, change.leader_id, change.term);
+                self.observer
+                    .role_changed(change.role, change.leader_id, change.term);
                 if change.role != Role::Leader {
                     // Reads queued on a leader that lost its role are retried by raft-core
                     // with the next leader; nothing to do here.
@@ -294,11 +315,20 @@ impl<S: LogStore> Driver<S> {
     fn publish_status(&mut self) {
         let status = &self.status;
         status.member_id.store(self.node.id(), Ordering::Release);
-        status.leader_id.store(self.node.leader_id(), Ordering::Release);
+        status
+            .leader_id
+            .store(self.node.leader_id(), Ordering::Release);
         status.term.store(self.node.term(), Ordering::Release);
-        status.commit_index.store(self.node.commit_index(), Ordering::Release);
-        status.is_leader.store(self.node.is_leader(), Ordering::Release);
-        status.is_learner.store(self.node.learners().contains(&self.node.id()), Ordering::Release);
+        status
+            .commit_index
+            .store(self.node.commit_index(), Ordering::Release);
+        status
+            .is_leader
+            .store(self.node.is_leader(), Ordering::Release);
+        status.is_learner.store(
+            self.node.learners().contains(&self.node.id()),
+            Ordering::Release,
+        );
         let applied = self.node.applied_index();
         status.applied_index.store(applied, Ordering::Release);
         self.applied_tx.send_if_modified(|current| {

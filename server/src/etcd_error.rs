@@ -69,7 +69,10 @@ etcd_errors! {
 impl EtcdError {
     /// An internal failure that is not the client's doing.
     pub fn internal(message: impl Into<String>) -> EtcdError {
-        EtcdError { code: Code::Internal, message: message.into() }
+        EtcdError {
+            code: Code::Internal,
+            message: message.into(),
+        }
     }
 
     pub fn to_status(&self) -> Status {
@@ -77,11 +80,17 @@ impl EtcdError {
     }
 
     pub fn to_apply_error(&self) -> ApplyError {
-        ApplyError { code: self.code as u32, message: self.message.clone() }
+        ApplyError {
+            code: self.code as u32,
+            message: self.message.clone(),
+        }
     }
 
     pub fn from_apply_error(error: &ApplyError) -> EtcdError {
-        EtcdError { code: Code::from(error.code as i32), message: error.message.clone() }
+        EtcdError {
+            code: Code::from(error.code as i32),
+            message: error.message.clone(),
+        }
     }
 }
 
@@ -129,15 +138,24 @@ mod tests {
     fn mvcc_errors_take_etcds_grpc_form() {
         let compacted = EtcdError::from(concord_mvcc::Error::Compacted);
         assert_eq!(compacted.code, Code::OutOfRange);
-        assert_eq!(compacted.message, "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            compacted.message,
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         let duplicate = EtcdError::from(concord_mvcc::Error::DuplicateKey);
         assert_eq!(duplicate.code, Code::InvalidArgument);
-        assert_eq!(duplicate.message, "etcdserver: duplicate key given in txn request");
+        assert_eq!(
+            duplicate.message,
+            "etcdserver: duplicate key given in txn request"
+        );
     }
 
     #[test]
     fn apply_errors_round_trip() {
         let original = EtcdError::lease_not_found();
-        assert_eq!(EtcdError::from_apply_error(&original.to_apply_error()), original);
+        assert_eq!(
+            EtcdError::from_apply_error(&original.to_apply_error()),
+            original
+        );
     }
 }

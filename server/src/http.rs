@@ -29,7 +29,9 @@ async fn version() -> (StatusCode, [(&'static str, &'static str); 1], String) {
 }
 
 /// etcd's /health: healthy when a leader is known and a linearizable read succeeds.
-async fn health(State(core): State<Arc<Core>>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn health(
+    State(core): State<Arc<Core>>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let (healthy, reason) = match core.linearizable_barrier().await {
         Ok(()) => (true, String::new()),
         Err(error) => (false, error.message),
@@ -39,7 +41,11 @@ async fn health(State(core): State<Arc<Core>>) -> (StatusCode, [(&'static str, &
     } else {
         serde_json::json!({"health": "false", "reason": reason}).to_string()
     };
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, [("content-type", "application/json")], body)
 }
 

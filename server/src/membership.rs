@@ -82,13 +82,21 @@ impl Membership {
     /// Writes every member into `batch` (used when the table is first created).
     pub fn save_all(&self, batch: &mut WriteBatch<'_>) {
         for member in self.members.values() {
-            batch.meta_put(MEMBERS_TABLE, &member.id.to_be_bytes(), &member.encode_to_vec());
+            batch.meta_put(
+                MEMBERS_TABLE,
+                &member.id.to_be_bytes(),
+                &member.encode_to_vec(),
+            );
         }
     }
 
     /// Adds or replaces one member, in memory and in `batch`.
     pub fn upsert(&mut self, member: Member, batch: &mut WriteBatch<'_>) {
-        batch.meta_put(MEMBERS_TABLE, &member.id.to_be_bytes(), &member.encode_to_vec());
+        batch.meta_put(
+            MEMBERS_TABLE,
+            &member.id.to_be_bytes(),
+            &member.encode_to_vec(),
+        );
         self.members.insert(member.id, member);
     }
 
@@ -122,7 +130,12 @@ impl Membership {
     pub fn peer_urls(&self, id: u64) -> Vec<Url> {
         self.members
             .get(&id)
-            .map(|m| m.peer_ur_ls.iter().filter_map(|u| Url::parse(u).ok()).collect())
+            .map(|m| {
+                m.peer_ur_ls
+                    .iter()
+                    .filter_map(|u| Url::parse(u).ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -154,8 +167,14 @@ mod tests {
     #[test]
     fn initial_cluster_members_are_named_without_client_urls() {
         let initial = vec![
-            ("a".to_string(), vec![Url::parse("http://127.0.0.1:1").unwrap()]),
-            ("b".to_string(), vec![Url::parse("http://127.0.0.1:2").unwrap()]),
+            (
+                "a".to_string(),
+                vec![Url::parse("http://127.0.0.1:1").unwrap()],
+            ),
+            (
+                "b".to_string(),
+                vec![Url::parse("http://127.0.0.1:2").unwrap()],
+            ),
         ];
         let membership = Membership::from_initial_cluster(&initial, "tok");
         assert_eq!(membership.len(), 2);

@@ -13,7 +13,9 @@ fn real_etcdctl() -> Option<std::path::PathBuf> {
 
 #[tokio::test]
 async fn etcdctl_put_get_del_txn_and_status() -> anyhow::Result<()> {
-    let Some(etcdctl) = real_etcdctl() else { return Ok(()) };
+    let Some(etcdctl) = real_etcdctl() else {
+        return Ok(());
+    };
     let cluster = Cluster::start(3)?;
     cluster.leader().await?;
     let endpoints = cluster.endpoints();
@@ -45,13 +47,20 @@ async fn etcdctl_put_get_del_txn_and_status() -> anyhow::Result<()> {
 
     let (ok, out, err) = ctl(&["endpoint", "health"])?;
     assert!(ok, "{err}");
-    assert_eq!(out.matches("is healthy").count() + err.matches("is healthy").count(), 3, "{out}{err}");
+    assert_eq!(
+        out.matches("is healthy").count() + err.matches("is healthy").count(),
+        3,
+        "{out}{err}"
+    );
     let (ok, out, err) = ctl(&["endpoint", "status", "-w", "table"])?;
     assert!(ok, "{err}");
     assert_eq!(out.matches("3.4.23").count(), 3, "{out}");
     let (ok, out, err) = ctl(&["member", "list"])?;
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
-    assert!(out.lines().all(|line| line.contains(", started, m")), "{out}");
+    assert!(
+        out.lines().all(|line| line.contains(", started, m")),
+        "{out}"
+    );
     Ok(())
 }

@@ -20,7 +20,10 @@ impl ForwardService {
 
 #[tonic::async_trait]
 impl Forward for ForwardService {
-    async fn propose(&self, request: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
+    async fn propose(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
         let request = request
             .into_inner()
             .request

@@ -33,7 +33,10 @@ impl KvService {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
@@ -53,7 +56,10 @@ impl Kv for KvService {
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
-        let result = self.core.propose(internal_request::Request::Put(request)).await?;
+        let result = self
+            .core
+            .propose(internal_request::Request::Put(request))
+            .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Put(put) => Some(put),
             _ => None,
@@ -70,7 +76,10 @@ impl Kv for KvService {
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
-        let result = self.core.propose(internal_request::Request::DeleteRange(request)).await?;
+        let result = self
+            .core
+            .propose(internal_request::Request::DeleteRange(request))
+            .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::DeleteRange(delete) => Some(delete),
             _ => None,
@@ -82,7 +91,10 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
         self.check_txn_size(&request)?;
-        let result = self.core.propose(internal_request::Request::Txn(request)).await?;
+        let result = self
+            .core
+            .propose(internal_request::Request::Txn(request))
+            .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Txn(txn) => Some(txn),
             _ => None,
@@ -96,7 +108,10 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let request = request.into_inner();
-        let result = self.core.propose(internal_request::Request::Compaction(request)).await?;
+        let result = self
+            .core
+            .propose(internal_request::Request::Compaction(request))
+            .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Compaction(compaction) => Some(compaction),
             _ => None,

@@ -34,12 +34,21 @@ fn not_yet(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        _request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         // No alarm can be raised in this version, so the list is truly empty.
-        Ok(Response::new(AlarmResponse { header: Some(self.core.header(self.core.current_revision())), alarms: Vec::new() }))
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.core.header(self.core.current_revision())),
+            alarms: Vec::new(),
+        }))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let store = self.core.backend.store();
         let db_size = store.db_size().map_err(EtcdError::from)? as i64;
         let revision = store.current_revision();
@@ -63,20 +72,30 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         Err(not_yet("defragment"))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let store = self.core.backend.store();
         let (hash, _, revision) = store.hash_kv(0).map_err(EtcdError::from)?;
-        Ok(Response::new(HashResponse { header: Some(self.core.header(revision)), hash }))
+        Ok(Response::new(HashResponse {
+            header: Some(self.core.header(revision)),
+            hash,
+        }))
     }
 
-    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         let request = request.into_inner();
         let store = self.core.backend.store();
-        let (hash, compact_revision, hash_revision) = store.hash_kv(request.revision).map_err(EtcdError::from)?;
+        let (hash, compact_revision, hash_revision) =
+            store.hash_kv(request.revision).map_err(EtcdError::from)?;
         let revision = store.current_revision();
         Ok(Response::new(HashKvResponse {
             header: Some(self.core.header(revision)),
@@ -86,32 +105,52 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
 
-    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("snapshot"))
     }
 
-    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
         if !self.core.raft.status.is_leader() {
             return Err(EtcdError::not_leader().into());
         }
-        if self.core.membership.read().get(target).is_none_or(|m| m.is_learner) {
+        if self
+            .core
+            .membership
+            .read()
+            .get(target)
+            .is_none_or(|m| m.is_learner)
+        {
             return Err(EtcdError::bad_leader_transferee().into());
         }
-        self.core.raft.send(Command::TransferLeader { to: target })?;
+        self.core
+            .raft
+            .send(Command::TransferLeader { to: target })?;
         let deadline = tokio::time::Instant::now() + self.core.config.election_timeout * 2;
         while tokio::time::Instant::now() < deadline {
             if self.core.raft.status.leader() == target {
-                return Ok(Response::new(MoveLeaderResponse { header: Some(self.core.header(self.core.current_revision())) }));
+                return Ok(Response::new(MoveLeaderResponse {
+                    header: Some(self.core.header(self.core.current_revision())),
+                }));
             }
             tokio::time::sleep(self.core.config.heartbeat_interval).await;
         }
         Err(EtcdError::timeout().into())
     }
 
-    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("downgrade"))
     }
 }
