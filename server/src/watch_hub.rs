@@ -9,7 +9,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use concord_proto::mvccpb::Event;
+use concord_proto::mvccpb::{Event, KeyValue};
 use concord_watch::{CatchUpOutcome, History, Limits, Registry, StreamId, StreamWaker};
 use parking_lot::{Condvar, Mutex};
 
@@ -54,6 +54,15 @@ impl History for BackendHistory<'_> {
 
     fn compact_revision(&self) -> i64 {
         self.0.store().compact_revision()
+    }
+
+    fn kvs_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: i64,
+    ) -> Result<Vec<KeyValue>, concord_mvcc::Error> {
+        History::kvs_at(&*self.0.store(), key, range_end, revision)
     }
 }
 

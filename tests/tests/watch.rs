@@ -283,5 +283,16 @@ async fn compacted_start_is_created_then_canceled_with_the_compact_revision() ->
     let canceled = stream.message().await?.expect("cancel");
     assert!(canceled.canceled());
     assert_eq!(canceled.compact_revision(), current - 1);
+    // From the compact revision itself: what compaction kept of it, then the rest.
+    let mut stream = client
+        .watch(
+            "c",
+            Some(WatchOptions::new().with_start_revision(current - 1)),
+        )
+        .await?;
+    assert!(stream.message().await?.expect("created").created());
+    let got = collect(&mut stream, 2).await?;
+    let revisions: Vec<i64> = got.iter().map(|w| w.revision).collect();
+    assert_eq!(revisions, vec![current - 1, current]);
     Ok(())
 }

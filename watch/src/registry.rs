@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use concord_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
-use concord_proto::mvccpb::{Event, event::EventType};
+use concord_proto::etcdserverpb::{
+    RangeRequest, ResponseHeader, WatchCreateRequest, WatchResponse,
+};
+use concord_proto::mvccpb::{Event, KeyValue, event::EventType};
 
 use crate::error::Error;
 use crate::fragment::{event_field_len, fragment};
@@ -55,6 +57,13 @@ pub trait History {
         prev_kv: bool,
     ) -> Result<(Vec<Event>, i64), concord_mvcc::Error>;
     fn compact_revision(&self) -> i64;
+    /// The key-values of `[key, range_end)` as of `revision` (a Range at that revision).
+    fn kvs_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: i64,
+    ) -> Result<Vec<KeyValue>, concord_mvcc::Error>;
 }
 
 impl History for concord_mvcc::Store {
@@ -70,6 +79,20 @@ impl History for concord_mvcc::Store {
     }
     fn compact_revision(&self) -> i64 {
         concord_mvcc::Store::compact_revision(self)
+    }
+    fn kvs_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: i64,
+    ) -> Result<Vec<KeyValue>, concord_mvcc::Error> {
+        let request = RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            revision,
+            ..Default::default()
+        };
+        Ok(self.range(&request)?.kvs)
     }
 }
 
@@ -187,9 +210,34 @@ impl CatchUpTask {
                 compact_revision: compact,
             };
         }
+        // What compaction kept of the compact revision itself (its puts still live
+        // there) is delivered too, as etcd does; their previous values are gone.
+        let mut kept = Vec::new();
+        if compact > 0 && self.start_rev == compact {
+            match history.kvs_at(&self.key, &self.range_end, compact) {
+                Ok(kvs) => kept.extend(
+                    kvs.into_iter()
+                        .filter(|kv| kv.mod_revision == compact)
+                        .map(|kv| Event {
+                            r#type: EventType::Put as i32,
+                            kv: Some(kv),
+                            prev_kv: None,
+                        }),
+                ),
+                Err(concord_mvcc::Error::Compacted) => {
+                    return CatchUpOutcome::Compacted {
+                        compact_revision: history.compact_revision(),
+                    };
+                }
+                Err(error) => return CatchUpOutcome::Failed(error),
+            }
+        }
         let start = self.start_rev.max(compact + 1);
         match history.events(&self.key, &self.range_end, start, self.limit, self.prev_kv) {
-            Ok((events, next)) => CatchUpOutcome::Events { events, next },
+            Ok((events, next)) => {
+                kept.extend(events);
+                CatchUpOutcome::Events { events: kept, next }
+            }
             Err(concord_mvcc::Error::Compacted) => CatchUpOutcome::Compacted {
                 compact_revision: history.compact_revision(),
             },

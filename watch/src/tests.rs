@@ -62,6 +62,29 @@ impl History for Log {
     fn compact_revision(&self) -> i64 {
         self.compact
     }
+    fn kvs_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: i64,
+    ) -> Result<Vec<KeyValue>, concord_mvcc::Error> {
+        if revision < self.compact {
+            return Err(concord_mvcc::Error::Compacted);
+        }
+        // The latest version of each key in range at `revision`, if live.
+        let mut latest: std::collections::BTreeMap<Vec<u8>, &Event> = Default::default();
+        for event in self.events.iter().filter(|e| rev(e) <= revision) {
+            let kv = event.kv.as_ref().unwrap();
+            if in_range(&kv.key, key, range_end) {
+                latest.insert(kv.key.clone(), event);
+            }
+        }
+        Ok(latest
+            .into_values()
+            .filter(|e| e.r#type == EventType::Put as i32)
+            .map(|e| e.kv.clone().unwrap())
+            .collect())
+    }
 }
 
 fn rev(event: &Event) -> i64 {
@@ -318,10 +341,17 @@ fn start_below_the_compact_revision_is_created_then_canceled() {
     assert_eq!(cancel.compact_revision, 4);
     assert_eq!(header_rev(cancel), 0);
     assert!(cancel.cancel_reason.is_empty());
+    // At the compact revision itself: what compaction kept of it (k's put at 4,
+    // without its previous value), then the rest.
     assert_eq!(
         seen(&out, at_compact),
-        vec![("k".into(), 5), ("k".into(), 6)]
+        vec![("k".into(), 4), ("k".into(), 5), ("k".into(), 6)]
     );
+    let first = out
+        .iter()
+        .find(|r| r.watch_id == at_compact && !r.created)
+        .unwrap();
+    assert!(first.events[0].prev_kv.is_none());
     // The compacted watcher's id stays taken until the client cancels it.
     assert!(registry.create(stream, &old_request).is_err());
     assert!(registry.cancel(stream, old));
