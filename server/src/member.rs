@@ -11,7 +11,8 @@ use concord_proto::concordpb::{
 };
 use concord_proto::etcdserverpb::lease_server::LeaseServer;
 use concord_proto::etcdserverpb::{
-    Member, cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    Member, cluster_server::ClusterServer, kv_server::KvServer,
+    maintenance_server::MaintenanceServer,
 };
 use concord_raft_core::{Node, NodeConfig, Role};
 use concord_storage_wal::{WalOptions, WalStorage};
@@ -117,7 +118,10 @@ impl DriverObserver for RoleLogger {
         match role {
             Role::Leader => tracing::info!("{:x} became leader at term {term}", self.member_id),
             _ if leader_id != 0 => {
-                tracing::info!("{:x} elected leader {leader_id:x} at term {term}", self.member_id)
+                tracing::info!(
+                    "{:x} elected leader {leader_id:x} at term {term}",
+                    self.member_id
+                )
             }
             _ => tracing::info!("{:x} lost leader at term {term} ({role:?})", self.member_id),
         }
@@ -139,11 +143,20 @@ impl LeaderConnector for PeerConnector {
 }
 
 /// Identity that must survive restarts even if flags change.
-fn load_or_store_identity(backend: &Backend, member: u64, cluster: u64) -> Result<(u64, u64), Error> {
+fn load_or_store_identity(
+    backend: &Backend,
+    member: u64,
+    cluster: u64,
+) -> Result<(u64, u64), Error> {
     let store = backend.store();
-    if let (Some(m), Some(c)) = (store.meta_get("local", b"member_id")?, store.meta_get("local", b"cluster_id")?) {
+    if let (Some(m), Some(c)) = (
+        store.meta_get("local", b"member_id")?,
+        store.meta_get("local", b"cluster_id")?,
+    ) {
         let decode = |bytes: Vec<u8>| -> Result<u64, Error> {
-            let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt("stored member identity".into()))?;
+            let array: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| Error::Corrupt("stored member identity".into()))?;
             Ok(u64::from_be_bytes(array))
         };
         return Ok((decode(m)?, decode(c)?));
@@ -159,18 +172,28 @@ fn load_or_store_identity(backend: &Backend, member: u64, cluster: u64) -> Resul
 pub async fn start(config: Config) -> Result<RunningMember, Error> {
     let config = Arc::new(config);
     for line in &config.inert_flags_set {
-        tracing::warn!("flag --{line} is accepted for etcd compatibility but has no effect in concord");
+        tracing::warn!(
+            "flag --{line} is accepted for etcd compatibility but has no effect in concord"
+        );
     }
     for var in &config.unknown_env_vars {
         tracing::warn!("unrecognized environment variable {var}");
     }
     std::fs::create_dir_all(config.data_dir.join("member")).map_err(Error::Io)?;
 
-    let initial = Membership::from_initial_cluster(&config.initial_cluster, &config.initial_cluster_token);
-    let flagged_member = member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token, None);
+    let initial =
+        Membership::from_initial_cluster(&config.initial_cluster, &config.initial_cluster_token);
+    let flagged_member = member_id(
+        &config.initial_advertise_peer_urls,
+        &config.initial_cluster_token,
+        None,
+    );
     let flagged_cluster = cluster_id(&initial.ids());
 
-    let store_options = StoreOptions { max_txn_ops: config.max_txn_ops as usize, ..StoreOptions::default() };
+    let store_options = StoreOptions {
+        max_txn_ops: config.max_txn_ops as usize,
+        ..StoreOptions::default()
+    };
     let backend = Arc::new(Backend::open(config.backend_path(), store_options)?);
     let (local_id, cluster) = load_or_store_identity(&backend, flagged_member, flagged_cluster)?;
     tracing::info!(
@@ -213,9 +236,12 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         cluster_id: cluster,
         known_peers: shared_membership.read().ids(),
     };
-    let mut machine = ApplyMachine::new(backend.clone(), local_id, initial.clone(), Box::new(observer))?;
-    let leases = Arc::new(LeaseKeeper::new(&config, local_id));
-    machine.set_leases(leases.clone())?;
+    let mut machine = ApplyMachine::new(
+        backend.clone(),
+        local_id,
+        initial.clone(),
+        Box::new(observer),
+    )?;
     let watch_hub = crate::watch_hub::WatchHub::start(
         backend.clone(),
         config.max_request_bytes,
@@ -223,6 +249,8 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     )
     .map_err(Error::Io)?;
     machine.set_event_sink(watch_hub.event_sink());
+    let leases = Arc::new(LeaseKeeper::new(&config, local_id));
+    machine.set_leases(leases.clone())?;
 
     let mut node_config = NodeConfig::new(local_id);
     node_config.election_tick = config.election_ticks();
@@ -248,7 +276,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             for inbound in inbound_rx {
                 let command = match inbound {
                     Inbound::Message(message) => Command::Step(message),
-                    Inbound::SnapshotReport { to, delivered } => Command::SnapshotReport { to, delivered },
+                    Inbound::SnapshotReport { to, delivered } => {
+                        Command::SnapshotReport { to, delivered }
+                    }
                     Inbound::Unreachable(to) => Command::Unreachable(to),
                 };
                 if command_tx.send(command).is_err() {
@@ -276,7 +306,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         raft.clone(),
         backend.clone(),
         shared_membership.clone(),
-        Box::new(PeerConnector { tls: peer_client_tls }),
+        Box::new(PeerConnector {
+            tls: peer_client_tls,
+        }),
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -288,14 +320,26 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         cluster_id: info_core.cluster_id,
         member_id: info_core.member_id,
         name: info_core.config.name.clone(),
-        client_urls: info_core.config.advertise_client_urls.iter().map(url_text).collect(),
-        peer_urls: info_core.config.initial_advertise_peer_urls.iter().map(url_text).collect(),
+        client_urls: info_core
+            .config
+            .advertise_client_urls
+            .iter()
+            .map(url_text)
+            .collect(),
+        peer_urls: info_core
+            .config
+            .initial_advertise_peer_urls
+            .iter()
+            .map(url_text)
+            .collect(),
         version: ETCD_VERSION.to_string(),
     };
     let peer_tls = crate::tls::peer_server_config(&config)?;
     for url in &config.listen_peer_urls {
         let routes = tonic::service::Routes::new(transport.service(member_info.clone()))
-            .add_service(ForwardServer::new(api::forward::ForwardService::new(core.clone())));
+            .add_service(ForwardServer::new(api::forward::ForwardService::new(
+                core.clone(),
+            )));
         let listener = crate::listener::bind(url).await?;
         tracing::info!("listening for peers on {}", url_text(url));
         tasks.push(tokio::spawn(crate::listener::serve(
@@ -311,23 +355,35 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     let client_tls = crate::tls::client_server_config(&config)?;
     // Requests up to the hard cap reach the handlers, which refuse anything over
     // --max-request-bytes with etcd's own error.
-    let max_message = (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
+    let max_message =
+        (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
     for url in &config.listen_client_urls {
         let routes = tonic::service::Routes::new(
-            KvServer::new(api::kv::KvService::new(core.clone())).max_decoding_message_size(max_message),
+            KvServer::new(api::kv::KvService::new(core.clone()))
+                .max_decoding_message_size(max_message),
         )
-        .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(core.clone())))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(core.clone())))
+        .add_service(MaintenanceServer::new(
+            api::maintenance::MaintenanceService::new(core.clone()),
+        ))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
+            core.clone(),
+        )))
+        .add_service(
+            concord_proto::etcdserverpb::watch_server::WatchServer::new(
+                api::watch::WatchService::new(core.clone(), watch_hub.clone()),
+            ),
+        )
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             core.clone(),
             leases.clone(),
-        )))
-            .add_service(concord_proto::etcdserverpb::watch_server::WatchServer::new(
-                api::watch::WatchService::new(core.clone(), watch_hub.clone()),
-            ));
+        )));
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
-        let tls = if url.scheme() == "https" || url.scheme() == "unixs" { client_tls.clone() } else { None };
+        let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
+            client_tls.clone()
+        } else {
+            None
+        };
         tasks.push(tokio::spawn(crate::listener::serve(
             listener,
             tls,
@@ -344,7 +400,13 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         shutdown_rx.clone(),
     )));
 
-    Ok(RunningMember { core, transport, shutdown: shutdown_tx, driver_thread: Some(driver_thread), tasks })
+    Ok(RunningMember {
+        core,
+        transport,
+        shutdown: shutdown_tx,
+        driver_thread: Some(driver_thread),
+        tasks,
+    })
 }
 
 async fn wait_for_shutdown(mut shutdown: watch::Receiver<bool>) {
@@ -357,7 +419,12 @@ async fn publish(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let request = MemberAttrSetRequest {
         member_id: core.member_id,
         name: core.config.name.clone(),
-        client_urls: core.config.advertise_client_urls.iter().map(url_text).collect(),
+        client_urls: core
+            .config
+            .advertise_client_urls
+            .iter()
+            .map(url_text)
+            .collect(),
     };
     loop {
         let already = core
@@ -374,11 +441,16 @@ async fn publish(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             );
             Ok(())
         } else {
-            core.propose(internal_request::Request::MemberAttrSet(request.clone())).await.map(|_| ())
+            core.propose(internal_request::Request::MemberAttrSet(request.clone()))
+                .await
+                .map(|_| ())
         };
         match outcome {
             Ok(()) => {
-                tracing::info!("enabled capabilities for version {}", &api::CLUSTER_VERSION[..3]);
+                tracing::info!(
+                    "enabled capabilities for version {}",
+                    &api::CLUSTER_VERSION[..3]
+                );
                 return;
             }
             Err(error) => tracing::debug!("publishing member attributes: {error}"),
@@ -401,7 +473,10 @@ pub async fn run_until_signal(config: Config) -> Result<(), Error> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
