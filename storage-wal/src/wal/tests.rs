@@ -814,11 +814,21 @@ fn storage_can_move_to_the_raft_driver_thread() {
 fn only_entries_terms_and_votes_require_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
-    wal.append(&entries(1..=2, 1), Some(&hard_state(1, 0))).unwrap();
+    wal.append(&entries(1..=2, 1), Some(&hard_state(1, 0)))
+        .unwrap();
     let commit_only = hard_state(1, 2);
-    assert!(!wal.must_sync(&[], Some(&commit_only)), "a commit index alone is re-learned");
-    assert!(wal.must_sync(&entries(3..=3, 1), None), "new entries must be durable");
-    assert!(wal.must_sync(&[], Some(&hard_state(2, 2))), "a new term must be durable");
+    assert!(
+        !wal.must_sync(&[], Some(&commit_only)),
+        "a commit index alone is re-learned"
+    );
+    assert!(
+        wal.must_sync(&entries(3..=3, 1), None),
+        "new entries must be durable"
+    );
+    assert!(
+        wal.must_sync(&[], Some(&hard_state(2, 2))),
+        "a new term must be durable"
+    );
     let mut voted = hard_state(1, 2);
     voted.vote = 7;
     assert!(wal.must_sync(&[], Some(&voted)), "a vote must be durable");
