@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::etcd_error::EtcdError;
 use crate::lessor::LeaseKeeper;
 use crate::membership::{Membership, cluster_id, member_id};
-use crate::transport::{Inbound, PeerTransport};
+use crate::transport::{Inbound, InboundSink, PeerTransport};
 
 /// Largest gRPC message a client may send: the request limit plus etcd's 512 KiB of
 /// slack for framing, so that an oversized request gets etcd's own error.
@@ -96,6 +96,20 @@ impl ApplyObserver for MembershipObserver {
             member.client_ur_ls.join(" "),
             self.cluster_id
         );
+    }
+}
+
+/// Hands what peers send straight to the raft driver's command channel.
+struct DriverInbox(std::sync::mpsc::Sender<Command>);
+
+impl InboundSink for DriverInbox {
+    fn deliver(&self, event: Inbound) -> Result<(), ()> {
+        let command = match event {
+            Inbound::Message(message) => Command::Step(message),
+            Inbound::SnapshotReport { to, delivered } => Command::SnapshotReport { to, delivered },
+            Inbound::Unreachable(to) => Command::Unreachable(to),
+        };
+        self.0.send(command).map_err(|_| ())
     }
 }
 
@@ -211,9 +225,14 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     }
 
     let shared_membership = Arc::new(RwLock::new(Membership::load(&backend.store())?));
-    let (inbound_tx, inbound_rx) = std::sync::mpsc::channel::<Inbound>();
+    let commands = std::sync::mpsc::channel::<Command>();
     let peer_client_tls = crate::tls::peer_client_config(&config)?;
-    let transport = PeerTransport::new(local_id, cluster, peer_client_tls.clone(), inbound_tx);
+    let transport = PeerTransport::new(
+        local_id,
+        cluster,
+        peer_client_tls.clone(),
+        DriverInbox(commands.0.clone()),
+    );
     for member in shared_membership.read().members() {
         if member.id != local_id {
             transport.add_peer(member.id, shared_membership.read().peer_urls(member.id));
@@ -268,25 +287,6 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         node.campaign()?;
     }
 
-    let commands = std::sync::mpsc::channel::<Command>();
-    let command_tx = commands.0.clone();
-    std::thread::Builder::new()
-        .name("peer-inbound".into())
-        .spawn(move || {
-            for inbound in inbound_rx {
-                let command = match inbound {
-                    Inbound::Message(message) => Command::Step(message),
-                    Inbound::SnapshotReport { to, delivered } => {
-                        Command::SnapshotReport { to, delivered }
-                    }
-                    Inbound::Unreachable(to) => Command::Unreachable(to),
-                };
-                if command_tx.send(command).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(Error::Io)?;
     let (raft, driver_thread) = driver::spawn(
         node,
         machine,

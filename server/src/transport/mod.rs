@@ -83,13 +83,26 @@ pub enum Inbound {
     Unreachable(u64),
 }
 
+/// Where the transport delivers what arrives from peers. The server hands it straight to
+/// the raft driver's command channel (no thread in between); tests use an mpsc sender.
+pub trait InboundSink: Send + Sync + 'static {
+    /// Delivers one event; `Err(())` once the receiver is gone (the member is stopping).
+    fn deliver(&self, event: Inbound) -> Result<(), ()>;
+}
+
+impl InboundSink for std::sync::mpsc::Sender<Inbound> {
+    fn deliver(&self, event: Inbound) -> Result<(), ()> {
+        self.send(event).map_err(|_| ())
+    }
+}
+
 /// State shared by the transport handle, its peer tasks and its gRPC service.
 struct Common {
     local_id: u64,
     /// 0 while unknown (a member joining before it learned the cluster).
     cluster_id: AtomicU64,
     client_tls: Option<Arc<rustls::ClientConfig>>,
-    inbound: std::sync::mpsc::Sender<Inbound>,
+    inbound: Box<dyn InboundSink>,
     /// Set when the transport stops: the service ends its open streams.
     stopping: watch::Sender<bool>,
 }
@@ -97,7 +110,7 @@ struct Common {
 impl Common {
     fn report(&self, event: Inbound) {
         // The receiver is gone only when the member is stopping; nothing left to tell.
-        let _ = self.inbound.send(event);
+        let _ = self.inbound.deliver(event);
     }
 }
 
@@ -128,7 +141,7 @@ impl PeerTransport {
         local_id: u64,
         cluster_id: u64,
         client_tls: Option<Arc<rustls::ClientConfig>>,
-        inbound: std::sync::mpsc::Sender<Inbound>,
+        inbound: impl InboundSink,
     ) -> Self {
         Self::with_runtime(local_id, cluster_id, client_tls, inbound, Handle::current())
     }
@@ -138,7 +151,7 @@ impl PeerTransport {
         local_id: u64,
         cluster_id: u64,
         client_tls: Option<Arc<rustls::ClientConfig>>,
-        inbound: std::sync::mpsc::Sender<Inbound>,
+        inbound: impl InboundSink,
         runtime: Handle,
     ) -> Self {
         let (stopping, _) = watch::channel(false);
@@ -147,7 +160,7 @@ impl PeerTransport {
                 local_id,
                 cluster_id: AtomicU64::new(cluster_id),
                 client_tls,
-                inbound,
+                inbound: Box::new(inbound),
                 stopping,
             }),
             peers: Arc::new(Mutex::new(HashMap::new())),

@@ -74,7 +74,7 @@ impl PeerService {
         }
         self.common
             .inbound
-            .send(Inbound::Message(message))
+            .deliver(Inbound::Message(message))
             .map_err(|_| stopping())
     }
 
