@@ -103,13 +103,13 @@ impl ApplyObserver for MembershipObserver {
 struct DriverInbox(std::sync::mpsc::Sender<Command>);
 
 impl InboundSink for DriverInbox {
-    fn deliver(&self, event: Inbound) -> Result<(), ()> {
+    fn deliver(&self, event: Inbound) -> bool {
         let command = match event {
             Inbound::Message(message) => Command::Step(message),
             Inbound::SnapshotReport { to, delivered } => Command::SnapshotReport { to, delivered },
             Inbound::Unreachable(to) => Command::Unreachable(to),
         };
-        self.0.send(command).map_err(|_| ())
+        self.0.send(command).is_ok()
     }
 }
 

@@ -86,13 +86,13 @@ pub enum Inbound {
 /// Where the transport delivers what arrives from peers. The server hands it straight to
 /// the raft driver's command channel (no thread in between); tests use an mpsc sender.
 pub trait InboundSink: Send + Sync + 'static {
-    /// Delivers one event; `Err(())` once the receiver is gone (the member is stopping).
-    fn deliver(&self, event: Inbound) -> Result<(), ()>;
+    /// Delivers one event; false once the receiver is gone (the member is stopping).
+    fn deliver(&self, event: Inbound) -> bool;
 }
 
 impl InboundSink for std::sync::mpsc::Sender<Inbound> {
-    fn deliver(&self, event: Inbound) -> Result<(), ()> {
-        self.send(event).map_err(|_| ())
+    fn deliver(&self, event: Inbound) -> bool {
+        self.send(event).is_ok()
     }
 }
 
@@ -110,7 +110,7 @@ struct Common {
 impl Common {
     fn report(&self, event: Inbound) {
         // The receiver is gone only when the member is stopping; nothing left to tell.
-        let _ = self.inbound.deliver(event);
+        self.inbound.deliver(event);
     }
 }
 

@@ -72,10 +72,11 @@ impl PeerService {
             );
             return Ok(());
         }
-        self.common
-            .inbound
-            .deliver(Inbound::Message(message))
-            .map_err(|_| stopping())
+        if self.common.inbound.deliver(Inbound::Message(message)) {
+            Ok(())
+        } else {
+            Err(stopping())
+        }
     }
 
     /// Resolves when the transport stops.
