@@ -498,6 +498,9 @@ pub struct WatchArgs {
     /// [--] <exec-command> [arg ...]: run for every event
     #[arg(last = true)]
     pub exec: Vec<OsString>,
+    /// Interactive mode
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Revision to start watching
     #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = go_int)]
     pub rev: i64,
