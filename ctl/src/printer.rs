@@ -90,22 +90,38 @@ impl Printer {
         out.push('\n');
     }
 
-    pub fn get(&self, r: &pb::RangeResponse) -> Result<Output, CtlError> {
+    /// The four formats of a response etcdctl prints no table for.
+    fn without_table<M: Message>(
+        &self,
+        r: &M,
+        simple: impl FnOnce(&mut String),
+        json: impl FnOnce(&M) -> String,
+        fields: impl FnOnce(&mut String),
+    ) -> Result<Output, CtlError> {
         match self.fmt() {
             Format::Simple => {
                 let mut out = String::new();
-                self.simple_get(&mut out, r);
+                simple(&mut out);
                 text(out)
             }
-            Format::Json => text(gojson::range_response(r) + "\n"),
+            Format::Json => text(json(r) + "\n"),
             Format::Fields => {
                 let mut out = String::new();
-                fields_get(&mut out, r);
+                fields(&mut out);
                 text(out)
             }
             Format::Protobuf => Ok(r.encode_to_vec()),
             Format::Table => Err(self.fmt().unsupported()),
         }
+    }
+
+    pub fn get(&self, r: &pb::RangeResponse) -> Result<Output, CtlError> {
+        self.without_table(
+            r,
+            |out| self.simple_get(out, r),
+            gojson::range_response,
+            |out| fields_get(out, r),
+        )
     }
 
     fn simple_get(&self, out: &mut String, r: &pb::RangeResponse) {
@@ -115,21 +131,12 @@ impl Printer {
     }
 
     pub fn put(&self, r: &pb::PutResponse) -> Result<Output, CtlError> {
-        match self.fmt() {
-            Format::Simple => {
-                let mut out = String::new();
-                self.simple_put(&mut out, r);
-                text(out)
-            }
-            Format::Json => text(gojson::put_response(r) + "\n"),
-            Format::Fields => {
-                let mut out = String::new();
-                fields_put(&mut out, r);
-                text(out)
-            }
-            Format::Protobuf => Ok(r.encode_to_vec()),
-            Format::Table => Err(self.fmt().unsupported()),
-        }
+        self.without_table(
+            r,
+            |out| self.simple_put(out, r),
+            gojson::put_response,
+            |out| fields_put(out, r),
+        )
     }
 
     fn simple_put(&self, out: &mut String, r: &pb::PutResponse) {
@@ -140,21 +147,12 @@ impl Printer {
     }
 
     pub fn del(&self, r: &pb::DeleteRangeResponse) -> Result<Output, CtlError> {
-        match self.fmt() {
-            Format::Simple => {
-                let mut out = String::new();
-                self.simple_del(&mut out, r);
-                text(out)
-            }
-            Format::Json => text(gojson::delete_response(r) + "\n"),
-            Format::Fields => {
-                let mut out = String::new();
-                fields_del(&mut out, r);
-                text(out)
-            }
-            Format::Protobuf => Ok(r.encode_to_vec()),
-            Format::Table => Err(self.fmt().unsupported()),
-        }
+        self.without_table(
+            r,
+            |out| self.simple_del(out, r),
+            gojson::delete_response,
+            |out| fields_del(out, r),
+        )
     }
 
     fn simple_del(&self, out: &mut String, r: &pb::DeleteRangeResponse) {
