@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use concord_proto::etcdserverpb::Member;
 use concord_raft_core::{LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role};
 use raft::eraftpb::{ConfChangeV2, Message};
 use tokio::sync::{oneshot, watch};
@@ -303,10 +302,6 @@ impl<S: LogStore> Driver<S> {
             if let Some(change) = outcome.role_change {
                 self.observer
                     .role_changed(change.role, change.leader_id, change.term);
-                if change.role != Role::Leader {
-                    // Reads queued on a leader that lost its role are retried by raft-core
-                    // with the next leader; nothing to do here.
-                }
             }
             self.publish_status();
         }
@@ -406,9 +401,4 @@ fn propose_error(error: ProposeError, leader_id: u64) -> EtcdError {
         },
         other => EtcdError::internal(other.to_string()),
     }
-}
-
-/// Describes a member for a conf change's context.
-pub fn member_context(member: &Member) -> Vec<u8> {
-    prost::Message::encode_to_vec(member)
 }

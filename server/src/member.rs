@@ -24,7 +24,7 @@ use crate::api::{self, ETCD_VERSION};
 use crate::apply::{ApplyMachine, ApplyObserver, Backend};
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::{Core, LeaderConnector};
-use crate::driver::{self, Command, DriverObserver, MessageSink, RaftHandle};
+use crate::driver::{self, Command, DriverObserver, MessageSink};
 use crate::error::Error;
 use crate::etcd_error::EtcdError;
 use crate::lessor::LeaseKeeper;
@@ -485,9 +485,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// The driver handle of a started member (tests use it to watch roles).
-pub fn raft_of(member: &RunningMember) -> &RaftHandle {
-    &member.core.raft
 }
