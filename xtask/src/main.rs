@@ -18,6 +18,7 @@
 
 mod args;
 mod bench;
+mod chaos;
 mod cluster;
 mod compare;
 mod procfs;
