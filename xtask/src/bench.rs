@@ -494,8 +494,60 @@ pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     })
 }
 
-/// `cfg.clients` watchers on one fresh prefix spread over `cfg.conns` connections; one writer on
-/// its own connection puts `cfg.total` keys under it, one at a time.
+/// Watchers sharing one gRPC watch stream, as etcd's `benchmark watch --watch-per-stream`
+/// (default 100: its default 10 streams x 100 watchers is the 1,000-watcher case). Each
+/// watcher gets its own `WatchResponse`s either way; the stream is what the server writes to.
+/// Override with `XTASK_WATCH_PER_STREAM` (1 = a stream per watcher).
+const WATCHERS_PER_STREAM: usize = 100;
+
+fn watchers_per_stream() -> usize {
+    std::env::var("XTASK_WATCH_PER_STREAM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(WATCHERS_PER_STREAM)
+}
+
+/// Concurrent writers, each a closed loop on its own connection (etcd's `benchmark watch`
+/// runs one per `--clients`, default 1). Override with `XTASK_WATCH_WRITERS`.
+fn watch_writers() -> usize {
+    std::env::var("XTASK_WATCH_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(1)
+}
+
+/// Opens one watch stream holding `watchers` watchers of `prefix` and waits for all of them to
+/// be created.
+async fn open_watch_stream(
+    client: &mut Client,
+    prefix: &str,
+    watchers: usize,
+) -> Result<etcd_client::WatchStream> {
+    let options = || Some(WatchOptions::new().with_prefix());
+    let mut stream = client.watch(prefix.to_string(), options()).await?;
+    for _ in 1..watchers {
+        stream.watch(prefix.to_string(), options()).await?;
+    }
+    let mut created = 0;
+    while created < watchers {
+        let response = stream
+            .message()
+            .await?
+            .context("the stream ended before its watchers were created")?;
+        if !response.created() {
+            bail!("a response before `created`: {response:?}");
+        }
+        created += 1;
+    }
+    Ok(stream)
+}
+
+/// `cfg.clients` watchers on one fresh prefix, `watchers_per_stream()` to a gRPC stream, the
+/// streams round-robin over `cfg.conns` connections; one writer on its own connection puts
+/// `cfg.total` keys under the prefix, one at a time (etcd's `benchmark watch` with its default
+/// `--clients 1`). Every event is timed from the moment its put was sent.
 async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -504,28 +556,28 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     let prefix = format!("/xtask-watch/{nonce}/");
     // No request timeout on the watch connections: it would cut the long-lived streams.
     let pool = connect_pool(&cfg.endpoints, cfg.conns, None).await?;
-    let mut writer = connect_one(&cfg.endpoints[0], Some(Duration::from_secs(30))).await?;
+    let mut writers = Vec::new();
+    for _ in 0..watch_writers() {
+        writers.push(connect_one(&cfg.endpoints[0], Some(Duration::from_secs(30))).await?);
+    }
 
     let origin = Instant::now();
     let sent_at_nanos: Arc<Vec<AtomicU64>> =
         Arc::new((0..cfg.total).map(|_| AtomicU64::new(0)).collect());
     let delivered = Arc::new(AtomicU64::new(0));
     let last_event_nanos = Arc::new(AtomicU64::new(0));
-    let mut watchers = Vec::with_capacity(cfg.clients);
-    let mut samples: Vec<Arc<Mutex<Vec<u64>>>> = Vec::with_capacity(cfg.clients);
-    for i in 0..cfg.clients {
-        let mut client = pool[i % pool.len()].clone();
-        let mut stream = client
-            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+    let per_stream = watchers_per_stream();
+    let mut readers = Vec::new();
+    let mut samples: Vec<Arc<Mutex<Vec<u64>>>> = Vec::new();
+    let mut opened = 0;
+    while opened < cfg.clients {
+        let watchers = per_stream.min(cfg.clients - opened);
+        let n = readers.len();
+        let mut client = pool[n % pool.len()].clone();
+        let mut stream = open_watch_stream(&mut client, &prefix, watchers)
             .await
-            .with_context(|| format!("open watcher {i}"))?;
-        let created = stream
-            .message()
-            .await
-            .with_context(|| format!("watcher {i}: no created response"))?;
-        if !created.is_some_and(|r| r.created()) {
-            bail!("watcher {i}: the first response was not `created`");
-        }
+            .with_context(|| format!("open watch stream {n} ({opened} watchers so far)"))?;
+        opened += watchers;
         let mine = Arc::new(Mutex::new(Vec::new()));
         samples.push(mine.clone());
         let (sent_at_nanos, delivered, last_event_nanos, prefix) = (
@@ -534,16 +586,18 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
             last_event_nanos.clone(),
             prefix.clone(),
         );
-        let expected = cfg.total;
-        watchers.push(tokio::spawn(async move {
+        let expected = cfg.total * watchers as u64;
+        readers.push(tokio::spawn(async move {
             let mut seen = 0;
-            // Keep the stream's owner alive: dropping it cancels the watch.
+            let mut latencies = Vec::new();
+            // Keep the stream's owner alive: dropping it cancels the watches.
             let _client = client;
             while seen < expected {
                 let Ok(Some(response)) = stream.message().await else {
                     break;
                 };
                 let now = origin.elapsed().as_nanos() as u64;
+                latencies.clear();
                 for event in response.events() {
                     let Some(seq) = event
                         .kv()
@@ -555,37 +609,63 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
                     let sent = sent_at_nanos
                         .get(seq)
                         .map_or(0, |s| s.load(Ordering::Acquire));
-                    if let Ok(mut mine) = mine.lock() {
-                        mine.push(now.saturating_sub(sent) / 1000);
-                    }
-                    seen += 1;
-                    delivered.fetch_add(1, Ordering::Relaxed);
+                    latencies.push(now.saturating_sub(sent) / 1000);
+                }
+                if !latencies.is_empty() {
+                    let got = latencies.len() as u64;
+                    seen += got;
+                    delivered.fetch_add(got, Ordering::Relaxed);
                     last_event_nanos.fetch_max(now, Ordering::Relaxed);
+                    if let Ok(mut mine) = mine.lock() {
+                        mine.extend_from_slice(&latencies);
+                    }
                 }
             }
         }));
     }
 
     let probe = ProcessProbe::start(pids);
-    let value: Vec<u8> = vec![b'w'; cfg.val_size];
     let first_put_nanos = origin.elapsed().as_nanos() as u64;
-    let mut put_latencies = Vec::with_capacity(cfg.total as usize);
-    let (mut errors, mut first_error) = (0, None);
-    for (seq, sent_at) in sent_at_nanos.iter().enumerate() {
-        let sent = Instant::now();
-        sent_at.store(origin.elapsed().as_nanos() as u64, Ordering::Release);
-        match writer
-            .put(format!("{prefix}{seq}"), value.clone(), None)
-            .await
-        {
-            Ok(_) => put_latencies.push(sent.elapsed().as_micros() as u64),
-            Err(e) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-                if errors >= MAX_ERRORS {
+    let next_seq = Arc::new(AtomicU64::new(0));
+    let mut writer_tasks = Vec::with_capacity(writers.len());
+    for mut writer in writers {
+        let (next_seq, sent_at_nanos, prefix) =
+            (next_seq.clone(), sent_at_nanos.clone(), prefix.clone());
+        let value: Vec<u8> = vec![b'w'; cfg.val_size];
+        let total = cfg.total;
+        writer_tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut errors, mut first_error) = (0u64, None);
+            loop {
+                let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                if seq >= total || errors >= MAX_ERRORS {
                     break;
                 }
+                let sent = Instant::now();
+                sent_at_nanos[seq as usize]
+                    .store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+                match writer
+                    .put(format!("{prefix}{seq}"), value.clone(), None)
+                    .await
+                {
+                    Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
             }
+            (latencies, errors, first_error)
+        }));
+    }
+    let mut put_latencies = Vec::with_capacity(cfg.total as usize);
+    let (mut errors, mut first_error) = (0, None);
+    for task in writer_tasks {
+        let (latencies, task_errors, task_error) = task.await.context("writer task panicked")?;
+        put_latencies.extend(latencies);
+        errors += task_errors;
+        if first_error.is_none() {
+            first_error = task_error;
         }
     }
     let writer_elapsed = Duration::from_nanos(origin.elapsed().as_nanos() as u64 - first_put_nanos);
@@ -595,8 +675,8 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let servers = probe.finish();
-    for watcher in &watchers {
-        watcher.abort();
+    for reader in &readers {
+        reader.abort();
     }
     let delivered_events = delivered.load(Ordering::Relaxed);
     let delivery_window = last_event_nanos
