@@ -2,6 +2,10 @@
 //! Debian's etcd (`/usr/bin/etcd`), each member with its own ports, data dir and log file.
 //! Members run in their own process group so a terminal's Ctrl-C reaches only xtask, which then
 //! stops them in order (SIGTERM, wait); dropping a [`LocalCluster`] stops it too.
+//!
+//! For fault injection a member can be killed (SIGKILL), restarted with its original command
+//! line, paused (SIGSTOP) and resumed (SIGCONT), and may advertise a peer port other than the one
+//! it listens on (a proxy in front of it, see `chaos::proxy`).
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -36,7 +40,10 @@ impl Flavor {
 pub struct MemberLayout {
     pub name: String,
     pub client_port: u16,
+    /// The port the member's peer listener binds.
     pub peer_port: u16,
+    /// The port the other members dial to reach it: `peer_port`, unless a proxy sits in between.
+    pub advertised_peer_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
 }
@@ -45,8 +52,11 @@ impl MemberLayout {
     pub fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
     }
-    pub fn peer_url(&self) -> String {
+    pub fn listen_peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    pub fn advertised_peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.advertised_peer_port)
     }
 }
 
@@ -94,6 +104,7 @@ fn layout_member(i: usize, client_port: u16, peer_port: u16, root: &Path) -> Mem
         name,
         client_port,
         peer_port,
+        advertised_peer_port: peer_port,
     }
 }
 
@@ -101,7 +112,7 @@ fn layout_member(i: usize, client_port: u16, peer_port: u16, root: &Path) -> Mem
 pub fn initial_cluster(layout: &[MemberLayout]) -> String {
     layout
         .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -113,8 +124,11 @@ pub fn member_args(flavor: Flavor, member: &MemberLayout, layout: &[MemberLayout
         ("--data-dir", member.data_dir.to_string_lossy().into_owned()),
         ("--listen-client-urls", member.client_url()),
         ("--advertise-client-urls", member.client_url()),
-        ("--listen-peer-urls", member.peer_url()),
-        ("--initial-advertise-peer-urls", member.peer_url()),
+        ("--listen-peer-urls", member.listen_peer_url()),
+        (
+            "--initial-advertise-peer-urls",
+            member.advertised_peer_url(),
+        ),
         ("--initial-cluster", initial_cluster(layout)),
         (
             "--initial-cluster-token",
@@ -134,7 +148,38 @@ pub fn member_args(flavor: Flavor, member: &MemberLayout, layout: &[MemberLayout
 
 struct Member {
     layout: MemberLayout,
+    /// The command line it was started with, reused by [`LocalCluster::restart`].
+    binary: PathBuf,
+    args: Vec<String>,
+    /// `None` once it has exited (or was killed and not restarted yet).
     child: Option<Child>,
+    /// SIGSTOPped by [`LocalCluster::pause`] and not resumed yet.
+    paused: bool,
+}
+
+impl Member {
+    fn spawn(&mut self) -> Result<()> {
+        let parent = self.layout.data_dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.layout.log_path)
+            .with_context(|| format!("open {}", self.layout.log_path.display()))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: the terminal's SIGINT reaches xtask only, which then stops
+            // the members in order.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("start {} {}", self.binary.display(), self.layout.name))?;
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
 }
 
 /// A running cluster. Stopped (SIGTERM, then wait) by [`LocalCluster::stop`] or on drop.
@@ -145,6 +190,28 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts every member of `layout` with `binary` and waits until each accepts connections.
     pub fn start(flavor: Flavor, binary: &Path, layout: Vec<MemberLayout>) -> Result<LocalCluster> {
+        Self::start_with(flavor, binary, layout, &[])
+    }
+
+    /// [`LocalCluster::start`] with `extra_args` appended to every member's command line.
+    pub fn start_with(
+        flavor: Flavor,
+        binary: &Path,
+        layout: Vec<MemberLayout>,
+        extra_args: &[String],
+    ) -> Result<LocalCluster> {
+        let cluster = Self::launch(flavor, binary, layout, extra_args)?;
+        cluster.wait_accepting(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Starts every member like [`LocalCluster::start_with`] without waiting for them.
+    pub fn launch(
+        flavor: Flavor,
+        binary: &Path,
+        layout: Vec<MemberLayout>,
+        extra_args: &[String],
+    ) -> Result<LocalCluster> {
         if !binary.exists() {
             match flavor {
                 Flavor::Concord => bail!(
@@ -157,13 +224,19 @@ impl LocalCluster {
                 ),
             }
         }
-        let cluster = Self::spawn(binary, &layout, |member| {
-            member_args(flavor, member, &layout)
-        })?;
-        for member in &cluster.members {
-            wait_accepting(&member.layout, Duration::from_secs(30))?;
+        Self::spawn(binary, &layout, |member| {
+            let mut args = member_args(flavor, member, &layout);
+            args.extend_from_slice(extra_args);
+            args
+        })
+    }
+
+    /// Waits until every member accepts client connections.
+    pub fn wait_accepting(&self, limit: Duration) -> Result<()> {
+        for member in &self.members {
+            wait_accepting(&member.layout, limit)?;
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// Starts one `binary` process per member with `args(member)`, logs appended to the
@@ -177,27 +250,16 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             members: Vec::new(),
         };
-        for member in layout {
-            std::fs::create_dir_all(member.data_dir.parent().unwrap_or(Path::new(".")))?;
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(&member.log_path)
-                .with_context(|| format!("open {}", member.log_path.display()))?;
-            let child = Command::new(binary)
-                .args(args(member))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                // Own process group: the terminal's SIGINT reaches xtask only, which then stops
-                // the members in order.
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("start {} {}", binary.display(), member.name))?;
-            cluster.members.push(Member {
-                layout: member.clone(),
-                child: Some(child),
-            });
+        for layout in layout {
+            let mut member = Member {
+                layout: layout.clone(),
+                binary: binary.to_path_buf(),
+                args: args(layout),
+                child: None,
+                paused: false,
+            };
+            member.spawn()?;
+            cluster.members.push(member);
         }
         Ok(cluster)
     }
@@ -217,7 +279,20 @@ impl LocalCluster {
             .collect()
     }
 
-    /// Members that have exited on their own, with their exit status.
+    /// The pid of member `index`, if it is running (or paused).
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members
+            .get(index)
+            .and_then(|m| m.child.as_ref().map(Child::id))
+    }
+
+    /// Whether member `index` is SIGSTOPped.
+    pub fn is_paused(&self, index: usize) -> bool {
+        self.members.get(index).is_some_and(|m| m.paused)
+    }
+
+    /// Members that have exited on their own, with their exit status. A member killed by
+    /// [`LocalCluster::kill`] is not among them.
     pub fn exited(&mut self) -> Vec<(String, String)> {
         let mut gone = Vec::new();
         for member in &mut self.members {
@@ -226,18 +301,84 @@ impl LocalCluster {
             {
                 gone.push((member.layout.name.clone(), status.to_string()));
                 member.child = None;
+                member.paused = false;
             }
         }
         gone
     }
 
+    fn member(&mut self, index: usize) -> Result<&mut Member> {
+        let count = self.members.len();
+        self.members
+            .get_mut(index)
+            .with_context(|| format!("no member {index} in a cluster of {count}"))
+    }
+
+    /// SIGKILL to member `index`, and waits for it to be gone.
+    pub fn kill(&mut self, index: usize) -> Result<()> {
+        let member = self.member(index)?;
+        let Some(mut child) = member.child.take() else {
+            bail!("member {} is not running", member.layout.name);
+        };
+        member.paused = false;
+        // A stopped process dies from SIGKILL too; no SIGCONT needed.
+        child
+            .kill()
+            .with_context(|| format!("kill {}", member.layout.name))?;
+        child
+            .wait()
+            .with_context(|| format!("wait for {}", member.layout.name))?;
+        Ok(())
+    }
+
+    /// Starts member `index` again with its original command line (same data dir); returns the
+    /// new pid. Does not wait for it to accept connections.
+    pub fn restart(&mut self, index: usize) -> Result<u32> {
+        let member = self.member(index)?;
+        if member.child.is_some() {
+            bail!("member {} is still running", member.layout.name);
+        }
+        member.spawn()?;
+        Ok(member.child.as_ref().map(Child::id).unwrap_or_default())
+    }
+
+    /// SIGSTOP to member `index`: it keeps its sockets but does nothing until resumed.
+    pub fn pause(&mut self, index: usize) -> Result<()> {
+        let member = self.member(index)?;
+        let pid = member
+            .child
+            .as_ref()
+            .map(Child::id)
+            .with_context(|| format!("member {} is not running", member.layout.name))?;
+        send_signal(pid, "STOP")?;
+        member.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT to member `index` (after [`LocalCluster::pause`]).
+    pub fn resume(&mut self, index: usize) -> Result<()> {
+        let member = self.member(index)?;
+        let pid = member
+            .child
+            .as_ref()
+            .map(Child::id)
+            .with_context(|| format!("member {} is not running", member.layout.name))?;
+        send_signal(pid, "CONT")?;
+        member.paused = false;
+        Ok(())
+    }
+
     /// SIGTERM to every member, then waits for all (SIGKILL after a grace period).
     pub fn stop(&mut self) -> Vec<(String, String)> {
-        for member in &self.members {
+        for member in &mut self.members {
             if let Some(child) = &member.child {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
+                let pid = child.id();
+                let _ = send_signal(pid, "TERM");
+                // A stopped process only acts on SIGTERM once it runs again.
+                if member.paused {
+                    let _ = send_signal(pid, "CONT");
+                    member.paused = false;
+                }
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
@@ -263,6 +404,18 @@ impl LocalCluster {
         }
         outcomes
     }
+}
+
+/// `kill -<signal> <pid>` (the workspace forbids `unsafe`, so no direct `kill(2)`).
+fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .with_context(|| format!("run kill -{signal} {pid}"))?;
+    if !status.success() {
+        bail!("kill -{signal} {pid}: {status}");
+    }
+    Ok(())
 }
 
 impl Drop for LocalCluster {

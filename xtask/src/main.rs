@@ -5,6 +5,9 @@
 //! cargo xtask bench [--endpoints 127.0.0.1:2379,...] WORKLOAD [--clients 1] [--conns 1] [--total 10000]
 //!                   [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids 1,2]
 //! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
+//! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
+//!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
+//!                   [--binary PATH] [--data-dir DIR]
 //! ```
 //!
 //! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
@@ -12,6 +15,9 @@
 //! `--total` keys). `--conns M` gRPC connections are shared by the `--clients N` requesters,
 //! connection `i` going to endpoint `i % endpoints`. Server RSS and CPU come from /proc for the
 //! processes listening on the endpoints' ports (or `--pids`).
+//!
+//! `chaos` runs a cluster under faults with clients and watchers recording a history, checks it
+//! (linearizability, watch completeness) and exits non-zero on any anomaly; see [`chaos`].
 //!
 //! The load generator lives here (tokio + the `etcd-client` crate) rather than in a separate
 //! crate: both are already built for the workspace, so xtask still compiles in seconds.
@@ -40,6 +46,9 @@ const USAGE: &str = "usage:
   cargo xtask bench [--endpoints A,B] WORKLOAD [--clients N] [--conns M] [--total K]
                     [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids P,Q]
   cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
+  cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
+                    [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
+                    [--binary PATH] [--data-dir DIR]
 WORKLOAD: put | range | range-l | range-s | txn | lease | watch";
 
 const ETCD_BINARY: &str = "/usr/bin/etcd";
@@ -56,6 +65,7 @@ fn dispatch(raw: &[String]) -> Result<()> {
     match raw.first().map(String::as_str) {
         Some("cluster") => cluster_command(&raw[1..]),
         Some("bench") => bench_command(&raw[1..]),
+        Some("chaos") => chaos_command(&raw[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -163,7 +173,7 @@ fn cluster_command(raw: &[String]) -> Result<()> {
             "  {} pid {pid}: client {} peer {} data {} log {}",
             member.name,
             member.client_url(),
-            member.peer_url(),
+            member.advertised_peer_url(),
             member.data_dir.display(),
             member.log_path.display()
         );
@@ -274,6 +284,82 @@ fn bench_command(raw: &[String]) -> Result<()> {
     outcome.print();
     if outcome.failed() {
         bail!("the run failed");
+    }
+    Ok(())
+}
+
+fn chaos_command(raw: &[String]) -> Result<()> {
+    let args = Args::parse(raw, &["no-build"])?;
+    args.reject_unknown(&[
+        "members", "duration", "seed", "target", "clients", "keys", "watchers", "timeout",
+        "no-build", "binary", "data-dir",
+    ])?;
+    if let Some(extra) = args.positionals().first() {
+        bail!("unexpected argument {extra:?}\n{USAGE}");
+    }
+    let flavor = match args.string("target").unwrap_or("concord") {
+        "concord" => Flavor::Concord,
+        "etcd" => Flavor::Etcd,
+        other => bail!("--target must be concord or etcd, not {other:?}"),
+    };
+    let members: usize = args.get_or("members", 3)?;
+    if !(3..=7).contains(&members) {
+        bail!("--members must be between 3 and 7 (3 or 5 make sense)");
+    }
+    let duration = chaos::parse_duration(args.string("duration").unwrap_or("120s"))?;
+    let request_timeout = chaos::parse_duration(args.string("timeout").unwrap_or("1s"))?;
+    let seed: u64 = match args.string("seed") {
+        Some(_) => args.get_or("seed", 0)?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default(),
+    };
+    let clients: usize = args.get_or("clients", 8)?;
+    let keys: usize = args.get_or("keys", 8)?;
+    let watchers: usize = args.get_or("watchers", 3)?;
+    if clients == 0 || keys == 0 {
+        bail!("--clients and --keys must be at least 1");
+    }
+    let binary = match (args.string("binary"), flavor) {
+        (Some(path), _) => PathBuf::from(path),
+        (None, Flavor::Concord) => concord_binary(),
+        (None, Flavor::Etcd) => PathBuf::from(ETCD_BINARY),
+    };
+    if flavor == Flavor::Concord && args.string("binary").is_none() && !args.switch("no-build") {
+        build_concord()?;
+    }
+    let data_dir = args.path_or(
+        "data-dir",
+        target_dir().join("xtask-chaos").join(flavor.name()),
+    );
+    let config = chaos::ChaosConfig {
+        flavor,
+        binary,
+        members,
+        duration,
+        seed,
+        clients,
+        keys,
+        watchers,
+        request_timeout,
+        data_dir,
+    };
+    let runtime = runtime()?;
+    let mut stop_signals = {
+        let _context = runtime.enter();
+        StopSignals::install()?
+    };
+    let passed = runtime.block_on(async {
+        tokio::select! {
+            passed = chaos::run(&config) => passed,
+            _ = stop_signals.received() => bail!("interrupted; cluster stopped"),
+        }
+    })?;
+    // Tasks still parked on a stopped cluster (proxies, watchers) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if !passed {
+        bail!("the chaos run found problems (see above); repeat it with --seed {seed}");
     }
     Ok(())
 }

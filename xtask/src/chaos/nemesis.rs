@@ -1,0 +1,551 @@
+//! The nemesis: a seeded schedule of faults, and the task that injects and heals them.
+//!
+//! [`plan`] is a pure function of the seed, the cluster size and the active time, so a run's
+//! schedule can be repeated with `--seed`. Faults come one at a time, each held a few seconds
+//! and then healed, with a quiet gap before the next; one fault touches at most a minority of
+//! the members, so a majority is never lost for longer than a fault lasts. Who the "leader" is
+//! can only be known when the fault starts: the plan says "the leader" and the injector asks
+//! the members (Maintenance.Status).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use etcd_client::Client;
+use tokio::time::Instant;
+
+use super::proxy::{LinkFault, Links, Network};
+use crate::cluster::LocalCluster;
+use crate::stats::SplitMix64;
+
+/// Which members a fault hits: `members` (a minority, chosen by the plan), with the first one
+/// replaced by the leader when `leader` is set and the leader is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Victims {
+    pub leader: bool,
+    pub members: Vec<usize>,
+}
+
+impl Victims {
+    pub fn resolve(&self, leader: Option<usize>) -> Vec<usize> {
+        let mut chosen = self.members.clone();
+        if self.leader
+            && let Some(leader) = leader
+            && !chosen.contains(&leader)
+            && let Some(first) = chosen.first_mut()
+        {
+            *first = leader;
+        }
+        chosen.sort_unstable();
+        chosen
+    }
+}
+
+/// One kind of fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, then restart with the same data dir when healed.
+    Kill(Victims),
+    /// SIGSTOP, then SIGCONT.
+    Pause(Victims),
+    /// Blackhole every link between the victims and the rest.
+    Isolate(Victims),
+    /// Latency on the victims' links to the rest, or on every link (`None`).
+    Delay {
+        victims: Option<Victims>,
+        latency: Duration,
+    },
+    /// Cut and refuse connections on the victims' links to the rest.
+    Drop(Victims),
+    /// Cut and refuse connections on one link.
+    DropLink(usize, usize),
+}
+
+impl Fault {
+    /// The name counted in the run's summary.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+            Fault::Isolate(_) => "isolate",
+            Fault::Delay { .. } => "delay",
+            Fault::Drop(_) | Fault::DropLink(..) => "drop",
+        }
+    }
+
+    fn aims_at_leader(&self) -> bool {
+        match self {
+            Fault::Kill(v) | Fault::Pause(v) | Fault::Isolate(v) | Fault::Drop(v) => v.leader,
+            Fault::Delay {
+                victims: Some(v), ..
+            } => v.leader,
+            Fault::Delay { victims: None, .. } | Fault::DropLink(..) => false,
+        }
+    }
+}
+
+/// A fault at `at` (since the start of the run), healed `hold` later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub at: Duration,
+    pub hold: Duration,
+    pub fault: Fault,
+}
+
+/// Before the first fault the clients and watchers get going.
+const FIRST_FAULT_AT: Duration = Duration::from_secs(2);
+
+fn millis_between(rng: &mut SplitMix64, low: u64, high: u64) -> Duration {
+    Duration::from_millis(low + rng.below(high - low + 1))
+}
+
+fn pick_victims(rng: &mut SplitMix64, members: usize) -> Victims {
+    let minority = (members - 1) / 2;
+    let count = 1 + rng.below(minority.max(1) as u64) as usize;
+    let mut pool: Vec<usize> = (0..members).collect();
+    let mut chosen = Vec::new();
+    for _ in 0..count {
+        chosen.push(pool.swap_remove(rng.below(pool.len() as u64) as usize));
+    }
+    Victims {
+        leader: rng.below(2) == 0,
+        members: chosen,
+    }
+}
+
+/// The faults of a run whose faults must all be healed `active` after its start.
+pub fn plan(members: usize, active: Duration, seed: u64) -> Vec<Step> {
+    let mut rng = SplitMix64::new(seed);
+    let mut steps = Vec::new();
+    if members < 3 {
+        // With fewer than three members any fault is a lost majority; nothing to inject.
+        return steps;
+    }
+    let mut at = FIRST_FAULT_AT;
+    loop {
+        let roll = rng.below(100);
+        let (fault, hold) = match roll {
+            0..25 => (
+                Fault::Kill(pick_victims(&mut rng, members)),
+                millis_between(&mut rng, 500, 4000),
+            ),
+            25..40 => (
+                Fault::Pause(pick_victims(&mut rng, members)),
+                millis_between(&mut rng, 500, 4000),
+            ),
+            40..60 => (
+                Fault::Isolate(pick_victims(&mut rng, members)),
+                millis_between(&mut rng, 1000, 5000),
+            ),
+            60..80 => {
+                let victims = (rng.below(2) == 0).then(|| pick_victims(&mut rng, members));
+                let latency = millis_between(&mut rng, 10, 250);
+                (
+                    Fault::Delay { victims, latency },
+                    millis_between(&mut rng, 1000, 6000),
+                )
+            }
+            _ => {
+                let fault = if rng.below(2) == 0 {
+                    Fault::Drop(pick_victims(&mut rng, members))
+                } else {
+                    let a = rng.below(members as u64) as usize;
+                    let b = (a + 1 + rng.below(members as u64 - 1) as usize) % members;
+                    Fault::DropLink(a.min(b), a.max(b))
+                };
+                (fault, millis_between(&mut rng, 500, 4000))
+            }
+        };
+        if at + hold > active {
+            break;
+        }
+        steps.push(Step { at, hold, fault });
+        at += hold + millis_between(&mut rng, 1000, 3000);
+    }
+    steps
+}
+
+/// What the nemesis did.
+#[derive(Debug, Default)]
+pub struct NemesisReport {
+    /// Faults injected, by kind.
+    pub injected: BTreeMap<&'static str, usize>,
+    /// Of those, how many hit the leader (when the plan aimed at it and it was known).
+    pub leader_hits: BTreeMap<&'static str, usize>,
+    /// Members that exited on their own: (name, exit status, log tail).
+    pub crashes: Vec<Crash>,
+    /// Faults that could not be injected or healed (a failed `kill`, restart, ...).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Crash {
+    pub member: String,
+    pub status: String,
+    pub at: Duration,
+    pub log_tail: String,
+}
+
+/// What the injector works with.
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<LocalCluster>>,
+    pub network: Arc<Network>,
+    /// Status clients, one per member, and each member's raft id (from Status).
+    pub status_clients: Vec<Client>,
+    pub member_ids: Vec<u64>,
+    pub started: Instant,
+    pub members: usize,
+    /// Prints the schedule as it happens.
+    pub verbose: bool,
+}
+
+/// The member most members name as leader right now.
+pub async fn find_leader(clients: &[Client], member_ids: &[u64]) -> Option<usize> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            tokio::time::timeout(Duration::from_millis(500), client.status())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|status| status.leader())
+        });
+    }
+    let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+    while let Some(answer) = tasks.join_next().await {
+        if let Ok(Some(leader)) = answer
+            && leader != 0
+        {
+            *votes.entry(leader).or_default() += 1;
+        }
+    }
+    let (leader, _) = votes.into_iter().max_by_key(|(_, count)| *count)?;
+    member_ids.iter().position(|id| *id == leader)
+}
+
+impl Nemesis {
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn say(&self, text: &str) {
+        if self.verbose {
+            println!("[{:7.1}s] nemesis: {text}", self.elapsed().as_secs_f64());
+        }
+    }
+
+    fn cluster(&self) -> std::sync::MutexGuard<'_, LocalCluster> {
+        // A panic while holding the lock cannot leave the cluster half-changed in a way that
+        // matters here: take it anyway.
+        self.cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reports members that exited on their own and starts them again so the run goes on.
+    fn collect_crashes(&self, report: &mut NemesisReport) {
+        let mut cluster = self.cluster();
+        let layout = cluster.layout();
+        for (name, status) in cluster.exited() {
+            let Some(index) = layout.iter().position(|m| m.name == name) else {
+                continue;
+            };
+            let log = std::fs::read_to_string(&layout[index].log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let log_tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            if self.verbose {
+                println!(
+                    "[{:7.1}s] member {name} EXITED ON ITS OWN ({status}); restarting it",
+                    self.elapsed().as_secs_f64()
+                );
+            }
+            report.crashes.push(Crash {
+                member: name,
+                status,
+                at: self.elapsed(),
+                log_tail,
+            });
+            self.network.set_pid(index, None);
+            match cluster.restart(index) {
+                Ok(pid) => self.network.set_pid(index, Some(pid)),
+                Err(e) => report.errors.push(format!("restart after crash: {e:#}")),
+            }
+        }
+    }
+
+    /// Sleeps until `until` (since the start), watching for crashes meanwhile.
+    async fn wait_until(&self, until: Duration, report: &mut NemesisReport) {
+        loop {
+            self.collect_crashes(report);
+            let now = self.elapsed();
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep((until - now).min(Duration::from_millis(200))).await;
+        }
+    }
+
+    /// Runs the plan, then heals everything; returns at `end` (since the start) at the latest
+    /// after the last heal.
+    pub async fn run(&self, steps: &[Step], end: Duration) -> NemesisReport {
+        let mut report = NemesisReport::default();
+        for step in steps {
+            self.wait_until(step.at, &mut report).await;
+            let leader = if step.fault.aims_at_leader() {
+                find_leader(&self.status_clients, &self.member_ids).await
+            } else {
+                None
+            };
+            let kind = step.fault.kind();
+            match self.inject(&step.fault, leader) {
+                Ok(description) => {
+                    *report.injected.entry(kind).or_default() += 1;
+                    if step.fault.aims_at_leader() && leader.is_some() {
+                        *report.leader_hits.entry(kind).or_default() += 1;
+                    }
+                    self.say(&format!(
+                        "{description} for {:.1}s",
+                        step.hold.as_secs_f64()
+                    ));
+                }
+                Err(e) => report.errors.push(format!("inject {kind}: {e:#}")),
+            }
+            let heal_at = self.elapsed() + step.hold;
+            self.wait_until(heal_at, &mut report).await;
+            self.heal(&mut report).await;
+        }
+        self.wait_until(end, &mut report).await;
+        self.heal(&mut report).await;
+        report
+    }
+
+    fn name(&self, member: usize) -> String {
+        format!("m{member}")
+    }
+
+    fn names(&self, members: &[usize]) -> String {
+        members
+            .iter()
+            .map(|m| self.name(*m))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn inject(&self, fault: &Fault, leader: Option<usize>) -> Result<String> {
+        let leader_note = |victims: &[usize]| match leader {
+            Some(l) if victims.contains(&l) => " (leader)".to_string(),
+            _ => String::new(),
+        };
+        Ok(match fault {
+            Fault::Kill(victims) => {
+                let chosen = victims.resolve(leader);
+                let mut cluster = self.cluster();
+                for &member in &chosen {
+                    cluster.kill(member)?;
+                    self.network.set_pid(member, None);
+                }
+                format!("kill -9 {}{}", self.names(&chosen), leader_note(&chosen))
+            }
+            Fault::Pause(victims) => {
+                let chosen = victims.resolve(leader);
+                let mut cluster = self.cluster();
+                for &member in &chosen {
+                    cluster.pause(member)?;
+                }
+                format!("SIGSTOP {}{}", self.names(&chosen), leader_note(&chosen))
+            }
+            Fault::Isolate(victims) => {
+                let chosen = victims.resolve(leader);
+                self.network
+                    .set_links(Links::around(&chosen, self.members, LinkFault::Blackhole));
+                format!("blackhole {}{}", self.names(&chosen), leader_note(&chosen))
+            }
+            Fault::Delay { victims, latency } => match victims {
+                Some(victims) => {
+                    let chosen = victims.resolve(leader);
+                    self.network.set_links(Links::around(
+                        &chosen,
+                        self.members,
+                        LinkFault::Delay(*latency),
+                    ));
+                    format!(
+                        "delay {latency:?} on the links of {}{}",
+                        self.names(&chosen),
+                        leader_note(&chosen)
+                    )
+                }
+                None => {
+                    self.network
+                        .set_links(Links::all(self.members, LinkFault::Delay(*latency)));
+                    format!("delay {latency:?} on every link")
+                }
+            },
+            Fault::Drop(victims) => {
+                let chosen = victims.resolve(leader);
+                self.network
+                    .set_links(Links::around(&chosen, self.members, LinkFault::Drop));
+                format!(
+                    "drop connections of {}{}",
+                    self.names(&chosen),
+                    leader_note(&chosen)
+                )
+            }
+            Fault::DropLink(a, b) => {
+                let mut links = Links::default();
+                links.set(*a, *b, LinkFault::Drop);
+                self.network.set_links(links);
+                format!(
+                    "drop connections between {} and {}",
+                    self.name(*a),
+                    self.name(*b)
+                )
+            }
+        })
+    }
+
+    /// Undoes whatever is broken: links healed, paused members resumed, killed members
+    /// restarted (and waited for until they accept clients again).
+    pub async fn heal(&self, report: &mut NemesisReport) {
+        self.network.heal();
+        let mut restarted = Vec::new();
+        {
+            let mut cluster = self.cluster();
+            for member in 0..self.members {
+                if cluster.is_paused(member) {
+                    if let Err(e) = cluster.resume(member) {
+                        report.errors.push(format!("resume: {e:#}"));
+                    }
+                } else if cluster.pid(member).is_none() {
+                    match cluster.restart(member) {
+                        Ok(pid) => {
+                            self.network.set_pid(member, Some(pid));
+                            restarted.push(member);
+                        }
+                        Err(e) => report.errors.push(format!("restart: {e:#}")),
+                    }
+                }
+            }
+        }
+        if !restarted.is_empty() {
+            self.say(&format!("restarted {}", self.names(&restarted)));
+        }
+        let layout = self.cluster().layout();
+        for member in restarted {
+            let port = layout[member].client_port;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                if Instant::now() > deadline {
+                    report.errors.push(format!(
+                        "{} did not accept clients within 30s of its restart",
+                        self.name(member)
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn victims_of(fault: &Fault) -> Option<&Victims> {
+        match fault {
+            Fault::Kill(v) | Fault::Pause(v) | Fault::Isolate(v) | Fault::Drop(v) => Some(v),
+            Fault::Delay { victims, .. } => victims.as_ref(),
+            Fault::DropLink(..) => None,
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_plan() {
+        let active = Duration::from_secs(100);
+        assert_eq!(plan(3, active, 7), plan(3, active, 7));
+        assert_ne!(plan(3, active, 7), plan(3, active, 8));
+    }
+
+    #[test]
+    fn faults_come_one_at_a_time_and_end_before_the_quiet_period() {
+        for seed in 0..200 {
+            for members in [3, 5] {
+                let active = Duration::from_secs(60);
+                let steps = plan(members, active, seed);
+                assert!(steps.len() >= 5, "seed {seed}: only {} faults", steps.len());
+                let mut free_from = Duration::ZERO;
+                for step in &steps {
+                    assert!(step.at >= free_from, "seed {seed}: overlapping faults");
+                    assert!(step.at + step.hold <= active);
+                    free_from = step.at + step.hold + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_fault_hits_a_minority_of_distinct_members() {
+        for seed in 0..200 {
+            for members in [3, 5] {
+                for step in plan(members, Duration::from_secs(60), seed) {
+                    if let Fault::DropLink(a, b) = step.fault {
+                        assert!(a < b && b < members);
+                    }
+                    let Some(victims) = victims_of(&step.fault) else {
+                        continue;
+                    };
+                    for leader in [None, Some(0), Some(members - 1)] {
+                        let chosen = victims.resolve(leader);
+                        let mut distinct = chosen.clone();
+                        distinct.dedup();
+                        assert_eq!(distinct, chosen, "seed {seed}");
+                        assert!(!chosen.is_empty() && chosen.len() <= (members - 1) / 2);
+                        assert!(chosen.iter().all(|m| *m < members));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_of_fault_is_planned() {
+        let steps = plan(5, Duration::from_secs(600), 1);
+        for kind in ["kill", "pause", "isolate", "delay", "drop"] {
+            assert!(steps.iter().any(|s| s.fault.kind() == kind), "no {kind}");
+        }
+        assert!(steps.iter().any(|s| s.fault.aims_at_leader()));
+        // Five members lose two at once sometimes.
+        assert!(
+            steps
+                .iter()
+                .filter_map(|s| victims_of(&s.fault))
+                .any(|v| v.members.len() == 2)
+        );
+    }
+
+    #[test]
+    fn the_leader_replaces_a_planned_victim() {
+        let victims = Victims {
+            leader: true,
+            members: vec![1, 4],
+        };
+        assert_eq!(victims.resolve(Some(2)), vec![2, 4]);
+        assert_eq!(victims.resolve(Some(4)), vec![1, 4], "already chosen");
+        assert_eq!(victims.resolve(None), vec![1, 4], "leader unknown");
+        let not_leader = Victims {
+            leader: false,
+            members: vec![1],
+        };
+        assert_eq!(not_leader.resolve(Some(2)), vec![1]);
+    }
+
+    #[test]
+    fn small_clusters_get_no_faults() {
+        assert!(plan(1, Duration::from_secs(60), 1).is_empty());
+    }
+}
