@@ -567,6 +567,94 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The process state letter of /proc/<pid>/stat (`T` when stopped).
+    fn process_state(pid: u32) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let (_, after_comm) = stat.rsplit_once(')').unwrap();
+        after_comm.trim_start().chars().next().unwrap()
+    }
+
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn kill_restart_pause_resume() {
+        let dir = std::env::temp_dir().join(format!("xtask-faults-test-{}", std::process::id()));
+        let layout = ephemeral_layout(2, &dir).unwrap();
+        let mut cluster =
+            LocalCluster::spawn(Path::new("/bin/sh"), &layout, term_recording_member).unwrap();
+        // SIGTERM before a member's trap is set would kill the shell outright.
+        wait_for("m1 ready", || {
+            std::fs::read_to_string(&layout[1].log_path)
+                .unwrap_or_default()
+                .contains("ready")
+        });
+        let first = cluster.pid(0).unwrap();
+        cluster.kill(0).unwrap();
+        assert_eq!(cluster.pid(0), None);
+        assert!(cluster.exited().is_empty(), "a kill is not a crash");
+        assert!(cluster.kill(0).is_err(), "nothing left to kill");
+        let second = cluster.restart(0).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(cluster.pid(0), Some(second));
+        assert!(cluster.restart(0).is_err(), "already running");
+        // The restarted member appends to the same log, with the same command line.
+        wait_for("the restarted member's ready line", || {
+            std::fs::read_to_string(&layout[0].log_path)
+                .unwrap_or_default()
+                .matches("ready")
+                .count()
+                == 2
+        });
+
+        let paused = cluster.pid(1).unwrap();
+        cluster.pause(1).unwrap();
+        assert!(cluster.is_paused(1));
+        wait_for("SIGSTOP", || process_state(paused) == 'T');
+        cluster.resume(1).unwrap();
+        assert!(!cluster.is_paused(1));
+        wait_for("SIGCONT", || process_state(paused) != 'T');
+
+        // A paused member still stops on SIGTERM (stop resumes it).
+        cluster.pause(1).unwrap();
+        wait_for("SIGSTOP", || process_state(paused) == 'T');
+        let outcomes = cluster.stop();
+        assert_eq!(
+            outcomes,
+            [
+                ("m0".to_string(), "exit status: 0".to_string()),
+                ("m1".to_string(), "exit status: 0".to_string())
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn advertised_peer_urls_may_differ_from_the_listener() {
+        let mut layout = procfile_layout(2, 2379, Path::new("/d")).unwrap();
+        layout[1].advertised_peer_port = 40000;
+        let args = member_args(Flavor::Etcd, &layout[1], &layout);
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|i| args[i + 1].as_str())
+        };
+        assert_eq!(value("--listen-peer-urls"), Some("http://127.0.0.1:12380"));
+        assert_eq!(
+            value("--initial-advertise-peer-urls"),
+            Some("http://127.0.0.1:40000")
+        );
+        assert_eq!(
+            value("--initial-cluster"),
+            Some("m0=http://127.0.0.1:2380,m1=http://127.0.0.1:40000")
+        );
+    }
+
     #[test]
     fn missing_binaries_say_how_to_get_them() {
         let layout = ephemeral_layout(1, Path::new("/nonexistent")).unwrap();

@@ -144,7 +144,7 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
 
     let listeners = proxy::bind(config.members)?;
     let mut layout = cluster::ephemeral_layout(config.members, &config.data_dir)?;
-    let network = Network::new(config.members);
+    let network = Network::new(config.members, true);
     for ((member, listener), index) in layout.iter_mut().zip(listeners).zip(0..) {
         member.advertised_peer_port = listener.local_addr()?.port();
         let upstream = SocketAddr::from(([127, 0, 0, 1], member.peer_port));

@@ -106,14 +106,17 @@ pub struct Network {
     /// Each member's pid while it runs: how a dialer is recognised.
     pids: RwLock<Vec<Option<u32>>>,
     pub stats: ProxyStats,
+    /// Prints connections whose dialer is unknown.
+    verbose: bool,
 }
 
 impl Network {
-    pub fn new(members: usize) -> Arc<Network> {
+    pub fn new(members: usize, verbose: bool) -> Arc<Network> {
         Arc::new(Network {
             links: watch::Sender::new(Links::default()),
             pids: RwLock::new(vec![None; members]),
             stats: ProxyStats::default(),
+            verbose,
         })
     }
 
@@ -226,6 +229,9 @@ async fn serve(
     let dialer = find_dialer(from.port(), proxy_port, &network).await;
     if dialer.is_none() {
         network.stats.unidentified.fetch_add(1, Ordering::Relaxed);
+        if network.verbose {
+            println!("proxy: the connection from {from} to m{target} is not from a member");
+        }
     }
     let mut links = network.links.subscribe();
     let dropped = |links: &Links| Network::fault(links, dialer, target) == Some(LinkFault::Drop);
@@ -407,7 +413,7 @@ mod tests {
                 });
             }
         });
-        let network = Network::new(2);
+        let network = Network::new(2, false);
         network.set_pid(0, Some(std::process::id()));
         let listener = bind(1).unwrap().pop().unwrap();
         let port = listener.local_addr().unwrap().port();
