@@ -41,11 +41,15 @@
 //!   removed from the configuration goes inert ([`ReadyOutcome::removed`], pending
 //!   requests fail); a removed leader steps down first.
 //! - Snapshots: every `snapshot_interval` applied entries (default 10,000) the state
-//!   machine is serialised into [`LogStore::create_snapshot`] and the log compacted,
-//!   keeping `snapshot_catchup_entries` (default 5,000) for slow followers. Followers
-//!   further behind get a `MsgSnapshot`; the caller reports the transport outcome with
-//!   [`Node::report_snapshot`]. raft-rs refuses a snapshot whose configuration does not
-//!   list the receiver, so a leader takes a fresh snapshot when a new member needs one.
+//!   machine checkpoints ([`StateMachine::checkpoint`]: serialised into
+//!   [`LogStore::create_snapshot`], or made durable in place, leaving a
+//!   [`CHECKPOINT_PLACEHOLDER`] there) and the log is compacted, keeping
+//!   `snapshot_catchup_entries` (default 5,000) for slow followers. Followers further
+//!   behind get a `MsgSnapshot` (built from a placeholder, it is the state machine
+//!   serialised when it is sent, at the applied index); the caller reports the transport
+//!   outcome with [`Node::report_snapshot`]. raft-rs refuses a snapshot whose
+//!   configuration does not list the receiver, so a leader takes a fresh snapshot when a
+//!   new member needs one.
 //! - Leader transfer ([`Node::transfer_leader`]).
 //! - [`codec`]: raft's `eraftpb::Message` to and from bytes (protobuf 2), so transport
 //!   protos carry raft messages as opaque `bytes`.
@@ -138,7 +142,10 @@ mod wal;
 pub mod harness;
 
 pub use error::{BoxError, Error, ProposalError, ProposeError, ReadError, Result};
-pub use node::{Node, NodeConfig, Outbox, ReadyOutcome, Role, RoleChange, discard_logger};
+pub use node::{
+    CHECKPOINT_PLACEHOLDER, Node, NodeConfig, Outbox, ReadyOutcome, Role, RoleChange,
+    discard_logger,
+};
 pub use state_machine::{Committed, StateMachine};
 pub use store::{CrashSwitch, LogStore, MemLogStore, MemStoreError, SimulatedCrash};
 pub use tracking::{ProposalOutcome, ReadOutcome};

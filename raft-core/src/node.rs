@@ -4,7 +4,7 @@
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
-    Snapshot, SnapshotMetadata,
+    MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{GetEntriesContext, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use slog::Logger;
@@ -216,6 +216,12 @@ fn context_id(context: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(context).ok().map(u64::from_be_bytes)
 }
 
+/// The data the log store keeps for a local snapshot when the state machine
+/// checkpointed itself ([`StateMachine::checkpoint`] returned `None`): the state lives in
+/// the state machine, and a leader serialises it only when it sends a snapshot.
+pub const CHECKPOINT_PLACEHOLDER: &[u8] =
+    b"\0concord-raft-core checkpoint: the state machine holds the data";
+
 /// A logger that drops everything (raft-rs needs one).
 pub fn discard_logger() -> Logger {
     Logger::root(slog::Discard, slog::o!())
@@ -271,6 +277,13 @@ impl<S: LogStore> Node<S> {
                 )));
             }
             let data = snapshot.take_data();
+            if data.as_ref() == CHECKPOINT_PLACEHOLDER {
+                return Err(Error::Inconsistent(format!(
+                    "state machine applied {applied}, but it had made index {} durable \
+                     before the log was compacted behind it: its durable state was lost",
+                    snapshot.get_metadata().index
+                )));
+            }
             sm.restore(snapshot.get_metadata(), &data).map_err(sm_err)?;
             applied = snapshot.get_metadata().index;
         }
@@ -548,8 +561,9 @@ impl<S: LogStore> Node<S> {
             let mut ready = self.raw.ready();
 
             // 1. early messages
-            let messages = ready.take_messages();
+            let mut messages = ready.take_messages();
             if !messages.is_empty() {
+                self.fill_checkpoint_snapshots(&mut messages, sm)?;
                 out.send(messages);
             }
 
@@ -571,8 +585,9 @@ impl<S: LogStore> Node<S> {
             }
 
             // 4. messages allowed only after the fsync
-            let persisted = ready.take_persisted_messages();
+            let mut persisted = ready.take_persisted_messages();
             if !persisted.is_empty() {
+                self.fill_checkpoint_snapshots(&mut persisted, sm)?;
                 out.send(persisted);
             }
 
@@ -582,8 +597,9 @@ impl<S: LogStore> Node<S> {
 
             // 6. advance + light ready
             let mut light = self.raw.advance_append(ready);
-            let messages = light.take_messages();
+            let mut messages = light.take_messages();
             if !messages.is_empty() {
+                self.fill_checkpoint_snapshots(&mut messages, sm)?;
                 out.send(messages);
             }
             let committed = light.take_committed_entries();
@@ -614,6 +630,40 @@ impl<S: LogStore> Node<S> {
         self.maybe_start_read_round();
         outcome.applied_index = self.applied;
         Ok(outcome)
+    }
+
+    /// A `MsgSnapshot` built from a checkpoint carries no state: serialise the state
+    /// machine now and describe the snapshot at the applied index, with the configuration
+    /// as applied (the state machine cannot go back to the checkpoint's index). The
+    /// follower answers with that index, which is at or past the one raft asked for.
+    fn fill_checkpoint_snapshots(
+        &mut self,
+        messages: &mut [Message],
+        sm: &mut impl StateMachine,
+    ) -> Result<()> {
+        let mut fresh: Option<Snapshot> = None;
+        for message in messages.iter_mut() {
+            if message.get_msg_type() != MessageType::MsgSnapshot
+                || message.get_snapshot().get_data() != CHECKPOINT_PLACEHOLDER
+            {
+                continue;
+            }
+            let snapshot = match &fresh {
+                Some(snapshot) => snapshot.clone(),
+                None => {
+                    let mut snapshot = Snapshot::default();
+                    let meta = snapshot.mut_metadata();
+                    meta.index = self.applied;
+                    meta.term = self.raw.raft.raft_log.term(self.applied)?;
+                    meta.set_conf_state(self.conf_state());
+                    snapshot.data = sm.snapshot().map_err(sm_err)?.into();
+                    fresh = Some(snapshot.clone());
+                    snapshot
+                }
+            };
+            message.set_snapshot(snapshot);
+        }
+        Ok(())
     }
 
     /// This member is no longer in the configuration: every pending request gets its
@@ -816,7 +866,10 @@ impl<S: LogStore> Node<S> {
             return Ok(());
         }
         let index = self.applied;
-        let data = sm.snapshot().map_err(sm_err)?;
+        let data = sm
+            .checkpoint()
+            .map_err(sm_err)?
+            .unwrap_or_else(|| CHECKPOINT_PLACEHOLDER.to_vec());
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
         // The commit index is persisted lazily (the LightReady's is not), but a store
         // may insist that a snapshot covers only entries it knows are committed. All

@@ -77,6 +77,13 @@ impl Committed {
 ///   the latest conf change is re-delivered, onto a configuration that already contains
 ///   it (where re-applying it is a no-op or is refused, leaving it unchanged).
 /// - `snapshot` serialises the state at `applied_index()`.
+/// - Every `snapshot_interval` applied entries the node takes a local snapshot and
+///   compacts the log behind it. What it keeps in the log store comes from
+///   [`StateMachine::checkpoint`]: by default the serialised state (`snapshot`), which
+///   costs a full copy of the state each time. A state machine that is its own durable
+///   copy (a database) makes its state durable instead and returns `None`: the log store
+///   then keeps only the snapshot's metadata, and a follower that needs a snapshot gets
+///   one serialised by `snapshot` when it is sent, at the applied index of that moment.
 /// - `restore` replaces the whole state by a snapshot's (from the leader, or at start-up
 ///   when the log was compacted past the durable applied index). Empty `data` means the
 ///   empty initial state (the bootstrap snapshot carries no data).
@@ -90,6 +97,17 @@ pub trait StateMachine {
     /// Serialise the current state.
     fn snapshot(&mut self) -> Result<Vec<u8>, BoxError>;
 
+    /// A local snapshot is due at `applied_index()` and the log will be compacted behind
+    /// it. Return the data the log store keeps for it (`Some`, the default: the
+    /// serialised state), or make the state at `applied_index()` durable and return
+    /// `None` (see the trait doc). After `None`, losing any of that state is corruption:
+    /// the entries to rebuild it may be gone.
+    fn checkpoint(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        self.snapshot().map(Some)
+    }
+
     /// Replace the state by a snapshot's; afterwards `applied_index() == meta.index`.
+    /// `data` is always what `snapshot` produced (or empty, see the trait doc), never
+    /// the placeholder of a checkpoint.
     fn restore(&mut self, meta: &SnapshotMetadata, data: &[u8]) -> Result<(), BoxError>;
 }

@@ -52,6 +52,9 @@ pub struct TestStateMachine {
     flush_every: u64,
     batches_since_flush: u64,
     durable_applied: u64,
+    /// Checkpoint in place (flush, keep no data in the log store) instead of handing
+    /// the serialised state to the log store at each local snapshot.
+    checkpoints_in_place: bool,
 }
 
 /// The error the test state machine returns when its crash switch trips.
@@ -88,6 +91,15 @@ impl TestStateMachine {
         self.applied_ids.retain(|_, index| *index <= durable);
         self.applied = durable;
         self.batches_since_flush = 0;
+    }
+
+    /// A state machine that checkpoints in place: it flushes at each local snapshot and
+    /// leaves no data in the log store (see [`StateMachine::checkpoint`]).
+    pub fn checkpointing() -> Self {
+        TestStateMachine {
+            checkpoints_in_place: true,
+            ..Default::default()
+        }
     }
 
     /// How many snapshots were restored into this state machine.
@@ -163,6 +175,16 @@ impl StateMachine for TestStateMachine {
             out.extend_from_slice(&index.to_be_bytes());
         }
         Ok(out)
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        if !self.checkpoints_in_place {
+            return self.snapshot().map(Some);
+        }
+        self.crash.check()?;
+        self.durable_applied = self.applied;
+        self.batches_since_flush = 0;
+        Ok(None)
     }
 
     fn restore(&mut self, meta: &SnapshotMetadata, data: &[u8]) -> Result<(), BoxError> {
@@ -253,6 +275,9 @@ pub struct ClusterOptions {
     pub max_inflight_msgs: usize,
     /// Maximum bytes of committed entries per Ready.
     pub max_committed_size_per_ready: u64,
+    /// The state machines checkpoint in place ([`StateMachine::checkpoint`] returns
+    /// `None`), so leaders serialise them only when they send a snapshot.
+    pub checkpoints_in_place: bool,
 }
 
 impl Default for ClusterOptions {
@@ -266,6 +291,7 @@ impl Default for ClusterOptions {
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             max_committed_size_per_ready: 64 * 1024 * 1024,
+            checkpoints_in_place: false,
         }
     }
 }
@@ -390,6 +416,7 @@ impl<S: HarnessStore> Cluster<S> {
         let sm = TestStateMachine {
             crash: crash.clone(),
             flush_every: self.options.sm_flush_every,
+            checkpoints_in_place: self.options.checkpoints_in_place,
             ..Default::default()
         };
         self.members.insert(
@@ -1189,7 +1216,12 @@ impl<S: HarnessStore> Cluster<S> {
 /// [`MemLogStore`]s (small snapshot interval, so snapshots and compaction happen), then
 /// heal, restart everyone and check liveness. `Err` carries the first violation.
 pub fn random_schedule(seed: u64, voters: u64, steps: usize) -> Result<Stats, String> {
-    let mut cluster = Cluster::with_options(voters, seed, schedule_options());
+    let options = ClusterOptions {
+        // Half the seeds run state machines that checkpoint in place.
+        checkpoints_in_place: seed % 2 == 1,
+        ..schedule_options()
+    };
+    let mut cluster = Cluster::with_options(voters, seed, options);
     // Two spare processes that membership changes can add.
     cluster.add_process(voters + 1);
     cluster.add_process(voters + 2);

@@ -92,6 +92,37 @@ fn a_far_behind_follower_catches_up_by_snapshot() {
 }
 
 #[test]
+fn a_far_behind_follower_catches_up_from_a_leader_that_checkpoints_in_place() {
+    let options = ClusterOptions {
+        snapshot_interval: 20,
+        snapshot_catchup_entries: 5,
+        checkpoints_in_place: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = elected(3, 3, options);
+    c.crash(3);
+    propose_n(&mut c, 100);
+    c.run_ticks(2);
+    let leader_store = c.node(1).unwrap().store();
+    assert!(raft::Storage::first_index(leader_store).unwrap() > 50);
+    let kept = raft::Storage::snapshot(leader_store, 0, 3).unwrap();
+    assert_eq!(
+        kept.get_data(),
+        crate::CHECKPOINT_PLACEHOLDER,
+        "the log store keeps no copy of the state"
+    );
+    // More writes after the checkpoint: the snapshot sent is the state as applied when
+    // it leaves, past the checkpoint's index.
+    propose_n(&mut c, 3);
+    c.restart(3);
+    c.converge(200).unwrap();
+    let follower = c.sm(3).unwrap();
+    assert!(follower.restores() >= 2, "bootstrap + leader snapshot");
+    assert_eq!(follower.applied_ids().len(), 103);
+    assert!(c.stats.snapshots_restored >= 1);
+}
+
+#[test]
 fn membership_3_to_5_to_3_with_learner_promotion_while_proposals_flow() {
     let mut c = elected(3, 4, ClusterOptions::default());
     c.add_process(4);
@@ -439,6 +470,30 @@ mod single_member {
             crate::StateMachine::applied_index(&fresh)
         );
         assert!(node.applied_index() <= crate::StateMachine::applied_index(&sm));
+    }
+
+    #[test]
+    fn a_checkpointed_state_machine_that_lost_its_state_is_refused() {
+        let mut store = MemLogStore::new();
+        Node::bootstrap(&mut store, &[1]).unwrap();
+        let mut sm = TestStateMachine::checkpointing();
+        let mut node = Node::new(config(), store, &mut sm).unwrap();
+        node.campaign().unwrap();
+        drain(&mut node, &mut sm);
+        for id in 1..=30 {
+            node.propose(id, vec![id as u8]).unwrap();
+            drain(&mut node, &mut sm);
+        }
+        let store = node.into_store();
+        assert!(raft::Storage::first_index(&store).unwrap() > 20);
+        // The checkpoint promised the state was durable; a wiped state machine cannot be
+        // rebuilt from a compacted log.
+        let mut wiped = TestStateMachine::checkpointing();
+        let err = Node::new(config(), store, &mut wiped).unwrap_err();
+        assert!(
+            matches!(&err, Error::Inconsistent(m) if m.contains("durable state was lost")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -89,7 +89,10 @@ fn random_schedules_on_the_wal() {
         Err(_) => (20_000..20_005).collect(),
     };
     for seed in seeds {
-        let options = schedule_options();
+        let options = ClusterOptions {
+            checkpoints_in_place: seed % 2 == 1,
+            ..schedule_options()
+        };
         let (_dir, cluster) = wal_cluster(3, seed, options);
         if let Err(e) = run_schedule(cluster, 800) {
             panic!(
