@@ -225,6 +225,9 @@ impl Store {
     /// `Some(ResponseHeader { revision: current, ..Default::default() })`: the
     /// server fills in the other fields.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        if read::is_plain_point_get(req) {
+            return self.point_get(req);
+        }
         let plan = RangePlan::new(req)?;
         let fetch = BackendFetch(&self.kv);
         for _ in 0..READ_ATTEMPTS {
@@ -238,6 +241,34 @@ impl Store {
             };
             if let Some(kvs) = read::fetch_all(&fetch, &collected.revisions)? {
                 return Ok(read::finish(req, &plan, kvs, collected.count, current));
+            }
+        }
+        Err(Error::Corrupt(
+            "a revision listed by the key index is missing from the backend".into(),
+        ))
+    }
+
+    /// [`Store::range`] of one key without sorting or filters: the common get,
+    /// answered without the general path's lists, sorting and limits.
+    fn point_get(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let fetch = BackendFetch(&self.kv);
+        for _ in 0..READ_ATTEMPTS {
+            let (current, point) = {
+                let state = self.state.read();
+                let rev = read::read_revision(req.revision, state.current_rev, state.compact_rev)?;
+                (state.current_rev, state.index.visible(&req.key, rev))
+            };
+            let Some(point) = point else {
+                return Ok(read::point_response(None, 0, current));
+            };
+            if req.count_only {
+                return Ok(read::point_response(None, 1, current));
+            }
+            if let Some(mut kv) = fetch.fetch(point.revision())? {
+                if req.keys_only {
+                    kv.value = Vec::new();
+                }
+                return Ok(read::point_response(Some(kv), 1, current));
             }
         }
         Err(Error::Corrupt(
