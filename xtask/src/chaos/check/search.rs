@@ -1,0 +1,441 @@
+//! The linearizability search over one key: Lowe's just-in-time linearization, with a cache of
+//! visited configurations.
+//!
+//! Operations that certainly happened ("forced") are sorted by return time; the search walks
+//! their returns in that order. An operation is linearized only when it must be: when its own
+//! return is reached, preceded by any pending operations ordered before it. Any linearization
+//! can be rewritten into one of that shape (move every linearization point later, to just before
+//! the next return of an operation not yet linearized: that crosses only invocations, which
+//! changes no real-time constraint), so nothing is lost. A configuration is the index of the
+//! next return, the set of operations linearized ahead of their return (never more than the
+//! operations in flight), the model state and how far each class of optional operations has
+//! been used; configurations already seen are not explored again.
+//!
+//! Optional operations (they may or may not have taken effect, any time after their
+//! invocation) are of two sorts (see `lower`). Quiet writes, whose values nothing observes, go
+//! into two pools, puts and deletes; members of a pool are interchangeable, so a pool is used in
+//! invocation order (an exchange argument: with no deadlines, any assignment of members to
+//! points in the order can be rewritten to use the earliest invoked unused member at each
+//! point) and a counter replaces a bit per operation. A quiet write is applied only right before
+//! an operation that cannot be linearized without it (a read of absence, a failed
+//! compare-and-set, a delete that found the key, ...): placing it later, up to that operation, only
+//! removes constraints from the operations in between, which could not see its value anyway. Its
+//! other effects, the version it adds and the create revision it may change, only show in a
+//! later read of a later write's value; such a read asks for the quiet writes it needs, invoked
+//! before that write returned (`Absorbed`), and takes them from the pools then. That is what
+//! keeps a history with hundreds of unknown writes to a key from exploding the search. Every
+//! other optional operation is a class of its own, tried at every step (there are few).
+//!
+//! A configuration with fewer pool or class members used dominates one with more (everything
+//! the latter can do, the former can with earlier-invoked members), so it is pruned too.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::model::{Absorbed, Effect, Model, State};
+
+/// An operation that took effect, linearized somewhere in `invoke..=ret`.
+#[derive(Clone, Debug)]
+pub(super) struct Forced {
+    /// Where it came from (for messages; the search ignores it).
+    pub(super) source: usize,
+    pub(super) invoke: u64,
+    pub(super) ret: u64,
+    pub(super) effect: Effect,
+}
+
+/// Optional operations with the same effect; `invokes` sorted ascending.
+#[derive(Clone, Debug)]
+pub(super) struct Class {
+    pub(super) effect: Effect,
+    pub(super) invokes: Vec<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Problem {
+    pub(super) model: Model,
+    pub(super) initial: State,
+    /// Sorted by `(ret, invoke)`: index `i` returns at event `i`.
+    pub(super) forced: Vec<Forced>,
+    /// Invocation times of the quiet puts and of the quiet deletes.
+    pub(super) quiet_puts: Vec<u64>,
+    pub(super) quiet_deletes: Vec<u64>,
+    pub(super) classes: Vec<Class>,
+}
+
+const PUTS: usize = 0;
+const DELETES: usize = 1;
+const POOLS: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Linearizable,
+    /// No configuration got past the return of `forced[stuck_at]`.
+    NotLinearizable {
+        stuck_at: usize,
+    },
+    /// The search visited `budget` configurations without deciding.
+    Undecided,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Node {
+    event: u32,
+    /// Operations linearized before their return, sorted.
+    early: Vec<u32>,
+    state: State,
+}
+
+impl Problem {
+    /// Sorts `forced` into event order; callers may push in any order before searching.
+    pub(super) fn sort(&mut self) {
+        self.forced.sort_by_key(|op| (op.ret, op.invoke));
+        for class in &mut self.classes {
+            class.invokes.sort_unstable();
+        }
+        self.quiet_puts.sort_unstable();
+        self.quiet_deletes.sort_unstable();
+    }
+
+    fn pool(&self, pool: usize) -> &[u64] {
+        if pool == PUTS {
+            &self.quiet_puts
+        } else {
+            &self.quiet_deletes
+        }
+    }
+
+    /// `used` after taking what `absorbed` asks for, if the pools have it.
+    fn absorb(&self, used: &[u32], absorbed: Absorbed) -> Option<Box<[u32]>> {
+        let mut after: Box<[u32]> = used.into();
+        for (pool, wanted) in [(PUTS, absorbed.puts), (DELETES, absorbed.deletes)] {
+            if wanted == 0 {
+                continue;
+            }
+            let invoked_by = self
+                .pool(pool)
+                .partition_point(|&invoke| invoke <= absorbed.by);
+            after[pool] = after[pool].checked_add(wanted)?;
+            if after[pool] as usize > invoked_by {
+                return None;
+            }
+        }
+        Some(after)
+    }
+
+    /// The ways to linearize `op` now: directly, or, only when that is impossible, right after
+    /// one quiet write from a pool.
+    fn linearize(
+        &self,
+        state: &State,
+        used: &[u32],
+        op: &Forced,
+        now: u64,
+    ) -> Vec<(State, Box<[u32]>)> {
+        if let Some((next, absorbed)) = self.model.step(state, &op.effect, op.ret)
+            && let Some(used) = self.absorb(used, absorbed)
+        {
+            return vec![(next, used)];
+        }
+        let mut ways = Vec::new();
+        for (pool, effect) in [(PUTS, Effect::QuietPut), (DELETES, Effect::QuietDelete)] {
+            let next_member = used[pool] as usize;
+            if self
+                .pool(pool)
+                .get(next_member)
+                .is_none_or(|&invoke| invoke > now)
+            {
+                continue;
+            }
+            let Some((quiet, _)) = self.model.step(state, &effect, u64::MAX) else {
+                continue;
+            };
+            let mut more: Box<[u32]> = used.into();
+            more[pool] += 1;
+            if let Some((next, absorbed)) = self.model.step(&quiet, &op.effect, op.ret)
+                && let Some(more) = self.absorb(&more, absorbed)
+            {
+                ways.push((next, more));
+            }
+        }
+        ways
+    }
+
+    /// Whether some order of the operations is a history etcd could have produced, exploring at
+    /// most `budget` configurations.
+    pub(super) fn search(&self, budget: usize) -> Verdict {
+        self.search_counted(budget).0
+    }
+
+    /// [`Problem::search`], with the number of configurations it explored.
+    pub(super) fn search_counted(&self, budget: usize) -> (Verdict, usize) {
+        let count = self.forced.len();
+        let in_flight = self.in_flight();
+        let mut visited: HashMap<Node, Vec<Box<[u32]>>> = HashMap::new();
+        let mut stack: Vec<(Node, Box<[u32]>)> = Vec::new();
+        let mut explored = 0usize;
+        let mut deepest = 0usize;
+        let start = Node {
+            event: 0,
+            early: Vec::new(),
+            state: self.initial,
+        };
+        let mut offer = |node: Node,
+                         used: Box<[u32]>,
+                         stack: &mut Vec<(Node, Box<[u32]>)>,
+                         explored: &mut usize| {
+            match visited.entry(node.clone()) {
+                Entry::Occupied(mut seen) => {
+                    if seen.get().iter().any(|other| dominates(other, &used)) {
+                        return;
+                    }
+                    seen.get_mut().retain(|other| !dominates(&used, other));
+                    seen.get_mut().push(used.clone());
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(vec![used.clone()]);
+                }
+            }
+            *explored += 1;
+            stack.push((node, used));
+        };
+        offer(
+            start,
+            vec![0; POOLS + self.classes.len()].into_boxed_slice(),
+            &mut stack,
+            &mut explored,
+        );
+        while let Some((node, used)) = stack.pop() {
+            let event = node.event as usize;
+            if event == count {
+                return (Verdict::Linearizable, explored);
+            }
+            if explored > budget {
+                return (Verdict::Undecided, explored);
+            }
+            deepest = deepest.max(event);
+            if let Ok(position) = node.early.binary_search(&node.event) {
+                let mut early = node.early;
+                early.remove(position);
+                let next = Node {
+                    event: node.event + 1,
+                    early,
+                    state: node.state,
+                };
+                offer(next, used, &mut stack, &mut explored);
+                continue;
+            }
+            let now = self.forced[event].ret;
+            // Pushed in reverse order of preference: the stack pops the last first, and the
+            // likeliest way on is to linearize the returning operation itself.
+            for (index, class) in self.classes.iter().enumerate() {
+                let next_member = used[POOLS + index] as usize;
+                if class
+                    .invokes
+                    .get(next_member)
+                    .is_none_or(|&invoke| invoke > now)
+                {
+                    continue;
+                }
+                if let Some((state, _)) = self.model.step(&node.state, &class.effect, u64::MAX) {
+                    let mut more = used.clone();
+                    more[POOLS + index] += 1;
+                    let next = Node {
+                        event: node.event,
+                        early: node.early.clone(),
+                        state,
+                    };
+                    offer(next, more, &mut stack, &mut explored);
+                }
+            }
+            for &other in &in_flight[event] {
+                if other == node.event || node.early.binary_search(&other).is_ok() {
+                    continue;
+                }
+                let op = &self.forced[other as usize];
+                for (state, more) in self.linearize(&node.state, &used, op, now) {
+                    let mut early = node.early.clone();
+                    let position = early.binary_search(&other).unwrap_or_else(|p| p);
+                    early.insert(position, other);
+                    let next = Node {
+                        event: node.event,
+                        early,
+                        state,
+                    };
+                    offer(next, more, &mut stack, &mut explored);
+                }
+            }
+            for (state, more) in self.linearize(&node.state, &used, &self.forced[event], now) {
+                let next = Node {
+                    event: node.event + 1,
+                    early: node.early.clone(),
+                    state,
+                };
+                offer(next, more, &mut stack, &mut explored);
+            }
+        }
+        (Verdict::NotLinearizable { stuck_at: deepest }, explored)
+    }
+
+    /// For each event, the forced operations that can be linearized there: invoked by then and
+    /// not returned before it (itself included).
+    fn in_flight(&self) -> Vec<Vec<u32>> {
+        let mut by_invoke: Vec<u32> = (0..self.forced.len() as u32).collect();
+        by_invoke.sort_by_key(|&index| self.forced[index as usize].invoke);
+        let mut next_invoked = 0;
+        let mut current: Vec<u32> = Vec::new();
+        let mut result = Vec::with_capacity(self.forced.len());
+        for (event, op) in self.forced.iter().enumerate() {
+            while next_invoked < by_invoke.len()
+                && self.forced[by_invoke[next_invoked] as usize].invoke <= op.ret
+            {
+                current.push(by_invoke[next_invoked]);
+                next_invoked += 1;
+            }
+            current.retain(|&index| index as usize >= event);
+            result.push(current.clone());
+        }
+        result
+    }
+}
+
+/// `a` has used no more of any class than `b`.
+fn dominates(a: &[u32], b: &[u32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x <= y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::Val;
+    use super::*;
+
+    fn forced(invoke: u64, ret: u64, effect: Effect) -> Forced {
+        Forced {
+            source: 0,
+            invoke,
+            ret,
+            effect,
+        }
+    }
+
+    fn put(value: u32, rev: i64) -> Effect {
+        Effect::Put {
+            value: Val::id(value),
+            rev: Some(rev),
+        }
+    }
+
+    /// A read of `value` as written by a single put at revision `modified`.
+    fn get(value: Option<u32>, header: i64, modified: i64) -> Effect {
+        Effect::Get {
+            header,
+            kv: value.map(|value| super::super::model::Observed {
+                value,
+                create: modified,
+                modified,
+                version: 1,
+            }),
+        }
+    }
+
+    fn problem(forced: Vec<Forced>, quiet_puts: Vec<u64>) -> Problem {
+        let mut problem = Problem {
+            model: Model::default(),
+            initial: State::fresh(),
+            forced,
+            quiet_puts,
+            quiet_deletes: Vec::new(),
+            classes: Vec::new(),
+        };
+        problem.sort();
+        problem
+    }
+
+    #[test]
+    fn concurrent_write_may_be_ordered_before_a_read_that_returned_first() {
+        // put v1 (rev 2) in 0..10; get in 1..3 sees v1; put v2 (rev 3) in 4..6.
+        let p = problem(
+            vec![
+                forced(0, 10, put(1, 2)),
+                forced(1, 3, get(Some(1), 2, 2)),
+                forced(4, 6, put(2, 3)),
+            ],
+            vec![],
+        );
+        assert_eq!(p.search(1000), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn stale_read_is_stuck_at_the_read() {
+        let p = problem(
+            vec![
+                forced(0, 1, put(1, 2)),
+                forced(2, 3, put(2, 3)),
+                forced(4, 5, get(Some(1), 3, 2)),
+            ],
+            vec![],
+        );
+        assert_eq!(p.search(1000), Verdict::NotLinearizable { stuck_at: 2 });
+    }
+
+    #[test]
+    fn quiet_writes_count_only_if_invoked_before_the_write_they_precede() {
+        // The read of version 2 needs one quiet put before the acknowledged one.
+        let read = Effect::Get {
+            header: 9,
+            kv: Some(super::super::model::Observed {
+                value: 1,
+                create: 3,
+                modified: 9,
+                version: 2,
+            }),
+        };
+        let early = problem(vec![forced(6, 7, put(1, 9)), forced(8, 9, read)], vec![5]);
+        assert_eq!(early.search(1000), Verdict::Linearizable);
+        let late = problem(vec![forced(2, 3, put(1, 9)), forced(8, 9, read)], vec![5]);
+        assert_eq!(late.search(1000), Verdict::NotLinearizable { stuck_at: 1 });
+        let used_up = problem(
+            vec![
+                forced(6, 7, put(1, 9)),
+                forced(8, 9, read),
+                // A delete that found the key needs it present: the one quiet put is gone.
+                forced(10, 11, Effect::Delete { rev: Some(10) }),
+                forced(12, 13, Effect::Delete { rev: Some(11) }),
+            ],
+            vec![5],
+        );
+        assert_eq!(
+            used_up.search(1000),
+            Verdict::NotLinearizable { stuck_at: 3 }
+        );
+    }
+
+    #[test]
+    fn quiet_writes_are_applied_where_an_operation_needs_them() {
+        // Absent after an acknowledged put: a quiet delete invoked in time explains it.
+        let read_absent = Effect::Get {
+            header: 4,
+            kv: None,
+        };
+        let mut p = problem(
+            vec![forced(0, 1, put(1, 3)), forced(5, 6, read_absent)],
+            vec![],
+        );
+        p.quiet_deletes = vec![4];
+        assert_eq!(p.search(1000), Verdict::Linearizable);
+        p.quiet_deletes = vec![7];
+        p.sort();
+        assert_eq!(p.search(1000), Verdict::NotLinearizable { stuck_at: 1 });
+    }
+
+    #[test]
+    fn budget_exhaustion_is_undecided() {
+        // Twenty concurrent reads can be ordered in any way; the last read of a value nobody
+        // wrote makes the search try them all.
+        let ops = (0..20)
+            .map(|i| forced(0, 100 + i, get(None, 5, 0)))
+            .chain([forced(150, 151, get(Some(7), 5, 2))])
+            .collect();
+        assert_eq!(problem(ops, vec![]).search(500), Verdict::Undecided);
+    }
+}
