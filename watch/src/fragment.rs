@@ -1,35 +1,26 @@
 //! Splitting one watch response whose events exceed the size limit into fragments, as
 //! etcd's `sendFragments` does for watchers created with `fragment = true`.
 
-use concord_proto::etcdserverpb::WatchResponse;
-use concord_proto::mvccpb::Event;
-use prost::Message;
-
-/// `WatchResponse.events` is field 11.
-const EVENTS_FIELD: u32 = 11;
-
-/// Bytes one event adds to an encoded `WatchResponse`.
-pub fn event_field_len(event: &Event) -> usize {
-    prost::encoding::message::encoded_len(EVENTS_FIELD, event)
-}
+use crate::wire::{Outgoing, WireEvent};
 
 /// etcd's fragmenting: a response under `max_bytes`, or with fewer than two events,
 /// goes whole; otherwise it is cut into pieces that each stay under `max_bytes` (but
 /// hold at least one event), every piece but the last flagged `fragment`. The client
-/// joins them back into one response.
-pub fn fragment(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
-    if response.events.len() < 2 || response.encoded_len() < max_bytes {
+/// joins them back into one response. Sizes count the header as the registry knows it
+/// (revision only), as etcd counts its response before the gRPC layer frames it.
+pub fn fragment(response: Outgoing, max_bytes: usize) -> Vec<Outgoing> {
+    if response.events.len() < 2 || response.encoded_len(&response.header()) < max_bytes {
         return vec![response];
     }
     let mut template = response;
     let events = std::mem::take(&mut template.events);
     template.fragment = true;
-    let base = template.encoded_len();
+    let base = template.encoded_len(&template.header());
     let mut pieces = Vec::new();
     let mut current = Vec::new();
     let mut size = base;
     for event in events {
-        let len = event_field_len(&event);
+        let len = event.field_len();
         if !current.is_empty() && size + len >= max_bytes {
             pieces.push(std::mem::take(&mut current));
             size = base;
@@ -42,7 +33,7 @@ pub fn fragment(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse>
     pieces
         .into_iter()
         .enumerate()
-        .map(|(n, events)| WatchResponse {
+        .map(|(n, events): (usize, Vec<WireEvent>)| Outgoing {
             events,
             fragment: n + 1 < count,
             ..template.clone()
@@ -53,10 +44,10 @@ pub fn fragment(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_proto::mvccpb::KeyValue;
+    use concord_proto::mvccpb::{Event, KeyValue};
 
-    fn event(n: usize, value_len: usize) -> Event {
-        Event {
+    fn event(n: usize, value_len: usize) -> WireEvent {
+        let event = Event {
             r#type: 0,
             kv: Some(KeyValue {
                 key: format!("k{n}").into_bytes(),
@@ -65,11 +56,13 @@ mod tests {
                 ..Default::default()
             }),
             prev_kv: None,
-        }
+        };
+        WireEvent::encode(&event, false)
     }
 
-    fn response(events: Vec<Event>) -> WatchResponse {
-        WatchResponse {
+    fn response(events: Vec<WireEvent>) -> Outgoing {
+        Outgoing {
+            revision: 5,
             watch_id: 3,
             events,
             ..Default::default()
@@ -86,19 +79,16 @@ mod tests {
 
     #[test]
     fn large_responses_split_under_the_limit_and_rejoin_in_order() {
-        let events: Vec<Event> = (0..50).map(|n| event(n, 100)).collect();
+        let events: Vec<WireEvent> = (0..50).map(|n| event(n, 100)).collect();
         let pieces = fragment(response(events.clone()), 1000);
         assert!(pieces.len() > 5);
         for (n, piece) in pieces.iter().enumerate() {
             assert_eq!(piece.fragment, n + 1 < pieces.len());
             assert_eq!(piece.watch_id, 3);
-            assert!(
-                piece.encoded_len() < 1000,
-                "piece {n} is {}",
-                piece.encoded_len()
-            );
+            let len = piece.encoded_len(&piece.header());
+            assert!(len < 1000, "piece {n} is {len}");
         }
-        let joined: Vec<Event> = pieces.into_iter().flat_map(|p| p.events).collect();
+        let joined: Vec<WireEvent> = pieces.into_iter().flat_map(|p| p.events).collect();
         assert_eq!(joined, events);
     }
 

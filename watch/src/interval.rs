@@ -14,7 +14,7 @@ use std::hash::Hash;
 
 /// The exclusive upper bound of a range; `Unbounded` is etcd's "every key from `key` on"
 /// (`range_end = "\0"`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum End {
     Before(Vec<u8>),
     Unbounded,

@@ -4,12 +4,17 @@
 //!
 //! Owned here:
 //! - [`Registry`]: every watcher of a member. Streams ([`Registry::open_stream`]) own
-//!   watchers and a queue of outgoing [`WatchResponse`]s that the server drains
-//!   ([`Registry::drain`]) when the stream's [`StreamWaker`] fires. Headers carry only
-//!   `revision`; the server fills in cluster, member and term.
+//!   watchers and a queue of [`Outgoing`] responses that the server drains
+//!   ([`Registry::drain_into`]) when the stream's [`StreamWaker`] fires. Headers carry
+//!   only `revision`; the server fills in cluster, member and term as it encodes them
+//!   ([`Outgoing::encode`]). [`Registry::drain`] gives them as [`WatchResponse`]s.
+//! - Encoding once ([`wire`]): a published event is encoded when the first watcher
+//!   takes it and its bytes are shared by every other one; per watcher, fan-out costs
+//!   a reference count and a queue entry, not a copy of the event.
 //! - Matching: synced single-key watchers sit in a hash map, range watchers in an
-//!   [`interval::IntervalIndex`]; each published event costs a lookup and a stabbing
-//!   query, not a scan of all watchers.
+//!   [`interval::IntervalIndex`], watchers of the same key or range grouped under one
+//!   entry; each published event costs a lookup and a stabbing query over the distinct
+//!   keys and ranges, not a scan of all watchers.
 //! - Synced / unsynced: a watcher that starts at or below the published revision, or
 //!   whose stream's queue is full when its events come, is unsynced. The server takes
 //!   [`CatchUpTask`]s ([`Registry::take_catch_up`]), reads history outside its lock
@@ -52,12 +57,15 @@ mod error;
 mod fragment;
 pub mod interval;
 mod registry;
+mod synced;
+pub mod wire;
 
 pub use error::Error;
-pub use fragment::{event_field_len, fragment};
+pub use fragment::fragment;
 pub use registry::{
     CatchUpOutcome, CatchUpTask, Counts, History, Limits, Registry, StreamId, StreamWaker,
 };
+pub use wire::{Outgoing, WireEvent};
 
 pub use concord_proto::etcdserverpb::WatchResponse;
 

@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use concord_proto::etcdserverpb::{
-    RangeRequest, ResponseHeader, WatchCreateRequest, WatchResponse,
-};
+use concord_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchResponse};
 use concord_proto::mvccpb::{Event, KeyValue, event::EventType};
 
 use crate::error::Error;
-use crate::fragment::{event_field_len, fragment};
-use crate::interval::{End, IntervalIndex};
+use crate::fragment::fragment;
+use crate::interval::End;
+use crate::synced::SyncedIndex;
+use crate::wire::{Outgoing, WireEvent};
 
 /// One client's bidirectional watch stream.
 pub type StreamId = u64;
@@ -151,22 +151,14 @@ impl Watcher {
         }
     }
 
-    /// The event as this watcher sees it (prev_kv only if asked for).
-    fn view(&self, event: &Event) -> Event {
-        Event {
-            r#type: event.r#type,
-            kv: event.kv.clone(),
-            prev_kv: if self.prev_kv {
-                event.prev_kv.clone()
-            } else {
-                None
-            },
-        }
+    /// The event as this watcher sees it (prev_kv only if asked for), encoded.
+    fn view(&self, event: &Event) -> WireEvent {
+        WireEvent::encode(event, self.prev_kv)
     }
 }
 
 struct Stream {
-    queue: VecDeque<WatchResponse>,
+    queue: VecDeque<Outgoing>,
     /// Event (not control) responses in `queue`.
     queued_events: usize,
     waker: Box<dyn StreamWaker>,
@@ -265,10 +257,8 @@ pub struct Registry {
     next_serial: u64,
     next_stream: StreamId,
     streams: HashMap<StreamId, Stream>,
-    /// Synced single-key watchers by key.
-    keys: HashMap<Vec<u8>, Vec<usize>>,
-    /// Synced range watchers.
-    ranges: IntervalIndex<usize>,
+    /// Synced watchers by key and by range.
+    synced: SyncedIndex,
     /// Watchers waiting for a catch-up (not those with one out).
     unsynced: BTreeSet<usize>,
     deferred_progress_streams: usize,
@@ -276,16 +266,10 @@ pub struct Registry {
     /// Scratch tables of `publish`, kept to spare allocations.
     matched_at: Vec<usize>,
     hits: Vec<usize>,
+    hit_groups: Vec<usize>,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
-}
-
-fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader {
-        revision,
-        ..Default::default()
-    })
 }
 
 fn revision_of(event: &Event) -> i64 {
@@ -302,13 +286,13 @@ impl Registry {
             next_serial: 1,
             next_stream: 1,
             streams: HashMap::new(),
-            keys: HashMap::new(),
-            ranges: IntervalIndex::new(),
+            synced: SyncedIndex::default(),
             unsynced: BTreeSet::new(),
             deferred_progress_streams: 0,
             set_aside_total: 0,
             matched_at: Vec::new(),
             hits: Vec::new(),
+            hit_groups: Vec::new(),
             last_published: current_revision,
         }
     }
@@ -380,15 +364,31 @@ impl Registry {
         }
     }
 
-    /// Takes every response queued for `stream`, oldest first.
-    pub fn drain(&mut self, stream: StreamId) -> Vec<WatchResponse> {
-        match self.streams.get_mut(&stream) {
-            Some(state) => {
-                state.queued_events = 0;
-                state.queue.drain(..).collect()
+    /// Moves every response queued for `stream`, oldest first, to the end of `out`.
+    /// An empty `out` trades buffers with the queue: nothing is copied.
+    pub fn drain_into(&mut self, stream: StreamId, out: &mut VecDeque<Outgoing>) {
+        if let Some(state) = self.streams.get_mut(&stream) {
+            state.queued_events = 0;
+            if out.is_empty() {
+                std::mem::swap(out, &mut state.queue);
+            } else {
+                out.extend(state.queue.drain(..));
             }
-            None => Vec::new(),
         }
+    }
+
+    /// Takes every response queued for `stream`, oldest first, as messages (their
+    /// events decoded again: for tests and callers off the hot path).
+    pub fn drain(&mut self, stream: StreamId) -> Vec<WatchResponse> {
+        let mut out = VecDeque::new();
+        self.drain_into(stream, &mut out);
+        out.iter()
+            .map(|response| {
+                response
+                    .to_response()
+                    .expect("the registry's own encoding decodes")
+            })
+            .collect()
     }
 
     /// etcd's create: queues the `created` response (or `created` + `canceled` with
@@ -398,8 +398,8 @@ impl Registry {
         if let Err(error) = &result
             && !matches!(error, Error::UnknownStream(_))
         {
-            let response = WatchResponse {
-                header: header(self.last_published),
+            let response = Outgoing {
+                revision: self.last_published,
                 watch_id: -1,
                 created: true,
                 canceled: true,
@@ -490,8 +490,8 @@ impl Registry {
         state.watchers.insert(id, slot);
         self.push_control(
             stream,
-            WatchResponse {
-                header: header(self.last_published),
+            Outgoing {
+                revision: self.last_published,
                 watch_id: id,
                 created: true,
                 ..Default::default()
@@ -517,8 +517,8 @@ impl Registry {
         self.free_watcher(slot);
         self.push_control(
             stream,
-            WatchResponse {
-                header: header(self.last_published),
+            Outgoing {
+                revision: self.last_published,
                 watch_id,
                 canceled: true,
                 ..Default::default()
@@ -536,8 +536,8 @@ impl Registry {
             return;
         };
         if ready {
-            let response = WatchResponse {
-                header: header(self.last_published),
+            let response = Outgoing {
+                revision: self.last_published,
                 watch_id: -1,
                 ..Default::default()
             };
@@ -567,8 +567,8 @@ impl Registry {
             {
                 push(
                     stream,
-                    WatchResponse {
-                        header: header(revision),
+                    Outgoing {
+                        revision,
                         watch_id: watcher.id,
                         ..Default::default()
                     },
@@ -608,11 +608,15 @@ impl Registry {
         }
         // Watchers in first-match order, each with its events; `matched_at[slot]` is the
         // watcher's place in `matched` (a reused table: no hashing per delivery).
-        let mut matched: Vec<(usize, Vec<Event>)> = Vec::new();
+        let mut matched: Vec<(usize, Vec<WireEvent>)> = Vec::new();
         self.matched_at.resize(self.slots.len(), usize::MAX);
         let mut hits = std::mem::take(&mut self.hits);
         for event in &events {
             let revision = revision_of(event);
+            // Encoded at most once per shape, on first use, then shared by every
+            // watcher that gets it.
+            let mut with_prev_kv: Option<WireEvent> = None;
+            let mut without_prev_kv: Option<WireEvent> = None;
             if revision <= self.last_published {
                 continue;
             }
@@ -620,10 +624,7 @@ impl Registry {
                 continue;
             };
             hits.clear();
-            if let Some(slots) = self.keys.get(key) {
-                hits.extend_from_slice(slots);
-            }
-            self.ranges.stab(key, &mut hits);
+            self.synced.matching(key, &mut hits, &mut self.hit_groups);
             for &slot in &hits {
                 let Some(watcher) = self.slots[slot].as_ref() else {
                     continue;
@@ -634,7 +635,12 @@ impl Registry {
                 {
                     continue;
                 }
-                let view = watcher.view(event);
+                let view = if watcher.prev_kv || event.prev_kv.is_none() {
+                    with_prev_kv.get_or_insert_with(|| WireEvent::encode(event, true))
+                } else {
+                    without_prev_kv.get_or_insert_with(|| WireEvent::encode(event, false))
+                }
+                .clone();
                 match self.matched_at[slot] {
                     usize::MAX => {
                         self.matched_at[slot] = matched.len();
@@ -717,8 +723,8 @@ impl Registry {
                 // clients recognise it by `compact_revision`.
                 self.push_control(
                     stream,
-                    WatchResponse {
-                        header: header(0),
+                    Outgoing {
+                        revision: 0,
                         watch_id: id,
                         canceled: true,
                         compact_revision,
@@ -730,7 +736,7 @@ impl Registry {
                 self.set_unsynced(slot, task.start_rev);
             }
             CatchUpOutcome::Events { events, next } => {
-                let mine: Vec<Event> = events
+                let mine: Vec<WireEvent> = events
                     .iter()
                     .filter(|e| revision_of(e) >= task.start_rev && watcher.wants(e))
                     .map(|e| watcher.view(e))
@@ -769,7 +775,7 @@ impl Registry {
     fn deliver(
         &mut self,
         slot: usize,
-        events: Vec<Event>,
+        events: Vec<WireEvent>,
         through: Option<i64>,
     ) -> Result<(), i64> {
         if events.is_empty() {
@@ -784,8 +790,8 @@ impl Registry {
         };
         let max = self.limits.max_response_bytes;
         let limit = self.limits.stream_queue_messages;
-        let first = revision_of(&events[0]);
-        let last = events.last().map_or(first, revision_of);
+        let first = events[0].revision();
+        let last = events.last().map_or(first, WireEvent::revision);
         if first == last && !fragmented {
             // One revision (the common case of a synced watcher): one response, no sizing.
             if stream.queued_events >= limit {
@@ -794,8 +800,8 @@ impl Registry {
             let revision = through.map_or(last, |through| last.max(through));
             push(
                 stream,
-                WatchResponse {
-                    header: header(revision),
+                Outgoing {
+                    revision,
                     watch_id,
                     events,
                     ..Default::default()
@@ -806,16 +812,16 @@ impl Registry {
             return Ok(());
         }
         // Group by revision, then pack whole revisions into responses.
-        let mut responses: Vec<Vec<Event>> = Vec::new();
+        let mut responses: Vec<Vec<WireEvent>> = Vec::new();
         let mut size = 0usize;
         let mut iter = events.into_iter().peekable();
         while let Some(event) = iter.next() {
-            let revision = revision_of(&event);
+            let revision = event.revision();
             let mut group = vec![event];
-            while iter.peek().is_some_and(|e| revision_of(e) == revision) {
+            while iter.peek().is_some_and(|e| e.revision() == revision) {
                 group.extend(iter.next());
             }
-            let group_size: usize = group.iter().map(event_field_len).sum();
+            let group_size: usize = group.iter().map(WireEvent::field_len).sum();
             match responses.last_mut() {
                 Some(current) if size + group_size <= max => {
                     current.extend(group);
@@ -829,18 +835,18 @@ impl Registry {
         }
         let count = responses.len();
         for (n, events) in responses.into_iter().enumerate() {
-            let first = revision_of(&events[0]);
+            let first = events[0].revision();
             if stream.queued_events >= limit {
                 return Err(first);
             }
-            let mut revision = events.last().map_or(first, revision_of);
+            let mut revision = events.last().map_or(first, WireEvent::revision);
             if n + 1 == count
                 && let Some(through) = through
             {
                 revision = revision.max(through);
             }
-            let response = WatchResponse {
-                header: header(revision),
+            let response = Outgoing {
+                revision,
                 watch_id,
                 events,
                 ..Default::default()
@@ -857,7 +863,7 @@ impl Registry {
         Ok(())
     }
 
-    fn push_control(&mut self, stream: StreamId, response: WatchResponse) {
+    fn push_control(&mut self, stream: StreamId, response: Outgoing) {
         if let Some(stream) = self.streams.get_mut(&stream) {
             push(stream, response, false);
         }
@@ -868,10 +874,7 @@ impl Registry {
             return;
         };
         watcher.state = State::Synced;
-        match &watcher.end {
-            None => self.keys.entry(watcher.key.clone()).or_default().push(slot),
-            Some(end) => self.ranges.insert(watcher.key.clone(), end.clone(), slot),
-        }
+        self.synced.insert(slot, &watcher.key, watcher.end.as_ref());
     }
 
     fn unindex(&mut self, slot: usize) {
@@ -881,19 +884,7 @@ impl Registry {
         if watcher.state != State::Synced {
             return;
         }
-        match &watcher.end {
-            None => {
-                if let Some(slots) = self.keys.get_mut(&watcher.key) {
-                    slots.retain(|&s| s != slot);
-                    if slots.is_empty() {
-                        self.keys.remove(&watcher.key);
-                    }
-                }
-            }
-            Some(_) => {
-                self.ranges.remove(slot);
-            }
-        }
+        self.synced.remove(slot);
     }
 
     /// A synced watcher falls behind at `resume` (its stream's queue is full, or the
@@ -950,7 +941,7 @@ impl Registry {
     }
 }
 
-fn push(stream: &mut Stream, response: WatchResponse, is_event: bool) {
+fn push(stream: &mut Stream, response: Outgoing, is_event: bool) {
     if stream.queue.is_empty() {
         stream.waker.wake();
     }
