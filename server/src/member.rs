@@ -368,8 +368,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             core.clone(),
         )))
-        .add_service(concord_proto::etcdserverpb::watch_server::WatchServer::new(
-            api::watch::WatchService::new(core.clone(), watch_hub.clone()),
+        .add_service(api::watch::WatchServer::new(
+            core.clone(),
+            watch_hub.clone(),
         ))
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             core.clone(),

@@ -1,61 +1,101 @@
 //! The Watch service: one bidirectional stream per client call, many watches on it.
-//! Requests (create, cancel, progress) go to the member's [`WatchHub`]; responses are
-//! queued there and sent from this stream's task, which the hub wakes. The stream's
-//! watchers are freed when the client goes away or closes its side (as etcd, which
-//! ends the stream then).
+//! Requests (create, cancel, progress) go to the member's [`WatchHub`] from a task that
+//! reads the client's side. Responses are queued in the hub and pulled straight from
+//! there by the HTTP/2 body of the call ([`Outbound`]): the hub wakes the connection's
+//! writer itself, with no task or channel in between, and everything one publish queued
+//! for the stream is encoded into one write ([`codec`]). The stream's watchers are freed
+//! when the client goes away or closes its side (as etcd, which ends the stream then).
+//!
+//! The service is written out by hand rather than generated, for its codec: responses
+//! carry events encoded once by the registry ([`concord_watch::Outgoing`]).
 
+mod codec;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
-use concord_proto::etcdserverpb::{
-    WatchRequest, WatchResponse, watch_request::RequestUnion, watch_server::Watch,
-};
-use concord_watch::StreamId;
-use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use concord_proto::etcdserverpb::{WatchRequest, watch_request::RequestUnion};
+use concord_watch::{Outgoing, StreamId};
+use futures::Stream;
+use futures::task::AtomicWaker;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tonic::codegen::{Body, BoxFuture, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::Core;
 use crate::etcd_error::EtcdError;
 use crate::watch_hub::WatchHub;
 
-/// Responses in flight between a stream's task and gRPC; past this the task waits and
-/// the hub's queue for the stream fills instead (then its watchers are set aside).
-const SEND_BUFFER: usize = 16;
+use codec::WatchCodec;
+
 /// Election timeouts without a leader after which a leader-requiring stream ends.
 const NO_LEADER_CHECKS: u32 = 3;
+const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
 
-pub struct WatchService {
+/// The Watch gRPC service, for the client listener's routes.
+#[derive(Clone)]
+pub struct WatchServer {
     core: Arc<Core>,
     hub: Arc<WatchHub>,
 }
 
-impl WatchService {
-    pub fn new(core: Arc<Core>, hub: Arc<WatchHub>) -> WatchService {
-        WatchService { core, hub }
+impl WatchServer {
+    pub fn new(core: Arc<Core>, hub: Arc<WatchHub>) -> WatchServer {
+        WatchServer { core, hub }
     }
 }
 
-/// Frees the stream's watchers however its task ends.
-struct OpenStream {
-    hub: Arc<WatchHub>,
-    id: StreamId,
+impl NamedService for WatchServer {
+    const NAME: &'static str = "etcdserverpb.Watch";
 }
 
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        let id = self.id;
-        self.hub.with_registry(|registry| registry.close_stream(id));
+impl<B> tower::Service<http::Request<B>> for WatchServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let server = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != WATCH_PATH {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let mut grpc = Grpc::new(WatchCodec::new(server.core.clone()));
+            Ok(grpc.streaming(server, request).await)
+        })
     }
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+impl StreamingService<WatchRequest> for WatchServer {
+    type Response = Outgoing;
+    type ResponseStream = Outbound;
+    type Future = BoxFuture<Response<Outbound>, Status>;
 
-    async fn watch(
+    fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
+        let server = self.clone();
+        Box::pin(async move { server.open(request) })
+    }
+}
+
+impl WatchServer {
+    fn open(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<Outbound>, Status> {
         // clientv3's WithRequireLeader: refuse while this member knows no leader.
         let require_leader = request
             .metadata()
@@ -64,36 +104,108 @@ impl Watch for WatchService {
         if require_leader {
             self.core.require_leader()?;
         }
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(SEND_BUFFER);
-        let wake = Arc::new(Notify::new());
-        let waker = wake.clone();
-        let id = self.hub.open_stream(Box::new(move || waker.notify_one()));
-        let stream = OpenStream {
+        let signal = Arc::new(Signal::default());
+        let waker = signal.clone();
+        let id = self
+            .hub
+            .open_stream(Box::new(move || waker.responses.wake()));
+        let outbound = Outbound {
             hub: self.hub.clone(),
             id,
+            signal: signal.clone(),
+            ready: VecDeque::new(),
+            done: false,
         };
-        tokio::spawn(serve_stream(
+        tokio::spawn(serve_requests(
             self.core.clone(),
-            stream,
-            inbound,
-            tx,
-            wake,
+            self.hub.clone(),
+            id,
+            request.into_inner(),
+            signal,
             require_leader,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(outbound))
     }
 }
 
-async fn serve_stream(
+/// What the two halves of a stream share.
+#[derive(Default)]
+struct Signal {
+    /// The HTTP/2 body waiting for responses; the hub wakes it.
+    responses: AtomicWaker,
+    /// The client's side ended: the body sends what is ready, then `error` if any, and
+    /// finishes.
+    ending: AtomicBool,
+    error: Mutex<Option<Status>>,
+    /// The body was dropped (the client went away): the request reader stops.
+    body_gone: Notify,
+}
+
+impl Signal {
+    fn end(&self, error: Option<Status>) {
+        if error.is_some() {
+            *self.error.lock() = error;
+        }
+        self.ending.store(true, Ordering::Release);
+        self.responses.wake();
+    }
+}
+
+/// The response side of one stream: pulls the stream's queued responses from the hub,
+/// a whole queue at a time. Frees the stream's watchers when dropped.
+pub struct Outbound {
+    hub: Arc<WatchHub>,
+    id: StreamId,
+    signal: Arc<Signal>,
+    ready: VecDeque<Outgoing>,
+    done: bool,
+}
+
+impl Stream for Outbound {
+    type Item = Result<Outgoing, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(response) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(response)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // Registered before looking: a response queued after the look wakes us.
+        this.signal.responses.register(cx.waker());
+        if this.signal.ending.load(Ordering::Acquire) {
+            this.done = true;
+            return Poll::Ready(this.signal.error.lock().take().map(Err));
+        }
+        let id = this.id;
+        this.hub
+            .with_registry(|registry| registry.drain_into(id, &mut this.ready));
+        match this.ready.pop_front() {
+            Some(response) => Poll::Ready(Some(Ok(response))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.hub.with_registry(|registry| registry.close_stream(id));
+        self.signal.body_gone.notify_one();
+    }
+}
+
+/// Reads the client's requests until its side ends, the response side goes away, or a
+/// leader-requiring stream has had no leader for too long.
+async fn serve_requests(
     core: Arc<Core>,
-    stream: OpenStream,
+    hub: Arc<WatchHub>,
+    id: StreamId,
     mut inbound: Streaming<WatchRequest>,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
-    wake: Arc<Notify>,
+    signal: Arc<Signal>,
     require_leader: bool,
 ) {
-    let id = stream.id;
     // etcd ends a leader-requiring stream once its member has seen no leader for
     // three election timeouts in a row.
     let mut leader_check = tokio::time::interval(core.config.election_timeout);
@@ -101,26 +213,15 @@ async fn serve_stream(
     let mut leaderless_checks = 0;
     loop {
         tokio::select! {
-            biased;
-            _ = wake.notified() => {
-                let responses = stream.hub.with_registry(|registry| registry.drain(id));
-                for mut response in responses {
-                    let revision = response.header.as_ref().map_or(0, |h| h.revision);
-                    response.header = Some(core.header(revision));
-                    if tx.send(Ok(response)).await.is_err() {
-                        return;
-                    }
-                }
-            }
+            _ = signal.body_gone.notified() => return,
             message = inbound.message() => match message {
-                Ok(Some(request)) => handle(&stream, request),
-                Ok(None) => return,
+                Ok(Some(request)) => handle(&hub, id, request),
+                Ok(None) => return signal.end(None),
                 Err(status) => {
                     tracing::debug!("watch stream ended: {status}");
-                    return;
+                    return signal.end(None);
                 }
             },
-            _ = tx.closed() => return,
             _ = leader_check.tick(), if require_leader => {
                 if core.raft.status.leader() == 0 {
                     leaderless_checks += 1;
@@ -128,32 +229,26 @@ async fn serve_stream(
                     leaderless_checks = 0;
                 }
                 if leaderless_checks >= NO_LEADER_CHECKS {
-                    let _ = tx.send(Err(EtcdError::no_leader().into())).await;
-                    return;
+                    return signal.end(Some(EtcdError::no_leader().into()));
                 }
             }
         }
     }
 }
 
-fn handle(stream: &OpenStream, request: WatchRequest) {
-    let id = stream.id;
+fn handle(hub: &WatchHub, id: StreamId, request: WatchRequest) {
     match request.request_union {
         Some(RequestUnion::CreateRequest(create)) => {
-            stream.hub.with_registry(|registry| {
+            hub.with_registry(|registry| {
                 // A refusal is queued for the client as etcd's canceled response.
                 let _ = registry.create(id, &create);
             });
         }
         Some(RequestUnion::CancelRequest(cancel)) => {
-            stream
-                .hub
-                .with_registry(|registry| registry.cancel(id, cancel.watch_id));
+            hub.with_registry(|registry| registry.cancel(id, cancel.watch_id));
         }
         Some(RequestUnion::ProgressRequest(_)) => {
-            stream
-                .hub
-                .with_registry(|registry| registry.request_progress(id));
+            hub.with_registry(|registry| registry.request_progress(id));
         }
         None => {}
     }
