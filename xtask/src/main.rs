@@ -7,7 +7,7 @@
 //! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
 //! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
 //!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
-//!                   [--binary PATH] [--data-dir DIR]
+//!                   [--binary PATH] [--data-dir DIR] [--serializable-gets]
 //! ```
 //!
 //! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
@@ -48,7 +48,8 @@ const USAGE: &str = "usage:
   cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
                     [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
-                    [--binary PATH] [--data-dir DIR]
+                    [--binary PATH] [--data-dir DIR] [--serializable-gets]
+  (--serializable-gets tests the harness itself: gets read local state, the run must fail)
 WORKLOAD: put | range | range-l | range-s | txn | lease | watch";
 
 const ETCD_BINARY: &str = "/usr/bin/etcd";
@@ -289,10 +290,20 @@ fn bench_command(raw: &[String]) -> Result<()> {
 }
 
 fn chaos_command(raw: &[String]) -> Result<()> {
-    let args = Args::parse(raw, &["no-build"])?;
+    let args = Args::parse(raw, &["no-build", "serializable-gets"])?;
     args.reject_unknown(&[
-        "members", "duration", "seed", "target", "clients", "keys", "watchers", "timeout",
-        "no-build", "binary", "data-dir",
+        "members",
+        "duration",
+        "seed",
+        "target",
+        "clients",
+        "keys",
+        "watchers",
+        "timeout",
+        "no-build",
+        "binary",
+        "data-dir",
+        "serializable-gets",
     ])?;
     if let Some(extra) = args.positionals().first() {
         bail!("unexpected argument {extra:?}\n{USAGE}");
@@ -343,6 +354,7 @@ fn chaos_command(raw: &[String]) -> Result<()> {
         keys,
         watchers,
         request_timeout,
+        serializable_gets: args.switch("serializable-gets"),
         data_dir,
     };
     let runtime = runtime()?;

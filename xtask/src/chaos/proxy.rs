@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -108,6 +108,8 @@ pub struct Network {
     pub stats: ProxyStats,
     /// Prints connections whose dialer is unknown.
     verbose: bool,
+    /// Set while the cluster stops: connections from dying members are closed unexamined.
+    closing: AtomicBool,
 }
 
 impl Network {
@@ -117,6 +119,7 @@ impl Network {
             pids: RwLock::new(vec![None; members]),
             stats: ProxyStats::default(),
             verbose,
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -127,6 +130,11 @@ impl Network {
 
     pub fn heal(&self) {
         self.set_links(Links::default());
+    }
+
+    /// From now on new connections are closed at once (the cluster is being stopped).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 
     pub fn set_pid(&self, member: usize, pid: Option<u32>) {
@@ -225,6 +233,9 @@ async fn serve(
     upstream: SocketAddr,
     network: Arc<Network>,
 ) {
+    if network.closing.load(Ordering::Relaxed) {
+        return;
+    }
     network.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let dialer = find_dialer(from.port(), proxy_port, &network).await;
     if dialer.is_none() {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
 use super::history::{Call, ObservedKv, Operation, Outcome};
@@ -44,6 +44,9 @@ pub struct Shared {
     pub keys: Vec<String>,
     pub prefix: String,
     pub request_timeout: Duration,
+    /// Self-test of the harness: gets are served from the member's local state (serializable)
+    /// but recorded as linearizable, so stale reads under partitions must be caught.
+    pub serializable_gets: bool,
     pub clock: Clock,
     /// The highest revision any response has shown: watchers start from revisions below it.
     pub highest_revision: AtomicI64,
@@ -71,7 +74,7 @@ pub async fn connect(endpoint: &str, request_timeout: Duration) -> Result<Client
 }
 
 /// Sends `call` and turns the answer into an [`Outcome`]; any error is the caller's unknown.
-async fn execute(client: &mut Client, call: &Call) -> Result<Outcome> {
+async fn execute(client: &mut Client, call: &Call, serializable_gets: bool) -> Result<Outcome> {
     let revision = |header: Option<&etcd_client::ResponseHeader>| {
         header
             .map(|h| h.revision())
@@ -85,7 +88,8 @@ async fn execute(client: &mut Client, call: &Call) -> Result<Outcome> {
             }
         }
         Call::Get { key } => {
-            let response = client.get(key.as_str(), None).await?;
+            let options = serializable_gets.then(|| GetOptions::new().with_serializable());
+            let response = client.get(key.as_str(), options).await?;
             let kv = response.kvs().first().map(|kv| ObservedKv {
                 value: String::from_utf8_lossy(kv.value()).into_owned(),
                 create_revision: kv.create_revision(),
@@ -193,8 +197,9 @@ impl Worker {
 
     async fn attempt(&mut self, shared: &Shared, call: &Call) -> Result<Outcome> {
         let timeout = shared.request_timeout;
+        let serializable_gets = shared.serializable_gets;
         let client = self.client(shared).await?;
-        tokio::time::timeout(timeout, execute(client, call))
+        tokio::time::timeout(timeout, execute(client, call, serializable_gets))
             .await
             .context("timed out")?
     }
@@ -273,6 +278,7 @@ mod tests {
             keys: vec!["chaos/k0".into(), "chaos/k1".into()],
             prefix: "chaos/".into(),
             request_timeout: Duration::from_secs(1),
+            serializable_gets: false,
             clock: Clock::start(),
             highest_revision: AtomicI64::new(0),
             next_client_id: AtomicUsize::new(8),
