@@ -13,7 +13,7 @@ pub fn fragment(response: Outgoing, max_bytes: usize) -> Vec<Outgoing> {
         return vec![response];
     }
     let mut template = response;
-    let events = std::mem::take(&mut template.events);
+    let events = std::mem::take(&mut template.events).into_vec();
     template.fragment = true;
     let base = template.encoded_len(&template.header());
     let mut pieces = Vec::new();
@@ -34,7 +34,7 @@ pub fn fragment(response: Outgoing, max_bytes: usize) -> Vec<Outgoing> {
         .into_iter()
         .enumerate()
         .map(|(n, events): (usize, Vec<WireEvent>)| Outgoing {
-            events,
+            events: events.into(),
             fragment: n + 1 < count,
             ..template.clone()
         })
@@ -64,7 +64,7 @@ mod tests {
         Outgoing {
             revision: 5,
             watch_id: 3,
-            events,
+            events: events.into(),
             ..Default::default()
         }
     }
@@ -88,7 +88,10 @@ mod tests {
             let len = piece.encoded_len(&piece.header());
             assert!(len < 1000, "piece {n} is {len}");
         }
-        let joined: Vec<WireEvent> = pieces.into_iter().flat_map(|p| p.events).collect();
+        let joined: Vec<WireEvent> = pieces
+            .into_iter()
+            .flat_map(|p| p.events.into_vec())
+            .collect();
         assert_eq!(joined, events);
     }
 

@@ -65,7 +65,7 @@ pub use fragment::fragment;
 pub use registry::{
     CatchUpOutcome, CatchUpTask, Counts, History, Limits, Registry, StreamId, StreamWaker,
 };
-pub use wire::{Outgoing, WireEvent};
+pub use wire::{Events, Outgoing, WireEvent};
 
 pub use concord_proto::etcdserverpb::WatchResponse;
 

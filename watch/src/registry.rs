@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fragment::fragment;
 use crate::interval::End;
 use crate::synced::SyncedIndex;
-use crate::wire::{Outgoing, WireEvent};
+use crate::wire::{Events, Outgoing, WireEvent};
 
 /// One client's bidirectional watch stream.
 pub type StreamId = u64;
@@ -265,6 +265,7 @@ pub struct Registry {
     set_aside_total: u64,
     /// Scratch tables of `publish`, kept to spare allocations.
     matched_at: Vec<usize>,
+    matched: Vec<(usize, Events)>,
     hits: Vec<usize>,
     hit_groups: Vec<usize>,
     /// The revision of the last published event: everything up to it has been offered
@@ -291,6 +292,7 @@ impl Registry {
             deferred_progress_streams: 0,
             set_aside_total: 0,
             matched_at: Vec::new(),
+            matched: Vec::new(),
             hits: Vec::new(),
             hit_groups: Vec::new(),
             last_published: current_revision,
@@ -608,7 +610,7 @@ impl Registry {
         }
         // Watchers in first-match order, each with its events; `matched_at[slot]` is the
         // watcher's place in `matched` (a reused table: no hashing per delivery).
-        let mut matched: Vec<(usize, Vec<WireEvent>)> = Vec::new();
+        let mut matched = std::mem::take(&mut self.matched);
         self.matched_at.resize(self.slots.len(), usize::MAX);
         let mut hits = std::mem::take(&mut self.hits);
         for event in &events {
@@ -644,7 +646,7 @@ impl Registry {
                 match self.matched_at[slot] {
                     usize::MAX => {
                         self.matched_at[slot] = matched.len();
-                        matched.push((slot, vec![view]));
+                        matched.push((slot, Events::from(view)));
                     }
                     at => matched[at].1.push(view),
                 }
@@ -652,13 +654,14 @@ impl Registry {
         }
         self.hits = hits;
         self.last_published = last;
-        for (slot, events) in matched {
+        for (slot, events) in matched.drain(..) {
             self.matched_at[slot] = usize::MAX;
             if let Err(resume) = self.deliver(slot, events, None) {
                 self.set_aside_total += 1;
                 self.set_aside(slot, resume);
             }
         }
+        self.matched = matched;
         self.check_deferred_progress();
     }
 
@@ -736,7 +739,7 @@ impl Registry {
                 self.set_unsynced(slot, task.start_rev);
             }
             CatchUpOutcome::Events { events, next } => {
-                let mine: Vec<WireEvent> = events
+                let mine: Events = events
                     .iter()
                     .filter(|e| revision_of(e) >= task.start_rev && watcher.wants(e))
                     .map(|e| watcher.view(e))
@@ -772,12 +775,7 @@ impl Registry {
     /// allows it. `through`: the revision history was read up to (catch-up), for the
     /// last response's header. Err(revision) if the stream's queue filled up: events
     /// from that revision on were not queued.
-    fn deliver(
-        &mut self,
-        slot: usize,
-        events: Vec<WireEvent>,
-        through: Option<i64>,
-    ) -> Result<(), i64> {
+    fn deliver(&mut self, slot: usize, events: Events, through: Option<i64>) -> Result<(), i64> {
         if events.is_empty() {
             return Ok(());
         }
@@ -814,7 +812,7 @@ impl Registry {
         // Group by revision, then pack whole revisions into responses.
         let mut responses: Vec<Vec<WireEvent>> = Vec::new();
         let mut size = 0usize;
-        let mut iter = events.into_iter().peekable();
+        let mut iter = events.into_vec().into_iter().peekable();
         while let Some(event) = iter.next() {
             let revision = event.revision();
             let mut group = vec![event];
@@ -848,7 +846,7 @@ impl Registry {
             let response = Outgoing {
                 revision,
                 watch_id,
-                events,
+                events: events.into(),
                 ..Default::default()
             };
             if fragmented {

@@ -95,6 +95,87 @@ impl WireEvent {
     }
 }
 
+/// A response's events. One event (a synced watcher's usual lot) is held inline: fanning
+/// an event out allocates nothing per watcher.
+#[derive(Clone, Debug, Default)]
+pub struct Events(Held);
+
+#[derive(Clone, Debug, Default)]
+enum Held {
+    #[default]
+    None,
+    One(WireEvent),
+    Many(Vec<WireEvent>),
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events::default()
+    }
+
+    pub fn push(&mut self, event: WireEvent) {
+        self.0 = match std::mem::take(&mut self.0) {
+            Held::None => Held::One(event),
+            Held::One(first) => Held::Many(vec![first, event]),
+            Held::Many(mut events) => {
+                events.push(event);
+                Held::Many(events)
+            }
+        };
+    }
+
+    pub fn into_vec(self) -> Vec<WireEvent> {
+        match self.0 {
+            Held::None => Vec::new(),
+            Held::One(event) => vec![event],
+            Held::Many(events) => events,
+        }
+    }
+}
+
+/// Equal when they hold the same events, however held.
+impl PartialEq for Events {
+    fn eq(&self, other: &Events) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for Events {}
+
+impl std::ops::Deref for Events {
+    type Target = [WireEvent];
+
+    fn deref(&self) -> &[WireEvent] {
+        match &self.0 {
+            Held::None => &[],
+            Held::One(event) => std::slice::from_ref(event),
+            Held::Many(events) => events,
+        }
+    }
+}
+
+impl From<Vec<WireEvent>> for Events {
+    fn from(events: Vec<WireEvent>) -> Events {
+        Events(Held::Many(events))
+    }
+}
+
+impl From<WireEvent> for Events {
+    fn from(event: WireEvent) -> Events {
+        Events(Held::One(event))
+    }
+}
+
+impl FromIterator<WireEvent> for Events {
+    fn from_iter<I: IntoIterator<Item = WireEvent>>(iter: I) -> Events {
+        let mut events = Events::new();
+        for event in iter {
+            events.push(event);
+        }
+        events
+    }
+}
+
 /// Room for `watch_id`, `created`, `canceled` and `compact_revision`: two 11-byte and
 /// two 2-byte fields.
 const SMALL_FIELDS_MAX: usize = 32;
@@ -119,7 +200,7 @@ pub struct Outgoing {
     pub compact_revision: i64,
     pub cancel_reason: String,
     pub fragment: bool,
-    pub events: Vec<WireEvent>,
+    pub events: Events,
 }
 
 impl Outgoing {
@@ -196,7 +277,7 @@ impl Outgoing {
         if self.fragment {
             encoding::bool::encode(FRAGMENT_FIELD, &self.fragment, buf);
         }
-        for event in &self.events {
+        for event in self.events.iter() {
             buf.put_slice(&event.field);
         }
     }
@@ -279,6 +360,27 @@ mod tests {
     }
 
     #[test]
+    fn event_lists_hold_one_inline_and_grow_past_it_in_order() {
+        let wire: Vec<WireEvent> = events()
+            .iter()
+            .map(|e| WireEvent::encode(e, false))
+            .collect();
+        let mut list = Events::new();
+        assert!(list.is_empty());
+        for (n, event) in wire.iter().enumerate() {
+            list.push(event.clone());
+            assert_eq!(&list[..], &wire[..=n]);
+        }
+        assert_eq!(list.clone().into_vec(), wire);
+        assert_eq!(wire.iter().cloned().collect::<Events>(), list);
+        assert_eq!(Events::from(wire[0].clone()).into_vec(), wire[..1].to_vec());
+        assert_eq!(
+            Events::from(wire[..1].to_vec()),
+            Events::from(wire[0].clone())
+        );
+    }
+
+    #[test]
     fn responses_encode_byte_for_byte_as_prost_does() {
         let header = ResponseHeader {
             cluster_id: 0x1234_5678_9abc,
@@ -294,7 +396,7 @@ mod tests {
             Outgoing {
                 revision: 9,
                 watch_id: 3,
-                events: wire.clone(),
+                events: wire.clone().into(),
                 ..Default::default()
             },
             Outgoing {
@@ -316,7 +418,7 @@ mod tests {
                 revision: 9,
                 watch_id: 1,
                 fragment: true,
-                events: wire[..1].to_vec(),
+                events: wire[0].clone().into(),
                 ..Default::default()
             },
             Outgoing {
