@@ -76,12 +76,21 @@ pub enum ProposalError {
         index: u64,
     },
     /// This member installed a snapshot covering the proposal's index, or was removed
-    /// from the cluster, so whether the proposal made it is unknown here. The caller
-    /// must treat the outcome as uncertain.
+    /// from the cluster, or (for a proposal forwarded to the leader) gave up waiting, so
+    /// whether the proposal made it is unknown here. The caller must treat the outcome
+    /// as uncertain.
     #[error("outcome of proposal at index {index} unknown (covered by a snapshot)")]
     OutcomeUnknown {
-        /// The index the proposal had been appended at.
+        /// The index the proposal had been appended at (0: forwarded, index unknown).
         index: u64,
+    },
+    /// A proposal forwarded to the leader of `term` was not appended in that term (it
+    /// never left, the leader refused it, or leadership moved on): it will never
+    /// commit. Definitely not applied.
+    #[error("proposal forwarded in term {term} was dropped")]
+    Dropped {
+        /// The term of the leader the proposal was forwarded to.
+        term: u64,
     },
     /// The conf change was committed but raft refused to apply it (e.g. it would remove
     /// every voter); the configuration is unchanged.

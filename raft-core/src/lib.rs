@@ -15,8 +15,8 @@
 //!   messages, apply, advance, the `LightReady`, snapshots/compaction, reads). Its doc
 //!   is the contract. The server calls it in its driver loop while
 //!   [`Node::has_ready`].
-//! - Proposals carry a request id (stored in `Entry.context`, 8 bytes big-endian). The
-//!   node records index → (term, id) at propose time; every accepted proposal ends in a
+//! - Proposals carry a request id (stored in `Entry.context` with the proposing member
+//!   and the term, big-endian). The node records index → (term, id) at propose time; every accepted proposal ends in a
 //!   [`ProposalOutcome`] (applied at index, or [`ProposalError`]) — a dropped proposal
 //!   is an error, never silence. Outcomes are decided by what *commits*: the entry
 //!   committed at the index is ours (applied) or not (`Overwritten`), or an entry of a
@@ -25,8 +25,12 @@
 //!   its first entry commits); a snapshot covering the index or the member's removal
 //!   gives `OutcomeUnknown`. Refusals at propose time are a [`ProposeError`] (not
 //!   leader, transfer in progress, too many uncommitted bytes, conf change refused).
-//!   Proposals are accepted on the leader only (`NotLeader { leader_id }` elsewhere:
-//!   forwarding is the server's business).
+//!   Proposals are accepted on the leader only (`NotLeader { leader_id }` elsewhere),
+//!   unless [`NodeConfig::forward_proposals`] is set: then a follower sends what was
+//!   proposed to it to the leader as one `MsgProp` per Ready, stamped with the leader's
+//!   term. The leader appends a forwarded entry only in that term (and once), so the
+//!   follower learns the outcome from what it applies: its entry (applied), or an entry
+//!   of a later term first ([`ProposalError::Dropped`]: it will never commit).
 //! - Linearizable reads ([`Node::read_index`]): concurrent reads share one ReadIndex
 //!   round (one round in flight, the rest queue for the next); a read completes only
 //!   once the applied index reaches the round's index; a new leader starts no round

@@ -12,7 +12,7 @@ use slog::Logger;
 use crate::error::{Error, ProposeError, ReadError, Result};
 use crate::state_machine::{Committed, StateMachine};
 use crate::store::LogStore;
-use crate::tracking::{LeaderView, ProposalOutcome, Proposals, ReadOutcome, Reads};
+use crate::tracking::{Forwarded, LeaderView, ProposalOutcome, Proposals, ReadOutcome, Reads};
 
 /// Where outgoing raft messages go. The driver calls `send` with early messages (a
 /// leader's appends/heartbeats, sent before its own fsync as raft allows) and again with
@@ -67,6 +67,12 @@ pub struct NodeConfig {
     /// Must differ on every start of this member (e.g. start time in nanoseconds); keeps
     /// ReadIndex request contexts unique across restarts.
     pub incarnation: u64,
+    /// A follower hands proposals to the leader itself (raft's `MsgProp`, one message
+    /// per Ready) instead of refusing them with [`ProposeError::NotLeader`].
+    pub forward_proposals: bool,
+    /// A forwarded proposal neither applied nor ruled out after this many ticks ends as
+    /// [`crate::ProposalError::OutcomeUnknown`].
+    pub forward_timeout_ticks: u64,
 }
 
 impl NodeConfig {
@@ -89,6 +95,8 @@ impl NodeConfig {
             read_retry_ticks: 10,
             read_timeout_ticks: 50,
             incarnation: 0,
+            forward_proposals: false,
+            forward_timeout_ticks: 150,
         }
     }
 
@@ -183,6 +191,14 @@ pub struct Node<S: LogStore> {
     removed: bool,
     ticks: u64,
     proposals: Proposals,
+    /// Proposals this member forwarded to the leader.
+    forwarded: Forwarded,
+    /// Entries proposed here as a follower, sent to the leader at the next Ready.
+    to_forward: Vec<Entry>,
+    /// Forwarded proposals appended while leading in `seen_term`, by (origin, id): a
+    /// duplicated `MsgProp` must not append the same request twice.
+    seen_forwarded: std::collections::HashSet<(u64, u64)>,
+    seen_term: u64,
     reads: Reads,
     /// Outcomes produced outside `handle_ready` (e.g. read timeouts at `tick`).
     deferred_reads: Vec<ReadOutcome>,
@@ -211,10 +227,50 @@ fn sm_err(e: crate::error::BoxError) -> Error {
     Error::StateMachine(e)
 }
 
-/// The id carried in an entry's context, if it carries one.
-fn context_id(context: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(context).ok().map(u64::from_be_bytes)
+/// What a proposal's entry context carries: the request id, the member that proposed
+/// it and the term of the leader it was proposed to. (Logs written before forwarding
+/// hold the id alone: origin and term 0.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProposalTag {
+    id: u64,
+    origin: u64,
+    term: u64,
 }
+
+impl ProposalTag {
+    fn encode(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.origin.to_be_bytes());
+        out.extend_from_slice(&self.term.to_be_bytes());
+        out
+    }
+
+    fn decode(context: &[u8]) -> Option<ProposalTag> {
+        let word = |i: usize| {
+            context
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        };
+        match context.len() {
+            8 => Some(ProposalTag {
+                id: word(0)?,
+                origin: 0,
+                term: 0,
+            }),
+            24 => Some(ProposalTag {
+                id: word(0)?,
+                origin: word(1)?,
+                term: word(2)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Most forwarded requests a leader remembers per term to refuse duplicates.
+const SEEN_FORWARDED_LIMIT: usize = 1 << 16;
 
 /// The data the log store keeps for a local snapshot when the state machine
 /// checkpointed itself ([`StateMachine::checkpoint`] returned `None`): the state lives in
@@ -311,6 +367,10 @@ impl<S: LogStore> Node<S> {
             removed: false,
             ticks: 0,
             proposals: Proposals::default(),
+            forwarded: Forwarded::default(),
+            to_forward: Vec::new(),
+            seen_forwarded: std::collections::HashSet::new(),
+            seen_term: 0,
             reads,
             deferred_reads: Vec::new(),
             deferred_proposals: Vec::new(),
@@ -357,6 +417,8 @@ impl<S: LogStore> Node<S> {
         self.raw.tick();
         self.ticks += 1;
         self.reads.on_tick(self.ticks, &mut self.deferred_reads);
+        self.forwarded
+            .on_tick(self.ticks, &mut self.deferred_proposals);
         self.maybe_start_read_round();
     }
 
@@ -367,9 +429,49 @@ impl<S: LogStore> Node<S> {
         if self.removed {
             return Err(raft::Error::StepPeerNotFound);
         }
+        if message.get_msg_type() == MessageType::MsgPropose && !self.accept_forwarded(&message) {
+            // The forwarder rules it out once it applies an entry of a later term.
+            return Err(raft::Error::ProposalDropped);
+        }
         let result = self.raw.step(message);
         self.maybe_start_read_round();
         result
+    }
+
+    /// A follower's `MsgProp` is appended only by the leader of the term every entry was
+    /// stamped with (the forwarder's reasoning about dropped proposals rests on it), and
+    /// only once.
+    fn accept_forwarded(&mut self, message: &Message) -> bool {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+            return false;
+        }
+        let term = raft.term;
+        let tags: Option<Vec<ProposalTag>> = message
+            .get_entries()
+            .iter()
+            .map(|e| {
+                ProposalTag::decode(&e.context)
+                    .filter(|t| t.term == term && t.origin == message.from)
+                    .filter(|_| e.get_entry_type() == EntryType::EntryNormal)
+            })
+            .collect();
+        let Some(tags) = tags.filter(|tags| !tags.is_empty()) else {
+            return false;
+        };
+        if self.seen_term != term || self.seen_forwarded.len() > SEEN_FORWARDED_LIMIT {
+            self.seen_term = term;
+            self.seen_forwarded.clear();
+        }
+        if tags
+            .iter()
+            .any(|t| self.seen_forwarded.contains(&(t.origin, t.id)))
+        {
+            return false;
+        }
+        self.seen_forwarded
+            .extend(tags.iter().map(|t| (t.origin, t.id)));
+        true
     }
 
     /// Start an election now (tests, or a freshly bootstrapped single member).
@@ -391,10 +493,60 @@ impl<S: LogStore> Node<S> {
         if raft.lead_transferee.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        if self.proposals.contains_id(id) {
+        if self.proposals.contains_id(id) || self.forwarded.contains_id(id) {
             return Err(ProposeError::DuplicateId(id));
         }
         Ok(())
+    }
+
+    fn forward(&mut self, id: u64, data: Vec<u8>) -> std::result::Result<(), ProposeError> {
+        if self.forwarded.contains_id(id) {
+            return Err(ProposeError::DuplicateId(id));
+        }
+        let term = self.raw.raft.term;
+        let mut entry = Entry::default();
+        entry.set_entry_type(EntryType::EntryNormal);
+        entry.context = ProposalTag {
+            id,
+            origin: self.config.id,
+            term,
+        }
+        .encode()
+        .into();
+        entry.data = data.into();
+        self.to_forward.push(entry);
+        self.forwarded
+            .insert(id, term, self.ticks + self.config.forward_timeout_ticks);
+        Ok(())
+    }
+
+    /// Sends what was proposed here since the last Ready to the leader, in one message,
+    /// if the leader and term are still those the proposals were stamped with.
+    fn send_forwarded(&mut self, outcome: &mut ReadyOutcome) {
+        if self.to_forward.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.to_forward);
+        let raft = &self.raw.raft;
+        let (term, leader) = (raft.term, raft.leader_id);
+        let still_follower = raft.state == StateRole::Follower && leader != 0;
+        let mut sendable = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match ProposalTag::decode(&entry.context) {
+                Some(tag) if still_follower && tag.term == term => sendable.push(entry),
+                Some(tag) => self.forwarded.drop_unsent(tag.id, &mut outcome.proposals),
+                None => {}
+            }
+        }
+        if sendable.is_empty() {
+            return;
+        }
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.config.id;
+        message.to = leader;
+        message.set_entries(sendable.into());
+        self.raw.raft.msgs.push(message);
     }
 
     fn dropped_reason(&self) -> ProposeError {
@@ -408,9 +560,25 @@ impl<S: LogStore> Node<S> {
     /// Propose `data` under request id `id` (leader only). On `Ok` the proposal is in the
     /// leader's log; a later [`ReadyOutcome::proposals`] reports it applied (with its
     /// index) or failed — never nothing, as long as this node lives.
+    ///
+    /// With [`NodeConfig::forward_proposals`], a follower that knows a leader accepts the
+    /// proposal too and sends it to the leader with the next Ready; its outcome comes
+    /// when this member applies it, or rules it out (see [`crate::ProposalError`]).
     pub fn propose(&mut self, id: u64, data: Vec<u8>) -> std::result::Result<(), ProposeError> {
-        self.check_can_propose(id)?;
-        match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+        match self.check_can_propose(id) {
+            Err(ProposeError::NotLeader { leader_id })
+                if leader_id != 0 && self.config.forward_proposals =>
+            {
+                return self.forward(id, data);
+            }
+            checked => checked?,
+        }
+        let tag = ProposalTag {
+            id,
+            origin: self.config.id,
+            term: self.raw.raft.term,
+        };
+        match self.raw.propose(tag.encode(), data) {
             Ok(()) => {}
             Err(raft::Error::ProposalDropped) => return Err(self.dropped_reason()),
             Err(e) => return Err(ProposeError::Encode(e.to_string())),
@@ -449,10 +617,12 @@ impl<S: LogStore> Node<S> {
                 "not in a joint configuration; nothing to leave",
             ));
         }
-        match self
-            .raw
-            .propose_conf_change(id.to_be_bytes().to_vec(), change)
-        {
+        let tag = ProposalTag {
+            id,
+            origin: self.config.id,
+            term: self.raw.raft.term,
+        };
+        match self.raw.propose_conf_change(tag.encode(), change) {
             Ok(()) => {}
             Err(raft::Error::ProposalDropped) => return Err(self.dropped_reason()),
             Err(e) => return Err(ProposeError::Encode(e.to_string())),
@@ -522,6 +692,7 @@ impl<S: LogStore> Node<S> {
             return !self.deferred_reads.is_empty() || !self.deferred_proposals.is_empty();
         }
         self.raw.has_ready()
+            || !self.to_forward.is_empty()
             || !self.deferred_reads.is_empty()
             || !self.deferred_proposals.is_empty()
             || self.reads.has_completable(self.applied)
@@ -557,6 +728,7 @@ impl<S: LogStore> Node<S> {
             proposals: std::mem::take(&mut self.deferred_proposals),
             ..ReadyOutcome::default()
         };
+        self.send_forwarded(&mut outcome);
         if self.raw.has_ready() {
             let mut ready = self.raw.ready();
 
@@ -671,6 +843,7 @@ impl<S: LogStore> Node<S> {
     fn stop_after_removal(&mut self, outcome: &mut ReadyOutcome) {
         outcome.removed = true;
         self.proposals.fail_all(&mut outcome.proposals);
+        self.forwarded.fail_all(&mut outcome.proposals);
         self.reads.fail_all(ReadError::Removed, &mut outcome.reads);
     }
 
@@ -693,6 +866,8 @@ impl<S: LogStore> Node<S> {
         self.snapshot_conf = meta.get_conf_state().clone();
         self.proposals
             .on_snapshot(meta.index, meta.term, &mut outcome.proposals);
+        self.forwarded
+            .on_snapshot(meta.term, &mut outcome.proposals);
         outcome.snapshot_restored = Some(meta.index);
         outcome.conf_state = Some(meta.get_conf_state().clone());
         Ok(())
@@ -711,7 +886,9 @@ impl<S: LogStore> Node<S> {
                 continue;
             }
             let (index, term) = (entry.index, entry.term);
-            let id = context_id(&entry.context);
+            let tag = ProposalTag::decode(&entry.context);
+            let id = tag.map(|t| t.id);
+            let origin = tag.map_or(0, |t| t.origin);
             let committed = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() && entry.context.is_empty() => {
                     Committed::Empty { index, term }
@@ -720,6 +897,7 @@ impl<S: LogStore> Node<S> {
                     index,
                     term,
                     id: id.unwrap_or(0),
+                    origin,
                     data: entry.take_data().to_vec(),
                 },
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -791,6 +969,9 @@ impl<S: LogStore> Node<S> {
                 }
             };
             self.proposals.on_applied(index, term, id, &mut results);
+            let forwarded_here = id.filter(|_| origin == self.config.id && origin != 0);
+            self.forwarded
+                .on_applied(index, term, forwarded_here, &mut results);
             let ends_batch = matches!(committed, Committed::ConfChange { .. });
             batch.push(committed);
             if ends_batch {
@@ -976,7 +1157,7 @@ impl<S: LogStore> Node<S> {
 
     /// Proposals awaiting their outcome.
     pub fn pending_proposals(&self) -> usize {
-        self.proposals.len()
+        self.proposals.len() + self.forwarded.len()
     }
 
     /// Reads awaiting their outcome.

@@ -15,6 +15,9 @@ pub enum Committed {
         term: u64,
         /// The request id given to [`crate::Node::propose`].
         id: u64,
+        /// The member that proposed it (0 in logs written before this was recorded).
+        /// Request ids are unique per member only: match results on both.
+        origin: u64,
         /// The proposal's payload.
         data: Vec<u8>,
     },

@@ -166,6 +166,135 @@ impl Proposals {
 }
 
 #[derive(Debug, Clone, Copy)]
+struct ForwardedProposal {
+    /// The term of the leader it was sent to: the only term it may be appended in.
+    term: u64,
+    /// Tick after which the outcome is given up as unknown.
+    deadline: u64,
+}
+
+/// Proposals this member forwarded to the leader, keyed by request id. The leader
+/// appends a forwarded proposal only in the term it was stamped with, so:
+/// - an applied entry carrying this member's id for it: applied;
+/// - an applied entry of a later term than its stamp, before it: every entry of the
+///   stamp's term that will ever commit precedes that entry, so it never will: dropped;
+/// - a snapshot of the stamp's term or later installed, the deadline passed, or the
+///   member removed: unknown.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarded {
+    by_id: BTreeMap<u64, ForwardedProposal>,
+    /// How many pending proposals carry each term (to skip scans when none is older).
+    terms: BTreeMap<u64, usize>,
+}
+
+impl Forwarded {
+    pub(crate) fn contains_id(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(crate) fn insert(&mut self, id: u64, term: u64, deadline: u64) {
+        *self.terms.entry(term).or_insert(0) += 1;
+        self.by_id.insert(id, ForwardedProposal { term, deadline });
+    }
+
+    fn resolve(
+        &mut self,
+        id: u64,
+        result: Result<u64, ProposalError>,
+        out: &mut Vec<ProposalOutcome>,
+    ) {
+        let Some(p) = self.by_id.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.terms.get_mut(&p.term) {
+            *count -= 1;
+            if *count == 0 {
+                self.terms.remove(&p.term);
+            }
+        }
+        out.push(ProposalOutcome { id, result });
+    }
+
+    fn resolve_where(
+        &mut self,
+        doomed: impl Fn(&ForwardedProposal) -> bool,
+        error: impl Fn(&ForwardedProposal) -> ProposalError,
+        out: &mut Vec<ProposalOutcome>,
+    ) {
+        let ids: Vec<(u64, ProposalError)> = self
+            .by_id
+            .iter()
+            .filter(|(_, p)| doomed(p))
+            .map(|(&id, p)| (id, error(p)))
+            .collect();
+        for (id, error) in ids {
+            self.resolve(id, Err(error), out);
+        }
+    }
+
+    /// The committed entry (`index`, `term`) was applied; `ours` is the request id it
+    /// carries if this member forwarded it.
+    pub(crate) fn on_applied(
+        &mut self,
+        index: u64,
+        term: u64,
+        ours: Option<u64>,
+        out: &mut Vec<ProposalOutcome>,
+    ) {
+        if let Some(id) = ours {
+            self.resolve(id, Ok(index), out);
+        }
+        if self
+            .terms
+            .keys()
+            .next()
+            .is_some_and(|&oldest| oldest < term)
+        {
+            self.resolve_where(
+                |p| p.term < term,
+                |p| ProposalError::Dropped { term: p.term },
+                out,
+            );
+        }
+    }
+
+    /// Forwarding failed before the proposal left this member.
+    pub(crate) fn drop_unsent(&mut self, id: u64, out: &mut Vec<ProposalOutcome>) {
+        let term = self.by_id.get(&id).map_or(0, |p| p.term);
+        self.resolve(id, Err(ProposalError::Dropped { term }), out);
+    }
+
+    /// A snapshot up to `term` replaced the log: what it covers is unknown here.
+    pub(crate) fn on_snapshot(&mut self, term: u64, out: &mut Vec<ProposalOutcome>) {
+        self.resolve_where(
+            |p| p.term <= term,
+            |_| ProposalError::OutcomeUnknown { index: 0 },
+            out,
+        );
+    }
+
+    pub(crate) fn on_tick(&mut self, now: u64, out: &mut Vec<ProposalOutcome>) {
+        self.resolve_where(
+            |p| p.deadline <= now,
+            |_| ProposalError::OutcomeUnknown { index: 0 },
+            out,
+        );
+    }
+
+    pub(crate) fn fail_all(&mut self, out: &mut Vec<ProposalOutcome>) {
+        self.resolve_where(
+            |_| true,
+            |_| ProposalError::OutcomeUnknown { index: 0 },
+            out,
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct PendingRead {
     id: u64,
     deadline: u64,

@@ -69,8 +69,9 @@ fn fingerprint(entry: &Committed) -> u64 {
             index,
             term,
             id,
+            origin,
             data,
-        } => (0u8, index, term, id, data).hash(&mut h),
+        } => (0u8, index, term, id, origin, data).hash(&mut h),
         Committed::ConfChange {
             index, term, id, ..
         } => (1u8, index, term, id).hash(&mut h),
@@ -278,6 +279,9 @@ pub struct ClusterOptions {
     /// The state machines checkpoint in place ([`StateMachine::checkpoint`] returns
     /// `None`), so leaders serialise them only when they send a snapshot.
     pub checkpoints_in_place: bool,
+    /// Followers forward proposals to the leader ([`NodeConfig::forward_proposals`]);
+    /// random steps then propose on any member.
+    pub forward_proposals: bool,
 }
 
 impl Default for ClusterOptions {
@@ -292,6 +296,7 @@ impl Default for ClusterOptions {
             max_inflight_msgs: 256,
             max_committed_size_per_ready: 64 * 1024 * 1024,
             checkpoints_in_place: false,
+            forward_proposals: false,
         }
     }
 }
@@ -443,6 +448,7 @@ impl<S: HarnessStore> Cluster<S> {
         config.min_election_tick = timeout;
         config.max_election_tick = timeout + 1;
         config.snapshot_interval = self.options.snapshot_interval;
+        config.forward_proposals = self.options.forward_proposals;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_uncommitted_size = self.options.max_uncommitted_size;
         config.max_inflight_msgs = self.options.max_inflight_msgs;
@@ -1007,11 +1013,13 @@ impl<S: HarnessStore> Cluster<S> {
                 }
             }
             for (request, error) in &self.failed {
-                if matches!(error, ProposalError::Overwritten { .. })
-                    && sm.applied_ids.contains_key(request)
+                if matches!(
+                    error,
+                    ProposalError::Overwritten { .. } | ProposalError::Dropped { .. }
+                ) && sm.applied_ids.contains_key(request)
                 {
                     return Err(format!(
-                        "proposal {request} reported overwritten but applied on {id}"
+                        "proposal {request} reported {error} but applied on {id}"
                     ));
                 }
             }
@@ -1080,6 +1088,13 @@ impl<S: HarnessStore> Cluster<S> {
             2 => {
                 if let Some(id) = self.random_live() {
                     self.tick(id);
+                }
+            }
+            3 if self.options.forward_proposals => {
+                if let Some(id) = self.random_live() {
+                    let len = self.rng.random_range(1..32);
+                    let data: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+                    let _ = self.propose(id, data);
                 }
             }
             3 => {
@@ -1217,8 +1232,10 @@ impl<S: HarnessStore> Cluster<S> {
 /// heal, restart everyone and check liveness. `Err` carries the first violation.
 pub fn random_schedule(seed: u64, voters: u64, steps: usize) -> Result<Stats, String> {
     let options = ClusterOptions {
-        // Half the seeds run state machines that checkpoint in place.
+        // Half the seeds run state machines that checkpoint in place; half (crossed)
+        // forward proposals from followers.
         checkpoints_in_place: seed % 2 == 1,
+        forward_proposals: seed % 4 >= 2,
         ..schedule_options()
     };
     let mut cluster = Cluster::with_options(voters, seed, options);

@@ -123,6 +123,54 @@ fn a_far_behind_follower_catches_up_from_a_leader_that_checkpoints_in_place() {
 }
 
 #[test]
+fn a_follower_forwards_proposals_and_learns_their_outcome_by_applying_them() {
+    let options = ClusterOptions {
+        forward_proposals: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = elected(3, 5, options);
+    let ids: Vec<u64> = (0..5)
+        .map(|i| c.propose(2, vec![i; 4]).expect("a follower accepts"))
+        .collect();
+    c.deliver_all();
+    c.converge(50).unwrap();
+    for id in &ids {
+        let index = c
+            .acked()
+            .get(id)
+            .copied()
+            .expect("acknowledged on member 2");
+        assert_eq!(c.sm(1).unwrap().applied_ids().get(id), Some(&index));
+    }
+    assert!(c.failed().is_empty(), "{:?}", c.failed());
+}
+
+#[test]
+fn a_forwarded_proposal_lost_with_its_leader_is_reported_dropped() {
+    let options = ClusterOptions {
+        forward_proposals: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = elected(3, 6, options);
+    let id = c.propose(2, b"lost".to_vec()).unwrap();
+    c.deliver_all_except(|_, _, m| m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose);
+    c.crash(1);
+    c.run_ticks(60);
+    assert!(c.leader().is_some_and(|l| l != 1), "{}", c.describe());
+    propose_n(&mut c, 1);
+    c.restart(1);
+    c.converge(200).unwrap();
+    assert!(
+        matches!(c.failed().get(&id), Some(ProposalError::Dropped { .. })),
+        "{:?}",
+        c.failed()
+    );
+    for member in 1..=3 {
+        assert!(!c.sm(member).unwrap().applied_ids().contains_key(&id));
+    }
+}
+
+#[test]
 fn membership_3_to_5_to_3_with_learner_promotion_while_proposals_flow() {
     let mut c = elected(3, 4, ClusterOptions::default());
     c.add_process(4);

@@ -91,6 +91,7 @@ fn random_schedules_on_the_wal() {
     for seed in seeds {
         let options = ClusterOptions {
             checkpoints_in_place: seed % 2 == 1,
+            forward_proposals: seed % 4 >= 2,
             ..schedule_options()
         };
         let (_dir, cluster) = wal_cluster(3, seed, options);
