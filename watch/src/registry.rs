@@ -268,6 +268,8 @@ pub struct Registry {
     matched: Vec<(usize, Events)>,
     hits: Vec<usize>,
     hit_groups: Vec<usize>,
+    /// Streams `deliver` queued responses for since they were last woken.
+    woken: Vec<StreamId>,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
@@ -295,6 +297,7 @@ impl Registry {
             matched: Vec::new(),
             hits: Vec::new(),
             hit_groups: Vec::new(),
+            woken: Vec::new(),
             last_published: current_revision,
         }
     }
@@ -567,7 +570,7 @@ impl Registry {
                 // it needs no progress notification.
                 && stream.queued_events < limit
             {
-                push(
+                push_and_wake(
                     stream,
                     Outgoing {
                         revision,
@@ -662,6 +665,7 @@ impl Registry {
             }
         }
         self.matched = matched;
+        self.wake_delivered();
         self.check_deferred_progress();
     }
 
@@ -756,6 +760,7 @@ impl Registry {
                 }
             }
         }
+        self.wake_delivered();
         self.check_deferred_progress();
     }
 
@@ -796,16 +801,15 @@ impl Registry {
                 return Err(first);
             }
             let revision = through.map_or(last, |through| last.max(through));
-            push(
-                stream,
-                Outgoing {
-                    revision,
-                    watch_id,
-                    events,
-                    ..Default::default()
-                },
-                true,
-            );
+            let response = Outgoing {
+                revision,
+                watch_id,
+                events,
+                ..Default::default()
+            };
+            if push(stream, response, true) {
+                self.woken.push(stream_id);
+            }
             watcher.progress_due = false;
             return Ok(());
         }
@@ -849,12 +853,16 @@ impl Registry {
                 events: events.into(),
                 ..Default::default()
             };
+            let mut was_idle = false;
             if fragmented {
                 for piece in fragment(response, max) {
-                    push(stream, piece, true);
+                    was_idle |= push(stream, piece, true);
                 }
             } else {
-                push(stream, response, true);
+                was_idle = push(stream, response, true);
+            }
+            if was_idle {
+                self.woken.push(stream_id);
             }
             watcher.progress_due = false;
         }
@@ -863,7 +871,17 @@ impl Registry {
 
     fn push_control(&mut self, stream: StreamId, response: Outgoing) {
         if let Some(stream) = self.streams.get_mut(&stream) {
-            push(stream, response, false);
+            push_and_wake(stream, response, false);
+        }
+    }
+
+    /// Wakes the streams `deliver` queued for: once each, after the whole batch is
+    /// queued, so a woken sender finds all of it and no publish still running.
+    fn wake_delivered(&mut self) {
+        for id in self.woken.drain(..) {
+            if let Some(stream) = self.streams.get(&id) {
+                stream.waker.wake();
+            }
         }
     }
 
@@ -939,12 +957,19 @@ impl Registry {
     }
 }
 
-fn push(stream: &mut Stream, response: Outgoing, is_event: bool) {
-    if stream.queue.is_empty() {
-        stream.waker.wake();
-    }
+/// Queues `response`; `true` if the queue was empty (its stream needs waking).
+fn push(stream: &mut Stream, response: Outgoing, is_event: bool) -> bool {
+    let was_empty = stream.queue.is_empty();
     if is_event {
         stream.queued_events += 1;
     }
     stream.queue.push_back(response);
+    was_empty
+}
+
+/// Queues `response` and wakes the stream if it was idle.
+fn push_and_wake(stream: &mut Stream, response: Outgoing, is_event: bool) {
+    if push(stream, response, is_event) {
+        stream.waker.wake();
+    }
 }
