@@ -319,7 +319,9 @@ impl StateMachine for ApplyMachine {
                 continue;
             }
             match entry {
-                Committed::Normal { id, data, .. } => {
+                Committed::Normal {
+                    id, origin, data, ..
+                } => {
                     // Only this code writes entries, so one that does not decode means
                     // the log is corrupt: stop the member rather than diverge.
                     let request = InternalRequest::decode(data.as_slice()).map_err(boxed)?;
@@ -327,7 +329,9 @@ impl StateMachine for ApplyMachine {
                         Ok(result) => result,
                         Err(error) => apply_result::Result::Error(error.to_apply_error()),
                     };
-                    if self.waiters.contains_key(id) {
+                    // Request ids are unique per member: another member's entry may
+                    // carry the id of one of ours.
+                    if *origin == self.member_id && self.waiters.contains_key(id) {
                         self.results.insert(
                             *id,
                             ApplyResult {

@@ -254,6 +254,8 @@ impl<S: LogStore> Driver<S> {
                     std::process::exit(1);
                 }
             };
+            // Waiters find their index applied as soon as they wake.
+            self.publish_status();
             let term = self.node.term();
             for proposal in outcome.proposals {
                 let Some(waiter) = self.machine.waiters.remove(&proposal.id) else {
@@ -279,7 +281,9 @@ impl<S: LogStore> Driver<S> {
                             term,
                         }),
                     },
-                    Err(ProposalError::Overwritten { .. }) => Err(EtcdError::leader_changed()),
+                    Err(ProposalError::Overwritten { .. } | ProposalError::Dropped { .. }) => {
+                        Err(EtcdError::leader_changed())
+                    }
                     Err(ProposalError::ConfChangeRejected { reason, .. }) => Err(EtcdError {
                         code: tonic::Code::FailedPrecondition,
                         message: format!("etcdserver: {reason}"),

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_mvcc::StoreOptions;
-use concord_proto::concordpb::{
-    MemberAttrSetRequest, MemberInfoResponse, forward_server::ForwardServer, internal_request,
-};
+use concord_proto::concordpb::{MemberAttrSetRequest, MemberInfoResponse, internal_request};
 use concord_proto::etcdserverpb::lease_server::LeaseServer;
 use concord_proto::etcdserverpb::{
     Member, cluster_server::ClusterServer, kv_server::KvServer,
@@ -18,15 +16,13 @@ use concord_raft_core::{Node, NodeConfig, Role};
 use concord_storage_wal::{WalOptions, WalStorage};
 use parking_lot::RwLock;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::api::{self, ETCD_VERSION};
 use crate::apply::{ApplyMachine, ApplyObserver, Backend};
 use crate::config::{ClusterState, Config, url_text};
-use crate::core::{Core, LeaderConnector};
+use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
 use crate::error::Error;
-use crate::etcd_error::EtcdError;
 use crate::lessor::LeaseKeeper;
 use crate::membership::{Membership, cluster_id, member_id};
 use crate::transport::{Inbound, InboundSink, PeerTransport};
@@ -139,20 +135,6 @@ impl DriverObserver for RoleLogger {
             }
             _ => tracing::info!("{:x} lost leader at term {term} ({role:?})", self.member_id),
         }
-    }
-}
-
-/// Plain-text peer connections for the Forward service; TLS peers go through the
-/// transport's connector.
-struct PeerConnector {
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl LeaderConnector for PeerConnector {
-    fn channel(&self, urls: &[url::Url]) -> Result<Channel, EtcdError> {
-        let url = urls.first().ok_or_else(EtcdError::no_leader)?;
-        crate::transport::lazy_channel(url, self.tls.clone())
-            .map_err(|e| EtcdError::internal(format!("cannot reach the leader at {url}: {e}")))
     }
 }
 
@@ -277,6 +259,11 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     node_config.pre_vote = config.pre_vote;
     node_config.snapshot_interval = config.snapshot_count.max(1);
     node_config.snapshot_catchup_entries = (config.snapshot_count / 2).clamp(1, 5_000);
+    // Followers hand their clients' writes to the leader through raft; one that is
+    // neither applied nor ruled out is given up a little after the request timed out.
+    node_config.forward_proposals = true;
+    node_config.forward_timeout_ticks =
+        ticks_in(crate::core::request_timeout(&config), &config) + config.election_ticks() as u64;
     node_config.incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -306,9 +293,6 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         raft.clone(),
         backend.clone(),
         shared_membership.clone(),
-        Box::new(PeerConnector {
-            tls: peer_client_tls,
-        }),
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -336,10 +320,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     };
     let peer_tls = crate::tls::peer_server_config(&config)?;
     for url in &config.listen_peer_urls {
-        let routes = tonic::service::Routes::new(transport.service(member_info.clone()))
-            .add_service(ForwardServer::new(api::forward::ForwardService::new(
-                core.clone(),
-            )));
+        let routes = tonic::service::Routes::new(transport.service(member_info.clone()));
         let listener = crate::listener::bind(url).await?;
         tracing::info!("listening for peers on {}", url_text(url));
         tasks.push(tokio::spawn(crate::listener::serve(
@@ -406,6 +387,12 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         driver_thread: Some(driver_thread),
         tasks,
     })
+}
+
+/// How many heartbeat ticks `duration` spans.
+fn ticks_in(duration: Duration, config: &Config) -> u64 {
+    let tick = config.heartbeat_interval.as_millis().max(1);
+    (duration.as_millis() / tick) as u64
 }
 
 async fn wait_for_shutdown(mut shutdown: watch::Receiver<bool>) {

@@ -1,7 +1,6 @@
 //! etcd's gRPC services, each a thin layer over [`crate::core::Core`].
 
 pub mod cluster;
-pub mod forward;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
