@@ -19,7 +19,8 @@
 //!
 //! `cargo bench -p concord-mvcc --bench store`. Environment: `KEYS` (default
 //! 1,000,000), `BENCH_DIR` (where the store lives; default the temp dir),
-//! `GETS=key-order|random` (one get phase only), `SKIP_REOPEN`, `KEEP=<dir>` (keep
+//! `GETS=key-order|random` (one get phase only), `CACHE_MIB` and `MEMTABLE_MIB`
+//! (override `StoreOptions::default()`, which is what the server uses), `SKIP_REOPEN`, `KEEP=<dir>` (keep
 //! the store) and `OPEN_ONLY=<dir>` (only open a kept store in a fresh process).
 
 use std::time::Instant;
@@ -106,7 +107,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         format!("/registry/k{:010}", 1_234_567).into_bytes()
     );
     let key_len = key(0).len();
-    let opts = StoreOptions::default();
+    // The server opens its store with `StoreOptions::default()`; these knobs
+    // exist to explore other sizes.
+    let mut opts = StoreOptions::default();
+    let mib = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v << 20)
+    };
+    if let Some(bytes) = mib("CACHE_MIB") {
+        opts.cache_size_bytes = bytes;
+    }
+    if let Some(bytes) = mib("MEMTABLE_MIB") {
+        opts.memtable_size_bytes = bytes;
+    }
     // `OPEN_ONLY=<dir>`: only open a store a previous run kept (`KEEP=<dir>`) and
     // measure what the rebuilt key index costs in a fresh process.
     if let Ok(kept) = std::env::var("OPEN_ONLY") {
