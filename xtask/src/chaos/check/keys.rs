@@ -96,12 +96,9 @@ fn check_key(index: &Index<'_>, key: &str, ops: &[&Operation]) -> Vec<Anomaly> {
             AnomalyKind::Undecided,
             Some(key),
             format!(
-                "the search visited {SEARCH_BUDGET} configurations without deciding \
-                     ({} operations that took effect, {} that may have: {} with a class of their \
-                     own, {} interchangeable); this is not a pass",
+                "the search visited {SEARCH_BUDGET} configurations without deciding ({} \
+                 operations that took effect, {} that may have); this is not a pass",
                 lowered.forced.len(),
-                lowered.optional_individual.len() + lowered.optional_quiet.len(),
-                lowered.optional_individual.len(),
                 lowered.optional_quiet.len()
             ),
         )],
@@ -421,7 +418,6 @@ fn witness(
     let mut shown: Vec<usize> = lowered
         .forced
         .iter()
-        .chain(&lowered.optional_individual)
         .copied()
         .filter(|&slot| modes[slot] == Mode::Shown || ops[slot].outcome == Outcome::Unknown)
         .collect();

@@ -8,21 +8,25 @@
 //!   (a `Get` returned it, a successful compare-and-set expected it). Only that write can have
 //!   produced the value, so it happened, and before the observer: it is searched as an ordinary
 //!   operation returning when its earliest observer returned. Every linearization already puts
-//!   it there, so this adds no constraint. A `Get` that saw it also tells its revision.
-//! * **quiet**: a write whose value nothing in the window refers to. Which of several quiet
-//!   writes of the same kind took effect makes no difference to anything observable (they all
-//!   leave "a value nobody reads"), so they go into two pools, puts and deletes, used in
-//!   invocation order and only where needed; see `search`.
-//! * **referenced**: anything else (its value is expected by another uncertain compare-and-set,
-//!   or its revision is known): a class of its own.
+//!   it there, so this adds no constraint. A `Get` that saw it also tells its revision. One
+//!   invoked before a window that starts from an open state may have taken effect before the
+//!   window; placing it in the window just before its observer, with any revision and leaving
+//!   the floor alone ([`NewRev::Anywhere`]), covers that case too.
+//! * **quiet**: any other write. Which of several quiet writes of the same kind took effect
+//!   makes no difference to anything the search checks (they all leave "a value nobody reads"),
+//!   so they go into two pools, puts and deletes, used in invocation order and only where
+//!   needed; see `search`. Treating them alike is a weakening where it is not exact: a quiet
+//!   compare-and-set counts as a put (as if it could write even when its compare fails), a
+//!   failed compare-and-set expecting a quiet write's value is not held to it, and a write
+//!   whose revision is known only because the window cut off its return loses it.
 //!
 //! Uncertain reads constrain nothing and are dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::index::Index;
-use super::model::{Effect, Model, Observed, State, Val};
-use super::search::{Class, Forced, Problem};
+use super::model::{Effect, Model, NewRev, Observed, State, Val};
+use super::search::{Forced, Problem};
 use crate::chaos::history::{Call, Operation, Outcome};
 
 /// How the search sees a recorded operation.
@@ -62,7 +66,6 @@ pub(super) struct Lowered {
     pub(super) problem: Option<Problem>,
     /// Recorded operations (indices into the key's list) in the window, by role.
     pub(super) forced: Vec<usize>,
-    pub(super) optional_individual: Vec<usize>,
     pub(super) optional_quiet: Vec<usize>,
     /// Operations that completed before `window.from`.
     pub(super) before: usize,
@@ -179,9 +182,7 @@ pub(super) fn lower(
     let mut observed_by: Vec<Option<u64>> = vec![None; uncertain.len()];
     let mut bound_revision: Vec<Option<i64>> = vec![None; uncertain.len()];
     let note = |value: u32, ret: u64, observed_by: &mut Vec<Option<u64>>| {
-        if let Some(&position) = by_value.get(&value)
-            && !uncertain[position].may_be_before_window
-        {
+        if let Some(&position) = by_value.get(&value) {
             let slot = &mut observed_by[position];
             *slot = Some(slot.map_or(ret, |earlier| earlier.min(ret)));
         }
@@ -223,27 +224,17 @@ pub(super) fn lower(
         }
     }
 
-    let referenced: HashSet<u32> = forced
-        .iter()
-        .filter_map(|(_, op)| match op.effect {
-            Effect::Get {
-                kv: Some(observed), ..
-            } => Some(observed.value),
-            Effect::Cas { expected, .. } | Effect::CasFailed { expected, .. } => expected,
-            _ => None,
-        })
-        .chain(uncertain.iter().filter_map(|u| match u.effect_kind {
-            QuietKind::Cas(expected) => expected,
-            _ => None,
-        }))
-        .collect();
-
-    let mut classes: Vec<Class> = Vec::new();
     let mut quiet_puts = Vec::new();
     let mut quiet_deletes = Vec::new();
     for (position, u) in uncertain.iter().enumerate() {
         let value = u.call_value.map_or(Val::UNOBSERVED, Val::id);
-        let rev = u.rev.or(bound_revision[position]);
+        // A write that may have taken effect before the window and is searched inside it
+        // (its observer is there) may be placed after revisions it preceded.
+        let rev = if u.may_be_before_window {
+            NewRev::Anywhere
+        } else {
+            NewRev::from(u.rev.or(bound_revision[position]))
+        };
         let effect = match u.effect_kind {
             QuietKind::Put => Effect::Put { value, rev },
             QuietKind::Cas(expected) => Effect::Cas {
@@ -263,18 +254,7 @@ pub(super) fn lower(
                     effect,
                 },
             ));
-        } else if u.rev.is_some()
-            || u.call_value
-                .is_some_and(|value| referenced.contains(&value))
-        {
-            lowered.optional_individual.push(u.slot);
-            classes.push(Class {
-                effect,
-                invokes: vec![u.invoke],
-            });
         } else {
-            // A quiet compare-and-set is taken as a put: it may also write when its compare
-            // would fail, a weakening that keeps the pools to two.
             lowered.optional_quiet.push(u.slot);
             match u.effect_kind {
                 QuietKind::Delete => quiet_deletes.push(u.invoke),
@@ -295,7 +275,6 @@ pub(super) fn lower(
         forced: forced.into_iter().map(|(_, op)| op).collect(),
         quiet_puts,
         quiet_deletes,
-        classes,
     };
     problem.sort();
     lowered.problem = Some(problem);
@@ -349,7 +328,7 @@ fn known_effect(op: &Operation, id: &impl Fn(&str) -> u32) -> Option<Effect> {
     Some(match (&op.call, &op.outcome) {
         (Call::Put { value, .. }, Outcome::Put { revision }) => Effect::Put {
             value: Val::id(id(value)),
-            rev: Some(*revision),
+            rev: NewRev::At(*revision),
         },
         (Call::Get { .. }, Outcome::Get { revision, kv }) => Effect::Get {
             header: *revision,
@@ -363,7 +342,7 @@ fn known_effect(op: &Operation, id: &impl Fn(&str) -> u32) -> Option<Effect> {
         (Call::Delete { .. }, Outcome::Delete { revision, deleted }) => {
             if *deleted > 0 {
                 Effect::Delete {
-                    rev: Some(*revision),
+                    rev: NewRev::At(*revision),
                 }
             } else {
                 Effect::DeleteNothing { header: *revision }
@@ -383,7 +362,7 @@ fn known_effect(op: &Operation, id: &impl Fn(&str) -> u32) -> Option<Effect> {
                 Effect::Cas {
                     expected,
                     value: Val::id(id(value)),
-                    rev: Some(*revision),
+                    rev: NewRev::At(*revision),
                 }
             } else {
                 Effect::CasFailed {

@@ -124,13 +124,30 @@ pub(super) struct Observed {
     pub(super) version: i64,
 }
 
-/// What one operation does to the key, with what it observed. A `rev` of `None` is a write whose
-/// revision the history does not tell.
+/// The revision a write gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NewRev {
+    /// Acknowledged (or read) at this revision.
+    At(i64),
+    /// Not told by the history: some revision above everything ordered before it.
+    Above,
+    /// Not told, and the write may have been placed later than it took effect (see
+    /// `Effect::QuietPut`): any revision, and the floor stays.
+    Anywhere,
+}
+
+impl From<Option<i64>> for NewRev {
+    fn from(revision: Option<i64>) -> NewRev {
+        revision.map_or(NewRev::Above, NewRev::At)
+    }
+}
+
+/// What one operation does to the key, with what it observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Effect {
     Put {
         value: Val,
-        rev: Option<i64>,
+        rev: NewRev,
     },
     /// A compare-and-set that succeeded (or, for an operation that may not have happened, one
     /// that succeeds if its compare holds; applying it when the compare fails is a no-op and the
@@ -138,7 +155,7 @@ pub(super) enum Effect {
     Cas {
         expected: Option<u32>,
         value: Val,
-        rev: Option<i64>,
+        rev: NewRev,
     },
     /// A compare-and-set whose compare failed: a read at `header`.
     CasFailed {
@@ -151,15 +168,15 @@ pub(super) enum Effect {
     },
     /// A delete that removed the key.
     Delete {
-        rev: Option<i64>,
+        rev: NewRev,
     },
     /// A delete that found nothing: a read at `header`.
     DeleteNothing {
         header: i64,
     },
     /// A write nobody observes (see `lower`), placed by the search only where an operation needs
-    /// it, which may be later than it took effect. So it leaves the floor alone and its revision
-    /// open: placed later, it would otherwise have to exceed revisions that operations it really
+    /// it, which may be later than it took effect. So its revision is [`NewRev::Anywhere`]:
+    /// placed later, it would otherwise have to exceed revisions that operations it really
     /// preceded saw. That is a weakening; what its revision could still tell is lost.
     QuietPut,
     QuietDelete,
@@ -265,43 +282,20 @@ impl Model {
                 Slot::Present(_) => None,
                 Slot::Open | Slot::Absent => unchanged(read(Slot::Absent, state.floor, header)?),
             },
-            Effect::QuietPut => {
-                let open = Rev::within(1, OPEN_END)?;
-                let kv = match state.slot {
-                    Slot::Absent => Kv {
-                        value: Val::UNOBSERVED,
-                        create: open,
-                        modified: open,
-                        version: 1,
-                        since: returned,
-                    },
-                    Slot::Present(old) => Kv {
-                        value: Val::UNOBSERVED,
-                        create: old.create,
-                        modified: open,
-                        version: if old.version == 0 { 0 } else { old.version + 1 },
-                        since: returned,
-                    },
-                    Slot::Open => Kv {
-                        value: Val::UNOBSERVED,
-                        create: open,
-                        modified: open,
-                        version: 0,
-                        since: returned,
-                    },
-                };
-                unchanged(State {
-                    slot: Slot::Present(kv),
-                    floor: state.floor,
-                })
-            }
-            Effect::QuietDelete => match state.slot {
-                Slot::Absent => None,
-                Slot::Open | Slot::Present(_) => unchanged(State {
-                    slot: Slot::Absent,
-                    floor: state.floor,
-                }),
-            },
+            Effect::QuietPut => unchanged(write(
+                state,
+                state.slot,
+                Val::UNOBSERVED,
+                NewRev::Anywhere,
+                returned,
+            )?),
+            Effect::QuietDelete => self.step(
+                state,
+                &Effect::Delete {
+                    rev: NewRev::Anywhere,
+                },
+                returned,
+            ),
         }
     }
 
@@ -355,40 +349,42 @@ fn life_explained(kv: &Kv, observed: &Observed) -> Option<Absorbed> {
             by: kv.since,
         })
     };
-    if kv.version == 0 {
-        // Not known: after a window that starts from an open state.
-        kv.create.bind(observed.create)?;
-        return absorbed(0, 0);
-    }
+    // A version of 0 is not known (after a window that starts from an open state): any count
+    // of puts fits, but a creation the model does not have still needs its put or delete.
     if kv.create.bind(observed.create).is_some() {
-        return absorbed(observed.version - kv.version, 0);
+        let puts = if kv.version == 0 {
+            0
+        } else {
+            observed.version - kv.version
+        };
+        return absorbed(puts, 0);
     }
     if observed.create < kv.create.lo {
-        return absorbed(observed.version - kv.version, 0).filter(|a| a.puts > 0);
+        let puts = if kv.version == 0 {
+            1
+        } else {
+            observed.version - kv.version
+        };
+        return absorbed(puts, 0).filter(|a| a.puts > 0);
     }
     absorbed(0, 1)
 }
 
 /// The revision a write gets and the floor after it.
-fn next_revision(floor: i64, rev: Option<i64>) -> Option<(Rev, i64)> {
+fn next_revision(floor: i64, rev: NewRev) -> Option<(Rev, i64)> {
     match rev {
-        Some(revision) => (revision > floor).then_some((Rev::at(revision), revision)),
-        // Unknown: anything above the floor. The floor moves by one, the least it can, and later
-        // observations raise it as far as they need.
-        None => {
+        NewRev::At(revision) => (revision > floor).then_some((Rev::at(revision), revision)),
+        // The floor moves by one, the least it can, and later observations raise it as far as
+        // they need.
+        NewRev::Above => {
             let lowest = floor.checked_add(1)?;
             Some((Rev::within(lowest, OPEN_END)?, lowest))
         }
+        NewRev::Anywhere => Some((Rev::within(1, OPEN_END)?, floor)),
     }
 }
 
-fn write(
-    state: &State,
-    before: Slot,
-    value: Val,
-    rev: Option<i64>,
-    returned: u64,
-) -> Option<State> {
+fn write(state: &State, before: Slot, value: Val, rev: NewRev, returned: u64) -> Option<State> {
     let (revision, floor) = next_revision(state.floor, rev)?;
     let kv = match before {
         Slot::Absent => Kv {
@@ -402,8 +398,8 @@ fn write(
             value,
             // The key was created before this write.
             create: match rev {
-                Some(revision) => old.create.at_most(revision - 1)?,
-                None => old.create,
+                NewRev::At(revision) => old.create.at_most(revision - 1)?,
+                NewRev::Above | NewRev::Anywhere => old.create,
             },
             modified: revision,
             version: if old.version == 0 { 0 } else { old.version + 1 },
@@ -412,7 +408,7 @@ fn write(
         // Created by this write, or earlier: no later than this write either way.
         Slot::Open => Kv {
             value,
-            create: Rev::within(1, rev.unwrap_or(OPEN_END))?,
+            create: Rev::within(1, revision.hi)?,
             modified: revision,
             version: 0,
             since: returned,
@@ -463,7 +459,7 @@ mod tests {
     fn put(value: u32, rev: Option<i64>) -> Effect {
         Effect::Put {
             value: Val::id(value),
-            rev,
+            rev: rev.into(),
         }
     }
 
@@ -607,7 +603,7 @@ mod tests {
     #[test]
     fn delete_and_compare_and_set_follow_presence() {
         let model = Model::default();
-        let delete = Effect::Delete { rev: Some(6) };
+        let delete = Effect::Delete { rev: NewRev::At(6) };
         let nothing = Effect::DeleteNothing { header: 6 };
         assert!(run(&model, State::fresh(), &[delete]).is_none());
         assert!(run(&model, State::fresh(), &[nothing]).is_some());
@@ -615,12 +611,12 @@ mod tests {
         let create = Effect::Cas {
             expected: None,
             value: Val::id(2),
-            rev: Some(7),
+            rev: NewRev::At(7),
         };
         let swap = Effect::Cas {
             expected: Some(2),
             value: Val::id(3),
-            rev: Some(8),
+            rev: NewRev::At(8),
         };
         assert!(run(&model, State::fresh(), &[create, swap, get(8, 3, 7, 8, 2)]).is_some());
         assert!(run(&model, State::fresh(), &[put(1, Some(5)), create]).is_none());

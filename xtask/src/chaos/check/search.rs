@@ -26,7 +26,7 @@
 //! keeps a history with hundreds of unknown writes to a key from exploding the search. Every
 //! other optional operation is a class of its own, tried at every step (there are few).
 //!
-//! A configuration with fewer pool or class members used dominates one with more (everything
+//! A configuration with fewer pool members used dominates one with more (everything
 //! the latter can do, the former can with earlier-invoked members), so it is pruned too.
 
 use std::collections::HashMap;
@@ -44,13 +44,6 @@ pub(super) struct Forced {
     pub(super) effect: Effect,
 }
 
-/// Optional operations with the same effect; `invokes` sorted ascending.
-#[derive(Clone, Debug)]
-pub(super) struct Class {
-    pub(super) effect: Effect,
-    pub(super) invokes: Vec<u64>,
-}
-
 #[derive(Clone, Debug)]
 pub(super) struct Problem {
     pub(super) model: Model,
@@ -60,8 +53,10 @@ pub(super) struct Problem {
     /// Invocation times of the quiet puts and of the quiet deletes.
     pub(super) quiet_puts: Vec<u64>,
     pub(super) quiet_deletes: Vec<u64>,
-    pub(super) classes: Vec<Class>,
 }
+
+/// How many members of each pool a configuration has used.
+type Used = [u32; POOLS];
 
 const PUTS: usize = 0;
 const DELETES: usize = 1;
@@ -90,9 +85,6 @@ impl Problem {
     /// Sorts `forced` into event order; callers may push in any order before searching.
     pub(super) fn sort(&mut self) {
         self.forced.sort_by_key(|op| (op.ret, op.invoke));
-        for class in &mut self.classes {
-            class.invokes.sort_unstable();
-        }
         self.quiet_puts.sort_unstable();
         self.quiet_deletes.sort_unstable();
     }
@@ -105,16 +97,23 @@ impl Problem {
         }
     }
 
-    /// `used` after taking what `absorbed` asks for, if the pools have it.
-    fn absorb(&self, used: &[u32], absorbed: Absorbed) -> Option<Box<[u32]>> {
-        let mut after: Box<[u32]> = used.into();
+    /// `used` after taking what `absorbed` asks for, if the pools have it, at event time `now`.
+    ///
+    /// Members are taken in invocation order, each for a point of the order that must come
+    /// after its invocation. That greedy choice is only as good as any other if the points are
+    /// served in order of their deadlines; they are: a quiet write applied before an operation
+    /// at event `now` has deadline `now`, which never decreases as the search goes on, and the
+    /// ones a read absorbs precede the write it read, which was linearized at an event no later
+    /// than `now` and no earlier than any quiet write applied before it, hence the deadline
+    /// `min(returned, now)`.
+    fn absorb(&self, used: &Used, absorbed: Absorbed, now: u64) -> Option<Used> {
+        let by = absorbed.by.min(now);
+        let mut after: Used = *used;
         for (pool, wanted) in [(PUTS, absorbed.puts), (DELETES, absorbed.deletes)] {
             if wanted == 0 {
                 continue;
             }
-            let invoked_by = self
-                .pool(pool)
-                .partition_point(|&invoke| invoke <= absorbed.by);
+            let invoked_by = self.pool(pool).partition_point(|&invoke| invoke <= by);
             after[pool] = after[pool].checked_add(wanted)?;
             if after[pool] as usize > invoked_by {
                 return None;
@@ -125,15 +124,9 @@ impl Problem {
 
     /// The ways to linearize `op` now: directly, or, only when that is impossible, right after
     /// one quiet write from a pool.
-    fn linearize(
-        &self,
-        state: &State,
-        used: &[u32],
-        op: &Forced,
-        now: u64,
-    ) -> Vec<(State, Box<[u32]>)> {
+    fn linearize(&self, state: &State, used: &Used, op: &Forced, now: u64) -> Vec<(State, Used)> {
         if let Some((next, absorbed)) = self.model.step(state, &op.effect, op.ret)
-            && let Some(used) = self.absorb(used, absorbed)
+            && let Some(used) = self.absorb(used, absorbed, now)
         {
             return vec![(next, used)];
         }
@@ -150,10 +143,10 @@ impl Problem {
             let Some((quiet, _)) = self.model.step(state, &effect, u64::MAX) else {
                 continue;
             };
-            let mut more: Box<[u32]> = used.into();
+            let mut more: Used = *used;
             more[pool] += 1;
             if let Some((next, absorbed)) = self.model.step(&quiet, &op.effect, op.ret)
-                && let Some(more) = self.absorb(&more, absorbed)
+                && let Some(more) = self.absorb(&more, absorbed, now)
             {
                 ways.push((next, more));
             }
@@ -171,8 +164,8 @@ impl Problem {
     pub(super) fn search_counted(&self, budget: usize) -> (Verdict, usize) {
         let count = self.forced.len();
         let in_flight = self.in_flight();
-        let mut visited: HashMap<Node, Vec<Box<[u32]>>> = HashMap::new();
-        let mut stack: Vec<(Node, Box<[u32]>)> = Vec::new();
+        let mut visited: HashMap<Node, Vec<Used>> = HashMap::new();
+        let mut stack: Vec<(Node, Used)> = Vec::new();
         let mut explored = 0usize;
         let mut deepest = 0usize;
         let start = Node {
@@ -180,31 +173,24 @@ impl Problem {
             early: Vec::new(),
             state: self.initial,
         };
-        let mut offer = |node: Node,
-                         used: Box<[u32]>,
-                         stack: &mut Vec<(Node, Box<[u32]>)>,
-                         explored: &mut usize| {
-            match visited.entry(node.clone()) {
-                Entry::Occupied(mut seen) => {
-                    if seen.get().iter().any(|other| dominates(other, &used)) {
-                        return;
+        let mut offer =
+            |node: Node, used: Used, stack: &mut Vec<(Node, Used)>, explored: &mut usize| {
+                match visited.entry(node.clone()) {
+                    Entry::Occupied(mut seen) => {
+                        if seen.get().iter().any(|other| dominates(other, &used)) {
+                            return;
+                        }
+                        seen.get_mut().retain(|other| !dominates(&used, other));
+                        seen.get_mut().push(used);
                     }
-                    seen.get_mut().retain(|other| !dominates(&used, other));
-                    seen.get_mut().push(used.clone());
+                    Entry::Vacant(slot) => {
+                        slot.insert(vec![used]);
+                    }
                 }
-                Entry::Vacant(slot) => {
-                    slot.insert(vec![used.clone()]);
-                }
-            }
-            *explored += 1;
-            stack.push((node, used));
-        };
-        offer(
-            start,
-            vec![0; POOLS + self.classes.len()].into_boxed_slice(),
-            &mut stack,
-            &mut explored,
-        );
+                *explored += 1;
+                stack.push((node, used));
+            };
+        offer(start, [0; POOLS], &mut stack, &mut explored);
         while let Some((node, used)) = stack.pop() {
             let event = node.event as usize;
             if event == count {
@@ -228,26 +214,6 @@ impl Problem {
             let now = self.forced[event].ret;
             // Pushed in reverse order of preference: the stack pops the last first, and the
             // likeliest way on is to linearize the returning operation itself.
-            for (index, class) in self.classes.iter().enumerate() {
-                let next_member = used[POOLS + index] as usize;
-                if class
-                    .invokes
-                    .get(next_member)
-                    .is_none_or(|&invoke| invoke > now)
-                {
-                    continue;
-                }
-                if let Some((state, _)) = self.model.step(&node.state, &class.effect, u64::MAX) {
-                    let mut more = used.clone();
-                    more[POOLS + index] += 1;
-                    let next = Node {
-                        event: node.event,
-                        early: node.early.clone(),
-                        state,
-                    };
-                    offer(next, more, &mut stack, &mut explored);
-                }
-            }
             for &other in &in_flight[event] {
                 if other == node.event || node.early.binary_search(&other).is_ok() {
                     continue;
@@ -299,14 +265,14 @@ impl Problem {
     }
 }
 
-/// `a` has used no more of any class than `b`.
+/// `a` has used no more of any pool than `b`.
 fn dominates(a: &[u32], b: &[u32]) -> bool {
     a.iter().zip(b).all(|(x, y)| x <= y)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::Val;
+    use super::super::model::{NewRev, Val};
     use super::*;
 
     fn forced(invoke: u64, ret: u64, effect: Effect) -> Forced {
@@ -321,7 +287,7 @@ mod tests {
     fn put(value: u32, rev: i64) -> Effect {
         Effect::Put {
             value: Val::id(value),
-            rev: Some(rev),
+            rev: NewRev::At(rev),
         }
     }
 
@@ -345,7 +311,6 @@ mod tests {
             forced,
             quiet_puts,
             quiet_deletes: Vec::new(),
-            classes: Vec::new(),
         };
         problem.sort();
         problem
@@ -399,8 +364,20 @@ mod tests {
                 forced(6, 7, put(1, 9)),
                 forced(8, 9, read),
                 // A delete that found the key needs it present: the one quiet put is gone.
-                forced(10, 11, Effect::Delete { rev: Some(10) }),
-                forced(12, 13, Effect::Delete { rev: Some(11) }),
+                forced(
+                    10,
+                    11,
+                    Effect::Delete {
+                        rev: NewRev::At(10),
+                    },
+                ),
+                forced(
+                    12,
+                    13,
+                    Effect::Delete {
+                        rev: NewRev::At(11),
+                    },
+                ),
             ],
             vec![5],
         );
