@@ -224,6 +224,36 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_created_after_a_write_was_published_starts_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend =
+            Arc::new(Backend::open(dir.path().join("db"), StoreOptions::default()).unwrap());
+        let hub = WatchHub::start(backend.clone(), 1_572_864, Duration::ZERO).unwrap();
+        let mut sink = hub.event_sink();
+        for round in 0..20 {
+            put(&backend, "k", &mut *sink);
+            let written = backend.store().current_revision();
+            let stream = hub.open_stream(Box::new(|| {}));
+            let create = WatchCreateRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            };
+            hub.with_registry(|registry| registry.create(stream, &create))
+                .unwrap();
+            put(&backend, "k", &mut *sink);
+            let out = hub.with_registry(|registry| registry.drain(stream));
+            assert!(out[0].created);
+            assert_eq!(
+                out[0].header.as_ref().unwrap().revision,
+                written,
+                "round {round}"
+            );
+            assert_eq!(revisions(&out), vec![written + 1], "round {round}");
+            hub.with_registry(|registry| registry.close_stream(stream));
+        }
+    }
+
+    #[test]
     fn catch_up_reads_the_store_and_joins_the_apply_loops_events() {
         let dir = tempfile::tempdir().unwrap();
         let backend =
