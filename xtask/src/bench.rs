@@ -312,6 +312,32 @@ async fn connect_pool(
     Ok(pool)
 }
 
+/// The endpoint of the member every endpoint names as leader (etcd's Status), and the others.
+pub async fn split_by_leader(endpoints: &[String]) -> Result<(String, Vec<String>)> {
+    let mut leader = None;
+    let mut others = Vec::new();
+    let mut named = Vec::new();
+    for endpoint in endpoints {
+        let mut client = connect_one(endpoint, Some(Duration::from_secs(5))).await?;
+        let status = client
+            .status()
+            .await
+            .with_context(|| format!("status of {endpoint}"))?;
+        let own = status.header().map_or(0, |h| h.member_id());
+        named.push(status.leader());
+        if own != 0 && own == status.leader() {
+            leader = Some(endpoint.clone());
+        } else {
+            others.push(endpoint.clone());
+        }
+    }
+    named.dedup();
+    match leader {
+        Some(leader) if named.len() == 1 => Ok((leader, others)),
+        _ => bail!("the members do not agree on a leader: {named:x?}"),
+    }
+}
+
 /// Waits until the cluster commits a write (a leader exists and a quorum is up).
 pub async fn wait_serving(endpoints: &[String], limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;

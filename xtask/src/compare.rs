@@ -10,11 +10,35 @@ use anyhow::Result;
 use crate::bench::{self, BenchConfig, Outcome, Workload};
 use crate::cluster::{self, Flavor, LocalCluster};
 
+/// Which members a case's clients talk to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Connections round-robin over every member (followers hand writes to the leader).
+    Spread,
+    /// Every connection to the leader.
+    Leader,
+    /// Every connection to one follower.
+    Follower,
+}
+
 /// One row of the comparison: a label and the run's settings (endpoints filled in later).
 #[derive(Clone, Debug)]
 pub struct Case {
     pub label: &'static str,
+    pub target: Target,
     pub config: BenchConfig,
+}
+
+impl Case {
+    fn endpoints(&self, all: &[String], leader: &str, followers: &[String]) -> Vec<String> {
+        match self.target {
+            Target::Spread => all.to_vec(),
+            Target::Leader => vec![leader.to_string()],
+            Target::Follower => followers
+                .first()
+                .map_or_else(|| vec![leader.to_string()], |f| vec![f.clone()]),
+        }
+    }
 }
 
 /// The compared workloads; `total` sizes the big ones and the others scale from it so a full
@@ -30,36 +54,58 @@ pub fn cases(total: u64) -> Vec<Case> {
         val_size: 256,
         key_space: 100_000,
     };
+    let put_200 = BenchConfig {
+        clients: 200,
+        conns: 20,
+        ..base.clone()
+    };
+    let range_100 = BenchConfig {
+        workload: Workload::Range {
+            serializable: false,
+        },
+        clients: 100,
+        conns: 10,
+        key_space: 1000,
+        ..base.clone()
+    };
+    let put_1 = BenchConfig {
+        total: (total / 20).max(1),
+        ..base.clone()
+    };
     vec![
         Case {
             label: "put, 200 clients",
-            config: BenchConfig {
-                clients: 200,
-                conns: 20,
-                ..base.clone()
-            },
+            target: Target::Spread,
+            config: put_200.clone(),
+        },
+        Case {
+            label: "put, 200 clients on the leader",
+            target: Target::Leader,
+            config: put_200,
         },
         Case {
             label: "range linearizable, 100 clients",
-            config: BenchConfig {
-                workload: Workload::Range {
-                    serializable: false,
-                },
-                clients: 100,
-                conns: 10,
-                key_space: 1000,
-                ..base.clone()
-            },
+            target: Target::Spread,
+            config: range_100.clone(),
         },
         Case {
-            label: "put, 1 client (latency)",
-            config: BenchConfig {
-                total: (total / 20).max(1),
-                ..base.clone()
-            },
+            label: "range lin., 100 on the leader",
+            target: Target::Leader,
+            config: range_100,
+        },
+        Case {
+            label: "put, 1 client on the leader",
+            target: Target::Leader,
+            config: put_1.clone(),
+        },
+        Case {
+            label: "put, 1 client on a follower",
+            target: Target::Follower,
+            config: put_1,
         },
         Case {
             label: "watch fan-out, 1000 watchers",
+            target: Target::Spread,
             config: BenchConfig {
                 workload: Workload::WatchFanOut,
                 clients: 1000,
@@ -70,6 +116,7 @@ pub fn cases(total: u64) -> Vec<Case> {
         },
         Case {
             label: "lease grant+revoke, 50 clients",
+            target: Target::Spread,
             config: BenchConfig {
                 workload: Workload::LeaseChurn,
                 clients: 50,
@@ -104,8 +151,10 @@ async fn run_flavor(
     let pids = cluster.pids();
     let mut outcomes = Vec::new();
     for case in cases {
+        // Asked before every case: leadership may move during a run.
+        let (leader, followers) = bench::split_by_leader(&endpoints).await?;
         let config = BenchConfig {
-            endpoints: endpoints.clone(),
+            endpoints: case.endpoints(&endpoints, &leader, &followers),
             ..case.config.clone()
         };
         println!(
@@ -234,9 +283,18 @@ mod tests {
     fn cases_scale_with_total() {
         let compared = cases(20_000);
         let totals: Vec<u64> = compared.iter().map(|c| c.config.total).collect();
-        assert_eq!(totals, [20_000, 20_000, 1_000, 100, 5_000]);
+        assert_eq!(
+            totals,
+            [20_000, 20_000, 20_000, 20_000, 1_000, 1_000, 100, 5_000]
+        );
         assert_eq!(compared[0].config.clients, 200);
-        assert_eq!(compared[3].config.clients, 1000);
+        assert_eq!(compared[6].config.clients, 1000);
+        let targets: Vec<Target> = compared.iter().map(|c| c.target).collect();
+        assert_eq!(targets.iter().filter(|&&t| t == Target::Leader).count(), 3);
+        assert_eq!(
+            targets.iter().filter(|&&t| t == Target::Follower).count(),
+            1
+        );
         for case in &compared {
             BenchConfig {
                 endpoints: vec!["x:1".into()],
@@ -246,6 +304,23 @@ mod tests {
             .unwrap();
         }
         assert!(cases(1).iter().all(|c| c.config.total >= 1));
+    }
+
+    #[test]
+    fn cases_pick_their_members() {
+        let all: Vec<String> = ["a:1", "b:1", "c:1"].map(String::from).to_vec();
+        let followers = vec!["a:1".to_string(), "c:1".to_string()];
+        let endpoints = |target| {
+            Case {
+                label: "x",
+                target,
+                config: cases(1)[0].config.clone(),
+            }
+            .endpoints(&all, "b:1", &followers)
+        };
+        assert_eq!(endpoints(Target::Spread), all);
+        assert_eq!(endpoints(Target::Leader), ["b:1"]);
+        assert_eq!(endpoints(Target::Follower), ["a:1"]);
     }
 
     #[test]
@@ -266,7 +341,10 @@ mod tests {
         let text = table(&cases[..2], &concord, &etcd, 3);
         let put_row = text.lines().find(|l| l.starts_with("put, 200")).unwrap();
         assert!(put_row.contains(" 2.00 "), "{put_row}");
-        let range_row = text.lines().find(|l| l.starts_with("range")).unwrap();
+        let range_row = text
+            .lines()
+            .find(|l| l.starts_with("put, 200 clients on"))
+            .unwrap();
         assert!(range_row.contains("concord failed: boom"), "{range_row}");
         assert!(
             range_row.contains("etcd failed: unimplemented"),
