@@ -12,8 +12,10 @@ use super::search::Verdict;
 use super::{Anomaly, AnomalyKind, Findings, describe};
 use crate::chaos::history::{Operation, Outcome};
 
-/// Configurations one key's search may visit before it gives up (about 200 bytes each).
-const SEARCH_BUDGET: usize = 2_000_000;
+/// Configurations one key's search may visit before it gives up (about 200 bytes each, so at
+/// most a few hundred MB with two keys at a time). A linearizable key typically needs a little
+/// more than one per operation.
+const SEARCH_BUDGET: usize = 1_000_000;
 /// The same for each attempt while shrinking (an attempt that runs out counts as not failing).
 const SHRINK_BUDGET: usize = 200_000;
 /// Configurations all attempts to shrink one key may visit together (a few seconds' work); the

@@ -106,6 +106,11 @@ impl State {
         }
     }
 
+    /// The lowest revision the store can be at.
+    pub(super) fn floor(&self) -> i64 {
+        self.floor
+    }
+
     /// The key's state left open, in a store that has reached at least `floor`.
     pub(super) fn open(floor: i64) -> State {
         State {
@@ -180,6 +185,30 @@ pub(super) enum Effect {
     /// preceded saw. That is a weakening; what its revision could still tell is lost.
     QuietPut,
     QuietDelete,
+}
+
+impl Effect {
+    /// The highest floor at which the operation can still be ordered: below its revision if it
+    /// is a write whose revision is known, at most its header if it is a read.
+    pub(super) fn floor_cap(&self) -> i64 {
+        match *self {
+            Effect::Put {
+                rev: NewRev::At(revision),
+                ..
+            }
+            | Effect::Cas {
+                rev: NewRev::At(revision),
+                ..
+            }
+            | Effect::Delete {
+                rev: NewRev::At(revision),
+            } => revision - 1,
+            Effect::CasFailed { header, .. }
+            | Effect::Get { header, .. }
+            | Effect::DeleteNothing { header } => header,
+            _ => i64::MAX,
+        }
+    }
 }
 
 /// The model of one key. `past` holds the values written before the window when the search

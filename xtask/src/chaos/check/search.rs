@@ -164,6 +164,23 @@ impl Problem {
     pub(super) fn search_counted(&self, budget: usize) -> (Verdict, usize) {
         let count = self.forced.len();
         let in_flight = self.in_flight();
+        let later_cap = self.later_cap();
+        // A configuration whose floor is above what an operation not yet linearized can accept
+        // can never be completed (the floor never goes down): prune it at once rather than find
+        // out many events later. This is what keeps the search from thrashing when many writes
+        // are in flight and the first order it tries is not the revision order.
+        let doomed = |node: &Node| {
+            let event = node.event as usize;
+            if event == count {
+                return false;
+            }
+            let floor = node.state.floor();
+            floor > later_cap[event]
+                || in_flight[event].iter().any(|&other| {
+                    node.early.binary_search(&other).is_err()
+                        && floor > self.forced[other as usize].effect.floor_cap()
+                })
+        };
         let mut visited: HashMap<Node, Vec<Used>> = HashMap::new();
         let mut stack: Vec<(Node, Used)> = Vec::new();
         let mut explored = 0usize;
@@ -175,6 +192,9 @@ impl Problem {
         };
         let mut offer =
             |node: Node, used: Used, stack: &mut Vec<(Node, Used)>, explored: &mut usize| {
+                if doomed(&node) {
+                    return;
+                }
                 match visited.entry(node.clone()) {
                     Entry::Occupied(mut seen) => {
                         if seen.get().iter().any(|other| dominates(other, &used)) {
@@ -241,6 +261,24 @@ impl Problem {
             }
         }
         (Verdict::NotLinearizable { stuck_at: deepest }, explored)
+    }
+
+    /// For each event, the lowest [`Effect::floor_cap`] among the operations invoked after it.
+    fn later_cap(&self) -> Vec<i64> {
+        let mut by_invoke: Vec<(u64, i64)> = self
+            .forced
+            .iter()
+            .map(|op| (op.invoke, op.effect.floor_cap()))
+            .collect();
+        by_invoke.sort_unstable();
+        let mut suffix = vec![i64::MAX; by_invoke.len() + 1];
+        for position in (0..by_invoke.len()).rev() {
+            suffix[position] = suffix[position + 1].min(by_invoke[position].1);
+        }
+        self.forced
+            .iter()
+            .map(|op| suffix[by_invoke.partition_point(|&(invoke, _)| invoke <= op.ret)])
+            .collect()
     }
 
     /// For each event, the forced operations that can be linearized there: invoked by then and

@@ -461,3 +461,73 @@ fn a_hundred_thousand_operations_are_checked_in_seconds() {
     );
     eprintln!("found and shrank a stale read in {elapsed:?}:\n{report}");
 }
+
+/// Timings for the report, over shapes a chaos run can produce:
+/// `cargo nextest run -p xtask --release --run-ignored only check_timings --no-capture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn check_timings() {
+    for (name, shape) in [
+        (
+            "16 clients, 10 keys, 3% unknown",
+            Shape {
+                clients: 16,
+                keys: 10,
+                ops_per_client: 6_250,
+                unknown_percent: 3,
+                max_latency_us: 3_000,
+            },
+        ),
+        (
+            "16 clients, 5 keys, 5% unknown",
+            Shape {
+                clients: 16,
+                keys: 5,
+                ops_per_client: 6_250,
+                unknown_percent: 5,
+                max_latency_us: 3_000,
+            },
+        ),
+        (
+            "16 clients, 1 key, 5% unknown",
+            Shape {
+                clients: 16,
+                keys: 1,
+                ops_per_client: 2_000,
+                unknown_percent: 5,
+                max_latency_us: 3_000,
+            },
+        ),
+        (
+            "8 clients, 2 keys, 20% unknown, slow",
+            Shape {
+                clients: 8,
+                keys: 2,
+                ops_per_client: 5_000,
+                unknown_percent: 20,
+                max_latency_us: 20_000,
+            },
+        ),
+    ] {
+        let mut generated = generate(11, shape);
+        let started = Instant::now();
+        let report = check(&generated.history);
+        let passed = started.elapsed();
+        assert!(report.is_ok(), "{name}: {report}");
+        let read = make_a_read_stale(&mut generated, &mut Rng(3)).expect("a read to make stale");
+        let started = Instant::now();
+        let report = check(&generated.history);
+        let failed = started.elapsed();
+        assert!(
+            report.anomalies[0]
+                .operations
+                .contains(&generated.history.operations[read])
+        );
+        eprintln!(
+            "{name}: {} operations checked in {passed:?}; with a stale read, found and shrunk \
+             to {} operations in {failed:?}",
+            report.operations,
+            report.anomalies[0].operations.len()
+        );
+    }
+}
