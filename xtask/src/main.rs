@@ -7,7 +7,7 @@
 //! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
 //! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
 //!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
-//!                   [--binary PATH] [--data-dir DIR] [--serializable-gets]
+//!                   [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
 //! ```
 //!
 //! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
@@ -48,7 +48,7 @@ const USAGE: &str = "usage:
   cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
                     [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
-                    [--binary PATH] [--data-dir DIR] [--serializable-gets]
+                    [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
   (--serializable-gets tests the harness itself: gets read local state, the run must fail)
 WORKLOAD: put | range | range-l | range-s | txn | lease | watch";
 
@@ -304,6 +304,7 @@ fn chaos_command(raw: &[String]) -> Result<()> {
         "binary",
         "data-dir",
         "serializable-gets",
+        "snapshot-count",
     ])?;
     if let Some(extra) = args.positionals().first() {
         bail!("unexpected argument {extra:?}\n{USAGE}");
@@ -355,6 +356,7 @@ fn chaos_command(raw: &[String]) -> Result<()> {
         watchers,
         request_timeout,
         serializable_gets: args.switch("serializable-gets"),
+        snapshot_count: args.get_or("snapshot-count", chaos::SNAPSHOT_COUNT)?,
         data_dir,
     };
     let runtime = runtime()?;

@@ -55,6 +55,8 @@ pub struct ChaosConfig {
     pub keys: usize,
     pub watchers: usize,
     pub request_timeout: Duration,
+    /// The members' `--snapshot-count`.
+    pub snapshot_count: u64,
     /// Harness self-test: serve gets from local state but record them as linearizable; the
     /// run must then fail with stale reads.
     pub serializable_gets: bool,
@@ -67,6 +69,11 @@ const PREFIX: &str = "chaos/";
 
 /// Short raft timing so faults heal quickly (etcd's defaults, spelled out for both servers).
 const RAFT_TIMING: [&str; 4] = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
+
+/// The default `--snapshot-count` of a chaos run: frequent snapshots, so that members coming
+/// back from a fault are caught up by snapshot as well as by log entries (etcd's and Concord's
+/// default, 10,000, makes that rare in a short run).
+pub const SNAPSHOT_COUNT: u64 = 2000;
 
 /// `120s`, `2m`, `500ms`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
@@ -153,7 +160,11 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
         let upstream = SocketAddr::from(([127, 0, 0, 1], member.peer_port));
         proxy::spawn(listener, index, upstream, network.clone())?;
     }
-    let extra: Vec<String> = RAFT_TIMING.iter().map(|s| s.to_string()).collect();
+    let mut extra: Vec<String> = RAFT_TIMING.iter().map(|s| s.to_string()).collect();
+    extra.extend([
+        "--snapshot-count".to_string(),
+        config.snapshot_count.to_string(),
+    ]);
     let binary = config.binary.clone();
     let flavor = config.flavor;
     let cluster = LocalCluster::launch(flavor, &binary, layout, &extra)?;
@@ -273,6 +284,9 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
             }
         }
     }
+    for member in 0..config.members {
+        nemesis.check_identity(member, &mut nemesis_report).await;
+    }
     // Crashes up to the very end count, including any during the final catch-up.
     let stop_outcomes = {
         let mut cluster = cluster
@@ -304,8 +318,12 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
             .flat_map(|w| w.records.iter().cloned())
             .collect(),
     };
+    let served_by: Vec<(usize, u64)> = watcher_outcomes
+        .iter()
+        .flat_map(|w| w.served_by.iter().copied())
+        .collect();
     let dump = config.data_dir.join("history.txt");
-    std::fs::write(&dump, dump_history(&history))
+    std::fs::write(&dump, dump_history(&history, &served_by))
         .with_context(|| format!("write {}", dump.display()))?;
     Ok(RunOutcome {
         history,
@@ -509,8 +527,9 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// The history as text, one operation or watch stream per line, for reading after a failure.
-fn dump_history(history: &History) -> String {
+/// The history as text, one operation or watch stream per line, for reading after a failure;
+/// `served_by` names each watch stream's member and opening time.
+fn dump_history(history: &History, served_by: &[(usize, u64)]) -> String {
     let mut text = String::new();
     for op in &history.operations {
         let _ = writeln!(
@@ -524,10 +543,14 @@ fn dump_history(history: &History) -> String {
             op.outcome
         );
     }
-    for watch in &history.watches {
+    for (index, watch) in history.watches.iter().enumerate() {
+        let (member, opened) = match served_by.get(index) {
+            Some((member, opened_ns)) => (format!("m{member}"), opened_ns.to_string()),
+            None => ("?".to_string(), "?".to_string()),
+        };
         let _ = writeln!(
             text,
-            "watch watcher={} prefix={:?} start={} complete_to={} events={:?}",
+            "watch watcher={} member={member} opened={opened} prefix={:?} start={} complete_to={} events={:?}",
             watch.watcher, watch.prefix, watch.start_revision, watch.complete_to, watch.events
         );
     }

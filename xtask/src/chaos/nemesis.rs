@@ -448,6 +448,40 @@ impl Nemesis {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            self.check_identity(member, report).await;
+        }
+    }
+
+    /// A member must come back as itself: the raft id it reports in Status is the one it had
+    /// when the cluster started (a member that takes another's id splits the cluster's brain).
+    pub async fn check_identity(&self, member: usize, report: &mut NemesisReport) {
+        let mut client = self.status_clients[member].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = tokio::time::timeout(Duration::from_secs(1), client.status()).await;
+            if let Ok(Ok(status)) = answer
+                && let Some(header) = status.header()
+            {
+                let expected = self.member_ids[member];
+                if header.member_id() != expected {
+                    let problem = format!(
+                        "{} came back as member {:x}, not as itself ({expected:x})",
+                        self.name(member),
+                        header.member_id()
+                    );
+                    self.say(&problem);
+                    report.errors.push(problem);
+                }
+                return;
+            }
+            if Instant::now() > deadline {
+                report.errors.push(format!(
+                    "{} did not answer Maintenance.Status within 10s of its restart",
+                    self.name(member)
+                ));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -29,6 +29,9 @@ const FINAL_CATCH_UP: Duration = Duration::from_secs(20);
 #[derive(Debug, Default)]
 pub struct WatcherOutcome {
     pub records: Vec<WatchRecord>,
+    /// For each record, the member that served it and when it was opened (run clock, ns): for
+    /// reading a failure, not for the checker.
+    pub served_by: Vec<(usize, u64)>,
     pub stalled: Option<String>,
     /// Streams that broke (errors, end of stream, cancellation) rather than being closed by us.
     pub broken: usize,
@@ -189,6 +192,7 @@ pub async fn run_watcher(
         1 => 1,
         _ => watcher.past_revision(),
     };
+    let mut last_member = None;
     loop {
         if watcher.finish_deadline.is_none() && final_revision.borrow().is_some() {
             watcher.finish_deadline = Some(Instant::now() + FINAL_CATCH_UP);
@@ -197,13 +201,20 @@ pub async fn run_watcher(
             && Instant::now() > deadline
         {
             let last = final_revision.borrow().unwrap_or_default();
-            let reached = outcome.records.last().map_or(0, |r| r.complete_to);
+            let reached = match (outcome.records.last(), last_member) {
+                (Some(record), Some(member)) => format!(
+                    "its last stream, on m{member} from revision {}, delivered up to {}",
+                    record.start_revision, record.complete_to
+                ),
+                _ => "no stream opened".to_string(),
+            };
             outcome.stalled = Some(format!(
                 "watcher {id} did not deliver up to the final revision {last} within \
-                 {FINAL_CATCH_UP:?} (its streams vouched up to {reached})"
+                 {FINAL_CATCH_UP:?}: {reached}"
             ));
             return outcome;
         }
+        let opened_ns = shared.clock.now_ns();
         let Some(mut stream) = watcher.open(start).await else {
             watcher.endpoint = (watcher.endpoint + 1) % endpoints;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -221,6 +232,8 @@ pub async fn run_watcher(
             .await;
         let resume = record.complete_to + 1;
         outcome.records.push(record);
+        outcome.served_by.push((watcher.endpoint, opened_ns));
+        last_member = Some(watcher.endpoint);
         watcher.endpoint = (watcher.endpoint + 1) % endpoints;
         match ended {
             Ended::Finished => return outcome,
