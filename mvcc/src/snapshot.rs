@@ -1,6 +1,8 @@
 //! Whole-backend snapshots for raft: every `kv` and `meta` entry (so the data,
 //! the revisions, the applied index and the side tables), framed and
-//! checksummed.
+//! checksummed. Side tables that belong to one member rather than to the
+//! replicated state (its own identity, say) are kept across a restore: the
+//! receiver's entries replace whatever the sender's snapshot holds for them.
 //!
 //! Format: [`MAGIC`], then records `tag(1) | key_len(4 BE) | key | value_len(4 BE)
 //! | value` with tag 1 for `kv` and 2 for `meta`, then tag 0 and the CRC-32C of
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use fjall::{Keyspace, Readable};
 
 use crate::error::Error;
-use crate::store::{Store, StoreOptions};
+use crate::store::{MetaEntry, Store, StoreOptions, meta_user_key};
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAPSHOT-1\n";
 const TAG_END: u8 = 0;
@@ -48,7 +50,40 @@ impl Store {
     /// anything on disk is touched, and written to a sibling directory that is
     /// renamed into place, so a crash leaves either the old or the new contents.
     pub fn restore(dir: &Path, bytes: &[u8], opts: StoreOptions) -> Result<Store, Error> {
-        let records = parse(bytes)?;
+        Self::restore_keeping(dir, bytes, opts, &[])
+    }
+
+    /// [`Store::restore`], except that each side table named in `member_tables` ends up
+    /// holding exactly the given entries (this member's own, read before the old store
+    /// was closed) instead of the snapshot's: a snapshot from another member must not
+    /// overwrite who this member is. Written in the same staged directory as the rest,
+    /// so a crash never leaves the restored data without them.
+    pub fn restore_keeping(
+        dir: &Path,
+        bytes: &[u8],
+        opts: StoreOptions,
+        member_tables: &[(&str, &[MetaEntry])],
+    ) -> Result<Store, Error> {
+        let table_prefixes: Vec<Vec<u8>> = member_tables
+            .iter()
+            .map(|(table, _)| meta_user_key(table, b""))
+            .collect();
+        let mut records = parse(bytes)?;
+        records
+            .retain(|r| r.tag != TAG_META || !table_prefixes.iter().any(|p| r.key.starts_with(p)));
+        let kept: Vec<(Vec<u8>, &[u8])> = member_tables
+            .iter()
+            .flat_map(|(table, entries)| {
+                entries
+                    .iter()
+                    .map(move |(key, value)| (meta_user_key(table, key), value.as_slice()))
+            })
+            .collect();
+        records.extend(kept.iter().map(|(key, value)| Record {
+            tag: TAG_META,
+            key,
+            value,
+        }));
         let staging = sibling(dir, "restoring");
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;

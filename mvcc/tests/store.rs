@@ -304,6 +304,44 @@ fn snapshot_restore_round_trips_and_rejects_damage() {
 }
 
 #[test]
+fn restore_keeps_member_tables_of_the_receiver() {
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = open(src_dir.path());
+    put(&src, "k", "v");
+    let mut batch = src.write_batch();
+    batch.meta_put("local", b"member_id", b"sender");
+    batch.meta_put("local", b"sender_only", b"x");
+    batch.meta_put("localx", b"shared", b"from sender");
+    batch.commit().expect("commit");
+    let bytes = src.snapshot_bytes().expect("snapshot");
+
+    let dst_root = tempfile::tempdir().expect("tempdir");
+    let dst_dir = dst_root.path().join("member");
+    let own = vec![(b"member_id".to_vec(), b"receiver".to_vec())];
+    let dst = Store::restore_keeping(
+        &dst_dir,
+        &bytes,
+        StoreOptions::default(),
+        &[("local", own.as_slice())],
+    )
+    .expect("restore");
+    assert_eq!(
+        dst.meta_scan("local").expect("scan"),
+        own,
+        "the receiver's own table, none of the sender's entries"
+    );
+    // A table whose name merely starts with a kept table's name is replicated state.
+    assert_eq!(
+        dst.meta_get("localx", b"shared").expect("meta"),
+        Some(b"from sender".to_vec())
+    );
+    assert_eq!(
+        kv_pairs(&range_all(&dst, 0).expect("range")),
+        vec![("k".into(), "v".into())]
+    );
+}
+
+#[test]
 fn side_tables_are_separate_and_batched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
