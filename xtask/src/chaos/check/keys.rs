@@ -89,9 +89,7 @@ fn check_key(index: &Index<'_>, key: &str, ops: &[&Operation]) -> Vec<Anomaly> {
     }
     let modes = vec![Mode::Shown; ops.len()];
     let lowered = lower(index, ops, &modes, Window::WHOLE);
-    let Some(problem) = &lowered.problem else {
-        return Vec::new();
-    };
+    let problem = &lowered.problem;
     match problem.search(SEARCH_BUDGET) {
         Verdict::Linearizable => Vec::new(),
         Verdict::Undecided => vec![Anomaly::new(
@@ -295,10 +293,7 @@ impl Allowance {
         modes: &[Mode],
         window: Window,
     ) -> bool {
-        let lowered = lower(index, ops, modes, window);
-        let Some(problem) = lowered.problem else {
-            return false;
-        };
+        let problem = lower(index, ops, modes, window).problem;
         let (verdict, explored) = problem.search_counted(SHRINK_BUDGET.min(self.configurations));
         self.configurations = self.configurations.saturating_sub(explored);
         matches!(verdict, Verdict::NotLinearizable { .. })
@@ -407,16 +402,14 @@ fn witness(
     ops: &[&Operation],
     modes: &[Mode],
     window: Window,
-    out_of_time: bool,
+    out_of_budget: bool,
 ) -> Anomaly {
     let lowered: Lowered = lower(index, ops, modes, window);
-    let stuck = lowered
-        .problem
-        .as_ref()
-        .and_then(|problem| match problem.search(SHRINK_BUDGET) {
-            Verdict::NotLinearizable { stuck_at } => Some(problem.forced[stuck_at].source),
-            _ => None,
-        });
+    let problem = &lowered.problem;
+    let stuck = match problem.search(SHRINK_BUDGET) {
+        Verdict::NotLinearizable { stuck_at } => Some(problem.forced[stuck_at].source),
+        _ => None,
+    };
     let mut shown: Vec<usize> = lowered
         .forced
         .iter()
@@ -437,8 +430,8 @@ fn witness(
         .with_operations(shown.iter().map(|&slot| ops[slot]));
     if let Some(from) = window.from {
         anomaly = anomaly.with_note(format!(
-            "the key's state before {} ms is left open: any value written by the {} operations \
-             that completed before, or absent",
+            "the key's state before {} ms is left open: absent, or any value written by the {} \
+             operations completed by then",
             super::millis(from),
             lowered.before
         ));
@@ -451,11 +444,21 @@ fn witness(
         .iter()
         .filter(|&&slot| modes[slot] == Mode::Shown)
         .count();
-    if hidden > 0 || quiet_unknown > 0 {
+    let mut left_out = Vec::new();
+    if hidden > 0 {
+        left_out.push(format!(
+            "{hidden} operations of the window (reads dropped, writes taken as of unknown outcome)"
+        ));
+    }
+    if quiet_unknown > 0 {
+        left_out.push(format!(
+            "{quiet_unknown} writes of unknown outcome (or still in flight) that nothing shown reads"
+        ));
+    }
+    if !left_out.is_empty() {
         anomaly = anomaly.with_note(format!(
-            "not shown: {hidden} operations of the window (reads left out, writes taken as of \
-             unknown outcome) and {quiet_unknown} writes of unknown outcome; with any of those \
-             writes taking effect at any time after its invocation, or not at all, it still fails"
+            "not shown: {}; whether or when any of those writes took effect, it still fails",
+            left_out.join(" and ")
         ));
     }
     let later = ops.iter().filter(|op| op.invoke_ns > window.to).count();
@@ -482,9 +485,10 @@ fn witness(
             ));
         }
     }
-    if out_of_time {
-        anomaly = anomaly
-            .with_note("shrinking ran out of time; the sub-history may not be minimal".to_string());
+    if out_of_budget {
+        anomaly = anomaly.with_note(
+            "shrinking ran out of its budget; the sub-history may not be minimal".to_string(),
+        );
     }
     anomaly
 }

@@ -60,10 +60,10 @@ impl Window {
     };
 }
 
-/// Where each searched operation came from.
-#[derive(Clone, Debug, Default)]
+/// The search problem, and where its operations came from.
+#[derive(Clone, Debug)]
 pub(super) struct Lowered {
-    pub(super) problem: Option<Problem>,
+    pub(super) problem: Problem,
     /// Recorded operations (indices into the key's list) in the window, by role.
     pub(super) forced: Vec<usize>,
     pub(super) optional_quiet: Vec<usize>,
@@ -71,8 +71,9 @@ pub(super) struct Lowered {
     pub(super) before: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum QuietKind {
+/// What an uncertain write would do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteKind {
     Put,
     Delete,
     Cas(Option<u32>),
@@ -85,7 +86,7 @@ struct Uncertain {
     /// The revision, when the outcome is known (the operation is only cut off by the window).
     rev: Option<i64>,
     may_be_before_window: bool,
-    effect_kind: QuietKind,
+    effect_kind: WriteKind,
 }
 
 /// Lowers `ops` (the key's operations, sorted by invocation) seen through `modes` and `window`.
@@ -96,7 +97,7 @@ pub(super) fn lower(
     window: Window,
 ) -> Lowered {
     let id = |value: &str| index.id(value).unwrap_or(u32::MAX - 1);
-    let mut lowered = Lowered::default();
+    let mut before = 0;
     let mut model = Model::default();
     let mut floor = 1;
     let mut forced: Vec<(usize, Forced)> = Vec::new();
@@ -109,7 +110,7 @@ pub(super) fn lower(
         if let (Some(from), true, Some(ret)) = (window.from, known, op.return_ns)
             && ret < from
         {
-            lowered.before += 1;
+            before += 1;
             if let Some(header) = header(&op.outcome) {
                 floor = floor.max(header);
             }
@@ -150,14 +151,14 @@ pub(super) fn lower(
             None
         };
         let (call_value, effect_kind) = match &op.call {
-            Call::Put { value, .. } => (Some(id(value)), QuietKind::Put),
+            Call::Put { value, .. } => (Some(id(value)), WriteKind::Put),
             Call::Cas {
                 expected, value, ..
             } => (
                 Some(id(value)),
-                QuietKind::Cas(expected.as_deref().map(&id)),
+                WriteKind::Cas(expected.as_deref().map(&id)),
             ),
-            Call::Delete { .. } => (None, QuietKind::Delete),
+            Call::Delete { .. } => (None, WriteKind::Delete),
             Call::Get { .. } => continue,
         };
         if may_be_before_window && let Some(value) = call_value {
@@ -209,7 +210,7 @@ pub(super) fn lower(
     loop {
         let mut changed = false;
         for position in 0..uncertain.len() {
-            let (Some(ret), QuietKind::Cas(Some(expected))) =
+            let (Some(ret), WriteKind::Cas(Some(expected))) =
                 (observed_by[position], uncertain[position].effect_kind)
             else {
                 continue;
@@ -224,6 +225,7 @@ pub(super) fn lower(
         }
     }
 
+    let mut optional_quiet = Vec::new();
     let mut quiet_puts = Vec::new();
     let mut quiet_deletes = Vec::new();
     for (position, u) in uncertain.iter().enumerate() {
@@ -236,13 +238,13 @@ pub(super) fn lower(
             NewRev::from(u.rev.or(bound_revision[position]))
         };
         let effect = match u.effect_kind {
-            QuietKind::Put => Effect::Put { value, rev },
-            QuietKind::Cas(expected) => Effect::Cas {
+            WriteKind::Put => Effect::Put { value, rev },
+            WriteKind::Cas(expected) => Effect::Cas {
                 expected,
                 value,
                 rev,
             },
-            QuietKind::Delete => Effect::Delete { rev },
+            WriteKind::Delete => Effect::Delete { rev },
         };
         if let Some(ret) = observed_by[position] {
             forced.push((
@@ -255,15 +257,15 @@ pub(super) fn lower(
                 },
             ));
         } else {
-            lowered.optional_quiet.push(u.slot);
+            optional_quiet.push(u.slot);
             match u.effect_kind {
-                QuietKind::Delete => quiet_deletes.push(u.invoke),
-                QuietKind::Put | QuietKind::Cas(_) => quiet_puts.push(u.invoke),
+                WriteKind::Delete => quiet_deletes.push(u.invoke),
+                WriteKind::Put | WriteKind::Cas(_) => quiet_puts.push(u.invoke),
             }
         }
     }
-    lowered.forced = forced.iter().map(|(slot, _)| *slot).collect();
-    lowered.forced.sort_unstable();
+    let mut forced_slots: Vec<usize> = forced.iter().map(|(slot, _)| *slot).collect();
+    forced_slots.sort_unstable();
     let initial = if window.from.is_some() {
         State::open(floor)
     } else {
@@ -277,8 +279,12 @@ pub(super) fn lower(
         quiet_deletes,
     };
     problem.sort();
-    lowered.problem = Some(problem);
-    lowered
+    Lowered {
+        problem,
+        forced: forced_slots,
+        optional_quiet,
+        before,
+    }
 }
 
 /// The header revision of an outcome.

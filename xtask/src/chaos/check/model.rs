@@ -154,9 +154,7 @@ pub(super) enum Effect {
         value: Val,
         rev: NewRev,
     },
-    /// A compare-and-set that succeeded (or, for an operation that may not have happened, one
-    /// that succeeds if its compare holds; applying it when the compare fails is a no-op and the
-    /// model refuses it so the search does not branch on nothing).
+    /// A compare-and-set that succeeded.
     Cas {
         expected: Option<u32>,
         value: Val,

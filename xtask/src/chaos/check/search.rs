@@ -1,33 +1,47 @@
-//! The linearizability search over one key: Lowe's just-in-time linearization, with a cache of
+//! The linearizability search over one key: Lowe's just-in-time linearization with a cache of
 //! visited configurations.
 //!
-//! Operations that certainly happened ("forced") are sorted by return time; the search walks
-//! their returns in that order. An operation is linearized only when it must be: when its own
-//! return is reached, preceded by any pending operations ordered before it. Any linearization
-//! can be rewritten into one of that shape (move every linearization point later, to just before
-//! the next return of an operation not yet linearized: that crosses only invocations, which
-//! changes no real-time constraint), so nothing is lost. A configuration is the index of the
-//! next return, the set of operations linearized ahead of their return (never more than the
-//! operations in flight), the model state and how far each class of optional operations has
-//! been used; configurations already seen are not explored again.
+//! Operations that certainly took effect ("forced") are sorted by return time and the search
+//! walks their returns in that order. An operation is linearized only when it must be, at its own
+//! return, preceded by any in-flight operations ordered before it. Any linearization can be
+//! rewritten into that shape (move each linearization point later, to just before the next
+//! return of an operation not yet linearized; that crosses only invocations, which changes no
+//! real-time constraint), so nothing is lost. A configuration is the index of the next return,
+//! the operations linearized ahead of their return (never more than those in flight), the model
+//! state, and how many members of each pool of optional writes are used. The search skips a
+//! configuration seen before, one dominated by a configuration seen before (the same but for
+//! having used no fewer pool members), and one whose floor already exceeds what some forced
+//! operation not yet linearized accepts (the floor never goes down, so it cannot be completed;
+//! without this the search thrashes when many writes are in flight and its first guess at their
+//! order is wrong).
 //!
-//! Optional operations (they may or may not have taken effect, any time after their
-//! invocation) are of two sorts (see `lower`). Quiet writes, whose values nothing observes, go
-//! into two pools, puts and deletes; members of a pool are interchangeable, so a pool is used in
-//! invocation order (an exchange argument: with no deadlines, any assignment of members to
-//! points in the order can be rewritten to use the earliest invoked unused member at each
-//! point) and a counter replaces a bit per operation. A quiet write is applied only right before
-//! an operation that cannot be linearized without it (a read of absence, a failed
-//! compare-and-set, a delete that found the key, ...): placing it later, up to that operation, only
-//! removes constraints from the operations in between, which could not see its value anyway. Its
-//! other effects, the version it adds and the create revision it may change, only show in a
-//! later read of a later write's value; such a read asks for the quiet writes it needs, invoked
-//! before that write returned (`Absorbed`), and takes them from the pools then. That is what
-//! keeps a history with hundreds of unknown writes to a key from exploding the search. Every
-//! other optional operation is a class of its own, tried at every step (there are few).
+//! Writes of unknown outcome (or cut off by a window, or hidden while shrinking) that no
+//! operation which took effect observes are "quiet" (see `lower`; observed ones are forced). A
+//! run has hundreds per key, and trying each at every point would make the search exponential.
+//! Why the way they are handled never rejects a history etcd could have produced:
 //!
-//! A configuration with fewer pool members used dominates one with more (everything
-//! the latter can do, the former can with earlier-invoked members), so it is pruned too.
+//! 1. Pools. A quiet write puts a value nobody reads or deletes the key (a quiet
+//!    compare-and-set counts as a put, a weakening). Members of a pool differ only in invocation
+//!    time, and each may take effect any time after it, so any use of some of them can be
+//!    rewritten to use them in invocation order, as long as the points they serve are taken in
+//!    order of deadline (see `absorb`): a counter per pool replaces a bit per operation.
+//! 2. Laziness. A quiet write is applied only right before an operation that cannot be
+//!    linearized without it (a read of absence, a failed compare-and-set, a delete that found the
+//!    key, ...). Had it taken effect earlier, every operation between would have been either a
+//!    write overwriting it, or a failed compare-and-set that is also fine without it (or needs
+//!    it, and then it is applied before that one): moving it later loses nothing but its effect
+//!    on the version and create revision of the key's later values.
+//! 3. Absorption. That effect shows only when a read returns a later write's value with a
+//!    version or create revision the model does not have. The read then asks for the quiet
+//!    writes that must have taken effect before that write (`Absorbed`), and takes them from the
+//!    pools if enough were invoked in time.
+//! 4. Revisions. A quiet write placed later than it took effect would have to exceed revisions
+//!    that operations it really preceded saw, so it gets any revision and leaves the floor alone
+//!    (`NewRev::Anywhere`): a weakening.
+//!
+//! The weakenings (a compare-and-set taken as a put, revisions of quiet writes unchecked, a
+//! version after a quiet delete not recounted) only ever accept more; the random tests check
+//! that histories from a simulated etcd with many unknown outcomes are all accepted.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
