@@ -22,6 +22,10 @@ use crate::etcd_error::EtcdError;
 use crate::lessor::LeaseKeeper;
 use crate::membership::Membership;
 
+/// The side table of what belongs to this member alone (its member and cluster ids): a
+/// snapshot from another member replaces everything else but never this.
+pub const MEMBER_LOCAL_TABLE: &str = "local";
+
 /// The MVCC store, swappable as a whole when a raft snapshot replaces it.
 #[derive(Debug)]
 pub struct Backend {
@@ -53,10 +57,16 @@ impl Backend {
         while Arc::strong_count(&current) > 1 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        let own_identity = current.meta_scan(MEMBER_LOCAL_TABLE)?;
         let placeholder_dir = self.dir.with_extension("closing");
         let placeholder = Store::open(&placeholder_dir, self.options.clone())?;
         drop(std::mem::replace(&mut *current, Arc::new(placeholder)));
-        let restored = Store::restore(&self.dir, bytes, self.options.clone())?;
+        let restored = Store::restore_keeping(
+            &self.dir,
+            bytes,
+            self.options.clone(),
+            &[(MEMBER_LOCAL_TABLE, own_identity.as_slice())],
+        )?;
         drop(std::mem::replace(&mut *current, Arc::new(restored)));
         let _ = std::fs::remove_dir_all(&placeholder_dir);
         Ok(())
@@ -78,6 +88,9 @@ pub struct Completed {
 /// the watch hub's input. Called on the raft driver thread: it must not block.
 pub trait EventSink: Send {
     fn publish(&mut self, events: Vec<Event>);
+    /// A snapshot replaced the store, whose revision is now `current_revision`: the
+    /// revisions it skipped over are never published.
+    fn store_replaced(&mut self, current_revision: i64);
 }
 
 /// Things the apply loop tells the rest of the server about.
@@ -405,6 +418,9 @@ impl StateMachine for ApplyMachine {
             self.membership = Membership::load(&self.backend.store()).map_err(boxed)?;
             if let Some(leases) = &self.leases {
                 leases.recover(&self.backend.store()).map_err(boxed)?;
+            }
+            if let Some(sink) = &mut self.event_sink {
+                sink.store_replaced(self.backend.store().current_revision());
             }
             self.observer.restored();
         }

@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::api::{self, ETCD_VERSION};
-use crate::apply::{ApplyMachine, ApplyObserver, Backend};
+use crate::apply::{ApplyMachine, ApplyObserver, Backend, MEMBER_LOCAL_TABLE};
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
@@ -154,8 +154,8 @@ fn load_or_store_identity(
 ) -> Result<(u64, u64), Error> {
     let store = backend.store();
     if let (Some(m), Some(c)) = (
-        store.meta_get("local", b"member_id")?,
-        store.meta_get("local", b"cluster_id")?,
+        store.meta_get(MEMBER_LOCAL_TABLE, b"member_id")?,
+        store.meta_get(MEMBER_LOCAL_TABLE, b"cluster_id")?,
     ) {
         let decode = |bytes: Vec<u8>| -> Result<u64, Error> {
             let array: [u8; 8] = bytes
@@ -166,8 +166,8 @@ fn load_or_store_identity(
         return Ok((decode(m)?, decode(c)?));
     }
     let mut batch = store.write_batch();
-    batch.meta_put("local", b"member_id", &member.to_be_bytes());
-    batch.meta_put("local", b"cluster_id", &cluster.to_be_bytes());
+    batch.meta_put(MEMBER_LOCAL_TABLE, b"member_id", &member.to_be_bytes());
+    batch.meta_put(MEMBER_LOCAL_TABLE, b"cluster_id", &cluster.to_be_bytes());
     batch.commit()?;
     Ok((member, cluster))
 }

@@ -162,6 +162,11 @@ impl EventSink for HubSink {
     fn publish(&mut self, events: Vec<Event>) {
         self.0.with_registry(|registry| registry.publish(events));
     }
+
+    fn store_replaced(&mut self, current_revision: i64) {
+        self.0
+            .with_registry(|registry| registry.store_replaced(current_revision));
+    }
 }
 
 fn run_catch_up(hub: Weak<WatchHub>) {

@@ -584,6 +584,31 @@ impl Registry {
         }
     }
 
+    /// The store was replaced by a snapshot whose current revision is `current_revision`:
+    /// the revisions between the last published one and it will never be published, so
+    /// every synced watcher resumes from the new store's history, each at the first
+    /// revision it has not been sent (its own start may lie beyond the old revision).
+    pub fn store_replaced(&mut self, current_revision: i64) {
+        if current_revision <= self.last_published {
+            return;
+        }
+        let synced: Vec<(usize, i64)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, w)| {
+                w.as_ref()
+                    .filter(|w| w.state == State::Synced)
+                    .map(|w| (slot, w.next_rev))
+            })
+            .collect();
+        let first_unsent = self.last_published + 1;
+        for (slot, next_rev) in synced {
+            self.set_aside(slot, next_rev.max(first_unsent));
+        }
+        self.last_published = current_revision;
+    }
+
     /// The events of one or more committed revisions, in revision order: offered to
     /// every synced watcher whose range holds their keys.
     pub fn publish(&mut self, events: Vec<Event>) {
@@ -595,20 +620,9 @@ impl Registry {
             return;
         }
         if first > self.last_published + 1 {
-            // Revisions went missing (the store was replaced by a snapshot): every
-            // synced watcher resumes from history.
-            let synced: Vec<usize> = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.as_ref().is_some_and(|w| w.state == State::Synced))
-                .map(|(slot, _)| slot)
-                .collect();
-            let resume = self.last_published + 1;
-            for slot in synced {
-                self.set_aside(slot, resume);
-            }
-            self.last_published = last;
+            // Revisions went missing: the store was replaced by a snapshot and nobody
+            // said so. These events are in the new store's history too.
+            self.store_replaced(last);
             return;
         }
         // Watchers in first-match order, each with its events; `matched_at[slot]` is the

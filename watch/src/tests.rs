@@ -530,6 +530,35 @@ fn a_revision_gap_sends_synced_watchers_back_to_history() {
     assert_eq!(revisions, vec![1, 2, 4, 5, 6]);
 }
 
+#[test]
+fn a_replaced_store_resumes_each_watcher_where_it_is_not_past_the_old_revision() {
+    let mut log = Log::default();
+    let mut registry = Registry::new(Limits::default(), 0);
+    let stream = registry.open_stream(Box::new(|| {}));
+    commit(&mut registry, &mut log, vec![put("k", 1)]);
+    // Asks for revisions from 6 on, while the member is still at 1.
+    let future = registry.create(stream, &watch("k", b"", 6)).unwrap();
+    // A snapshot brought revisions 2..=7; a catch-up that read the new store already
+    // delivered them before the hub heard of the restore.
+    log.events.extend([
+        put("k", 2),
+        put("k", 3),
+        put("k", 4),
+        put("k", 5),
+        put("k", 6),
+        put("k", 7),
+    ]);
+    let caught_up = registry.create(stream, &watch("k", b"", 1)).unwrap();
+    registry.catch_up(&log);
+    registry.store_replaced(7);
+    registry.catch_up(&log);
+    commit(&mut registry, &mut log, vec![put("k", 8)]);
+    let responses = registry.drain(stream);
+    let revisions = |id| -> Vec<i64> { seen(&responses, id).into_iter().map(|(_, r)| r).collect() };
+    assert_eq!(revisions(future), vec![6, 7, 8]);
+    assert_eq!(revisions(caught_up), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
 /// Many watchers over overlapping prefixes, random interleavings of writes, reads by
 /// slow and fast clients and catch-ups: every watcher sees exactly its history.
 #[test]
