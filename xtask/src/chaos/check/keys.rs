@@ -43,12 +43,12 @@ pub(super) fn check(index: &Index<'_>, findings: &mut Findings) {
         let (left, right) = keys.split_at(keys.len() / 2);
         let other = scope.spawn(|| {
             left.iter()
-                .map(|(key, ops)| check_key(index, key, ops))
+                .map(|(key, ops)| check_key(index, key, ops, SEARCH_BUDGET))
                 .collect::<Vec<_>>()
         });
         let mut mine: Vec<Vec<Anomaly>> = right
             .iter()
-            .map(|(key, ops)| check_key(index, key, ops))
+            .map(|(key, ops)| check_key(index, key, ops, SEARCH_BUDGET))
             .collect();
         let mut theirs = other
             .join()
@@ -81,7 +81,7 @@ fn report_duplicate_values(index: &Index<'_>, findings: &mut Findings) {
     }
 }
 
-fn check_key(index: &Index<'_>, key: &str, ops: &[&Operation]) -> Vec<Anomaly> {
+fn check_key(index: &Index<'_>, key: &str, ops: &[&Operation], budget: usize) -> Vec<Anomaly> {
     let anomalies = precheck(index, key, ops);
     if !anomalies.is_empty() {
         // The search would only fail on the same thing, with a vaguer message.
@@ -90,13 +90,13 @@ fn check_key(index: &Index<'_>, key: &str, ops: &[&Operation]) -> Vec<Anomaly> {
     let modes = vec![Mode::Shown; ops.len()];
     let lowered = lower(index, ops, &modes, Window::WHOLE);
     let problem = &lowered.problem;
-    match problem.search(SEARCH_BUDGET) {
+    match problem.search(budget) {
         Verdict::Linearizable => Vec::new(),
         Verdict::Undecided => vec![Anomaly::new(
             AnomalyKind::Undecided,
             Some(key),
             format!(
-                "the search visited {SEARCH_BUDGET} configurations without deciding ({} \
+                "the search visited {budget} configurations without deciding ({} \
                  operations that took effect, {} that may have); this is not a pass",
                 lowered.forced.len(),
                 lowered.optional_quiet.len()
@@ -491,4 +491,40 @@ fn witness(
         );
     }
     anomaly
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::history::{Call, History};
+
+    #[test]
+    fn a_search_out_of_budget_is_reported_as_undecided_not_passed() {
+        // Ten sequential puts need at least ten configurations.
+        let operations: Vec<Operation> = (0..10u64)
+            .map(|i| Operation {
+                client: 1,
+                invoke_ns: 10 * i,
+                return_ns: Some(10 * i + 5),
+                call: Call::Put {
+                    key: "k".into(),
+                    value: format!("v{i}"),
+                },
+                outcome: Outcome::Put {
+                    revision: i as i64 + 2,
+                },
+            })
+            .collect();
+        let history = History {
+            operations,
+            watches: Vec::new(),
+        };
+        let index = Index::new(&history);
+        let ops: Vec<&Operation> = history.operations.iter().collect();
+        assert!(check_key(&index, "k", &ops, 100).is_empty());
+        let anomalies = check_key(&index, "k", &ops, 5);
+        assert_eq!(anomalies.len(), 1);
+        assert_eq!(anomalies[0].kind, AnomalyKind::Undecided);
+        assert!(anomalies[0].to_string().contains("this is not a pass"));
+    }
 }
