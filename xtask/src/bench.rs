@@ -534,6 +534,17 @@ fn watchers_per_stream() -> usize {
         .unwrap_or(WATCHERS_PER_STREAM)
 }
 
+/// What one watch stream's reader has seen, kept apart per stream so readers on different
+/// threads never write to the same counters.
+#[derive(Default)]
+struct StreamTally {
+    delivered: AtomicU64,
+    /// When its last event arrived, from the run's origin.
+    last_event_nanos: AtomicU64,
+    /// Put-to-event latency of every event.
+    latencies_micros: Mutex<Vec<u64>>,
+}
+
 /// Concurrent writers, each a closed loop on its own connection (etcd's `benchmark watch`
 /// runs one per `--clients`, default 1). Override with `XTASK_WATCH_WRITERS`.
 fn watch_writers() -> usize {
@@ -590,11 +601,9 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     let origin = Instant::now();
     let sent_at_nanos: Arc<Vec<AtomicU64>> =
         Arc::new((0..cfg.total).map(|_| AtomicU64::new(0)).collect());
-    let delivered = Arc::new(AtomicU64::new(0));
-    let last_event_nanos = Arc::new(AtomicU64::new(0));
     let per_stream = watchers_per_stream();
     let mut readers = Vec::new();
-    let mut samples: Vec<Arc<Mutex<Vec<u64>>>> = Vec::new();
+    let mut tallies: Vec<Arc<StreamTally>> = Vec::new();
     let mut opened = 0;
     while opened < cfg.clients {
         let watchers = per_stream.min(cfg.clients - opened);
@@ -604,14 +613,9 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
             .await
             .with_context(|| format!("open watch stream {n} ({opened} watchers so far)"))?;
         opened += watchers;
-        let mine = Arc::new(Mutex::new(Vec::new()));
-        samples.push(mine.clone());
-        let (sent_at_nanos, delivered, last_event_nanos, prefix) = (
-            sent_at_nanos.clone(),
-            delivered.clone(),
-            last_event_nanos.clone(),
-            prefix.clone(),
-        );
+        let tally = Arc::new(StreamTally::default());
+        tallies.push(tally.clone());
+        let (sent_at_nanos, prefix) = (sent_at_nanos.clone(), prefix.clone());
         let expected = cfg.total * watchers as u64;
         readers.push(tokio::spawn(async move {
             let mut seen = 0;
@@ -638,12 +642,11 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
                     latencies.push(now.saturating_sub(sent) / 1000);
                 }
                 if !latencies.is_empty() {
-                    let got = latencies.len() as u64;
-                    seen += got;
-                    delivered.fetch_add(got, Ordering::Relaxed);
-                    last_event_nanos.fetch_max(now, Ordering::Relaxed);
-                    if let Ok(mut mine) = mine.lock() {
-                        mine.extend_from_slice(&latencies);
+                    seen += latencies.len() as u64;
+                    tally.delivered.store(seen, Ordering::Relaxed);
+                    tally.last_event_nanos.store(now, Ordering::Relaxed);
+                    if let Ok(mut samples) = tally.latencies_micros.lock() {
+                        samples.extend_from_slice(&latencies);
                     }
                 }
             }
@@ -697,20 +700,34 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     let writer_elapsed = Duration::from_nanos(origin.elapsed().as_nanos() as u64 - first_put_nanos);
     let expected_events = put_latencies.len() as u64 * cfg.clients as u64;
     let drain_deadline = Instant::now() + WATCH_DRAIN_LIMIT;
-    while delivered.load(Ordering::Relaxed) < expected_events && Instant::now() < drain_deadline {
+    let delivered = || -> u64 {
+        tallies
+            .iter()
+            .map(|t| t.delivered.load(Ordering::Relaxed))
+            .sum()
+    };
+    while delivered() < expected_events && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let servers = probe.finish();
     for reader in &readers {
         reader.abort();
     }
-    let delivered_events = delivered.load(Ordering::Relaxed);
-    let delivery_window = last_event_nanos
-        .load(Ordering::Relaxed)
-        .saturating_sub(first_put_nanos);
-    let mut event_micros: Vec<u64> = samples
+    let delivered_events = delivered();
+    let delivery_window = tallies
         .iter()
-        .flat_map(|s| s.lock().map(|v| v.clone()).unwrap_or_default())
+        .map(|t| t.last_event_nanos.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(first_put_nanos);
+    let mut event_micros: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| {
+            t.latencies_micros
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_default()
+        })
         .collect();
     Ok(Outcome {
         workload: cfg.workload,
