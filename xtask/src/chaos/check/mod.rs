@@ -15,18 +15,22 @@
 //!   linearization with a cache of configurations; operations of unknown outcome are sorted by
 //!   what can observe them (`lower`) so they do not make it exponential. Splitting by key is
 //!   sound and complete for single-key operations (linearizability is compositional); what it
-//!   cannot see, the store-wide revision order, the next family checks. A history that fails is
-//!   shrunk to a small failing sub-history before it is reported.
+//!   cannot see, the store-wide revision order, the next family checks. Cheap checks of what
+//!   each read names come first, for clearer messages (the value's write exists, on this key,
+//!   did not fail, was invoked before the read returned, got the revision the read reports; the
+//!   header is at least the `mod_revision`). A key that fails is shrunk to a small failing
+//!   sub-history before it is reported.
 //! * **Store-wide revisions** (`global`): acknowledged writes never share a revision; an
 //!   operation invoked after another returned never sees an older revision (and a write gets a
-//!   newer one); a read's header is at least the `mod_revision` it returned.
+//!   newer one).
 //! * **Watches** (`watch`): every stream in revision order without duplicates, every event
 //!   matching a write of the history at that revision, no write of a watched key missing from
 //!   what the stream vouched for, and all streams agreeing on what happened at each revision.
 //!
 //! The checker must never call a correct history wrong, so every rule is one etcd guarantees;
-//! where a complete check would be too costly (unknown revisions are bounded per write, not
-//! jointly), it is weaker, never stricter. A key whose search runs out of budget is reported as
+//! where a complete check would be too costly it is weaker, never stricter (unknown revisions
+//! are bounded per write, not jointly; unknown writes nobody reads are pooled and placed lazily,
+//! see `search` for why that is sound). A key whose search runs out of budget is reported as
 //! undecided, which fails the run like any anomaly.
 
 mod global;
