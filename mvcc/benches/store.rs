@@ -2,10 +2,11 @@
 //! puts/s (in apply rounds of `ROUND` puts), point gets/s (in key order and in
 //! random order, one thread), and resident memory per key.
 //!
-//! Every rate is printed twice: per wall-clock second, and per CPU-second of
-//! the calling thread (on a shared machine wall time also counts the time other
-//! processes had the core; CPU time does not count fjall's background flush and
-//! compaction threads either, which is why both are shown). Keys are written in
+//! Every rate is printed three times: per wall-clock second, per CPU-second of
+//! the calling thread, and per CPU-second of all the process's threads (on a
+//! shared machine wall time also counts the time other processes had the
+//! core; the calling thread's CPU time leaves out fjall's flush and compaction
+//! workers, which the last figure includes). Keys are written in
 //! key order, so "key order" gets also walk the backend in revision order;
 //! "random" gets touch a random backend block each time, and with 1,000,000
 //! values of 256 random bytes (incompressible, ~330 MB on disk) most of them
@@ -42,18 +43,36 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// CPU time of the calling thread (ns), from the scheduler's accounting: on a
-/// shared machine wall time also counts the time other processes had the core.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
+/// CPU time (ns) of a task, from the scheduler's accounting: on a shared
+/// machine wall time also counts the time other processes had the core.
+fn schedstat_cpu_ns(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn thread_cpu_ns() -> u64 {
+    schedstat_cpu_ns("/proc/thread-self/schedstat".as_ref())
+}
+
+/// CPU time of every live thread of the process: the caller plus fjall's
+/// flush and compaction workers.
+fn process_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .map(|task| schedstat_cpu_ns(&task.path().join("schedstat")))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
 struct Timer {
     wall: Instant,
     cpu: u64,
+    process_cpu: u64,
 }
 
 impl Timer {
@@ -61,17 +80,21 @@ impl Timer {
         Self {
             wall: Instant::now(),
             cpu: thread_cpu_ns(),
+            process_cpu: process_cpu_ns(),
         }
     }
 
-    /// "N/s wall, M/s per CPU-second of this thread".
+    /// "N/s wall, M/s per CPU-second of this thread, P/s per CPU-second of the
+    /// whole process".
     fn report(&self, name: &str, ops: usize) {
         let wall = self.wall.elapsed().as_secs_f64();
         let cpu = (thread_cpu_ns() - self.cpu) as f64 / 1e9;
+        let process_cpu = process_cpu_ns().saturating_sub(self.process_cpu) as f64 / 1e9;
         println!(
-            "{name}: {:.0}/s wall ({ops} in {wall:.2}s), {:.0}/s per CPU-second of the calling thread",
+            "{name}: {:.0}/s wall ({ops} in {wall:.2}s), {:.0}/s per CPU-second of the calling thread, {:.0}/s per CPU-second of all threads",
             ops as f64 / wall,
-            ops as f64 / cpu.max(1e-9)
+            ops as f64 / cpu.max(1e-9),
+            ops as f64 / process_cpu.max(1e-9)
         );
     }
 }
