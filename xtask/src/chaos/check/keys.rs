@@ -309,9 +309,33 @@ fn shrink(index: &Index<'_>, key: &str, ops: &[&Operation], stuck_return: u64) -
         deadline: Instant::now() + SHRINK_TIME,
     };
     let mut modes = vec![Mode::Shown; ops.len()];
+
+    // Earliest end at which the shortened history still fails. Ending where the search got
+    // stuck is not always enough: writes still in flight there lose their revisions, and with
+    // them what made the history fail.
+    let mut ends: Vec<u64> = ops
+        .iter()
+        .filter_map(|op| op.return_ns)
+        .filter(|&ret| ret >= stuck_return)
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let (mut low, mut high) = (0, ends.len());
+    while low < high && !allowance.spent() {
+        let middle = (low + high) / 2;
+        let candidate = Window {
+            from: None,
+            to: ends[middle],
+        };
+        if allowance.fails(index, ops, &modes, candidate) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
     let mut window = Window {
         from: None,
-        to: stuck_return,
+        to: ends.get(high).copied().unwrap_or(u64::MAX),
     };
     if !allowance.fails(index, ops, &modes, window) {
         window = Window::WHOLE;
@@ -426,12 +450,15 @@ fn witness(
         ),
         None => "no order of the key's operations is one etcd could produce".to_string(),
     };
+    // The operation that saw the highest revision before the window is part of the proof: the
+    // window's reads and writes must not go below it.
+    let floor_witness = lowered.floor_witness.filter(|slot| !shown.contains(slot));
     let mut anomaly = Anomaly::new(AnomalyKind::NotLinearizable, Some(key), summary)
-        .with_operations(shown.iter().map(|&slot| ops[slot]));
+        .with_operations(shown.iter().chain(&floor_witness).map(|&slot| ops[slot]));
     if let Some(from) = window.from {
         anomaly = anomaly.with_note(format!(
             "the key's state before {} ms is left open: absent, or any value written by the {} \
-             operations completed by then",
+             operations completed by then (the highest revision they saw is shown)",
             super::millis(from),
             lowered.before
         ));
@@ -478,11 +505,14 @@ fn witness(
                 .iter()
                 .any(|op| *op == index.history.operations[writer])
         {
-            anomaly = anomaly.with_note(format!(
+            let note = format!(
                 "{:?} was written by: {}",
                 kv.value,
                 describe(&index.history.operations[writer]).trim()
-            ));
+            );
+            if !anomaly.notes.contains(&note) {
+                anomaly = anomaly.with_note(note);
+            }
         }
     }
     if out_of_budget {

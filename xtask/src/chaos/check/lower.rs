@@ -69,6 +69,8 @@ pub(super) struct Lowered {
     pub(super) optional_quiet: Vec<usize>,
     /// Operations that completed before `window.from`.
     pub(super) before: usize,
+    /// The one among them that saw the highest revision (the window's floor).
+    pub(super) floor_witness: Option<usize>,
 }
 
 /// What an uncertain write would do.
@@ -98,6 +100,7 @@ pub(super) fn lower(
 ) -> Lowered {
     let id = |value: &str| index.id(value).unwrap_or(u32::MAX - 1);
     let mut before = 0;
+    let mut floor_witness = None;
     let mut model = Model::default();
     let mut floor = 1;
     let mut forced: Vec<(usize, Forced)> = Vec::new();
@@ -111,8 +114,11 @@ pub(super) fn lower(
             && ret < from
         {
             before += 1;
-            if let Some(header) = header(&op.outcome) {
-                floor = floor.max(header);
+            if let Some(header) = header(&op.outcome)
+                && header > floor
+            {
+                floor = header;
+                floor_witness = Some(slot);
             }
             if let Some(value) = written(op) {
                 model.past.insert(id(value));
@@ -284,6 +290,7 @@ pub(super) fn lower(
         forced: forced_slots,
         optional_quiet,
         before,
+        floor_witness,
     }
 }
 

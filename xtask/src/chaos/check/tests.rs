@@ -7,6 +7,7 @@ use crate::chaos::history::{ObservedKv, WatchRecord};
 
 mod corpus;
 mod random;
+mod replay;
 
 const MS: u64 = 1_000_000;
 

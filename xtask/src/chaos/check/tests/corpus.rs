@@ -17,15 +17,18 @@ fn stale_read_after_a_newer_write_completed() {
     );
     let report = assert_rejected_with(&h, AnomalyKind::NotLinearizable);
     // Shrunk to the newer write and the read, starting from a state left open (which may hold
-    // "a"); the write of "a" is named as context.
+    // "a"), and the write of "a", whose revision is the floor of that open state.
     let text = report.to_string();
     assert_eq!(report.anomalies.len(), 1, "{text}");
-    assert_eq!(report.anomalies[0].operations.len(), 2, "{text}");
+    assert_eq!(report.anomalies[0].operations.len(), 3, "{text}");
     assert!(
         text.contains("client   2         4.000 ..        5.000 ms  get k"),
         "{text}"
     );
-    assert!(text.contains("\"a\" was written by: client   1"), "{text}");
+    assert!(
+        text.contains("state before 2.000 ms is left open"),
+        "{text}"
+    );
 }
 
 #[test]
