@@ -470,13 +470,15 @@ impl Store {
 /// Tuned for point reads of revisions the key index knows exist (profiled with
 /// 1,000,000 keys of 256-byte values, see `benches/store.rs`):
 /// - no filter in the last level: a read never looks for a revision that is
-///   not there;
+///   not there (tables keep the filters they were flushed with, which still
+///   let reads skip tables of compaction tombstones spanning old revisions);
 /// - a restart point at every entry and a hash index of 8 buckets per entry,
 ///   so a read jumps to its entry instead of scanning up to 16 entries and
-///   decoding each (about 2,000 instructions per read saved);
+///   decoding each (about 2,000 of ~14,000 instructions per read saved; the
+///   tables cost a little more to write);
 /// - 4 KiB blocks: a read that misses the block cache pays a `pread` and a
 ///   checksum of the whole block, and bigger blocks make both dearer (8 KiB
-///   made random reads ~10% more expensive for ~2% less on reads in key order);
+///   took ~11% more instructions per random read for ~2% fewer in key order);
 /// - no compression: values are small and often already compact (the bench's
 ///   are random bytes), and a cached block is read without inflating it.
 fn kv_keyspace_options(memtable_size_bytes: u64) -> KeyspaceCreateOptions {
