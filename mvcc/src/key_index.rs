@@ -187,6 +187,19 @@ impl KeyIndex {
             .copied()
     }
 
+    /// [`KeyIndex::visible`] without necessarily comparing `key`'s bytes:
+    /// `Some((point, false))` is `key`'s point if the index holds `key` at
+    /// all, and may otherwise be another key's, so the caller must confirm the
+    /// key with the record it reads at `point` (stored key-values carry their
+    /// key). `Some((point, true))` is confirmed. See [`KeyMap::get_by_tag`].
+    pub fn visible_unconfirmed(&self, key: &[u8], rev: i64) -> Option<(Point, bool)> {
+        let (entry, confirmed) = self.map.get_by_tag(key)?;
+        entry
+            .at(rev)
+            .filter(|p| !p.tombstone)
+            .map(|p| (*p, confirmed))
+    }
+
     /// The newest change of `key`, if it is a put (the writer's view).
     pub fn latest_live(&self, key: &[u8]) -> Option<Point> {
         self.map

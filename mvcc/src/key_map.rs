@@ -42,8 +42,16 @@ struct Chunk<V> {
 /// Tags compared at once by [`Chunk::find`].
 const TAG_BLOCK: usize = 16;
 
+/// Bit `i` is set when `block[i] == tag` (`block` has at most 32 tags).
+fn tag_hits(block: &[u16], tag: u16) -> u32 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0u32, |m, (i, &t)| m | (u32::from(t == tag) << i))
+}
+
 /// 16 bits of a hash of `key`.
-fn key_tag(key: &[u8]) -> u16 {
+pub(crate) fn key_tag(key: &[u8]) -> u16 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash = key.len() as u64;
     let mut words = key.chunks_exact(8);
@@ -113,12 +121,7 @@ impl<V> Chunk<V> {
     /// The position of `key` by its tag.
     fn find(&self, key: &[u8]) -> Option<usize> {
         let tag = key_tag(key);
-        let matches = |block: &[u16]| {
-            block
-                .iter()
-                .enumerate()
-                .fold(0u32, |m, (i, &t)| m | (u32::from(t == tag) << i))
-        };
+        let matches = |block: &[u16]| tag_hits(block, tag);
         let check = |base: usize, mut hits: u32| {
             while hits != 0 {
                 let i = base + hits.trailing_zeros() as usize;
@@ -140,6 +143,33 @@ impl<V> Chunk<V> {
             base += TAG_BLOCK;
         }
         check(base, matches(blocks.remainder()))
+    }
+
+    /// Where `key` is by its tag alone, when that is enough: see
+    /// [`KeyMap::get_by_tag`].
+    fn find_by_tag(&self, key: &[u8]) -> Option<(usize, bool)> {
+        let tag = key_tag(key);
+        let mut first = None;
+        let mut matched = 0;
+        let mut note = |base: usize, hits: u32| {
+            if hits != 0 {
+                first = first.or(Some(base + hits.trailing_zeros() as usize));
+                matched += hits.count_ones();
+            }
+        };
+        let mut blocks = self.tags.chunks_exact(TAG_BLOCK);
+        let mut base = 0;
+        for block in &mut blocks {
+            let block: &[u16; TAG_BLOCK] = block.try_into().ok()?;
+            note(base, tag_hits(block, tag));
+            base += TAG_BLOCK;
+        }
+        note(base, tag_hits(blocks.remainder(), tag));
+        match matched {
+            0 => None,
+            1 => first.map(|i| (i, false)),
+            _ => self.find(key).map(|i| (i, true)),
+        }
     }
 
     fn insert(&mut self, i: usize, key: &[u8], value: V) {
@@ -261,6 +291,18 @@ impl<V> KeyMap<V> {
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         let chunk = self.chunks.get(self.chunk_for(key))?;
         chunk.find(key).and_then(|i| chunk.values.get(i))
+    }
+
+    /// [`KeyMap::get`] that may leave the key's bytes unread: `Some((v,
+    /// true))` is `key`'s value; `Some((v, false))` is the value of the one key
+    /// whose tag is `key`'s in the chunk where `key` would be, so it is `key`'s
+    /// value if the map holds `key` at all, and the caller must confirm the key
+    /// some other way. Reading a key's bytes costs a cache miss or two that a
+    /// caller who reads the value's record anyway need not pay.
+    pub fn get_by_tag(&self, key: &[u8]) -> Option<(&V, bool)> {
+        let chunk = self.chunks.get(self.chunk_for(key))?;
+        let (i, confirmed) = chunk.find_by_tag(key)?;
+        chunk.values.get(i).map(|v| (v, confirmed))
     }
 
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {

@@ -252,18 +252,29 @@ impl Store {
     fn point_get(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
         let fetch = BackendFetch(&self.kv);
         for _ in 0..READ_ATTEMPTS {
-            let (current, point) = {
+            let (current, found) = {
                 let state = self.state.read();
                 let rev = read::read_revision(req.revision, state.current_rev, state.compact_rev)?;
-                (state.current_rev, state.index.visible(&req.key, rev))
+                let found = if req.count_only {
+                    state.index.visible(&req.key, rev).map(|p| (p, true))
+                } else {
+                    // The record fetched below carries its key, which confirms
+                    // the lookup more cheaply than the index's copy of the key.
+                    state.index.visible_unconfirmed(&req.key, rev)
+                };
+                (state.current_rev, found)
             };
-            let Some(point) = point else {
+            let Some((point, confirmed)) = found else {
                 return Ok(read::point_response(None, 0, current));
             };
             if req.count_only {
                 return Ok(read::point_response(None, 1, current));
             }
             if let Some(mut kv) = fetch.fetch(point.revision())? {
+                if !confirmed && kv.key != req.key {
+                    // Another key with the same tag: `req.key` is not in the index.
+                    return Ok(read::point_response(None, 0, current));
+                }
                 if req.keys_only {
                     kv.value = Vec::new();
                 }
@@ -553,6 +564,62 @@ fn allocated_bytes(dir: &Path) -> std::io::Result<u64> {
 mod tests {
     use super::*;
     use concord_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+
+    fn put(batch: &mut WriteBatch<'_>, key: &[u8], value: &[u8]) {
+        batch
+            .put(&PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            })
+            .expect("put");
+    }
+
+    fn get(store: &Store, key: &[u8], revision: i64, count_only: bool) -> (Vec<KeyValue>, i64) {
+        let resp = store
+            .range(&RangeRequest {
+                key: key.to_vec(),
+                revision,
+                count_only,
+                ..Default::default()
+            })
+            .expect("range");
+        (resp.kvs, resp.count)
+    }
+
+    #[test]
+    fn point_gets_tell_apart_keys_whose_index_tags_collide() {
+        // Point gets may take the index entry of the only key in a chunk with
+        // the requested key's tag and confirm the key from the fetched record:
+        // a colliding key that is absent must read as absent.
+        let mut seen = std::collections::HashMap::new();
+        let (present, absent) = (0u32..)
+            .map(|i| format!("key{i}").into_bytes())
+            .find_map(|k| {
+                seen.insert(crate::key_map::key_tag(&k), k.clone())
+                    .map(|other| (other, k))
+            })
+            .expect("a tag collision");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let mut batch = store.write_batch();
+        put(&mut batch, &present, b"v1");
+        batch.commit().expect("commit");
+        for count_only in [false, true] {
+            assert_eq!(get(&store, &absent, 0, count_only), (vec![], 0));
+            assert_eq!(get(&store, &present, 0, count_only).1, 1);
+        }
+        assert_eq!(get(&store, &present, 0, false).0[0].value, b"v1");
+
+        let mut batch = store.write_batch();
+        put(&mut batch, &absent, b"v2");
+        batch.commit().expect("commit");
+        assert_eq!(get(&store, &absent, 0, false).0[0].value, b"v2");
+        assert_eq!(get(&store, &present, 0, false).0[0].value, b"v1");
+        // At revision 2 only `present` existed.
+        assert_eq!(get(&store, &absent, 2, false), (vec![], 0));
+        assert_eq!(get(&store, &present, 2, false).0[0].key, present);
+    }
 
     #[test]
     fn open_finishes_a_compaction_whose_removals_never_ran() {
