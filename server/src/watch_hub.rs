@@ -10,7 +10,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use concord_proto::mvccpb::{Event, KeyValue};
-use concord_watch::{CatchUpOutcome, History, Limits, Registry, StreamId, StreamWaker};
+use concord_watch::{
+    CatchUpOutcome, CatchUpTask, History, Limits, Registry, StreamId, StreamWaker,
+};
 use parking_lot::{Condvar, Mutex};
 
 use crate::apply::{Backend, EventSink};
@@ -130,7 +132,11 @@ impl WatchHub {
             return false;
         }
         let counts = self.registry.lock().counts();
-        tracing::debug!("watch catch-up of {} watchers; {counts:?}", tasks.len());
+        let watchers: usize = tasks.iter().map(CatchUpTask::watchers).sum();
+        tracing::debug!(
+            "watch catch-up of {watchers} watchers in {} reads; {counts:?}",
+            tasks.len()
+        );
         let mut reported = self.reported_set_aside.lock();
         if counts.set_aside > reported.0 && reported.1.elapsed() >= SET_ASIDE_LOG_INTERVAL {
             tracing::info!(

@@ -194,44 +194,72 @@ struct Stream {
     deferred_progress: bool,
 }
 
-/// Work for a catch-up: read `[start_rev, …)` of one watcher's range from history.
+/// Work for a catch-up: one read of a key or range from history, from the lowest start,
+/// shared by every unsynced watcher of that same key or range (etcd reads once for all
+/// its unsynced watchers too): a thousand watchers of one prefix that fell behind
+/// together cost one history read and one encoding per event, not a thousand.
 #[derive(Clone, Debug)]
 pub struct CatchUpTask {
-    slot: usize,
-    serial: u64,
     pub key: Vec<u8>,
     pub range_end: Vec<u8>,
-    pub start_rev: i64,
+    /// Whether any of the watchers wants previous values.
     pub prev_kv: bool,
     pub limit: usize,
+    watchers: Vec<CatchUpWatcher>,
+}
+
+/// One watcher of a [`CatchUpTask`].
+#[derive(Clone, Debug)]
+struct CatchUpWatcher {
+    slot: usize,
+    /// Tells a catch-up result for this watcher from one for a former occupant of the slot.
+    serial: u64,
+    /// The first revision this watcher still needs.
+    start_rev: i64,
 }
 
 /// What a catch-up read found.
 #[derive(Debug)]
 pub enum CatchUpOutcome {
-    /// History from the task's start up to (excluding) `next`.
-    Events { events: Vec<Event>, next: i64 },
-    /// The start revision is below the compaction point.
+    /// History from the lowest start at or above `compact_revision` up to (excluding)
+    /// `next`; the task's watchers that start below `compact_revision` are canceled.
+    Events {
+        events: Vec<Event>,
+        next: i64,
+        compact_revision: i64,
+    },
+    /// Every watcher of the task starts below the compaction point.
     Compacted { compact_revision: i64 },
     /// The read failed; the watcher is retried later.
     Failed(concord_mvcc::Error),
 }
 
 impl CatchUpTask {
+    /// How many watchers the task catches up.
+    pub fn watchers(&self) -> usize {
+        self.watchers.len()
+    }
+
     /// Reads the task's history. Runs without the registry's lock.
     pub fn run(&self, history: &dyn History) -> CatchUpOutcome {
         let compact = history.compact_revision();
         // etcd cancels watchers whose start is strictly below the compact revision;
         // at the compact revision itself history resumes right after it.
-        if self.start_rev < compact {
+        let Some(from) = self
+            .watchers
+            .iter()
+            .map(|w| w.start_rev)
+            .filter(|&start| start >= compact)
+            .min()
+        else {
             return CatchUpOutcome::Compacted {
                 compact_revision: compact,
             };
-        }
+        };
         // What compaction kept of the compact revision itself (its puts still live
         // there) is delivered too, as etcd does; their previous values are gone.
         let mut kept = Vec::new();
-        if compact > 0 && self.start_rev == compact {
+        if compact > 0 && from == compact {
             match history.kvs_at(&self.key, &self.range_end, compact) {
                 Ok(kvs) => kept.extend(
                     kvs.into_iter()
@@ -250,11 +278,15 @@ impl CatchUpTask {
                 Err(error) => return CatchUpOutcome::Failed(error),
             }
         }
-        let start = self.start_rev.max(compact + 1);
+        let start = from.max(compact + 1);
         match history.events(&self.key, &self.range_end, start, self.limit, self.prev_kv) {
             Ok((events, next)) => {
                 kept.extend(events);
-                CatchUpOutcome::Events { events: kept, next }
+                CatchUpOutcome::Events {
+                    events: kept,
+                    next,
+                    compact_revision: compact,
+                }
             }
             Err(concord_mvcc::Error::Compacted) => CatchUpOutcome::Compacted {
                 compact_revision: history.compact_revision(),
@@ -709,14 +741,15 @@ impl Registry {
         self.check_deferred_progress();
     }
 
-    /// Hands out up to `catch_up_watchers` catch-ups, skipping watchers whose stream
-    /// has no room for what they would read.
+    /// Hands out catch-ups for up to `catch_up_watchers` watchers, one task per distinct
+    /// key or range, skipping watchers whose stream has no room for what they would read.
     pub fn take_catch_up(&mut self) -> Vec<CatchUpTask> {
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<CatchUpTask> = Vec::new();
+        let mut task_of: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
         let limit = self.limits.stream_queue_messages;
         let mut taken = Vec::new();
         for &slot in &self.unsynced {
-            if tasks.len() >= self.limits.catch_up_watchers {
+            if taken.len() >= self.limits.catch_up_watchers {
                 break;
             }
             let Some(watcher) = self.slots[slot].as_ref() else {
@@ -729,17 +762,32 @@ impl Registry {
             if !room {
                 continue;
             }
-            tasks.push(CatchUpTask {
+            let member = CatchUpWatcher {
                 slot,
                 serial: watcher.serial,
-                key: watcher.key.clone(),
-                range_end: watcher.range_end.clone(),
                 start_rev: watcher.next_rev,
-                prev_kv: watcher.prev_kv,
-                limit: self.limits.catch_up_revisions,
-            });
+            };
+            let range = (watcher.key.as_slice(), watcher.range_end.as_slice());
+            match task_of.get(&range) {
+                Some(&at) => {
+                    let task = &mut tasks[at];
+                    task.prev_kv |= watcher.prev_kv;
+                    task.watchers.push(member);
+                }
+                None => {
+                    task_of.insert(range, tasks.len());
+                    tasks.push(CatchUpTask {
+                        key: watcher.key.clone(),
+                        range_end: watcher.range_end.clone(),
+                        prev_kv: watcher.prev_kv,
+                        limit: self.limits.catch_up_revisions,
+                        watchers: vec![member],
+                    });
+                }
+            }
             taken.push(slot);
         }
+        drop(task_of);
         for slot in taken {
             self.unsynced.remove(&slot);
             if let Some(watcher) = self.slots[slot].as_mut() {
@@ -749,54 +797,73 @@ impl Registry {
         tasks
     }
 
-    /// Applies a catch-up's result: queues the events read, then either joins the
-    /// synced group (history reached the published revision) or waits for the next
-    /// pass. A watcher canceled meanwhile is ignored.
+    /// Applies a catch-up's result to each of its watchers: queues the events read,
+    /// then either joins the synced group (history reached the published revision) or
+    /// waits for the next pass. A watcher canceled meanwhile is ignored.
     pub fn finish_catch_up(&mut self, task: CatchUpTask, outcome: CatchUpOutcome) {
-        let slot = task.slot;
-        let Some(watcher) = self.slots.get(slot).and_then(|w| w.as_ref()) else {
-            return;
+        // Each event encoded at most once per shape, shared by every watcher of the task.
+        let mut encoded: Vec<[Option<WireEvent>; 2]> = match &outcome {
+            CatchUpOutcome::Events { events, .. } => vec![[None, None]; events.len()],
+            _ => Vec::new(),
         };
-        if watcher.serial != task.serial || watcher.state != State::CatchingUp {
-            return;
-        }
-        match outcome {
-            CatchUpOutcome::Compacted { compact_revision } => {
-                let (stream, id) = (watcher.stream, watcher.id);
-                if let Some(watcher) = self.slots[slot].as_mut() {
-                    watcher.state = State::Compacted;
-                }
-                // etcd's compaction cancel carries no header revision and no reason:
-                // clients recognise it by `compact_revision`.
-                self.push_control(
-                    stream,
-                    Outgoing {
-                        revision: 0,
-                        watch_id: id,
-                        canceled: true,
-                        compact_revision,
-                        ..Default::default()
-                    },
-                );
+        for member in &task.watchers {
+            let slot = member.slot;
+            let Some(watcher) = self.slots.get(slot).and_then(|w| w.as_ref()) else {
+                continue;
+            };
+            if watcher.serial != member.serial || watcher.state != State::CatchingUp {
+                continue;
             }
-            CatchUpOutcome::Failed(_) => {
-                self.set_unsynced(slot, task.start_rev);
-            }
-            CatchUpOutcome::Events { events, next } => {
-                let mine: Events = events
-                    .iter()
-                    .filter(|e| revision_of(e) >= task.start_rev && watcher.wants(e))
-                    .map(|e| watcher.view(e))
-                    .collect();
-                match self.deliver(slot, mine, Some(next - 1)) {
-                    Err(resume) => self.set_unsynced(slot, resume),
-                    Ok(()) if next > self.last_published => {
-                        if let Some(watcher) = self.slots[slot].as_mut() {
-                            watcher.next_rev = next;
-                        }
-                        self.make_synced(slot);
+            match &outcome {
+                CatchUpOutcome::Compacted { compact_revision }
+                | CatchUpOutcome::Events {
+                    compact_revision, ..
+                } if member.start_rev < *compact_revision => {
+                    let (stream, id) = (watcher.stream, watcher.id);
+                    if let Some(watcher) = self.slots[slot].as_mut() {
+                        watcher.state = State::Compacted;
                     }
-                    Ok(()) => self.set_unsynced(slot, next),
+                    // etcd's compaction cancel carries no header revision and no
+                    // reason: clients recognise it by `compact_revision`.
+                    self.push_control(
+                        stream,
+                        Outgoing {
+                            revision: 0,
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision: *compact_revision,
+                            ..Default::default()
+                        },
+                    );
+                }
+                // Compacted after the read was planned, though not below this
+                // watcher's start: it reads again in a later pass.
+                CatchUpOutcome::Compacted { .. } | CatchUpOutcome::Failed(_) => {
+                    self.set_unsynced(slot, member.start_rev);
+                }
+                CatchUpOutcome::Events { events, next, .. } => {
+                    let shape = usize::from(watcher.prev_kv);
+                    let mine: Events = events
+                        .iter()
+                        .zip(encoded.iter_mut())
+                        .filter(|(e, _)| revision_of(e) >= member.start_rev && watcher.wants(e))
+                        .map(|(e, views)| {
+                            views[shape].get_or_insert_with(|| watcher.view(e)).clone()
+                        })
+                        .collect();
+                    // A read that stopped (its revision limit) before this watcher's
+                    // start still brought it up to its start.
+                    let next = (*next).max(member.start_rev);
+                    match self.deliver(slot, mine, Some(next - 1)) {
+                        Err(resume) => self.set_unsynced(slot, resume),
+                        Ok(()) if next > self.last_published => {
+                            if let Some(watcher) = self.slots[slot].as_mut() {
+                                watcher.next_rev = next;
+                            }
+                            self.make_synced(slot);
+                        }
+                        Ok(()) => self.set_unsynced(slot, next),
+                    }
                 }
             }
         }

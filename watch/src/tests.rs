@@ -358,6 +358,67 @@ fn start_below_the_compact_revision_is_created_then_canceled() {
 }
 
 #[test]
+fn watchers_of_one_range_share_a_catch_up_read_and_each_gets_its_own_history() {
+    let mut log = Log::default();
+    let mut registry = Registry::new(Limits::default(), 0);
+    for r in 1..=10 {
+        let key = if r % 2 == 0 { "p/a" } else { "q" };
+        commit(&mut registry, &mut log, vec![put(key, r)]);
+    }
+    log.compact = 3;
+    let stream = registry.open_stream(Box::new(|| {}));
+    // Same prefix, different starts (one of them compacted away), one with prev_kv.
+    let starts = [2, 3, 5, 8, 9];
+    let ids: Vec<i64> = starts
+        .iter()
+        .map(|&start| registry.create(stream, &watch("p/", b"p0", start)).unwrap())
+        .collect();
+    let mut with_prev = watch("p/", b"p0", 6);
+    with_prev.prev_kv = true;
+    let prev_id = registry.create(stream, &with_prev).unwrap();
+    let other = registry.create(stream, &watch("q", b"", 4)).unwrap();
+
+    let tasks = registry.take_catch_up();
+    let mut sizes: Vec<usize> = tasks.iter().map(|t| t.watchers()).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![1, 6], "one read per distinct range");
+    for task in tasks {
+        let outcome = task.run(&log);
+        registry.finish_catch_up(task, outcome);
+    }
+    assert_eq!(registry.counts().unsynced, 0);
+    commit(&mut registry, &mut log, vec![put("p/b", 11)]);
+    let out = registry.drain(stream);
+    let revisions = |id| -> Vec<i64> { seen(&out, id).into_iter().map(|(_, r)| r).collect() };
+    let cancel = out
+        .iter()
+        .find(|r| r.watch_id == ids[0] && r.canceled)
+        .unwrap();
+    assert_eq!(cancel.compact_revision, 3);
+    assert!(revisions(ids[0]).is_empty());
+    assert_eq!(revisions(ids[1]), vec![4, 6, 8, 10, 11]);
+    assert_eq!(revisions(ids[2]), vec![6, 8, 10, 11]);
+    assert_eq!(revisions(ids[3]), vec![8, 10, 11]);
+    assert_eq!(revisions(ids[4]), vec![10, 11]);
+    assert_eq!(revisions(prev_id), vec![6, 8, 10, 11]);
+    assert_eq!(revisions(other), vec![5, 7, 9]);
+    // Shared encodings keep each watcher's own shape.
+    let has_prev = |id| {
+        out.iter()
+            .filter(|r| r.watch_id == id)
+            .flat_map(|r| r.events.iter())
+            .all(|e| e.prev_kv.is_some())
+    };
+    assert!(has_prev(prev_id));
+    assert!(
+        out.iter()
+            .filter(|r| r.watch_id == ids[2])
+            .flat_map(|r| r.events.iter())
+            .all(|e| e.prev_kv.is_none())
+    );
+}
+
+#[test]
 fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
     let mut log = Log::default();
     let mut registry = Registry::new(
