@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 
 use crate::procfs;
 use crate::stats::{LatencySummary, SplitMix64, millis};
+use crate::watch_client::{self, WatchStream};
 
 /// A run stops early after this many failed operations (a missing service fails every call).
 const MAX_ERRORS: u64 = 100;
@@ -557,32 +556,6 @@ fn watch_writers() -> usize {
         .unwrap_or(1)
 }
 
-/// Opens one watch stream holding `watchers` watchers of `prefix` and waits for all of them to
-/// be created.
-async fn open_watch_stream(
-    client: &mut Client,
-    prefix: &str,
-    watchers: usize,
-) -> Result<etcd_client::WatchStream> {
-    let options = || Some(WatchOptions::new().with_prefix());
-    let mut stream = client.watch(prefix.to_string(), options()).await?;
-    for _ in 1..watchers {
-        stream.watch(prefix.to_string(), options()).await?;
-    }
-    let mut created = 0;
-    while created < watchers {
-        let response = stream
-            .message()
-            .await?
-            .context("the stream ended before its watchers were created")?;
-        if !response.created() {
-            bail!("a response before `created`: {response:?}");
-        }
-        created += 1;
-    }
-    Ok(stream)
-}
-
 /// `cfg.clients` watchers on one fresh prefix, `watchers_per_stream()` to a gRPC stream, the
 /// streams round-robin over `cfg.conns` connections; one writer on its own connection puts
 /// `cfg.total` keys under the prefix, one at a time (etcd's `benchmark watch` with its default
@@ -593,8 +566,12 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let prefix = format!("/xtask-watch/{nonce}/");
-    // No request timeout on the watch connections: it would cut the long-lived streams.
-    let pool = connect_pool(&cfg.endpoints, cfg.conns, None).await?;
+    // The streams' own lean client (see `watch_client`), with no request timeout: it would
+    // cut the long-lived streams.
+    let mut pool = Vec::with_capacity(cfg.conns);
+    for n in 0..cfg.conns {
+        pool.push(watch_client::connect(&cfg.endpoints[n % cfg.endpoints.len()]).await?);
+    }
     let mut writers = Vec::new();
     for _ in 0..watch_writers() {
         writers.push(connect_one(&cfg.endpoints[0], Some(Duration::from_secs(30))).await?);
@@ -610,38 +587,29 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     while opened < cfg.clients {
         let watchers = per_stream.min(cfg.clients - opened);
         let n = readers.len();
-        let mut client = pool[n % pool.len()].clone();
-        let mut stream = open_watch_stream(&mut client, &prefix, watchers)
+        let channel = pool[n % pool.len()].clone();
+        let mut stream = WatchStream::open(channel, &prefix, watchers)
             .await
             .with_context(|| format!("open watch stream {n} ({opened} watchers so far)"))?;
         opened += watchers;
         let tally = Arc::new(StreamTally::default());
         tallies.push(tally.clone());
-        let (sent_at_nanos, prefix) = (sent_at_nanos.clone(), prefix.clone());
+        let sent_at_nanos = sent_at_nanos.clone();
         let expected = cfg.total * watchers as u64;
         readers.push(tokio::spawn(async move {
             let mut seen = 0;
             let mut latencies = Vec::new();
-            // Keep the stream's owner alive: dropping it cancels the watches.
-            let _client = client;
             while seen < expected {
-                let Ok(Some(response)) = stream.message().await else {
+                let Ok(Some(response)) = stream.next().await else {
                     break;
                 };
                 let now = origin.elapsed().as_nanos() as u64;
                 latencies.clear();
-                for event in response.events() {
-                    let Some(seq) = event
-                        .kv()
-                        .and_then(|kv| kv.key().strip_prefix(prefix.as_bytes()))
-                        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<usize>().ok())
-                    else {
+                for &seq in &response.sequences {
+                    let Some(sent) = sent_at_nanos.get(seq) else {
                         continue;
                     };
-                    let sent = sent_at_nanos
-                        .get(seq)
-                        .map_or(0, |s| s.load(Ordering::Acquire));
-                    latencies.push(now.saturating_sub(sent) / 1000);
+                    latencies.push(now.saturating_sub(sent.load(Ordering::Acquire)) / 1000);
                 }
                 if !latencies.is_empty() {
                     seen += latencies.len() as u64;

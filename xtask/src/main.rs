@@ -29,6 +29,7 @@ mod cluster;
 mod compare;
 mod procfs;
 mod stats;
+mod watch_client;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
