@@ -1,7 +1,15 @@
 //! The member's watch hub: the [`concord_watch::Registry`] behind a mutex, fed by the
-//! apply loop through an [`EventSink`], with one background thread that catches
-//! unsynced watchers up from MVCC history (reading outside the lock, so neither the
-//! apply loop nor other streams wait on disk) and runs the periodic progress tick.
+//! apply loop through an [`EventSink`], and two background threads: one fans published
+//! events out to the watchers (so the apply loop hands a round's events over and answers
+//! its clients at once, instead of matching and queueing for every watcher first), the
+//! other catches unsynced watchers up from MVCC history (reading outside the lock, so
+//! neither the apply loop nor other streams wait on disk) and runs the periodic progress
+//! tick.
+//!
+//! Because events reach the registry a little after their writes were acknowledged, a
+//! watch "from now" starts after the store's current revision, not after the last
+//! published one ([`Registry::create_at`]): it never reports a write its client saw
+//! acknowledged before creating it.
 //!
 //! Events come from the local apply loop only: a watch served by a follower keeps
 //! delivering across leader changes.
@@ -9,6 +17,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use concord_proto::etcdserverpb::WatchCreateRequest;
 use concord_proto::mvccpb::{Event, KeyValue};
 use concord_watch::{
     CatchUpOutcome, CatchUpTask, History, Limits, Registry, StreamId, StreamWaker,
@@ -25,9 +34,23 @@ const SET_ASIDE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// etcd's gRPC framing allowance on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// What the apply loop handed over, in order, for the fan-out thread.
+enum Handed {
+    Events(Vec<Event>),
+    StoreReplaced(i64),
+}
+
+#[derive(Default)]
+struct FanOutQueue {
+    handed: Vec<Handed>,
+    /// The hub is gone: the fan-out thread ends.
+    closed: bool,
+}
+
 /// Every watcher of the member.
 pub struct WatchHub {
     registry: Mutex<Registry>,
+    fan_out: Arc<(Mutex<FanOutQueue>, Condvar)>,
     backend: Arc<Backend>,
     kicked: Mutex<bool>,
     kick_signal: Condvar,
@@ -84,6 +107,7 @@ impl WatchHub {
         let current = backend.store().current_revision();
         let hub = Arc::new(WatchHub {
             registry: Mutex::new(Registry::new(limits, current)),
+            fan_out: Arc::default(),
             backend,
             kicked: Mutex::new(false),
             kick_signal: Condvar::new(),
@@ -94,7 +118,59 @@ impl WatchHub {
         std::thread::Builder::new()
             .name("watch-sync".into())
             .spawn(move || run_catch_up(weak))?;
+        let (weak, queue) = (Arc::downgrade(&hub), hub.fan_out.clone());
+        std::thread::Builder::new()
+            .name("watch-fanout".into())
+            .spawn(move || run_fan_out(weak, queue))?;
         Ok(hub)
+    }
+
+    /// Creates a watch on `stream` (etcd's create; a refusal is queued for the client).
+    pub fn create(&self, stream: StreamId, request: &WatchCreateRequest) {
+        // Read before the registry's lock: the store is at least at every revision
+        // whose write has been acknowledged, published or not.
+        let store_revision = self.backend.store().current_revision();
+        self.with_registry(|registry| {
+            // A refusal is queued for the client as etcd's canceled response.
+            let _ = registry.create_at(stream, request, store_revision);
+        });
+    }
+
+    /// Hands what the apply loop produced to the fan-out thread.
+    fn hand_over(&self, handed: Handed) {
+        let (queue, signal) = &*self.fan_out;
+        queue.lock().handed.push(handed);
+        signal.notify_one();
+    }
+
+    /// Publishes what has been handed over and not yet published, in order. Taken
+    /// under the registry's lock, so it never overtakes a batch the fan-out thread took.
+    fn fan_out_now(&self) {
+        let unsynced = {
+            let mut registry = self.registry.lock();
+            let handed = std::mem::take(&mut self.fan_out.0.lock().handed);
+            if handed.is_empty() {
+                return;
+            }
+            // Consecutive rounds go out as one publish: a watcher behind by several
+            // gets them in one response.
+            let mut events = Vec::new();
+            for item in handed {
+                match item {
+                    Handed::Events(round) if events.is_empty() => events = round,
+                    Handed::Events(round) => events.extend(round),
+                    Handed::StoreReplaced(revision) => {
+                        registry.publish(std::mem::take(&mut events));
+                        registry.store_replaced(revision);
+                    }
+                }
+            }
+            registry.publish(events);
+            registry.has_unsynced()
+        };
+        if unsynced {
+            self.kick();
+        }
     }
 
     /// The apply loop's side: every committed round's events.
@@ -166,12 +242,40 @@ struct HubSink(Arc<WatchHub>);
 
 impl EventSink for HubSink {
     fn publish(&mut self, events: Vec<Event>) {
-        self.0.with_registry(|registry| registry.publish(events));
+        self.0.hand_over(Handed::Events(events));
     }
 
     fn store_replaced(&mut self, current_revision: i64) {
-        self.0
-            .with_registry(|registry| registry.store_replaced(current_revision));
+        self.0.hand_over(Handed::StoreReplaced(current_revision));
+    }
+}
+
+impl Drop for WatchHub {
+    fn drop(&mut self) {
+        let (queue, signal) = &*self.fan_out;
+        queue.lock().closed = true;
+        signal.notify_one();
+    }
+}
+
+/// Publishes whatever the apply loop hands over, a batch at a time: rounds applied
+/// while the previous fan-out ran go out together.
+fn run_fan_out(hub: Weak<WatchHub>, queue: Arc<(Mutex<FanOutQueue>, Condvar)>) {
+    let (state, signal) = &*queue;
+    loop {
+        {
+            let mut state = state.lock();
+            while state.handed.is_empty() && !state.closed {
+                signal.wait(&mut state);
+            }
+            if state.closed {
+                return;
+            }
+        }
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        hub.fan_out_now();
     }
 }
 
@@ -209,7 +313,7 @@ fn run_catch_up(hub: Weak<WatchHub>) {
 mod tests {
     use super::*;
     use concord_mvcc::StoreOptions;
-    use concord_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchResponse};
+    use concord_proto::etcdserverpb::{PutRequest, WatchResponse};
 
     fn put(backend: &Backend, key: &str, sink: &mut dyn EventSink) {
         let store = backend.store();
@@ -226,6 +330,11 @@ mod tests {
         sink.publish(events);
     }
 
+    /// Publishes what the sink handed over, as the fan-out thread would.
+    fn settle(hub: &WatchHub) {
+        hub.fan_out_now();
+    }
+
     fn revisions(responses: &[WatchResponse]) -> Vec<i64> {
         responses
             .iter()
@@ -234,8 +343,11 @@ mod tests {
             .collect()
     }
 
+    /// The apply loop hands events over and answers its clients before the fan-out
+    /// thread publishes them: a watch created after that answer still starts after the
+    /// write, published or not by then.
     #[test]
-    fn a_watch_created_after_a_write_was_published_starts_after_it() {
+    fn a_watch_created_after_a_write_was_acknowledged_starts_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let backend =
             Arc::new(Backend::open(dir.path().join("db"), StoreOptions::default()).unwrap());
@@ -249,9 +361,9 @@ mod tests {
                 key: b"k".to_vec(),
                 ..Default::default()
             };
-            hub.with_registry(|registry| registry.create(stream, &create))
-                .unwrap();
+            hub.create(stream, &create);
             put(&backend, "k", &mut *sink);
+            settle(&hub);
             let out = hub.with_registry(|registry| registry.drain(stream));
             assert!(out[0].created);
             assert_eq!(
@@ -274,6 +386,7 @@ mod tests {
         for _ in 0..5 {
             put(&backend, "k", &mut *sink);
         }
+        settle(&hub);
         let first = backend.store().current_revision() - 4;
         let stream = hub.open_stream(Box::new(|| {}));
         hub.with_registry(|registry| {
@@ -307,6 +420,7 @@ mod tests {
         }
         sink.publish(late);
         put(&backend, "k", &mut *sink);
+        settle(&hub);
         let out = hub.with_registry(|registry| registry.drain(stream));
         assert!(out[0].created);
         let current = backend.store().current_revision();

@@ -457,12 +457,26 @@ impl Registry {
     /// etcd's create: queues the `created` response (or `created` + `canceled` with
     /// the reason) and returns the watch id.
     pub fn create(&mut self, stream: StreamId, request: &WatchCreateRequest) -> Result<i64, Error> {
-        let result = self.try_create(stream, request);
+        self.create_at(stream, request, self.last_published)
+    }
+
+    /// [`Registry::create`] on a member whose store is at `store_revision`, which may be
+    /// ahead of the published revision (committed writes whose events are still on their
+    /// way to [`Registry::publish`]): a watch from "now" starts after `store_revision`, so
+    /// it never reports a write that was acknowledged before the watch was created.
+    pub fn create_at(
+        &mut self,
+        stream: StreamId,
+        request: &WatchCreateRequest,
+        store_revision: i64,
+    ) -> Result<i64, Error> {
+        let now = store_revision.max(self.last_published);
+        let result = self.try_create(stream, request, now);
         if let Err(error) = &result
             && !matches!(error, Error::UnknownStream(_))
         {
             let response = Outgoing {
-                revision: self.last_published,
+                revision: now,
                 watch_id: -1,
                 created: true,
                 canceled: true,
@@ -474,7 +488,12 @@ impl Registry {
         result
     }
 
-    fn try_create(&mut self, stream: StreamId, request: &WatchCreateRequest) -> Result<i64, Error> {
+    fn try_create(
+        &mut self,
+        stream: StreamId,
+        request: &WatchCreateRequest,
+        now: i64,
+    ) -> Result<i64, Error> {
         // etcd's normalisation: an empty key is "\0", the smallest key; a range end
         // of "\0" means every key from `key` on.
         let key = if request.key.is_empty() {
@@ -509,7 +528,7 @@ impl Registry {
             request.watch_id
         };
         let start = if request.start_revision == 0 {
-            self.last_published + 1
+            now + 1
         } else {
             request.start_revision
         };
@@ -554,7 +573,7 @@ impl Registry {
         self.push_control(
             stream,
             Outgoing {
-                revision: self.last_published,
+                revision: now,
                 watch_id: id,
                 created: true,
                 ..Default::default()

@@ -419,6 +419,37 @@ fn watchers_of_one_range_share_a_catch_up_read_and_each_gets_its_own_history() {
 }
 
 #[test]
+fn a_watch_from_now_starts_after_the_store_revision_even_before_its_events_are_published() {
+    let mut log = Log::default();
+    let mut registry = Registry::new(Limits::default(), 0);
+    for r in 1..=3 {
+        commit(&mut registry, &mut log, vec![put("k", r)]);
+    }
+    // Revisions 4 and 5 are committed (and acknowledged) but not yet published.
+    let stream = registry.open_stream(Box::new(|| {}));
+    let from_now = registry.create_at(stream, &watch("k", b"", 0), 5).unwrap();
+    let from_four = registry.create_at(stream, &watch("k", b"", 4), 5).unwrap();
+    let behind = registry.create_at(stream, &watch("k", b"", 2), 5).unwrap();
+    for r in 4..=6 {
+        commit(&mut registry, &mut log, vec![put("k", r)]);
+    }
+    while registry.has_unsynced() {
+        registry.catch_up(&log);
+    }
+    commit(&mut registry, &mut log, vec![put("k", 7)]);
+    let out = registry.drain(stream);
+    let created = out
+        .iter()
+        .find(|r| r.watch_id == from_now && r.created)
+        .unwrap();
+    assert_eq!(header_rev(created), 5);
+    let revisions = |id| -> Vec<i64> { seen(&out, id).into_iter().map(|(_, r)| r).collect() };
+    assert_eq!(revisions(from_now), vec![6, 7]);
+    assert_eq!(revisions(from_four), vec![4, 5, 6, 7]);
+    assert_eq!(revisions(behind), vec![2, 3, 4, 5, 6, 7]);
+}
+
+#[test]
 fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
     let mut log = Log::default();
     let mut registry = Registry::new(

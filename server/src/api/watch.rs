@@ -238,12 +238,7 @@ async fn serve_requests(
 
 fn handle(hub: &WatchHub, id: StreamId, request: WatchRequest) {
     match request.request_union {
-        Some(RequestUnion::CreateRequest(create)) => {
-            hub.with_registry(|registry| {
-                // A refusal is queued for the client as etcd's canceled response.
-                let _ = registry.create(id, &create);
-            });
-        }
+        Some(RequestUnion::CreateRequest(create)) => hub.create(id, &create),
         Some(RequestUnion::CancelRequest(cancel)) => {
             hub.with_registry(|registry| registry.cancel(id, cancel.watch_id));
         }
