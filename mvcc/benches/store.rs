@@ -120,6 +120,28 @@ fn key(i: usize) -> Vec<u8> {
     out
 }
 
+/// Gets every key of `order`, in that order, and reports the rate.
+fn timed_gets(
+    store: &Store,
+    order: &[usize],
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut req = RangeRequest {
+        key: key(0),
+        ..Default::default()
+    };
+    let timer = Timer::start();
+    let mut bytes = 0usize;
+    for &k in order {
+        write_key(&mut req.key, k);
+        let resp = store.range(&req)?;
+        bytes += resp.kvs.first().map_or(0, |kv| kv.value.len());
+    }
+    timer.report(name, order.len());
+    assert_eq!(bytes, order.len() * VALUE_LEN, "every key found");
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: usize = std::env::var("KEYS")
         .ok()
@@ -223,21 +245,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if shuffle {
             order.shuffle(&mut rng);
         }
-        let mut req = RangeRequest {
-            key: key(0),
-            ..Default::default()
-        };
-        let timer = Timer::start();
-        let mut bytes = 0usize;
-        for &k in &order {
-            write_key(&mut req.key, k);
-            let resp = store.range(&req)?;
-            bytes += resp.kvs.first().map_or(0, |kv| kv.value.len());
-        }
-        timer.report(name, keys);
-        assert_eq!(bytes, keys * VALUE_LEN, "every key found");
+        timed_gets(&store, &order, name)?;
     }
     let rss_after_gets = rss_bytes();
+    println!(
+        "kv tables per level after the gets: {:?}",
+        store.kv_tables_per_level()
+    );
 
     // Overwrites of existing keys: each also reads the previous value for the
     // event's prev_kv.
@@ -301,6 +315,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reopened - key_len as f64
     );
     println!("db size on disk: {} MiB", store.db_size()? >> 20);
+    // A reopened store loads its tables with the options of the levels they
+    // sit in now, not the ones they were flushed with: reads must stay as
+    // fast as before the restart.
+    order.shuffle(&mut rng);
+    timed_gets(
+        &store,
+        &order[..keys / 5],
+        "get (random keys, after reopen; a fifth of the keys)",
+    )?;
+    println!(
+        "kv tables per level after reopen: {:?}",
+        store.kv_tables_per_level()
+    );
     if let Ok(keep) = std::env::var("KEEP") {
         drop(store);
         std::fs::rename(dir.path(), &keep)?;
