@@ -29,6 +29,7 @@ pub mod lessor;
 pub mod listener;
 pub mod member;
 pub mod membership;
+mod stream_tasks;
 pub mod tls;
 pub mod transport;
 pub mod watch_hub;

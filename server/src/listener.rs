@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
@@ -55,6 +55,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::h2_authority::AuthorityFix;
+use crate::stream_tasks::{self, ConnectionExecutor};
 use crate::transport::{NetError, Result};
 
 /// How long a client may take to finish its TLS handshake.
@@ -571,13 +572,6 @@ where
     F: Future<Output = ()>,
 {
     let grpc = grpc.prepare();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(options.max_concurrent_streams)
-        .keep_alive_interval(options.keepalive_interval)
-        .keep_alive_timeout(options.keepalive_timeout);
     let acceptor = tls.map(TlsAcceptor::from);
     let local_addr = listener.local_addr;
     let graceful = GracefulShutdown::new();
@@ -598,7 +592,7 @@ where
                 };
                 let watcher = graceful.watcher();
                 let acceptor = acceptor.clone();
-                let builder = builder.clone();
+                let options = options.clone();
                 let (grpc, http) = (grpc.clone(), http.clone());
                 connections.spawn(async move {
                     let Some(stream) = establish(tcp, remote_addr, local_addr, acceptor).await
@@ -612,8 +606,17 @@ where
                     // etcd's Go clients may send `:authority: http://host:port`, which
                     // h2 refuses; the shim repairs their header blocks before hyper.
                     let stream = AuthorityFix::new(stream);
+                    let executor = ConnectionExecutor::default();
+                    let mut builder = auto::Builder::new(executor.clone());
+                    builder
+                        .http2()
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(options.max_concurrent_streams)
+                        .keep_alive_interval(options.keepalive_interval)
+                        .keep_alive_timeout(options.keepalive_timeout);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(connection).await {
+                    let serving = stream_tasks::drive(watcher.watch(connection), executor);
+                    if let Err(error) = serving.await {
                         debug!(%remote_addr, %error, "connection ended with an error");
                     }
                 });

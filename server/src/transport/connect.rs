@@ -20,21 +20,22 @@ use super::{NetError, Result};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// HTTP/2 pings on idle and busy connections, so a dead or partitioned peer is noticed in
 /// seconds rather than at the TCP timeout.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Flow-control windows large enough for snapshot chunks and bursts of appends.
-const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+pub(super) const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+pub(super) const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Where to dial for one URL.
 #[derive(Clone)]
-struct Target {
-    host: String,
-    port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-fn prepare(url: &Url, tls: Option<Arc<ClientConfig>>) -> Result<(Endpoint, Target)> {
+/// Where to dial for `url` (TLS settings required for `https`).
+pub(super) fn target(url: &Url, tls: Option<Arc<ClientConfig>>) -> Result<Target> {
     let bad = |reason: &str| NetError::Url {
         url: url.to_string(),
         reason: reason.into(),
@@ -63,16 +64,24 @@ fn prepare(url: &Url, tls: Option<Arc<ClientConfig>>) -> Result<(Endpoint, Targe
     } else {
         None
     };
+    Ok(Target { host, port, tls })
+}
+
+fn prepare(url: &Url, tls: Option<Arc<ClientConfig>>) -> Result<(Endpoint, Target)> {
+    let target = target(url, tls)?;
     let origin = format!("{}://{}", url.scheme(), url.authority());
     let endpoint = Endpoint::from_shared(origin)
-        .map_err(|e| bad(&e.to_string()))?
+        .map_err(|e| NetError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
-    Ok((endpoint, Target { host, port, tls }))
+    Ok((endpoint, target))
 }
 
 /// A tower connector dialing `target` over TCP and rustls. Resolves host names (e.g.

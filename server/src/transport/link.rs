@@ -1,31 +1,32 @@
 //! The outgoing side: one task per peer streaming raft messages, and snapshot transfers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use concord_proto::concordpb::SnapshotChunk;
 use concord_proto::concordpb::peer_client::PeerClient;
-use concord_proto::concordpb::{RaftMessageChunk, SnapshotChunk};
+use parking_lot::Mutex;
 use raft::eraftpb::Message;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use url::Url;
 
 use super::backoff::Backoff;
 use super::connect::connect;
+use super::raft_stream::{self, RaftConnection, SharedQueue};
 use super::{
     CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound, MAX_MESSAGE_BYTES, PEER_QUEUE_CAPACITY,
     SNAPSHOT_CHUNK_BYTES,
 };
-
-/// Messages encoded ahead of the HTTP/2 stream; the rest wait in the peer queue, which is
-/// where the drop-when-full bound applies.
-const STREAM_BUFFER: usize = 64;
+use crate::stream_tasks;
 
 /// The handle on one peer's task.
 pub(super) struct PeerLink {
@@ -97,10 +98,11 @@ fn jitter_seed(local_id: u64, peer_id: u64) -> u64 {
 async fn run(
     common: Arc<Common>,
     peer_id: u64,
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
     mut urls: watch::Receiver<Vec<Url>>,
     active: Arc<AtomicBool>,
 ) {
+    let queue: SharedQueue = Arc::new(Mutex::new(queue));
     let mut backoff = Backoff::new(jitter_seed(common.local_id, peer_id));
     let mut next_url = 0usize;
     let mut was_connected = false;
@@ -108,17 +110,23 @@ async fn run(
         let candidates = urls.borrow_and_update().clone();
         let ended = match candidates.get(next_url % candidates.len().max(1)) {
             None => Ended::Failed,
-            Some(url) => match connect(url, common.client_tls.clone()).await {
-                Ok(channel) => {
+            Some(url) => match raft_stream::connect(url, common.client_tls.clone()).await {
+                Ok(connection) => {
                     if !was_connected {
                         info!(peer = %format_args!("{peer_id:x}"), %url, "peer connected");
                     }
                     was_connected = true;
                     active.store(true, Ordering::Relaxed);
                     backoff.reset();
-                    let ended =
-                        stream_messages(&common, peer_id, url, channel, &mut queue, &mut urls)
-                            .await;
+                    let ended = stream_messages(
+                        &common,
+                        peer_id,
+                        url,
+                        connection,
+                        queue.clone(),
+                        &mut urls,
+                    )
+                    .await;
                     active.store(false, Ordering::Relaxed);
                     ended
                 }
@@ -146,7 +154,7 @@ async fn run(
             &common,
             peer_id,
             backoff.next_delay(),
-            &mut queue,
+            queue.clone(),
             &mut urls,
         )
         .await
@@ -163,7 +171,7 @@ async fn wait_dropping(
     common: &Common,
     peer_id: u64,
     delay: Duration,
-    queue: &mut mpsc::Receiver<Message>,
+    queue: SharedQueue,
     urls: &mut watch::Receiver<Vec<Url>>,
 ) -> bool {
     let mut reported = false;
@@ -174,7 +182,11 @@ async fn wait_dropping(
         }
     };
     // Whatever was queued for the failed connection is lost.
-    while queue.try_recv().is_ok() {
+    loop {
+        let dropped = queue.lock().try_recv().is_ok();
+        if !dropped {
+            break;
+        }
         drop_one(&mut reported);
     }
     let sleep = tokio::time::sleep(delay);
@@ -183,11 +195,22 @@ async fn wait_dropping(
         tokio::select! {
             () = &mut sleep => return true,
             changed = urls.changed() => return changed.is_ok(),
-            message = queue.recv() => match message {
+            message = NextMessage(queue.clone()) => match message {
                 Some(_) => drop_one(&mut reported),
                 None => return false,
             },
         }
+    }
+}
+
+/// The next message queued for the peer (the queue lock is held only while polling).
+struct NextMessage(SharedQueue);
+
+impl Future for NextMessage {
+    type Output = Option<Message>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.0.lock().poll_recv(cx)
     }
 }
 
@@ -214,29 +237,65 @@ async fn stream_messages(
     common: &Common,
     peer_id: u64,
     url: &Url,
-    channel: Channel,
-    queue: &mut mpsc::Receiver<Message>,
+    connection: RaftConnection,
+    queue: SharedQueue,
     urls: &mut watch::Receiver<Vec<Url>>,
 ) -> Ended {
-    let (chunks, chunks_rx) = mpsc::channel::<RaftMessageChunk>(STREAM_BUFFER);
-    let mut request = tonic::Request::new(ReceiverStream::new(chunks_rx));
-    add_headers(&mut request, common);
-    let mut client = peer_client(channel);
-    let call = client.raft(request);
-    tokio::pin!(call);
-    let failed = |result: std::result::Result<tonic::Response<_>, tonic::Status>| {
-        match result {
-            Ok(_) => debug!(peer = %format_args!("{peer_id:x}"), "peer closed the raft stream"),
-            Err(status) => {
-                warn!(peer = %format_args!("{peer_id:x}"), %url, %status, "raft stream to peer broke")
-            }
-        }
+    let RaftConnection {
+        mut sender,
+        connection,
+        executor,
+    } = connection;
+    let broke = |why: String| {
+        warn!(peer = %format_args!("{peer_id:x}"), %url, %why, "raft stream to peer broke");
         common.report(Inbound::Unreachable(peer_id));
         Ended::Failed
     };
+    // The connection and everything hyper starts for it run inside this task.
+    let driving = stream_tasks::drive(connection, executor);
+    tokio::pin!(driving);
+    let request = match raft_stream::request(
+        url,
+        common.cluster_id.load(Ordering::Relaxed),
+        common.local_id,
+        queue.clone(),
+    ) {
+        Ok(request) => request,
+        Err(error) => return broke(error.to_string()),
+    };
+    // The handshake is done; the first request is accepted at once or the connection
+    // is already gone.
+    tokio::select! {
+        ready = sender.ready() => if let Err(error) = ready {
+            return broke(error.to_string());
+        },
+        ended = &mut driving => return broke(connection_end(ended)),
+    }
+    let call = sender.send_request(request);
+    tokio::pin!(call);
     loop {
         tokio::select! {
-            result = &mut call => return failed(result),
+            ended = &mut driving => return broke(connection_end(ended)),
+            response = &mut call => {
+                match response {
+                    Ok(response) => {
+                        let status = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or("0")
+                            .to_owned();
+                        if status == "0" {
+                            debug!(peer = %format_args!("{peer_id:x}"), "peer closed the raft stream");
+                        } else {
+                            warn!(peer = %format_args!("{peer_id:x}"), %url, grpc_status = %status, "peer refused the raft stream");
+                        }
+                        common.report(Inbound::Unreachable(peer_id));
+                        return Ended::Failed;
+                    }
+                    Err(error) => return broke(error.to_string()),
+                }
+            }
             changed = urls.changed() => {
                 if changed.is_err() {
                     return Ended::Removed;
@@ -245,26 +304,14 @@ async fn stream_messages(
                     return Ended::UrlsChanged;
                 }
             }
-            message = queue.recv() => {
-                let Some(message) = message else { return Ended::Removed };
-                let encoded = match concord_raft_core::codec::encode_message(&message) {
-                    Ok(encoded) => encoded,
-                    Err(error) => {
-                        warn!(%error, "cannot encode a raft message; dropped");
-                        continue;
-                    }
-                };
-                let chunk = RaftMessageChunk { message: encoded };
-                // Wait for room in the stream, but notice if the call fails meanwhile.
-                tokio::select! {
-                    sent = chunks.send(chunk) => if sent.is_err() {
-                        common.report(Inbound::Unreachable(peer_id));
-                        return Ended::Failed;
-                    },
-                    result = &mut call => return failed(result),
-                }
-            }
         }
+    }
+}
+
+fn connection_end(ended: std::result::Result<(), hyper::Error>) -> String {
+    match ended {
+        Ok(()) => "connection closed".to_string(),
+        Err(error) => error.to_string(),
     }
 }
 

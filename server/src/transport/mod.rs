@@ -38,6 +38,7 @@ mod backoff;
 mod connect;
 mod error;
 mod link;
+mod raft_stream;
 mod service;
 
 use std::collections::{BTreeSet, HashMap};
