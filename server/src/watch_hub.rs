@@ -146,12 +146,8 @@ impl WatchHub {
     /// Publishes what has been handed over and not yet published, in order. Taken
     /// under the registry's lock, so it never overtakes a batch the fan-out thread took.
     fn fan_out_now(&self) {
-        let unsynced = {
-            let mut registry = self.registry.lock();
+        self.with_registry(|registry| {
             let handed = std::mem::take(&mut self.fan_out.0.lock().handed);
-            if handed.is_empty() {
-                return;
-            }
             // Consecutive rounds go out as one publish: a watcher behind by several
             // gets them in one response.
             let mut events = Vec::new();
@@ -166,11 +162,7 @@ impl WatchHub {
                 }
             }
             registry.publish(events);
-            registry.has_unsynced()
-        };
-        if unsynced {
-            self.kick();
-        }
+        });
     }
 
     /// The apply loop's side: every committed round's events.
@@ -182,17 +174,29 @@ impl WatchHub {
         self.registry.lock().open_stream(waker)
     }
 
-    /// Runs `f` on the registry, then wakes the catch-up thread if watchers wait.
+    /// Runs `f` on the registry, then wakes the streams it queued responses for and
+    /// the catch-up thread if watchers wait.
     pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let (result, unsynced) = {
-            let mut registry = self.registry.lock();
-            let result = f(&mut registry);
-            (result, registry.has_unsynced())
-        };
+        let (result, unsynced) = self.locked(f);
         if unsynced {
             self.kick();
         }
         result
+    }
+
+    /// Runs `f` on the registry and wakes the streams it queued responses for, after
+    /// the lock is released (a sender woken under it would only wait for it); also says
+    /// whether watchers wait for a catch-up.
+    fn locked<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> (R, bool) {
+        let (result, unsynced, wakes) = {
+            let mut registry = self.registry.lock();
+            let result = f(&mut registry);
+            (result, registry.has_unsynced(), registry.take_wakes())
+        };
+        for waker in wakes {
+            waker.wake();
+        }
+        (result, unsynced)
     }
 
     /// Asks the catch-up thread for a pass now.
@@ -232,7 +236,7 @@ impl WatchHub {
             } else {
                 moved = true;
             }
-            self.registry.lock().finish_catch_up(task, outcome);
+            self.locked(|registry| registry.finish_catch_up(task, outcome));
         }
         moved
     }
@@ -302,7 +306,7 @@ fn run_catch_up(hub: Weak<WatchHub>) {
             *kicked = false;
         }
         if tick_due && Instant::now() >= next {
-            hub.registry.lock().progress_tick();
+            hub.locked(Registry::progress_tick);
             next_tick = Some(Instant::now() + hub.progress_interval);
         }
         busy = hub.catch_up_pass();

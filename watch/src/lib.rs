@@ -5,7 +5,9 @@
 //! Owned here:
 //! - [`Registry`]: every watcher of a member. Streams ([`Registry::open_stream`]) own
 //!   watchers and a queue of [`Outgoing`] responses that the server drains
-//!   ([`Registry::drain_into`]) when the stream's [`StreamWaker`] fires. Headers carry
+//!   ([`Registry::drain_into`]) when the stream's [`StreamWaker`] fires; the caller
+//!   fires the wake-ups a call made due ([`Registry::take_wakes`]) after letting go of
+//!   the registry, so a woken sender never waits on the caller's lock. Headers carry
 //!   only `revision`; the server fills in cluster, member and term as it encodes them
 //!   ([`Outgoing::encode`]). [`Registry::drain`] gives them as [`WatchResponse`]s.
 //! - Encoding once ([`wire`]): a published event is encoded when the first watcher

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use concord_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchResponse};
 use concord_proto::mvccpb::{Event, KeyValue, event::EventType};
@@ -123,11 +124,11 @@ impl Hasher for StreamIdHasher {
 const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Wakes the task that sends a stream's queued responses.
-pub trait StreamWaker: Send {
+pub trait StreamWaker: Send + Sync {
     fn wake(&self);
 }
 
-impl<F: Fn() + Send> StreamWaker for F {
+impl<F: Fn() + Send + Sync> StreamWaker for F {
     fn wake(&self) {
         self()
     }
@@ -187,7 +188,7 @@ struct Stream {
     queue: VecDeque<Outgoing>,
     /// Event (not control) responses in `queue`.
     queued_events: usize,
-    waker: Box<dyn StreamWaker>,
+    waker: Arc<dyn StreamWaker>,
     watchers: HashMap<i64, usize>,
     next_auto_id: i64,
     /// A progress request waits for every watcher of the stream to be synced.
@@ -328,6 +329,8 @@ pub struct Registry {
     hit_groups: Vec<usize>,
     /// Streams `deliver` queued responses for since they were last woken.
     woken: Vec<StreamId>,
+    /// Wake-ups due, for the caller to make once it has let go of the registry.
+    due_wakes: Vec<Arc<dyn StreamWaker>>,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
@@ -356,6 +359,7 @@ impl Registry {
             hits: Vec::new(),
             hit_groups: Vec::new(),
             woken: Vec::new(),
+            due_wakes: Vec::new(),
             last_published: current_revision,
         }
     }
@@ -396,8 +400,10 @@ impl Registry {
         !self.unsynced.is_empty()
     }
 
-    /// Opens a stream; `waker` is called whenever its queue goes from empty to not.
+    /// Opens a stream; `waker` is due whenever its queue goes from empty to not (see
+    /// [`Registry::take_wakes`]).
     pub fn open_stream(&mut self, waker: Box<dyn StreamWaker>) -> StreamId {
+        let waker: Arc<dyn StreamWaker> = Arc::from(waker);
         let id = self.next_stream;
         self.next_stream += 1;
         self.streams.insert(
@@ -648,6 +654,7 @@ impl Registry {
                 && stream.queued_events < limit
             {
                 push_and_wake(
+                    &mut self.due_wakes,
                     stream,
                     Outgoing {
                         revision,
@@ -997,18 +1004,26 @@ impl Registry {
 
     fn push_control(&mut self, stream: StreamId, response: Outgoing) {
         if let Some(stream) = self.streams.get_mut(&stream) {
-            push_and_wake(stream, response, false);
+            push_and_wake(&mut self.due_wakes, stream, response, false);
         }
     }
 
-    /// Wakes the streams `deliver` queued for: once each, after the whole batch is
-    /// queued, so a woken sender finds all of it and no publish still running.
+    /// Makes the streams `deliver` queued for due for waking: once each, after the
+    /// whole batch is queued, so a woken sender finds all of it.
     fn wake_delivered(&mut self) {
         for id in self.woken.drain(..) {
             if let Some(stream) = self.streams.get(&id) {
-                stream.waker.wake();
+                self.due_wakes.push(stream.waker.clone());
             }
         }
+    }
+
+    /// The wake-ups the calls since the last take made due. The registry never wakes a
+    /// stream itself: a sender woken while its caller still holds the registry (behind
+    /// the server's lock) would only wake up to wait for that lock. Wake them once the
+    /// registry is let go of.
+    pub fn take_wakes(&mut self) -> Vec<Arc<dyn StreamWaker>> {
+        std::mem::take(&mut self.due_wakes)
     }
 
     fn make_synced(&mut self, slot: usize) {
@@ -1093,9 +1108,14 @@ fn push(stream: &mut Stream, response: Outgoing, is_event: bool) -> bool {
     was_empty
 }
 
-/// Queues `response` and wakes the stream if it was idle.
-fn push_and_wake(stream: &mut Stream, response: Outgoing, is_event: bool) {
+/// Queues `response`; the stream is due for waking if it was idle.
+fn push_and_wake(
+    due_wakes: &mut Vec<Arc<dyn StreamWaker>>,
+    stream: &mut Stream,
+    response: Outgoing,
+    is_event: bool,
+) {
     if push(stream, response, is_event) {
-        stream.waker.wake();
+        due_wakes.push(stream.waker.clone());
     }
 }

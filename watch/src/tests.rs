@@ -146,6 +146,13 @@ fn seen(responses: &[WatchResponse], watch_id: i64) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Makes the wake-ups the registry's calls made due.
+fn wake_due(registry: &mut Registry) {
+    for waker in registry.take_wakes() {
+        waker.wake();
+    }
+}
+
 /// Publishes into both the registry and the log.
 fn commit(registry: &mut Registry, log: &mut Log, events: Vec<Event>) {
     log.events.extend(events.iter().cloned());
@@ -472,12 +479,18 @@ fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
     let mut fast_out = Vec::new();
     for r in 1..=20 {
         commit(&mut registry, &mut log, vec![put("k", r)]);
+        if r == 1 {
+            // Wake-ups are made by the caller, after the registry call returned.
+            assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        }
+        wake_due(&mut registry);
         fast_out.extend(registry.drain(fast));
         if r == 10 {
             // The slow client reads once, mid-way; catch-ups run all along.
             slow_out.extend(registry.drain(slow));
         }
         registry.catch_up(&log);
+        wake_due(&mut registry);
     }
     assert_eq!(registry.counts().unsynced, 1);
     assert!(registry.counts().set_aside >= 1, "{:?}", registry.counts());
