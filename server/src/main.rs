@@ -24,10 +24,11 @@ fn main() {
         Invocation::Run(config) => config,
     };
     init_logging(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(async_worker_threads());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("concord: cannot start the async runtime: {error}");
@@ -38,6 +39,18 @@ fn main() {
         tracing::error!("{error}");
         std::process::exit(1);
     }
+}
+
+/// One core is left to the raft driver thread, which is busy under any write load (it
+/// appends, fsyncs and applies): with as many async workers as cores, a woken worker
+/// and the driver keep preempting each other. On two cores the single worker also saves
+/// the cross-worker wake-ups and work stealing of every request's hops (single-client
+/// put through a follower, p50: 1.42/1.86 ms -> 1.21/1.60 ms side by side). tokio's
+/// `TOKIO_WORKER_THREADS` still overrides.
+fn async_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get().saturating_sub(1))
+        .max(1)
 }
 
 fn init_logging(level: &str) {
