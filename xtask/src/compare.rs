@@ -191,7 +191,14 @@ impl Drop for TempRoot {
     }
 }
 
+/// Names a Concord binary to compare instead of the workspace's build (e.g. a saved
+/// build from before a change, for before/after tables under the same machine load).
+const CONCORD_BINARY_ENV: &str = "XTASK_COMPARE_CONCORD";
+
 pub async fn run(concord: &Path, etcd: &Path, members: usize, total: u64) -> Result<()> {
+    let chosen = std::env::var_os(CONCORD_BINARY_ENV).map(PathBuf::from);
+    let concord = chosen.as_deref().unwrap_or(concord);
+    println!("concord binary: {}", concord.display());
     let root = TempRoot(std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id())));
     let cases = cases(total);
     let concord_outcomes = run_flavor(Flavor::Concord, concord, members, &root.0, &cases).await?;
