@@ -92,28 +92,15 @@ impl History for BackendHistory<'_> {
 }
 
 impl WatchHub {
-    /// A hub for `backend` starting at its current revision, and its catch-up thread
-    /// (which ends when the hub is dropped). `progress_interval` zero: no periodic
-    /// progress notifications.
+    /// A hub for `backend` starting at its current revision, with its fan-out and
+    /// catch-up threads (which end when the hub is dropped). `progress_interval` zero:
+    /// no periodic progress notifications.
     pub fn start(
         backend: Arc<Backend>,
         max_request_bytes: u64,
         progress_interval: Duration,
     ) -> std::io::Result<Arc<WatchHub>> {
-        let limits = Limits {
-            max_response_bytes: max_request_bytes as usize + GRPC_OVERHEAD_BYTES,
-            ..Limits::default()
-        };
-        let current = backend.store().current_revision();
-        let hub = Arc::new(WatchHub {
-            registry: Mutex::new(Registry::new(limits, current)),
-            fan_out: Arc::default(),
-            backend,
-            kicked: Mutex::new(false),
-            kick_signal: Condvar::new(),
-            progress_interval,
-            reported_set_aside: Mutex::new((0, Instant::now() - SET_ASIDE_LOG_INTERVAL)),
-        });
+        let hub = WatchHub::without_threads(backend, max_request_bytes, progress_interval);
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
             .name("watch-sync".into())
@@ -123,6 +110,29 @@ impl WatchHub {
             .name("watch-fanout".into())
             .spawn(move || run_fan_out(weak, queue))?;
         Ok(hub)
+    }
+
+    /// The hub alone: handed-over events wait for [`WatchHub::fan_out_now`] and
+    /// unsynced watchers for [`WatchHub::catch_up_pass`] (tests drive both).
+    fn without_threads(
+        backend: Arc<Backend>,
+        max_request_bytes: u64,
+        progress_interval: Duration,
+    ) -> Arc<WatchHub> {
+        let limits = Limits {
+            max_response_bytes: max_request_bytes as usize + GRPC_OVERHEAD_BYTES,
+            ..Limits::default()
+        };
+        let current = backend.store().current_revision();
+        Arc::new(WatchHub {
+            registry: Mutex::new(Registry::new(limits, current)),
+            fan_out: Arc::default(),
+            backend,
+            kicked: Mutex::new(false),
+            kick_signal: Condvar::new(),
+            progress_interval,
+            reported_set_aside: Mutex::new((0, Instant::now() - SET_ASIDE_LOG_INTERVAL)),
+        })
     }
 
     /// Creates a watch on `stream` (etcd's create; a refusal is queued for the client).
@@ -355,11 +365,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend =
             Arc::new(Backend::open(dir.path().join("db"), StoreOptions::default()).unwrap());
-        let hub = WatchHub::start(backend.clone(), 1_572_864, Duration::ZERO).unwrap();
+        // No fan-out thread: the events stay handed over, unpublished, until `settle`.
+        let hub = WatchHub::without_threads(backend.clone(), 1_572_864, Duration::ZERO);
         let mut sink = hub.event_sink();
         for round in 0..20 {
             put(&backend, "k", &mut *sink);
             let written = backend.store().current_revision();
+            assert!(hub.with_registry(|registry| registry.revision()) < written);
             let stream = hub.open_stream(Box::new(|| {}));
             let create = WatchCreateRequest {
                 key: b"k".to_vec(),

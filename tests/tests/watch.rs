@@ -296,3 +296,84 @@ async fn compacted_start_is_created_then_canceled_with_the_compact_revision() ->
     assert_eq!(revisions, vec![current - 1, current]);
     Ok(())
 }
+
+/// Events reach the watchers after the writes were acknowledged (the fan-out runs beside
+/// the apply loop): a watch created after a put's answer, from "now", must still start
+/// after that put, even while a writer and two thousand watchers of other keys keep the
+/// fan-out busy (so the put's events often wait behind earlier ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_now_never_reports_a_write_acknowledged_before_it() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let mut busy = cluster.client().await?;
+    let crowd_options = || Some(WatchOptions::new().with_prefix());
+    let mut crowd = busy.watch("crowd/", crowd_options()).await?;
+    for _ in 1..2000 {
+        crowd.watch("crowd/", crowd_options()).await?;
+    }
+    // Read, so the crowd's events keep flowing rather than being set aside.
+    let reader = tokio::spawn(async move {
+        let _owner = busy;
+        while let Ok(Some(_)) = crowd.message().await {}
+    });
+    let mut crowd_writer = cluster.client().await?;
+    let writer = tokio::spawn(async move {
+        for n in 0u64.. {
+            if crowd_writer
+                .put(format!("crowd/{}", n % 16), "x", None)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    let mut client = cluster.client().await?;
+    let mut watching = cluster.client().await?;
+    let mut stream = watching.watch("unrelated", None).await?;
+    assert!(stream.message().await?.expect("created").created());
+    for round in 0..100 {
+        let acknowledged = client
+            .put("k", format!("before {round}"), None)
+            .await?
+            .header()
+            .map(|h| h.revision())
+            .unwrap_or(0);
+        stream.watch("k", None).await?;
+        let created = loop {
+            let response = stream.message().await?.expect("created response");
+            if response.created() {
+                break response;
+            }
+        };
+        let id = created.watch_id();
+        let created_at = created.header().map(|h| h.revision()).unwrap_or(0);
+        assert!(
+            created_at >= acknowledged,
+            "round {round}: created at {created_at}, the put was acknowledged at {acknowledged}"
+        );
+        let after = client
+            .put("k", format!("after {round}"), None)
+            .await?
+            .header()
+            .map(|h| h.revision())
+            .unwrap_or(0);
+        let first = loop {
+            let response = stream.message().await?.expect("an event");
+            if response.watch_id() == id && !response.events().is_empty() {
+                break response;
+            }
+        };
+        let revision = first.events()[0].kv().map(|kv| kv.mod_revision());
+        assert_eq!(
+            revision,
+            Some(after),
+            "round {round}: the first event of a watch created after the put at \
+             {acknowledged} was acknowledged"
+        );
+        stream.cancel(id).await?;
+    }
+    writer.abort();
+    reader.abort();
+    Ok(())
+}
