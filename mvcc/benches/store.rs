@@ -1,6 +1,8 @@
 //! Throughput and memory of the store with many keys (no fsync):
 //! puts/s (in apply rounds of `ROUND` puts), point gets/s (in key order and in
-//! random order, one thread), and resident memory per key.
+//! random order, one thread; random again after a reopen, when tables are
+//! loaded with the options of the level they now sit in), and resident memory
+//! per key.
 //!
 //! Every rate is printed three times: per wall-clock second, per CPU-second of
 //! the calling thread, and per CPU-second of all the process's threads (on a
