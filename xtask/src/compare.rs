@@ -1,6 +1,7 @@
 //! `cargo xtask bench --compare`: the same workloads against a fresh Concord cluster and a fresh
 //! Debian etcd cluster of the same size on this machine (fsync on for both), then a table of
-//! Concord/etcd ratios.
+//! Concord/etcd ratios. Both clusters run throughout; each case runs on one right after the
+//! other (alternating which goes first), so a shifting background load skews no ratio much.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,60 +129,75 @@ pub fn cases(total: u64) -> Vec<Case> {
     ]
 }
 
-/// Starts one cluster, runs every case against it, stops it. A case that errors is recorded
-/// as `Err(message)` and the rest still run.
-async fn run_flavor(
+/// One side of the comparison: a running cluster of one flavor.
+struct Side {
     flavor: Flavor,
-    binary: &Path,
-    members: usize,
-    root: &Path,
-    cases: &[Case],
-) -> Result<Vec<Result<Outcome, String>>> {
-    let dir = root.join(flavor.name());
-    let mut cluster =
-        LocalCluster::start(flavor, binary, cluster::ephemeral_layout(members, &dir)?)?;
-    let endpoints = cluster.endpoints();
-    println!(
-        "\n=== {} cluster: {} (logs in {})",
-        flavor.name(),
-        endpoints.join(","),
-        dir.display()
-    );
-    bench::wait_serving(&endpoints, Duration::from_secs(60)).await?;
-    let pids = cluster.pids();
-    let mut outcomes = Vec::new();
-    for case in cases {
+    cluster: LocalCluster,
+    endpoints: Vec<String>,
+    pids: Vec<u32>,
+}
+
+impl Side {
+    async fn start(flavor: Flavor, binary: &Path, members: usize, root: &Path) -> Result<Side> {
+        let dir = root.join(flavor.name());
+        let cluster =
+            LocalCluster::start(flavor, binary, cluster::ephemeral_layout(members, &dir)?)?;
+        let endpoints = cluster.endpoints();
+        println!(
+            "=== {} cluster: {} (logs in {})",
+            flavor.name(),
+            endpoints.join(","),
+            dir.display()
+        );
+        bench::wait_serving(&endpoints, Duration::from_secs(60)).await?;
+        let pids = cluster.pids();
+        Ok(Side {
+            flavor,
+            cluster,
+            endpoints,
+            pids,
+        })
+    }
+
+    /// Runs one case; an error is recorded as `Err(message)` so the other cases still run.
+    async fn run_case(&mut self, case: &Case) -> Result<Outcome, String> {
+        let flavor = self.flavor.name();
         // Asked before every case: leadership may move during a run.
-        let (leader, followers) = bench::split_by_leader(&endpoints).await?;
+        let (leader, followers) = bench::split_by_leader(&self.endpoints)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         let config = BenchConfig {
-            endpoints: case.endpoints(&endpoints, &leader, &followers),
+            endpoints: case.endpoints(&self.endpoints, &leader, &followers),
             ..case.config.clone()
         };
         println!(
-            "--- {} [{}]: {}",
-            flavor.name(),
+            "--- {flavor} [{}]: {}",
             case.label,
             bench::describe(&config)
         );
-        let outcome = bench::run(&config, &pids).await;
+        let outcome = bench::run(&config, &self.pids).await;
         match &outcome {
             Ok(outcome) => outcome.print(),
             Err(e) => println!("  failed: {e:#}"),
         }
-        outcomes.push(outcome.map_err(|e| format!("{e:#}")));
-        for (name, status) in cluster.exited() {
-            println!(
-                "  WARNING: {} member {name} exited: {status}",
-                flavor.name()
-            );
+        for (name, status) in self.cluster.exited() {
+            println!("  WARNING: {flavor} member {name} exited: {status}");
+        }
+        outcome.map_err(|e| format!("{e:#}"))
+    }
+
+    fn stop(mut self) {
+        for (name, status) in self.cluster.stop() {
+            println!("{} {name}: {status}", self.flavor.name());
         }
     }
-    for (name, status) in cluster.stop() {
-        println!("{} {name}: {status}", flavor.name());
-    }
-    Ok(outcomes)
 }
 
+/// Which side runs a case first: alternating, so a load that rises or falls through a
+/// pair of runs favours neither side over the whole table.
+fn concord_first(case_index: usize) -> bool {
+    case_index.is_multiple_of(2)
+}
 /// Removes the comparison's data dirs however the comparison ends.
 struct TempRoot(PathBuf);
 
@@ -201,8 +217,26 @@ pub async fn run(concord: &Path, etcd: &Path, members: usize, total: u64) -> Res
     println!("concord binary: {}", concord.display());
     let root = TempRoot(std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id())));
     let cases = cases(total);
-    let concord_outcomes = run_flavor(Flavor::Concord, concord, members, &root.0, &cases).await?;
-    let etcd_outcomes = run_flavor(Flavor::Etcd, etcd, members, &root.0, &cases).await?;
+    // Both clusters run for the whole comparison and each case runs against one, then
+    // at once against the other: on a machine shared with other work, the background
+    // load then weighs on both sides of a row alike (one cluster after the other, a
+    // change of load between the halves skewed every ratio). The idle cluster costs a
+    // heartbeat every 100 ms.
+    let mut concord_side = Side::start(Flavor::Concord, concord, members, &root.0).await?;
+    let mut etcd_side = Side::start(Flavor::Etcd, etcd, members, &root.0).await?;
+    let mut concord_outcomes = Vec::new();
+    let mut etcd_outcomes = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        if concord_first(index) {
+            concord_outcomes.push(concord_side.run_case(case).await);
+            etcd_outcomes.push(etcd_side.run_case(case).await);
+        } else {
+            etcd_outcomes.push(etcd_side.run_case(case).await);
+            concord_outcomes.push(concord_side.run_case(case).await);
+        }
+    }
+    concord_side.stop();
+    etcd_side.stop();
     println!(
         "\n{}",
         table(&cases, &concord_outcomes, &etcd_outcomes, members)
@@ -311,6 +345,12 @@ mod tests {
             .unwrap();
         }
         assert!(cases(1).iter().all(|c| c.config.total >= 1));
+    }
+
+    #[test]
+    fn sides_take_turns_going_first() {
+        let firsts: Vec<bool> = (0..4).map(concord_first).collect();
+        assert_eq!(firsts, [true, false, true, false]);
     }
 
     #[test]
