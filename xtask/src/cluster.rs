@@ -588,12 +588,15 @@ mod tests {
         let layout = ephemeral_layout(2, &dir).unwrap();
         let mut cluster =
             LocalCluster::spawn(Path::new("/bin/sh"), &layout, term_recording_member).unwrap();
-        // SIGTERM before a member's trap is set would kill the shell outright.
-        wait_for("m1 ready", || {
-            std::fs::read_to_string(&layout[1].log_path)
-                .unwrap_or_default()
-                .contains("ready")
-        });
+        // SIGTERM before a member's trap is set would kill the shell outright, and m0's
+        // restart is recognised by a second ready line in its log: wait for both.
+        for member in &layout {
+            wait_for("members ready", || {
+                std::fs::read_to_string(&member.log_path)
+                    .unwrap_or_default()
+                    .contains("ready")
+            });
+        }
         let first = cluster.pid(0).unwrap();
         cluster.kill(0).unwrap();
         assert_eq!(cluster.pid(0), None);
