@@ -27,8 +27,13 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Event responses a stream may have queued before its watchers are set aside to
     /// catch up from history later (control responses are never refused); etcd's
-    /// `chanBufLen`.
+    /// `chanBufLen`...
     pub stream_queue_messages: usize,
+    /// ...plus this many for each watcher of the stream. Every write a stream's watchers
+    /// all match queues one response per watcher: with a fixed allowance, a stream of a
+    /// hundred watchers would be set aside as soon as its client fell two writes behind,
+    /// and each of them re-read from history what was already encoded and in memory.
+    pub stream_queue_per_watcher: usize,
     /// Revisions one catch-up step reads for one watcher (etcd's `watchBatchMaxRevs`).
     pub catch_up_revisions: usize,
     /// Watchers one catch-up pass takes (etcd's `maxWatchersPerSync`).
@@ -40,6 +45,7 @@ impl Default for Limits {
         Limits {
             max_response_bytes: 1_572_864 + 512 * 1024,
             stream_queue_messages: 128,
+            stream_queue_per_watcher: 16,
             catch_up_revisions: 1000,
             catch_up_watchers: 512,
         }
@@ -641,7 +647,6 @@ impl Registry {
     /// tick gets an empty response at the published revision.
     pub fn progress_tick(&mut self) {
         let revision = self.last_published;
-        let limit = self.limits.stream_queue_messages;
         for watcher in self.slots.iter_mut().flatten() {
             if !watcher.progress_notify {
                 continue;
@@ -651,7 +656,7 @@ impl Registry {
                 && let Some(stream) = self.streams.get_mut(&watcher.stream)
                 // Like etcd, a watcher whose buffer is full is busy receiving events:
                 // it needs no progress notification.
-                && stream.queued_events < limit
+                && stream.queued_events < queue_limit(&self.limits, stream)
             {
                 push_and_wake(
                     &mut self.due_wakes,
@@ -772,7 +777,6 @@ impl Registry {
     pub fn take_catch_up(&mut self) -> Vec<CatchUpTask> {
         let mut tasks: Vec<CatchUpTask> = Vec::new();
         let mut task_of: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
-        let limit = self.limits.stream_queue_messages;
         let mut taken = Vec::new();
         for &slot in &self.unsynced {
             if taken.len() >= self.limits.catch_up_watchers {
@@ -784,7 +788,7 @@ impl Registry {
             let room = self
                 .streams
                 .get(&watcher.stream)
-                .is_some_and(|s| s.queued_events < limit);
+                .is_some_and(|s| s.queued_events < queue_limit(&self.limits, s));
             if !room {
                 continue;
             }
@@ -925,7 +929,7 @@ impl Registry {
             return Ok(());
         };
         let max = self.limits.max_response_bytes;
-        let limit = self.limits.stream_queue_messages;
+        let limit = queue_limit(&self.limits, stream);
         let first = events[0].revision();
         let last = events.last().map_or(first, WireEvent::revision);
         if first == last && !fragmented {
@@ -1096,6 +1100,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// Event responses `stream` may have queued before its watchers are set aside.
+fn queue_limit(limits: &Limits, stream: &Stream) -> usize {
+    limits.stream_queue_messages + limits.stream_queue_per_watcher * stream.watchers.len()
 }
 
 /// Queues `response`; `true` if the queue was empty (its stream needs waking).

@@ -462,6 +462,7 @@ fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
     let mut registry = Registry::new(
         Limits {
             stream_queue_messages: 3,
+            stream_queue_per_watcher: 0,
             catch_up_revisions: 2,
             ..Limits::default()
         },
@@ -506,6 +507,41 @@ fn a_full_stream_sets_its_watchers_aside_without_losing_or_blocking() {
     assert_eq!(revs(&fast_out, fast_id), all);
     assert_eq!(revs(&slow_out, slow_id), all);
     assert!(wakes.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn a_stream_may_queue_more_for_each_of_its_watchers() {
+    let mut log = Log::default();
+    let mut registry = Registry::new(
+        Limits {
+            stream_queue_messages: 2,
+            stream_queue_per_watcher: 3,
+            ..Limits::default()
+        },
+        0,
+    );
+    let stream = registry.open_stream(Box::new(|| {}));
+    let ids: Vec<i64> = (0..4)
+        .map(|_| registry.create(stream, &watch("k", b"", 0)).unwrap())
+        .collect();
+    // Room for 2 + 3 x 4 = 14 event responses: three writes (12) fit, the fourth
+    // fits for two watchers only, and the others are set aside.
+    for r in 1..=4 {
+        commit(&mut registry, &mut log, vec![put("k", r)]);
+    }
+    assert_eq!(registry.counts().set_aside, 2);
+    assert_eq!(registry.counts().unsynced, 2);
+    let mut out = Vec::new();
+    while registry.has_unsynced() {
+        out.extend(registry.drain(stream));
+        registry.catch_up(&log);
+    }
+    out.extend(registry.drain(stream));
+    assert_eq!(registry.counts().synced, 4);
+    for id in ids {
+        let revisions: Vec<i64> = seen(&out, id).into_iter().map(|(_, r)| r).collect();
+        assert_eq!(revisions, vec![1, 2, 3, 4], "watcher {id}");
+    }
 }
 
 #[test]
@@ -680,6 +716,7 @@ fn random_schedules_deliver_each_watchers_history_exactly_once() {
         let mut registry = Registry::new(
             Limits {
                 stream_queue_messages: 4,
+                stream_queue_per_watcher: 0,
                 catch_up_revisions: 3,
                 catch_up_watchers: 5,
                 max_response_bytes: 300,
