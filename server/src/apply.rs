@@ -91,6 +91,9 @@ pub trait EventSink: Send {
     /// A snapshot replaced the store, whose revision is now `current_revision`: the
     /// revisions it skipped over are never published.
     fn store_replaced(&mut self, current_revision: i64);
+    /// Whether events must carry previous values (a watcher asked for them); reading
+    /// one costs a store read per overwrite. Asked once per apply round.
+    fn wants_prev_kv(&self) -> bool;
 }
 
 /// Things the apply loop tells the rest of the server about.
@@ -325,6 +328,9 @@ impl StateMachine for ApplyMachine {
         let backend = self.backend.clone();
         let store = backend.store();
         let mut batch = store.write_batch();
+        // Events feed the watchers (previous values only if one wants them) and the
+        // lease keeper, which needs each event's key-value only.
+        batch.set_event_prev_kv(self.event_sink.as_ref().is_some_and(|s| s.wants_prev_kv()));
         let mut last_index = None;
         let mut ends_with_conf_change = false;
         for entry in entries {

@@ -14,6 +14,7 @@
 //! Events come from the local apply loop only: a watch served by a follower keeps
 //! delivering across leader changes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,9 @@ struct FanOutQueue {
 /// Every watcher of the member.
 pub struct WatchHub {
     registry: Mutex<Registry>,
+    /// [`Registry::wants_prev_kv`] as of the last registry call, for the apply loop
+    /// (which must not wait for the registry's lock).
+    prev_kv_wanted: AtomicBool,
     fan_out: Arc<(Mutex<FanOutQueue>, Condvar)>,
     backend: Arc<Backend>,
     kicked: Mutex<bool>,
@@ -126,6 +130,7 @@ impl WatchHub {
         let current = backend.store().current_revision();
         Arc::new(WatchHub {
             registry: Mutex::new(Registry::new(limits, current)),
+            prev_kv_wanted: AtomicBool::new(false),
             fan_out: Arc::default(),
             backend,
             kicked: Mutex::new(false),
@@ -201,6 +206,8 @@ impl WatchHub {
         let (result, unsynced, wakes) = {
             let mut registry = self.registry.lock();
             let result = f(&mut registry);
+            self.prev_kv_wanted
+                .store(registry.wants_prev_kv(), Ordering::Release);
             (result, registry.has_unsynced(), registry.take_wakes())
         };
         for waker in wakes {
@@ -261,6 +268,10 @@ impl EventSink for HubSink {
 
     fn store_replaced(&mut self, current_revision: i64) {
         self.0.hand_over(Handed::StoreReplaced(current_revision));
+    }
+
+    fn wants_prev_kv(&self) -> bool {
+        self.0.prev_kv_wanted.load(Ordering::Acquire)
     }
 }
 

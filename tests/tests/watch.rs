@@ -377,3 +377,58 @@ async fn a_watch_from_now_never_reports_a_write_acknowledged_before_it() -> anyh
     reader.abort();
     Ok(())
 }
+
+/// Members skip reading previous values while no watcher wants them. Watchers that ask
+/// for them, created while a writer overwrites a key, must still get every overwrite's
+/// previous value, whether or not the round that wrote it knew of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prev_kv_watchers_created_mid_stream_get_every_previous_value() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let mut writer_client = cluster.client().await?;
+    writer_client.put("p", "0", None).await?;
+    const WRITES: u64 = 300;
+    let writer = tokio::spawn(async move {
+        for n in 1..=WRITES {
+            writer_client.put("p", format!("{n}"), None).await?;
+        }
+        writer_client.delete("p", None).await?;
+        anyhow::Ok(())
+    });
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        let mut own = cluster.client().await?;
+        let options = WatchOptions::new().with_prev_key();
+        let mut stream = own.watch("p", Some(options)).await?;
+        assert!(stream.message().await?.expect("created").created());
+        watchers.push(tokio::spawn(async move {
+            let _owner = own;
+            let mut checked = 0;
+            loop {
+                let Some(response) = stream.message().await? else {
+                    anyhow::bail!("the stream ended");
+                };
+                for event in response.events() {
+                    let kv = event.kv().expect("events carry kv");
+                    let prev = event.prev_kv();
+                    if event.event_type() == EventType::Delete {
+                        let prev = prev.expect("a delete carries the deleted value");
+                        anyhow::ensure!(prev.value_str()? == WRITES.to_string());
+                        return anyhow::Ok(checked);
+                    }
+                    let value: u64 = kv.value_str()?.parse()?;
+                    let prev = prev.ok_or_else(|| {
+                        anyhow::anyhow!("the overwrite to {value} came without prev_kv")
+                    })?;
+                    anyhow::ensure!(prev.value_str()? == (value - 1).to_string());
+                    checked += 1;
+                }
+            }
+        }));
+    }
+    writer.await??;
+    for watcher in watchers {
+        let checked = tokio::time::timeout(Duration::from_secs(60), watcher).await???;
+        assert!(checked <= WRITES as usize);
+    }
+    Ok(())
+}

@@ -337,6 +337,8 @@ pub struct Registry {
     woken: Vec<StreamId>,
     /// Wake-ups due, for the caller to make once it has let go of the registry.
     due_wakes: Vec<Arc<dyn StreamWaker>>,
+    /// Watchers (in any state) that asked for previous values.
+    prev_kv_watchers: usize,
     /// The revision of the last published event: everything up to it has been offered
     /// to the synced watchers.
     last_published: i64,
@@ -366,6 +368,7 @@ impl Registry {
             hit_groups: Vec::new(),
             woken: Vec::new(),
             due_wakes: Vec::new(),
+            prev_kv_watchers: 0,
             last_published: current_revision,
         }
     }
@@ -404,6 +407,14 @@ impl Registry {
     /// Whether some watcher waits for a catch-up.
     pub fn has_unsynced(&self) -> bool {
         !self.unsynced.is_empty()
+    }
+
+    /// Whether any watcher asked for previous values. When none did, the writer may
+    /// publish events without them (fetching a previous value costs a store read per
+    /// overwrite). A watcher created meanwhile that meets such an event is sent back to
+    /// history for it, whose events carry previous values: it never misses one.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers > 0
     }
 
     /// Opens a stream; `waker` is due whenever its queue goes from empty to not (see
@@ -582,6 +593,9 @@ impl Registry {
             }
         };
         state.watchers.insert(id, slot);
+        if request.prev_kv {
+            self.prev_kv_watchers += 1;
+        }
         self.push_control(
             stream,
             Outgoing {
@@ -719,6 +733,9 @@ impl Registry {
         let mut matched = std::mem::take(&mut self.matched);
         self.matched_at.resize(self.slots.len(), usize::MAX);
         let mut hits = std::mem::take(&mut self.hits);
+        // Watchers that want a previous value an event was published without, and the
+        // revision they resume at from history.
+        let mut lacking: Vec<(usize, i64)> = Vec::new();
         for event in &events {
             let revision = revision_of(event);
             // Encoded at most once per shape, on first use, then shared by every
@@ -741,6 +758,13 @@ impl Registry {
                     || revision < watcher.next_rev
                     || !watcher.wants(event)
                 {
+                    continue;
+                }
+                if !lacking.is_empty() && lacking.iter().any(|&(cut, _)| cut == slot) {
+                    continue;
+                }
+                if watcher.prev_kv && lacks_prev_kv(event) {
+                    lacking.push((slot, revision));
                     continue;
                 }
                 let view = if watcher.prev_kv || event.prev_kv.is_none() {
@@ -768,6 +792,15 @@ impl Registry {
             }
         }
         self.matched = matched;
+        for (slot, revision) in lacking {
+            // Unless a full queue already set it aside at an earlier revision.
+            if self.slots[slot]
+                .as_ref()
+                .is_some_and(|w| w.state == State::Synced)
+            {
+                self.set_aside(slot, revision);
+            }
+        }
         self.wake_delivered();
         self.check_deferred_progress();
     }
@@ -1066,6 +1099,9 @@ impl Registry {
     fn free_watcher(&mut self, slot: usize) {
         self.unindex(slot);
         self.unsynced.remove(&slot);
+        if self.slots[slot].as_ref().is_some_and(|w| w.prev_kv) {
+            self.prev_kv_watchers -= 1;
+        }
         self.slots[slot] = None;
         self.free_slots.push(slot);
     }
@@ -1099,6 +1135,19 @@ impl Registry {
                 self.request_progress(stream);
             }
         }
+    }
+}
+
+/// Whether `event` was published without the previous value it has: a delete always
+/// has one, a put has one unless it created its key.
+fn lacks_prev_kv(event: &Event) -> bool {
+    if event.prev_kv.is_some() {
+        return false;
+    }
+    match EventType::try_from(event.r#type) {
+        Ok(EventType::Delete) => true,
+        Ok(EventType::Put) => event.kv.as_ref().is_some_and(|kv| kv.version > 1),
+        Err(_) => false,
     }
 }
 

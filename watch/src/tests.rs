@@ -545,6 +545,50 @@ fn a_stream_may_queue_more_for_each_of_its_watchers() {
 }
 
 #[test]
+fn events_published_without_previous_values_send_watchers_that_want_them_to_history() {
+    let mut log = Log::default();
+    let mut registry = Registry::new(Limits::default(), 0);
+    let stream = registry.open_stream(Box::new(|| {}));
+    let plain = registry.create(stream, &watch("k", b"", 0)).unwrap();
+    assert!(!registry.wants_prev_kv());
+    let mut with_prev = watch("k", b"", 0);
+    with_prev.prev_kv = true;
+    let wanting = registry.create(stream, &with_prev).unwrap();
+    assert!(registry.wants_prev_kv());
+
+    // The writer decided before the prev_kv watcher existed: its events come without
+    // previous values, though the history has them.
+    let mut created = put("k", 1);
+    created.kv.as_mut().unwrap().version = 1;
+    created.prev_kv = None;
+    let mut overwrite = put("k", 2);
+    overwrite.kv.as_mut().unwrap().version = 2;
+    let mut removal = delete("k", 3);
+    removal.prev_kv = overwrite.kv.clone();
+    log.events
+        .extend([created.clone(), overwrite.clone(), removal.clone()]);
+    overwrite.prev_kv = None;
+    removal.prev_kv = None;
+    registry.publish(vec![created, overwrite, removal]);
+    assert_eq!(registry.counts().unsynced, 1, "{:?}", registry.counts());
+    registry.catch_up(&log);
+    let out = registry.drain(stream);
+    let events_of = |id| -> Vec<(i64, bool)> {
+        out.iter()
+            .filter(|r| r.watch_id == id)
+            .flat_map(|r| r.events.iter())
+            .map(|e| (e.kv.as_ref().unwrap().mod_revision, e.prev_kv.is_some()))
+            .collect()
+    };
+    // The creation needs no previous value and went out at once; the rest came from
+    // history, with theirs.
+    assert_eq!(events_of(wanting), vec![(1, false), (2, true), (3, true)]);
+    assert_eq!(events_of(plain), vec![(1, false), (2, false), (3, false)]);
+    assert!(registry.cancel(stream, wanting));
+    assert!(!registry.wants_prev_kv());
+}
+
+#[test]
 fn responses_split_between_revisions_and_fragment_inside_one() {
     let mut registry = Registry::new(
         Limits {
