@@ -60,6 +60,16 @@ async fn writer(
     Ok(writes)
 }
 
+/// Puts `key`, returns the revision the put was acknowledged at.
+async fn put_revision(
+    client: &mut etcd_client::Client,
+    key: &str,
+    value: String,
+) -> anyhow::Result<i64> {
+    let response = client.put(key, value, None).await?;
+    Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+}
+
 /// Reads a watcher's stream until it has `expected` events (or times out); returns the
 /// events seen and the start revision its created response implies.
 async fn collect(stream: &mut WatchStream, expected: usize) -> anyhow::Result<Vec<Write>> {
@@ -333,12 +343,7 @@ async fn a_watch_from_now_never_reports_a_write_acknowledged_before_it() -> anyh
     let mut stream = watching.watch("unrelated", None).await?;
     assert!(stream.message().await?.expect("created").created());
     for round in 0..100 {
-        let acknowledged = client
-            .put("k", format!("before {round}"), None)
-            .await?
-            .header()
-            .map(|h| h.revision())
-            .unwrap_or(0);
+        let acknowledged = put_revision(&mut client, "k", format!("before {round}")).await?;
         stream.watch("k", None).await?;
         let created = loop {
             let response = stream.message().await?.expect("created response");
@@ -352,12 +357,7 @@ async fn a_watch_from_now_never_reports_a_write_acknowledged_before_it() -> anyh
             created_at >= acknowledged,
             "round {round}: created at {created_at}, the put was acknowledged at {acknowledged}"
         );
-        let after = client
-            .put("k", format!("after {round}"), None)
-            .await?
-            .header()
-            .map(|h| h.revision())
-            .unwrap_or(0);
+        let after = put_revision(&mut client, "k", format!("after {round}")).await?;
         let first = loop {
             let response = stream.message().await?.expect("an event");
             if response.watch_id() == id && !response.events().is_empty() {
