@@ -95,7 +95,7 @@ impl std::fmt::Debug for WriteBatch<'_> {
 impl FetchKv for WriteBatch<'_> {
     fn fetch(&self, rev: Revision) -> Result<Option<KeyValue>, Error> {
         if rev.main <= self.base_rev {
-            return BackendFetch(&self.store.kv).fetch(rev);
+            return BackendFetch(self.store).fetch(rev);
         }
         match self.changes.binary_search_by(|c| c.rev.cmp(&rev)) {
             Ok(i) => match self.changes.get(i) {

@@ -58,6 +58,7 @@ mod read;
 mod revision;
 mod snapshot;
 mod store;
+mod table_read;
 mod txn;
 
 pub use batch::WriteBatch;

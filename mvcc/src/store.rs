@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::key_index::{KeyIndex, KeyRange, Point};
 use crate::read::{self, FetchKv, RangePlan};
 use crate::revision::{Revision, decode_revision_key, encode_revision_key};
+use crate::table_read::{TableLookup, TableReads};
 
 /// Keyspace of revision key → encoded `mvccpb.KeyValue`.
 pub(crate) const KV_KEYSPACE: &str = "kv";
@@ -89,6 +90,8 @@ pub struct Store {
     /// Held by the one open [`WriteBatch`].
     pub(crate) writer: Mutex<()>,
     pub(crate) poisoned: AtomicBool,
+    /// Our own search structures over the `kv` tables (see `get_from_tables`).
+    pub(crate) table_reads: TableReads,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,7 +106,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Reads committed revisions straight from the backend.
-pub(crate) struct BackendFetch<'a>(pub &'a Keyspace);
+pub(crate) struct BackendFetch<'a>(pub &'a Store);
 
 impl FetchKv for BackendFetch<'_> {
     fn fetch(&self, rev: Revision) -> Result<Option<KeyValue>, Error> {
@@ -113,7 +116,7 @@ impl FetchKv for BackendFetch<'_> {
         if let Some(bytes) = get_from_tables(self.0, &key)? {
             return read::decode_kv(&bytes).map(Some);
         }
-        match self.0.get(key)? {
+        match self.0.kv.get(key)? {
             Some(bytes) => read::decode_kv(&bytes).map(Some),
             None => Ok(None),
         }
@@ -139,20 +142,33 @@ impl FetchKv for BackendFetch<'_> {
 /// newest few megabytes of writes) never are: about 2,000 of the ~12,000
 /// instructions of a cached read, and a walk through a cold skip list.
 ///
-/// `current_version`, the levels' runs and `Table::get` are public in
-/// `lsm-tree` but hidden from its docs; the hash has to be the one fjall's
-/// filters are built with (`xxh3_64` of the key, as in fjall's own point
-/// reads). A mismatch would only make filters answer "absent", and the
-/// fallback would still find the value.
-fn get_from_tables(kv: &Keyspace, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
-    use fjall::AbstractTree;
-    let fjall::AnyTree::Standard(tree) = &kv.tree else {
+/// The search itself is [`TableReads`]' (integer compares instead of lsm-tree's
+/// byte-string index search). If a table has keys it cannot search, the
+/// tables are searched the way lsm-tree does: `current_version`, the levels'
+/// runs and `Table::get` are public in `lsm-tree` but hidden from its docs;
+/// the hash has to be the one fjall's filters are built with (`xxh3_64` of
+/// the key, as in fjall's own point reads). A mismatch would only make
+/// filters answer "absent", and the fallback would still find the value.
+fn get_from_tables(store: &Store, key: &[u8; 16]) -> Result<Option<fjall::Slice>, Error> {
+    let fjall::AnyTree::Standard(tree) = &store.kv.tree else {
         return Ok(None);
     };
+    let lookup = match store.table_reads.get(tree, key)? {
+        TableLookup::Unsupported => lsm_tree_table_get(tree, key)?,
+        lookup => lookup,
+    };
+    Ok(match lookup {
+        TableLookup::Value(value) => Some(value),
+        _ => None,
+    })
+}
+
+/// lsm-tree's own search of the tables: levels top-down and the one candidate
+/// table of each run; the first table holding the key has its newest version.
+pub(crate) fn lsm_tree_table_get(tree: &lsm_tree::Tree, key: &[u8]) -> Result<TableLookup, Error> {
+    use fjall::AbstractTree;
     let version = tree.current_version();
     let filter_hash = xxhash_rust::xxh3::xxh3_64(key);
-    // Levels top-down and the one candidate table of each run, as fjall's own
-    // read goes: the first table holding the key has its newest version.
     for level in version.iter_levels() {
         for run in level.iter() {
             let Some(table) = run.get_for_key(key) else {
@@ -162,13 +178,13 @@ fn get_from_tables(kv: &Keyspace, key: &[u8]) -> Result<Option<fjall::Slice>, Er
                 .get(key, fjall::SeqNo::MAX, filter_hash)
                 .map_err(fjall::Error::from)?
             {
-                Some(item) if !item.is_tombstone() => return Ok(Some(item.value)),
-                Some(_) => return Ok(None),
+                Some(item) if item.is_tombstone() => return Ok(TableLookup::Deleted),
+                Some(item) => return Ok(TableLookup::Value(item.value)),
                 None => {}
             }
         }
     }
-    Ok(None)
+    Ok(TableLookup::Absent)
 }
 
 /// How many times a read restarts because a compaction removed a revision
@@ -243,6 +259,7 @@ impl Store {
             applied_index: AtomicU64::new(applied_index),
             writer: Mutex::new(()),
             poisoned: AtomicBool::new(false),
+            table_reads: TableReads::default(),
         })
     }
 
@@ -281,7 +298,7 @@ impl Store {
             return self.point_get(req);
         }
         let plan = RangePlan::new(req)?;
-        let fetch = BackendFetch(&self.kv);
+        let fetch = BackendFetch(self);
         for _ in 0..READ_ATTEMPTS {
             let (current, collected) = {
                 let state = self.state.read();
@@ -303,7 +320,7 @@ impl Store {
     /// [`Store::range`] of one key without sorting or filters: the common get,
     /// answered without the general path's lists, sorting and limits.
     fn point_get(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
-        let fetch = BackendFetch(&self.kv);
+        let fetch = BackendFetch(self);
         for _ in 0..READ_ATTEMPTS {
             let (current, found) = {
                 let state = self.state.read();
@@ -483,7 +500,7 @@ impl Store {
             state.index.visible(key, rev)
         };
         match point {
-            Some(p) => BackendFetch(&self.kv).fetch(p.revision()),
+            Some(p) => BackendFetch(self).fetch(p.revision()),
             None => Ok(None),
         }
     }
@@ -697,7 +714,10 @@ mod tests {
     fn point_reads_take_values_from_tables_and_fall_back_to_memtables() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
-        let revision_key = |main: i64| encode_revision_key(Revision::new(main, 0), false);
+        let revision_array = |main: i64| {
+            let key = encode_revision_key(Revision::new(main, 0), false);
+            <[u8; 16]>::try_from(key.as_slice()).expect("16 bytes")
+        };
         let mut batch = store.write_batch();
         put(&mut batch, b"a", b"a1"); // revision 2
         put(&mut batch, b"b", b"b1"); // 3
@@ -708,7 +728,7 @@ mod tests {
         batch.commit().expect("commit");
 
         let from_tables = |main: i64| {
-            get_from_tables(&store.kv, &revision_key(main))
+            get_from_tables(&store, &revision_array(main))
                 .expect("read")
                 .map(|bytes| read::decode_kv(&bytes).expect("decode").value)
         };

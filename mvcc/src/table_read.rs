@@ -1,0 +1,446 @@
+//! Point reads of revision keys from the `kv` keyspace's on-disk tables, with
+//! a block index of our own.
+//!
+//! lsm-tree's `Table::get` finds a key's data block by binary search over the
+//! table's index block, decoding varints and comparing byte strings at every
+//! probe, and finds the table by comparing byte-string key ranges: about a
+//! third of a cached point read. Revision keys are 16 bytes (plus a tombstone
+//! mark), so the same searches over the first 16 bytes of each key as a
+//! `u128` are a handful of integer compares. This module keeps those `u128`
+//! lists for the tables of the tree's current version, and loads and searches
+//! data blocks through lsm-tree's own (public but doc-hidden) pieces:
+//! `Block::from_file`, `DataBlock::point_read`, the shared block cache (so
+//! blocks read here and by fjall are cached once, under the same key), the
+//! table's pinned filter.
+//!
+//! Why first-16-byte prefixes answer exactly for a 16-byte key `k`: a longer
+//! key whose prefix equals `k` is greater than `k`, so "prefix >= k" holds
+//! exactly when "key >= k" does. Block and table upper bounds are compared
+//! that way. A table's lower bound compared by prefix can only let in a
+//! table that does not hold `k`, whose lookup then finds nothing, as it
+//! would in lsm-tree.
+//!
+//! Tables this cannot serve (an index split in two levels, a filter that is
+//! not pinned, keys shorter than 16 bytes) are read with `Table::get`; a
+//! version with keys shorter than 16 bytes is left to the caller.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, OnceLock};
+
+use lsm_tree::table::block::BlockType;
+use lsm_tree::table::block::decoder::ParsedItem;
+use lsm_tree::table::{Block, BlockHandle, DataBlock, GlobalTableId, IndexBlock, Table, TableId};
+use lsm_tree::{AbstractTree, SeqNo, Slice};
+use parking_lot::{RwLock, RwLockWriteGuard};
+
+use crate::error::Error;
+
+/// What the tables say about a key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TableLookup {
+    /// The newest version in the tables is this value.
+    Value(Slice),
+    /// The newest version in the tables is a deletion.
+    Deleted,
+    /// No table holds the key.
+    Absent,
+    /// This version's tables cannot be searched here: ask lsm-tree.
+    Unsupported,
+}
+
+/// The `u128` views of the current version's tables, rebuilt when the tree's
+/// version changes. Tables already seen keep their block lists. A view holds
+/// its tables, so the files of tables a compaction replaced are deleted at
+/// the first point read after it, not when lsm-tree lets go of them.
+#[derive(Default)]
+pub(crate) struct TableReads {
+    view: RwLock<VersionView>,
+}
+
+#[derive(Default)]
+struct VersionView {
+    /// The lsm-tree version this was built from (`None`: not built yet).
+    version_id: Option<u64>,
+    /// `None`: a table has keys shorter than 16 bytes.
+    runs: Option<Vec<RunView>>,
+}
+
+/// One sorted run: disjoint tables in key order.
+struct RunView {
+    /// First 16 bytes of each table's smallest and largest key.
+    min_keys: Vec<u128>,
+    max_keys: Vec<u128>,
+    tables: Vec<Arc<TableReader>>,
+}
+
+impl TableReads {
+    /// Looks `key` up in the tables of `tree`'s current version, top level
+    /// first, as lsm-tree's point read does: the first table holding the key
+    /// has its newest version.
+    pub fn get(&self, tree: &lsm_tree::Tree, key: &[u8; 16]) -> Result<TableLookup, Error> {
+        let version = tree.current_version();
+        let mut view = self.view.read();
+        // Version ids only grow; a view newer than the version read above is
+        // as good (its tables hold everything the older ones held that the
+        // key index can still ask for).
+        if view.version_id < Some(version.id()) {
+            drop(view);
+            let mut stale = self.view.write();
+            if stale.version_id < Some(version.id()) {
+                let runs: Vec<Vec<Table>> = version
+                    .iter_levels()
+                    .flat_map(|level| level.iter())
+                    .map(|run| run.iter().cloned().collect())
+                    .collect();
+                *stale = VersionView::new(tree.id, version.id(), runs, &stale);
+            }
+            view = RwLockWriteGuard::downgrade(stale);
+        }
+        let Some(runs) = &view.runs else {
+            return Ok(TableLookup::Unsupported);
+        };
+        let needle = u128::from_be_bytes(*key);
+        let mut filter_hash = None;
+        for run in runs {
+            let at = run.max_keys.partition_point(|&max| max < needle);
+            let Some(table) = run.tables.get(at) else {
+                continue;
+            };
+            if run.min_keys.get(at).is_some_and(|&min| min > needle) {
+                continue;
+            }
+            match table.get(key, needle, &mut filter_hash)? {
+                TableLookup::Absent => {}
+                found => return Ok(found),
+            }
+        }
+        Ok(TableLookup::Absent)
+    }
+}
+
+impl VersionView {
+    /// `runs`: the version's sorted runs, top level first.
+    fn new(
+        tree_id: u64,
+        version_id: u64,
+        runs: Vec<Vec<Table>>,
+        previous: &VersionView,
+    ) -> VersionView {
+        let known: HashMap<TableId, &Arc<TableReader>> = previous
+            .runs
+            .iter()
+            .flatten()
+            .flat_map(|run| &run.tables)
+            .map(|table| (table.table.id(), table))
+            .collect();
+        let mut views = Vec::with_capacity(runs.len());
+        for run in runs {
+            let mut view = RunView {
+                min_keys: Vec::with_capacity(run.len()),
+                max_keys: Vec::with_capacity(run.len()),
+                tables: Vec::with_capacity(run.len()),
+            };
+            for table in run {
+                let range = &table.metadata.key_range;
+                let (Some(min), Some(max)) = (key_prefix(range.min()), key_prefix(range.max()))
+                else {
+                    return VersionView {
+                        version_id: Some(version_id),
+                        runs: None,
+                    };
+                };
+                view.min_keys.push(min);
+                view.max_keys.push(max);
+                view.tables.push(match known.get(&table.id()) {
+                    Some(reader) => Arc::clone(reader),
+                    None => Arc::new(TableReader::new(tree_id, table)),
+                });
+            }
+            views.push(view);
+        }
+        VersionView {
+            version_id: Some(version_id),
+            runs: Some(views),
+        }
+    }
+}
+
+/// The first 16 bytes of a key, big-endian; `None` for shorter keys.
+fn key_prefix(key: &[u8]) -> Option<u128> {
+    key.first_chunk::<16>()
+        .map(|prefix| u128::from_be_bytes(*prefix))
+}
+
+/// One table and, once first read, its block list.
+struct TableReader {
+    table: Table,
+    id: GlobalTableId,
+    /// Built at the first read of the table; `None` when the table is read
+    /// with `Table::get` instead.
+    blocks: OnceLock<Option<BlockList>>,
+    /// The table's file, opened at the first block that misses the cache
+    /// (lsm-tree keeps its descriptors to itself).
+    file: OnceLock<File>,
+}
+
+/// A table's data blocks in key order.
+struct BlockList {
+    /// First 16 bytes of each block's last key.
+    end_keys: Vec<u128>,
+    handles: Vec<BlockHandle>,
+}
+
+impl TableReader {
+    fn new(tree_id: u64, table: Table) -> Self {
+        let id = GlobalTableId::from((tree_id, table.id()));
+        Self {
+            table,
+            id,
+            blocks: OnceLock::new(),
+            file: OnceLock::new(),
+        }
+    }
+
+    fn get(
+        &self,
+        key: &[u8; 16],
+        needle: u128,
+        filter_hash: &mut Option<u64>,
+    ) -> Result<TableLookup, Error> {
+        let hash = |filter_hash: &mut Option<u64>| {
+            *filter_hash.get_or_insert_with(|| xxhash_rust::xxh3::xxh3_64(key))
+        };
+        let Some(blocks) = self.blocks()? else {
+            let item = self
+                .table
+                .get(key, SeqNo::MAX, hash(filter_hash))
+                .map_err(fjall::Error::from)?;
+            return Ok(lookup(item));
+        };
+        if let Some(filter) = &self.table.pinned_filter_block
+            && !filter
+                .maybe_contains_hash(hash(filter_hash))
+                .map_err(fjall::Error::from)?
+        {
+            return Ok(TableLookup::Absent);
+        }
+        // Versions of one key may spill into the next block; the key is
+        // absent once a block ends past it.
+        let mut at = blocks.end_keys.partition_point(|&end| end < needle);
+        while let (Some(&end), Some(handle)) = (blocks.end_keys.get(at), blocks.handles.get(at)) {
+            let block = DataBlock::new(self.load_data_block(handle)?);
+            if let Some(item) = block.point_read(key, SeqNo::MAX) {
+                return Ok(lookup(Some(item)));
+            }
+            if end != needle {
+                break;
+            }
+            at += 1;
+        }
+        Ok(TableLookup::Absent)
+    }
+
+    fn blocks(&self) -> Result<Option<&BlockList>, Error> {
+        if let Some(blocks) = self.blocks.get() {
+            return Ok(blocks.as_ref());
+        }
+        let blocks = self.read_block_list()?;
+        Ok(self.blocks.get_or_init(|| blocks).as_ref())
+    }
+
+    /// Reads the table's dense block index from its file. `None` when the
+    /// table needs lsm-tree's read (see the module doc).
+    fn read_block_list(&self) -> Result<Option<BlockList>, Error> {
+        let table = &self.table;
+        let unpinned_filter = table.pinned_filter_block.is_none()
+            && (table.regions.filter.is_some() || table.regions.filter_tli.is_some());
+        if table.regions.index.is_some() || unpinned_filter {
+            return Ok(None);
+        }
+        let block = Block::from_file(
+            self.file()?,
+            table.regions.tli,
+            table.metadata.index_block_compression,
+        )
+        .map_err(fjall::Error::from)?;
+        if block.header.block_type != BlockType::Index {
+            return Err(Error::Corrupt(format!(
+                "table {} index is a {:?} block",
+                table.id(),
+                block.header.block_type
+            )));
+        }
+        let index = IndexBlock::new(block);
+        let mut end_keys = Vec::with_capacity(index.len());
+        let mut handles = Vec::with_capacity(index.len());
+        for item in index.iter() {
+            let handle = item.materialize(index.as_slice());
+            let Some(end) = key_prefix(handle.end_key()) else {
+                return Ok(None);
+            };
+            end_keys.push(end);
+            handles.push(handle.into_inner());
+        }
+        if end_keys.is_sorted() {
+            Ok(Some(BlockList { end_keys, handles }))
+        } else {
+            Err(Error::Corrupt(format!(
+                "table {} index is out of order",
+                table.id()
+            )))
+        }
+    }
+
+    fn file(&self) -> Result<&File, Error> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let file = File::open(&*self.table.path)?;
+        Ok(self.file.get_or_init(|| file))
+    }
+
+    /// The block from the shared block cache, or read from the file and
+    /// cached, as lsm-tree's own reads do.
+    fn load_data_block(&self, handle: &BlockHandle) -> Result<Block, Error> {
+        let cache = &self.table.cache;
+        if let Some(block) = cache.get_block(self.id, handle.offset()) {
+            return Ok(block);
+        }
+        let block = Block::from_file(
+            self.file()?,
+            *handle,
+            self.table.metadata.data_block_compression,
+        )
+        .map_err(fjall::Error::from)?;
+        if block.header.block_type != BlockType::Data {
+            return Err(Error::Corrupt(format!(
+                "table {} block at {} is a {:?} block",
+                self.table.id(),
+                *handle.offset(),
+                block.header.block_type
+            )));
+        }
+        cache.insert_block(self.id, handle.offset(), block.clone());
+        Ok(block)
+    }
+}
+
+fn lookup(item: Option<lsm_tree::InternalValue>) -> TableLookup {
+    match item {
+        Some(item) if item.is_tombstone() => TableLookup::Deleted,
+        Some(item) => TableLookup::Value(item.value),
+        None => TableLookup::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions, lsm_tree_table_get};
+    use concord_proto::etcdserverpb::PutRequest;
+
+    fn standard_tree(keyspace: &fjall::Keyspace) -> &lsm_tree::Tree {
+        match &keyspace.tree {
+            fjall::AnyTree::Standard(tree) => tree,
+            fjall::AnyTree::Blob(_) => panic!("kv keyspace is not a standard tree"),
+        }
+    }
+
+    /// Every revision key up to a little past `newest`: puts, removed
+    /// revisions and revisions never written.
+    fn all_revision_keys(newest: i64) -> impl Iterator<Item = [u8; 16]> {
+        (0..newest + 3).flat_map(|main| {
+            (0..2i64).map(move |sub| {
+                let mut key = [0u8; 16];
+                key[..8].copy_from_slice(&main.to_be_bytes());
+                key[8..].copy_from_slice(&sub.to_be_bytes());
+                key
+            })
+        })
+    }
+
+    /// Compares every revision key's lookup; returns how many found a value
+    /// and how many a deletion.
+    fn assert_same_as_lsm_tree(store: &Store, reads: &TableReads, stage: &str) -> (usize, usize) {
+        let tree = standard_tree(&store.kv);
+        let (mut values, mut deleted) = (0, 0);
+        for key in all_revision_keys(store.current_revision()) {
+            let ours = reads.get(tree, &key).expect("our read");
+            let theirs = lsm_tree_table_get(tree, &key).expect("lsm-tree read");
+            assert_eq!(ours, theirs, "{stage}: key {key:?}");
+            values += usize::from(matches!(ours, TableLookup::Value(_)));
+            deleted += usize::from(ours == TableLookup::Deleted);
+        }
+        (values, deleted)
+    }
+
+    #[test]
+    fn finds_what_lsm_tree_finds_across_flushes_compactions_and_levels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        // One view kept across every stage (tables carried over from one
+        // version to the next) and one built afresh at each stage.
+        let kept = TableReads::default();
+        let put_round = |round: usize| {
+            let mut batch = store.write_batch();
+            // 40 keys overwritten again and again, values of a few hundred
+            // bytes: every table spans several 8 KiB blocks.
+            for i in 0..300usize {
+                batch
+                    .put(&PutRequest {
+                        key: format!("key{}", (i * 7 + round) % 40).into_bytes(),
+                        value: vec![(i % 251) as u8; 100 + (i * 13 + round) % 300],
+                        ..Default::default()
+                    })
+                    .expect("put");
+            }
+            batch.commit().expect("commit");
+        };
+        for round in 0..4 {
+            put_round(round);
+            store.kv.rotate_memtable_and_wait().expect("flush");
+            let found = assert_same_as_lsm_tree(&store, &kept, "after a flush");
+            assert_eq!(found, (300 * (round + 1), 0));
+            assert_same_as_lsm_tree(&store, &TableReads::default(), "fresh view");
+        }
+        // A compaction's removals, first only in tables above the values they
+        // remove, then merged with them.
+        store
+            .compact(store.current_revision() - 500)
+            .expect("compact");
+        store.kv.rotate_memtable_and_wait().expect("flush");
+        let (found, deleted) = assert_same_as_lsm_tree(&store, &kept, "after the removals' flush");
+        assert_eq!(found + deleted, 1200, "removals hide values");
+        assert!(deleted > 0);
+        store.kv.major_compact().expect("major compaction");
+        let merged = assert_same_as_lsm_tree(&store, &kept, "after a major compaction");
+        // The merge drops the removed values with their removals.
+        assert_eq!(merged, (found, 0));
+        assert_same_as_lsm_tree(&store, &TableReads::default(), "fresh view");
+        put_round(9);
+        store.kv.rotate_memtable_and_wait().expect("flush");
+        assert_eq!(
+            assert_same_as_lsm_tree(&store, &kept, "a flush over compacted tables"),
+            (found + 300, 0)
+        );
+    }
+
+    #[test]
+    fn leaves_tables_with_short_keys_to_lsm_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fjall::Database::builder(dir.path()).open().expect("open");
+        let keyspace = db
+            .keyspace("short", fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        keyspace.insert(b"a", b"1").expect("insert");
+        keyspace.rotate_memtable_and_wait().expect("flush");
+        let reads = TableReads::default();
+        assert_eq!(
+            reads
+                .get(standard_tree(&keyspace), &[b'a'; 16])
+                .expect("read"),
+            TableLookup::Unsupported
+        );
+    }
+}
