@@ -72,8 +72,9 @@ pub struct WalOptions {
     pub cache_entries: usize,
     /// Upper bound on the encoded bytes of the cached entries.
     pub cache_bytes: usize,
-    /// Fill each new segment with zeros up to `segment_size` when it is created, so that
-    /// later `fdatasync` calls do not also have to persist a growing file size.
+    /// Reserve each new segment's `segment_size` bytes on disk, as zeros, when it is
+    /// created, so that later `fdatasync` calls do not also have to persist a growing file
+    /// size (uses `fallocate`, so creating a segment stays cheap).
     pub preallocate: bool,
     /// [`WalStorage::create_snapshot`] keeps this many entries behind the snapshot index so
     /// slightly lagging followers can catch up from the log (etcd's default is 5000).
@@ -86,7 +87,7 @@ impl Default for WalOptions {
             segment_size: 64 * 1024 * 1024,
             cache_entries: 4096,
             cache_bytes: 64 * 1024 * 1024,
-            preallocate: false,
+            preallocate: true,
             keep_entries: 5000,
         }
     }

@@ -392,6 +392,14 @@ impl WalStorage {
                 self.active_len = replayed.valid_len;
                 self.active_file_len = replayed.file_len;
                 self.active_header_len = replayed.header_len;
+                // A repaired tail was cut off with its zeros, and a segment written
+                // without preallocation has none: reserve them again. Losing them in a
+                // crash only leaves a shorter file.
+                if self.opts.preallocate && self.opts.segment_size > replayed.file_len {
+                    reserve_zeros(&file, replayed.file_len, self.opts.segment_size)
+                        .map_err(|e| Error::io(&path, e))?;
+                    self.active_file_len = self.opts.segment_size;
+                }
             }
             self.segments.insert(seq, Segment { path, file });
         }
@@ -731,13 +739,8 @@ impl WalStorage {
             .map_err(|e| Error::io(&path, e))?;
         let mut file_len = buf.len() as u64;
         if self.opts.preallocate && self.opts.segment_size > file_len {
-            let mut offset = file_len;
-            while offset < self.opts.segment_size {
-                let chunk = (self.opts.segment_size - offset).min(ZEROS.len() as u64) as usize;
-                file.write_all_at(&ZEROS[..chunk], offset)
-                    .map_err(|e| Error::io(&path, e))?;
-                offset += chunk as u64;
-            }
+            reserve_zeros(&file, file_len, self.opts.segment_size)
+                .map_err(|e| Error::io(&path, e))?;
             file_len = self.opts.segment_size;
         }
         file.write_all_at(&buf, 0)
@@ -1303,6 +1306,29 @@ impl raft::Storage for WalStorage {
             )),
         }
     }
+}
+
+/// Makes `file` hold zeros from `from` up to `to`, allocated on disk. `fallocate` does it
+/// without writing them; filesystems without it get the zeros written. Either way, a later
+/// `fdatasync` of records written into that range persists only data: an appended write
+/// would also change the file size, and on ext4 that costs an extra synchronous inode
+/// write per sync (about a third more time per fsync measured here, with three members
+/// syncing at once).
+fn reserve_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    use rustix::io::Errno;
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), from, to - from) {
+        Ok(()) => return Ok(()),
+        Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut offset = from;
+    while offset < to {
+        let chunk = (to - offset).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..chunk], offset)?;
+        offset += chunk as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

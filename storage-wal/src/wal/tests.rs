@@ -46,6 +46,15 @@ fn small_opts() -> WalOptions {
     WalOptions {
         segment_size: 512,
         cache_entries: 3,
+        ..growing_opts()
+    }
+}
+
+/// Segments that grow with each write, so a test can cut the newest one at any length
+/// (preallocated ones are torn by zeros instead).
+fn growing_opts() -> WalOptions {
+    WalOptions {
+        preallocate: false,
         ..WalOptions::default()
     }
 }
@@ -171,8 +180,24 @@ fn round_trip_survives_restart() {
 
 #[test]
 fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_batches() {
+    tear_the_newest_segment_at_every_byte(false);
+}
+
+#[test]
+fn zeroing_a_preallocated_segment_from_every_byte_recovers_exactly_the_whole_batches() {
+    tear_the_newest_segment_at_every_byte(true);
+}
+
+/// A crash during the last writes leaves the newest segment cut short (a growing file) or
+/// with zeros where the writes did not land (a preallocated one); either way what was
+/// written before the tear must come back, and only whole batches of it.
+fn tear_the_newest_segment_at_every_byte(preallocate: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WalOptions::default();
+    let opts = WalOptions {
+        segment_size: 16 * 1024,
+        preallocate,
+        ..WalOptions::default()
+    };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     let mut batches = Vec::new();
     for batch in 0..4u64 {
@@ -200,9 +225,21 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_batches()
     drop(wal);
 
     let segment = fs::read(&segment_files(dir.path())[0]).unwrap();
-    assert_eq!(segment.len() as u64, full_len);
+    let file_len = if preallocate {
+        opts.segment_size
+    } else {
+        full_len
+    };
+    assert_eq!(segment.len() as u64, file_len);
     for cut in tail_start..=full_len {
-        let copy = copy_with_newest(dir.path(), &segment[..cut as usize]);
+        let torn = if preallocate {
+            let mut zeroed = segment.clone();
+            zeroed[cut as usize..].fill(0);
+            zeroed
+        } else {
+            segment[..cut as usize].to_vec()
+        };
+        let copy = copy_with_newest(dir.path(), &torn);
         let wal = WalStorage::open(copy.path(), opts.clone())
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let (log, hs) = expected_state(&batches, cut);
@@ -213,9 +250,16 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_batches()
             .map(|b| b.end)
             .filter(|end| *end <= cut)
             .max();
+        // A torn batch is cut off the file, with the zeros after it if preallocated.
+        let last_whole = last_whole.unwrap();
+        let cut_off = if preallocate && cut > last_whole {
+            segment.len() as u64 - last_whole
+        } else {
+            cut - last_whole
+        };
         assert_eq!(
             wal.recovery_report().truncated_bytes,
-            cut - last_whole.unwrap(),
+            cut_off,
             "cut at {cut}"
         );
         drop(wal);
@@ -227,6 +271,14 @@ fn cutting_the_newest_segment_at_every_byte_recovers_exactly_the_whole_batches()
         drop(wal);
         let wal = WalStorage::open(copy.path(), opts.clone()).unwrap();
         assert_eq!(wal.last_index(), next);
+        // The repair cut the zeros off too; reopening reserved them again.
+        let newest_len = fs::metadata(&segment_files(copy.path())[0]).unwrap().len();
+        let expected_len = if preallocate {
+            opts.segment_size
+        } else {
+            wal.active_len
+        };
+        assert_eq!(newest_len, expected_len, "cut at {cut}");
     }
 }
 
@@ -275,7 +327,7 @@ fn cutting_a_fresh_segment_inside_its_header_removes_it() {
 #[test]
 fn flipped_bits_in_the_final_batch_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    let mut wal = WalStorage::open(dir.path(), growing_opts()).unwrap();
     wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
         .unwrap();
     wal.append(&entries(6..=7, 1), None).unwrap();
@@ -287,7 +339,7 @@ fn flipped_bits_in_the_final_batch_are_cut_off() {
         let mut damaged = segment.clone();
         damaged[position as usize] ^= 1 << (position % 8);
         let copy = copy_with_newest(dir.path(), &damaged);
-        let wal = WalStorage::open(copy.path(), WalOptions::default())
+        let wal = WalStorage::open(copy.path(), growing_opts())
             .unwrap_or_else(|e| panic!("flip at {position}: {e}"));
         assert_eq!(whole_log(&wal), entries(1..=5, 1), "flip at {position}");
         assert_eq!(wal.hard_state(), hard_state(1, 3));
@@ -301,7 +353,7 @@ fn flipped_bits_in_the_final_batch_are_cut_off() {
 #[test]
 fn flipped_bits_before_the_final_batch_are_corruption_at_the_damaged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    let mut wal = WalStorage::open(dir.path(), growing_opts()).unwrap();
     wal.append(&entries(1..=5, 1), Some(&hard_state(1, 3)))
         .unwrap();
     let mut starts = record_starts(&wal, 1..=5);
@@ -317,7 +369,7 @@ fn flipped_bits_before_the_final_batch_are_corruption_at_the_damaged_record() {
         damaged[position as usize] ^= 1 << (position % 8);
         let copy = copy_with_newest(dir.path(), &damaged);
         let damaged_record = *starts.iter().filter(|s| **s <= position).max().unwrap();
-        match WalStorage::open(copy.path(), WalOptions::default()) {
+        match WalStorage::open(copy.path(), growing_opts()) {
             Err(Error::Corrupt {
                 segment, offset, ..
             }) => {
@@ -334,7 +386,7 @@ fn a_hole_inside_the_final_batch_is_a_torn_write_but_earlier_it_is_corruption() 
     // Pages of the last, unsynced write may reach the disk out of order (in place writes
     // into a preallocated segment): a zeroed record with valid ones behind it.
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = WalStorage::open(dir.path(), WalOptions::default()).unwrap();
+    let mut wal = WalStorage::open(dir.path(), growing_opts()).unwrap();
     wal.append(&entries(1..=4, 1), Some(&hard_state(1, 2)))
         .unwrap();
     let first_batch = record_starts(&wal, 1..=4);
@@ -351,7 +403,7 @@ fn a_hole_inside_the_final_batch_is_a_torn_write_but_earlier_it_is_corruption() 
     };
 
     let copy = zero_record(last_batch[2], last_batch[3]);
-    let wal = WalStorage::open(copy.path(), WalOptions::default()).unwrap();
+    let wal = WalStorage::open(copy.path(), growing_opts()).unwrap();
     assert_eq!(whole_log(&wal), entries(1..=4, 1));
     assert_eq!(wal.hard_state(), hard_state(1, 2));
     assert_eq!(
@@ -361,7 +413,7 @@ fn a_hole_inside_the_final_batch_is_a_torn_write_but_earlier_it_is_corruption() 
 
     let copy = zero_record(first_batch[2], first_batch[3]);
     assert!(matches!(
-        WalStorage::open(copy.path(), WalOptions::default()),
+        WalStorage::open(copy.path(), growing_opts()),
         Err(Error::Corrupt { offset, .. }) if offset == first_batch[2]
     ));
 }
