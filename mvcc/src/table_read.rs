@@ -102,6 +102,12 @@ impl TableReads {
         };
         let needle = u128::from_be_bytes(*key);
         let mut filter_hash = None;
+        // A table's filter only spares a block search when the table lacks
+        // the key, which is worth it when a table below may still hold it.
+        // The last candidate is searched without: the key index asks only for
+        // revisions that exist, so it nearly always holds them, and a filter
+        // probe is a cache miss of its own.
+        let mut pending: Option<&TableReader> = None;
         for run in runs {
             let at = run.max_keys.partition_point(|&max| max < needle);
             let Some(table) = run.tables.get(at) else {
@@ -110,12 +116,17 @@ impl TableReads {
             if run.min_keys.get(at).is_some_and(|&min| min > needle) {
                 continue;
             }
-            match table.get(key, needle, &mut filter_hash)? {
-                TableLookup::Absent => {}
-                found => return Ok(found),
+            if let Some(above) = pending.replace(table) {
+                match above.get(key, needle, Some(&mut filter_hash))? {
+                    TableLookup::Absent => {}
+                    found => return Ok(found),
+                }
             }
         }
-        Ok(TableLookup::Absent)
+        match pending {
+            Some(last) => last.get(key, needle, None),
+            None => Ok(TableLookup::Absent),
+        }
     }
 }
 
@@ -202,12 +213,18 @@ impl TableReader {
         }
     }
 
+    /// `filter_hash`: where the key's filter hash is kept once computed;
+    /// `None` to search without the table's filter (where lsm-tree reads the
+    /// table, it checks the filter all the same).
     fn get(
         &self,
         key: &[u8; 16],
         needle: u128,
-        filter_hash: &mut Option<u64>,
+        filter_hash: Option<&mut Option<u64>>,
     ) -> Result<TableLookup, Error> {
+        let use_filter = filter_hash.is_some();
+        let mut hash_of_key = None;
+        let filter_hash = filter_hash.unwrap_or(&mut hash_of_key);
         let hash = |filter_hash: &mut Option<u64>| {
             *filter_hash.get_or_insert_with(|| xxhash_rust::xxh3::xxh3_64(key))
         };
@@ -218,7 +235,8 @@ impl TableReader {
                 .map_err(fjall::Error::from)?;
             return Ok(lookup(item));
         };
-        if let Some(filter) = &self.table.pinned_filter_block
+        if use_filter
+            && let Some(filter) = &self.table.pinned_filter_block
             && !filter
                 .maybe_contains_hash(hash(filter_hash))
                 .map_err(fjall::Error::from)?
