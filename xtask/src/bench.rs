@@ -1,5 +1,6 @@
-//! The load generator: closed-loop clients over the etcd v3 API (`etcd-client`), sharing a fixed
-//! number of gRPC connections, plus the server-side figures (RSS, CPU) read from /proc.
+//! The load generator: closed-loop clients over the etcd v3 API, sharing a fixed number of
+//! HTTP/2 connections (requests through [`unary_client`]; `etcd-client` only for the status
+//! and readiness checks), plus the server-side figures (RSS, CPU) read from /proc.
 //!
 //! Every client task takes the next operation number from a shared counter until `total` is
 //! reached, so `total` operations are spread over `clients` concurrent requesters.
@@ -9,10 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use concord_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use concord_proto::etcdserverpb::{
+    Compare, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, request_op,
+};
+use etcd_client::{Client, ConnectOptions};
+use http::Uri;
+use prost::Message;
 
 use crate::procfs;
 use crate::stats::{LatencySummary, SplitMix64, millis};
+use crate::unary_client::{self, CallError, UnaryConn, frame};
 use crate::watch_client::{self, WatchStream};
 
 /// A run stops early after this many failed operations (a missing service fails every call).
@@ -304,11 +313,11 @@ async fn connect_one(endpoint: &str, request_timeout: Option<Duration>) -> Resul
 async fn connect_pool(
     endpoints: &[String],
     conns: usize,
-    request_timeout: Option<Duration>,
-) -> Result<Vec<Client>> {
+    request_timeout: Duration,
+) -> Result<Vec<UnaryConn>> {
     let mut pool = Vec::with_capacity(conns);
     for i in 0..conns {
-        pool.push(connect_one(&endpoints[i % endpoints.len()], request_timeout).await?);
+        pool.push(UnaryConn::connect(&endpoints[i % endpoints.len()], request_timeout).await?);
     }
     Ok(pool)
 }
@@ -372,45 +381,94 @@ enum Op {
     LeaseChurn,
 }
 
+/// The URIs of every call a client task may make, on its connection.
+struct Calls {
+    put: Uri,
+    range: Uri,
+    txn: Uri,
+    lease_grant: Uri,
+    lease_revoke: Uri,
+}
+
+impl Calls {
+    fn on(conn: &UnaryConn) -> Result<Calls> {
+        Ok(Calls {
+            put: conn.uri(unary_client::KV_PUT)?,
+            range: conn.uri(unary_client::KV_RANGE)?,
+            txn: conn.uri(unary_client::KV_TXN)?,
+            lease_grant: conn.uri(unary_client::LEASE_GRANT)?,
+            lease_revoke: conn.uri(unary_client::LEASE_REVOKE)?,
+        })
+    }
+}
+
 async fn run_op(
     op: Op,
-    client: &mut Client,
+    conn: &mut UnaryConn,
+    calls: &Calls,
     rng: &mut SplitMix64,
     seq: u64,
     cfg: &BenchConfig,
     value: &[u8],
-) -> Result<(), etcd_client::Error> {
+) -> Result<(), CallError> {
     match op {
-        Op::PutRandom => {
-            client
-                .put(key_for(rng.below(cfg.key_space), cfg.key_size), value, None)
-                .await?;
-        }
-        Op::PutSequential => {
-            client.put(key_for(seq, cfg.key_size), value, None).await?;
+        Op::PutRandom | Op::PutSequential => {
+            let n = match op {
+                Op::PutSequential => seq,
+                _ => rng.below(cfg.key_space),
+            };
+            let put = PutRequest {
+                key: key_for(n, cfg.key_size),
+                value: value.to_vec(),
+                ..Default::default()
+            };
+            conn.call(&calls.put, frame(&put)).await?;
         }
         Op::Range { serializable } => {
-            let options = serializable.then(|| GetOptions::new().with_serializable());
             let preloaded = cfg.key_space.min(RANGE_PRELOAD_MAX);
-            client
-                .get(key_for(rng.below(preloaded), cfg.key_size), options)
-                .await?;
+            let range = RangeRequest {
+                key: key_for(rng.below(preloaded), cfg.key_size),
+                serializable,
+                ..Default::default()
+            };
+            conn.call(&calls.range, frame(&range)).await?;
         }
         Op::Txn => {
+            // Compare-and-put: put if the key's mod revision is below i64::MAX (always),
+            // else read it.
             let key = key_for(rng.below(cfg.key_space), cfg.key_size);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Less,
-                    i64::MAX,
-                )])
-                .and_then([TxnOp::put(key.clone(), value, None)])
-                .or_else([TxnOp::get(key, None)]);
-            client.txn(txn).await?;
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Less as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    target_union: Some(TargetUnion::ModRevision(i64::MAX)),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.clone(),
+                        value: value.to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(RangeRequest {
+                        key,
+                        ..Default::default()
+                    })),
+                }],
+            };
+            conn.call(&calls.txn, frame(&txn)).await?;
         }
         Op::LeaseChurn => {
-            let lease = client.lease_grant(60, None).await?;
-            client.lease_revoke(lease.id()).await?;
+            let grant = LeaseGrantRequest { ttl: 60, id: 0 };
+            let granted = conn.call(&calls.lease_grant, frame(&grant)).await?;
+            let id = LeaseGrantResponse::decode(granted)
+                .map_err(|_| CallError::Empty)?
+                .id;
+            let revoke = LeaseRevokeRequest { id };
+            conn.call(&calls.lease_revoke, frame(&revoke)).await?;
         }
     }
     Ok(())
@@ -426,7 +484,7 @@ struct LoopOutcome {
 
 /// `clients` tasks doing `op` until `total` operations are taken, over the shared `pool`.
 async fn closed_loop(
-    pool: &[Client],
+    pool: &[UnaryConn],
     cfg: &BenchConfig,
     op: Op,
     total: u64,
@@ -438,7 +496,8 @@ async fn closed_loop(
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
-        let mut client = pool[i % pool.len()].clone();
+        let mut conn = pool[i % pool.len()].clone();
+        let calls = Calls::on(&conn)?;
         let (next, errors, first_error, cfg) = (
             next.clone(),
             errors.clone(),
@@ -457,7 +516,7 @@ async fn closed_loop(
                     break;
                 }
                 let sent = Instant::now();
-                match run_op(op, &mut client, &mut rng, seq, &cfg, &value).await {
+                match run_op(op, &mut conn, &calls, &mut rng, seq, &cfg, &value).await {
                     Ok(()) => latencies.push(sent.elapsed().as_micros() as u64),
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -495,7 +554,7 @@ pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
         Workload::Txn => Op::Txn,
         Workload::LeaseChurn => Op::LeaseChurn,
     };
-    let pool = connect_pool(&cfg.endpoints, cfg.conns, Some(Duration::from_secs(30))).await?;
+    let pool = connect_pool(&cfg.endpoints, cfg.conns, Duration::from_secs(30)).await?;
     if let Op::Range { .. } = op {
         // Ranges read keys that exist; the preload is not measured.
         let preload_keys = cfg.key_space.min(RANGE_PRELOAD_MAX);

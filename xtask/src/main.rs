@@ -19,7 +19,7 @@
 //! `chaos` runs a cluster under faults with clients and watchers recording a history, checks it
 //! (linearizability, watch completeness) and exits non-zero on any anomaly; see [`chaos`].
 //!
-//! The load generator lives here (tokio + the `etcd-client` crate) rather than in a separate
+//! The load generator lives here (tokio, h2 and the `etcd-client` crate) rather than in a separate
 //! crate: both are already built for the workspace, so xtask still compiles in seconds.
 
 mod args;
@@ -29,6 +29,7 @@ mod cluster;
 mod compare;
 mod procfs;
 mod stats;
+mod unary_client;
 mod watch_client;
 
 use std::path::{Path, PathBuf};
