@@ -278,6 +278,14 @@ const WIRE_LEN: u64 = 2;
 const WIRE_FIXED32: u64 = 5;
 
 fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    // Tags, lengths under 128 and small revisions are one byte: most varints
+    // of a stored key-value.
+    if let Some((&byte, rest)) = buf.split_first()
+        && byte < 0x80
+    {
+        *buf = rest;
+        return Some(u64::from(byte));
+    }
     let mut value = 0u64;
     for (i, &byte) in buf.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);
