@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use concord_raft_core::{LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role};
-use raft::eraftpb::{ConfChangeV2, Message};
+use raft::eraftpb::{ConfChangeV2, Message, MessageType};
 use tokio::sync::{oneshot, watch};
 
 use crate::apply::{ApplyMachine, Completed, Waiter};
@@ -122,11 +122,36 @@ pub trait MessageSink: Send + 'static {
     fn send(&mut self, messages: Vec<Message>);
 }
 
-struct SinkOutbox<'a>(&'a mut dyn MessageSink);
+/// Hands a Ready's messages to the transport, except appends that carry no entries (a
+/// leader telling followers the new commit index): those wait until the round's proposals
+/// and reads are answered, so on a single async worker the client's response is written
+/// before them rather than after. Later messages to a peer with one waiting wait too, so
+/// each peer still gets its messages in order.
+struct SinkOutbox<'a> {
+    sink: &'a mut dyn MessageSink,
+    commit_notices: Vec<Message>,
+}
+
+impl SinkOutbox<'_> {
+    fn is_commit_notice(message: &Message) -> bool {
+        message.get_msg_type() == MessageType::MsgAppend && message.get_entries().is_empty()
+    }
+}
 
 impl Outbox for SinkOutbox<'_> {
     fn send(&mut self, messages: Vec<Message>) {
-        self.0.send(messages);
+        let mut now = Vec::with_capacity(messages.len());
+        for message in messages {
+            let peer_waits = self.commit_notices.iter().any(|m| m.to == message.to);
+            if peer_waits || Self::is_commit_notice(&message) {
+                self.commit_notices.push(message);
+            } else {
+                now.push(message);
+            }
+        }
+        if !now.is_empty() {
+            self.sink.send(now);
+        }
     }
 }
 
@@ -246,7 +271,10 @@ impl<S: LogStore> Driver<S> {
 
     fn finish_round(&mut self) {
         while self.node.has_ready() {
-            let mut outbox = SinkOutbox(self.sink.as_mut());
+            let mut outbox = SinkOutbox {
+                sink: self.sink.as_mut(),
+                commit_notices: Vec::new(),
+            };
             let outcome = match self.node.handle_ready(&mut self.machine, &mut outbox) {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -254,6 +282,7 @@ impl<S: LogStore> Driver<S> {
                     std::process::exit(1);
                 }
             };
+            let commit_notices = std::mem::take(&mut outbox.commit_notices);
             // Waiters find their index applied as soon as they wake.
             self.publish_status();
             let term = self.node.term();
@@ -302,6 +331,9 @@ impl<S: LogStore> Driver<S> {
                     Err(_) => Err(EtcdError::internal("read failed")),
                 };
                 let _ = waiter.send(reply);
+            }
+            if !commit_notices.is_empty() {
+                self.sink.send(commit_notices);
             }
             if let Some(change) = outcome.role_change {
                 self.observer
@@ -404,5 +436,73 @@ fn propose_error(error: ProposeError, leader_id: u64) -> EtcdError {
             message: format!("etcdserver: {reason}"),
         },
         other => EtcdError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Vec<Vec<(u64, MessageType, usize)>>);
+
+    impl MessageSink for Recorded {
+        fn send(&mut self, messages: Vec<Message>) {
+            self.0.push(
+                messages
+                    .iter()
+                    .map(|m| (m.to, m.get_msg_type(), m.get_entries().len()))
+                    .collect(),
+            );
+        }
+    }
+
+    fn message(to: u64, kind: MessageType, entries: usize) -> Message {
+        let mut message = Message::default();
+        message.to = to;
+        message.set_msg_type(kind);
+        message.set_entries(vec![raft::eraftpb::Entry::default(); entries].into());
+        message
+    }
+
+    #[test]
+    fn commit_notices_wait_and_keep_each_peers_order() {
+        let mut sink = Recorded::default();
+        let mut outbox = SinkOutbox {
+            sink: &mut sink,
+            commit_notices: Vec::new(),
+        };
+        outbox.send(vec![
+            message(2, MessageType::MsgAppend, 0),
+            message(3, MessageType::MsgAppend, 2),
+            message(3, MessageType::MsgHeartbeat, 0),
+        ]);
+        // Later in the same Ready: peer 2 has a notice waiting, so its append waits too.
+        outbox.send(vec![
+            message(2, MessageType::MsgAppend, 1),
+            message(3, MessageType::MsgAppend, 1),
+        ]);
+        let waiting: Vec<_> = outbox
+            .commit_notices
+            .iter()
+            .map(|m| (m.to, m.get_msg_type(), m.get_entries().len()))
+            .collect();
+        assert_eq!(
+            sink.0,
+            vec![
+                vec![
+                    (3, MessageType::MsgAppend, 2),
+                    (3, MessageType::MsgHeartbeat, 0)
+                ],
+                vec![(3, MessageType::MsgAppend, 1)],
+            ]
+        );
+        assert_eq!(
+            waiting,
+            vec![
+                (2, MessageType::MsgAppend, 0),
+                (2, MessageType::MsgAppend, 1)
+            ]
+        );
     }
 }
