@@ -458,8 +458,10 @@ mod tests {
     }
 
     fn message(to: u64, kind: MessageType, entries: usize) -> Message {
-        let mut message = Message::default();
-        message.to = to;
+        let mut message = Message {
+            to,
+            ..Default::default()
+        };
         message.set_msg_type(kind);
         message.set_entries(vec![raft::eraftpb::Entry::default(); entries].into());
         message
