@@ -572,13 +572,17 @@ impl Store {
 ///   so a read jumps to its entry instead of scanning up to 16 entries and
 ///   decoding each (about 2,000 of ~14,000 instructions per read saved; the
 ///   tables cost a little more to write);
-/// - 8 KiB blocks: a read that misses the block cache pays a `pread` and a
-///   checksum of the whole block, which bigger blocks make dearer (8 KiB takes
-///   ~12% more user-space instructions per random read than 4 KiB), but they
-///   halve the block index (fewer cold probes of its binary search) and, in
-///   key order, the `pread`s. Over 8 alternating runs each, median gets per
-///   CPU-second: random ~154k (8 KiB) vs ~151k (4 KiB), key order ~893k vs
-///   ~838k; 16 KiB lost random reads (~125k);
+/// - 4 KiB blocks: a read that misses the block cache pays a `pread` (a copy
+///   out of the page cache, from memory rather than CPU caches when reads are
+///   random) and an xxh3-128 checksum of the whole block (~4,600 instructions
+///   for 8 KiB here), both in proportion to the block size; bigger blocks
+///   only save block loads to reads that walk neighbouring revisions. The
+///   block index no longer weighs in (point reads search their own, see
+///   `table_read`). Medians over 11 alternating runs on a busy machine, gets
+///   per CPU-second: random ~189k (4 KiB) vs ~172k (8 KiB), key order ~1.53M
+///   vs ~1.62M; 2 KiB was no better than 4 KiB for random gets and worse in
+///   key order; 16 KiB lost random reads (~125k, when lsm-tree's own index
+///   search was still in use);
 /// - no compression: values are small and often already compact (the bench's
 ///   are random bytes), and a cached block is read without inflating it.
 fn kv_keyspace_options(memtable_size_bytes: u64) -> KeyspaceCreateOptions {
@@ -590,7 +594,7 @@ fn kv_keyspace_options(memtable_size_bytes: u64) -> KeyspaceCreateOptions {
         .expect_point_read_hits(true)
         .data_block_restart_interval_policy(RestartIntervalPolicy::all(1))
         .data_block_hash_ratio_policy(HashRatioPolicy::all(8.0))
-        .data_block_size_policy(BlockSizePolicy::all(8 * 1024))
+        .data_block_size_policy(BlockSizePolicy::all(4 * 1024))
         .data_block_compression_policy(CompressionPolicy::disabled())
 }
 

@@ -403,7 +403,7 @@ mod tests {
         let put_round = |round: usize| {
             let mut batch = store.write_batch();
             // 40 keys overwritten again and again, values of a few hundred
-            // bytes: every table spans several 8 KiB blocks.
+            // bytes: every table spans several data blocks.
             for i in 0..300usize {
                 batch
                     .put(&PutRequest {
