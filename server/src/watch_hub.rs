@@ -54,6 +54,9 @@ pub struct WatchHub {
     /// [`Registry::wants_prev_kv`] as of the last registry call, for the apply loop
     /// (which must not wait for the registry's lock).
     prev_kv_wanted: AtomicBool,
+    /// [`Registry::has_streams`] as of the last registry call: without streams the apply
+    /// loop publishes itself rather than wake the fan-out thread for nothing.
+    streams_open: AtomicBool,
     fan_out: Arc<(Mutex<FanOutQueue>, Condvar)>,
     backend: Arc<Backend>,
     kicked: Mutex<bool>,
@@ -131,6 +134,7 @@ impl WatchHub {
         Arc::new(WatchHub {
             registry: Mutex::new(Registry::new(limits, current)),
             prev_kv_wanted: AtomicBool::new(false),
+            streams_open: AtomicBool::new(false),
             fan_out: Arc::default(),
             backend,
             kicked: Mutex::new(false),
@@ -151,11 +155,19 @@ impl WatchHub {
         });
     }
 
-    /// Hands what the apply loop produced to the fan-out thread.
+    /// Hands what the apply loop produced to the fan-out thread. With no stream open,
+    /// publishing only advances the registry's revision: the apply loop does it at once
+    /// instead of waking that thread (a context switch per round on every member). A
+    /// stale answer is harmless either way: the same in-order publish runs on another
+    /// thread.
     fn hand_over(&self, handed: Handed) {
         let (queue, signal) = &*self.fan_out;
         queue.lock().handed.push(handed);
-        signal.notify_one();
+        if self.streams_open.load(Ordering::Acquire) {
+            signal.notify_one();
+        } else {
+            self.fan_out_now();
+        }
     }
 
     /// Publishes what has been handed over and not yet published, in order. Taken
@@ -186,7 +198,8 @@ impl WatchHub {
     }
 
     pub fn open_stream(&self, waker: Box<dyn StreamWaker>) -> StreamId {
-        self.registry.lock().open_stream(waker)
+        let (stream, _) = self.locked(|registry| registry.open_stream(waker));
+        stream
     }
 
     /// Runs `f` on the registry, then wakes the streams it queued responses for and
@@ -208,6 +221,8 @@ impl WatchHub {
             let result = f(&mut registry);
             self.prev_kv_wanted
                 .store(registry.wants_prev_kv(), Ordering::Release);
+            self.streams_open
+                .store(registry.has_streams(), Ordering::Release);
             (result, registry.has_unsynced(), registry.take_wakes())
         };
         for waker in wakes {
@@ -376,8 +391,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend =
             Arc::new(Backend::open(dir.path().join("db"), StoreOptions::default()).unwrap());
-        // No fan-out thread: the events stay handed over, unpublished, until `settle`.
+        // No fan-out thread: the events stay handed over, unpublished, until `settle`
+        // (while some stream is open; see the next test).
         let hub = WatchHub::without_threads(backend.clone(), 1_572_864, Duration::ZERO);
+        let _bystander = hub.open_stream(Box::new(|| {}));
         let mut sink = hub.event_sink();
         for round in 0..20 {
             put(&backend, "k", &mut *sink);
@@ -401,6 +418,36 @@ mod tests {
             assert_eq!(revisions(&out), vec![written + 1], "round {round}");
             hub.with_registry(|registry| registry.close_stream(stream));
         }
+    }
+
+    /// Without a stream there is nobody to fan out to: the apply loop publishes itself
+    /// (no thread to wake), and the first stream opened hands over to the thread again.
+    #[test]
+    fn without_streams_the_apply_loop_publishes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend =
+            Arc::new(Backend::open(dir.path().join("db"), StoreOptions::default()).unwrap());
+        let hub = WatchHub::without_threads(backend.clone(), 1_572_864, Duration::ZERO);
+        let mut sink = hub.event_sink();
+        put(&backend, "k", &mut *sink);
+        let written = backend.store().current_revision();
+        assert_eq!(hub.with_registry(|registry| registry.revision()), written);
+
+        let stream = hub.open_stream(Box::new(|| {}));
+        put(&backend, "k", &mut *sink);
+        assert_eq!(hub.with_registry(|registry| registry.revision()), written);
+        settle(&hub);
+        assert_eq!(
+            hub.with_registry(|registry| registry.revision()),
+            written + 1
+        );
+
+        hub.with_registry(|registry| registry.close_stream(stream));
+        put(&backend, "k", &mut *sink);
+        assert_eq!(
+            hub.with_registry(|registry| registry.revision()),
+            written + 2
+        );
     }
 
     #[test]

@@ -404,6 +404,12 @@ impl Registry {
         }
     }
 
+    /// Whether any stream is open. Without one, publishing only moves the published
+    /// revision forward.
+    pub fn has_streams(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
     /// Whether some watcher waits for a catch-up.
     pub fn has_unsynced(&self) -> bool {
         !self.unsynced.is_empty()
