@@ -354,11 +354,14 @@ impl Directory {
             Some(head) if head == prefix => {
                 let word = word_after(key, prefix.len());
                 let first_tie = self.words.partition_point(|&w| w < word);
-                let ties = self
-                    .words
-                    .get(first_tie..)
-                    .unwrap_or_default()
-                    .partition_point(|&w| w == word);
+                let rest = self.words.get(first_tie..).unwrap_or_default();
+                // Chunks' first keys seldom share their word: a look at the
+                // next few words usually ends the ties without a second
+                // search over the rest of the directory.
+                let ties = match rest.iter().take(4).position(|&w| w != word) {
+                    Some(ties) => ties,
+                    None => rest.partition_point(|&w| w == word),
+                };
                 // Only keys whose words tie need comparing in full.
                 let (mut lo, mut hi) = (first_tie, first_tie + ties);
                 while lo < hi {
