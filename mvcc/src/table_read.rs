@@ -183,6 +183,19 @@ fn key_prefix(key: &[u8]) -> Option<u128> {
         .map(|prefix| u128::from_be_bytes(*prefix))
 }
 
+thread_local! {
+    /// The data block this thread read last, by table and offset. Reads of
+    /// revisions written together (a range's keys, which `read::fetch_all`
+    /// fetches in revision order; gets walking recent writes) hit one block
+    /// after another, and this spares them the shared cache's lookup (hashing,
+    /// a shard lock, recency bookkeeping). Blocks never change once written
+    /// and a table id is never reused within a tree, nor a tree id within the
+    /// process, so a remembered block is always the block at that place. It
+    /// holds one block per thread beyond the cache's budget.
+    static LAST_BLOCK: std::cell::RefCell<Option<(GlobalTableId, u64, Block)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// One table and, once first read, its block list.
 struct TableReader {
     table: Table,
@@ -318,9 +331,24 @@ impl TableReader {
         Ok(self.file.get_or_init(|| file))
     }
 
-    /// The block from the shared block cache, or read from the file and
-    /// cached, as lsm-tree's own reads do.
+    /// The block this thread read last if it is this one, else the block
+    /// from the shared block cache, else read from the file and cached, as
+    /// lsm-tree's own reads do.
     fn load_data_block(&self, handle: &BlockHandle) -> Result<Block, Error> {
+        let offset = *handle.offset();
+        let remembered = LAST_BLOCK.with_borrow(|last| match last {
+            Some((id, at, block)) if *id == self.id && *at == offset => Some(block.clone()),
+            _ => None,
+        });
+        if let Some(block) = remembered {
+            return Ok(block);
+        }
+        let block = self.load_uncached_by_thread(handle)?;
+        LAST_BLOCK.set(Some((self.id, offset, block.clone())));
+        Ok(block)
+    }
+
+    fn load_uncached_by_thread(&self, handle: &BlockHandle) -> Result<Block, Error> {
         let cache = &self.table.cache;
         if let Some(block) = cache.get_block(self.id, handle.offset()) {
             return Ok(block);
