@@ -243,6 +243,7 @@ impl Store {
         }
         // etcd's empty store is at revision 1, so its first write is revision 2.
         let current_rev = stored_current.max(newest).max(compact_rev).max(1);
+        let table_reads = TableReads::new(opts.cache_size_bytes);
         Ok(Store {
             dir: dir.to_path_buf(),
             opts,
@@ -259,7 +260,7 @@ impl Store {
             applied_index: AtomicU64::new(applied_index),
             writer: Mutex::new(()),
             poisoned: AtomicBool::new(false),
-            table_reads: TableReads::default(),
+            table_reads,
         })
     }
 
