@@ -35,7 +35,10 @@ pub type MetaEntry = (Vec<u8>, Vec<u8>);
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// fjall block cache, bytes. Values are not kept in memory; this cache is
-    /// what makes repeated reads of hot keys cheap.
+    /// what makes repeated reads of hot keys cheap. Point reads cache a block
+    /// they read from disk at its second recent miss, not its first (see
+    /// `table_read`), so reads spread over more data than this do not churn
+    /// it.
     pub cache_size_bytes: u64,
     /// Size at which the `kv` keyspace's memtable is flushed to disk. Revision
     /// keys only grow, so each flush becomes a table of its own. Reads of
