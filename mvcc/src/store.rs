@@ -149,9 +149,9 @@ impl FetchKv for BackendFetch<'_> {
 /// byte-string index search). If a table has keys it cannot search, the
 /// tables are searched the way lsm-tree does: `current_version`, the levels'
 /// runs and `Table::get` are public in `lsm-tree` but hidden from its docs;
-/// the hash has to be the one fjall's filters are built with (`xxh3_64` of
-/// the key, as in fjall's own point reads). A mismatch would only make
-/// filters answer "absent", and the fallback would still find the value.
+/// the hash is the one lsm-tree's filters are built with (its bloom filter
+/// builder's). A mismatch would only make filters answer "absent", and the
+/// fallback would still find the value.
 fn get_from_tables(store: &Store, key: &[u8; 16]) -> Result<Option<fjall::Slice>, Error> {
     let fjall::AnyTree::Standard(tree) = &store.kv.tree else {
         return Ok(None);
@@ -171,7 +171,7 @@ fn get_from_tables(store: &Store, key: &[u8; 16]) -> Result<Option<fjall::Slice>
 pub(crate) fn lsm_tree_table_get(tree: &lsm_tree::Tree, key: &[u8]) -> Result<TableLookup, Error> {
     use fjall::AbstractTree;
     let version = tree.current_version();
-    let filter_hash = xxhash_rust::xxh3::xxh3_64(key);
+    let filter_hash = lsm_tree::table::filter::standard_bloom::Builder::get_hash(key);
     for level in version.iter_levels() {
         for run in level.iter() {
             let Some(table) = run.get_for_key(key) else {

@@ -31,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 
 use lsm_tree::table::block::BlockType;
 use lsm_tree::table::block::decoder::ParsedItem;
+use lsm_tree::table::filter::standard_bloom;
 use lsm_tree::table::{Block, BlockHandle, DataBlock, GlobalTableId, IndexBlock, Table, TableId};
 use lsm_tree::{AbstractTree, SeqNo, Slice};
 use parking_lot::{RwLock, RwLockWriteGuard};
@@ -351,7 +352,7 @@ impl TableReader {
         let mut hash_of_key = None;
         let filter_hash = filter_hash.unwrap_or(&mut hash_of_key);
         let hash = |filter_hash: &mut Option<u64>| {
-            *filter_hash.get_or_insert_with(|| xxhash_rust::xxh3::xxh3_64(key))
+            *filter_hash.get_or_insert_with(|| standard_bloom::Builder::get_hash(key))
         };
         let Some(blocks) = self.blocks()? else {
             let item = self
