@@ -83,7 +83,7 @@ pub(crate) fn point_response(
 ) -> RangeResponse {
     RangeResponse {
         header: Some(header(header_revision)),
-        kvs: kv.into_iter().collect(),
+        kvs: kv.map_or_else(Vec::new, |kv| vec![kv]),
         more: false,
         count,
     }

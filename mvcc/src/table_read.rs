@@ -264,7 +264,7 @@ thread_local! {
     /// and a table id is never reused within a tree, nor a tree id within the
     /// process, so a remembered block is always the block at that place. It
     /// holds one block per thread beyond the cache's budget.
-    static LAST_BLOCK: std::cell::RefCell<Option<(GlobalTableId, u64, Block)>> =
+    static LAST_BLOCK: std::cell::RefCell<Option<(GlobalTableId, u64, DataBlock)>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -373,8 +373,7 @@ impl TableReader {
         // absent once a block ends past it.
         let mut at = blocks.first_ending_at_or_after(needle);
         while let (Some(&end), Some(handle)) = (blocks.end_keys.get(at), blocks.handles.get(at)) {
-            let block = DataBlock::new(self.load_data_block(handle, admission)?);
-            if let Some(item) = block.point_read(key, SeqNo::MAX) {
+            if let Some(item) = self.point_read_in_block(handle, key, admission)? {
                 return Ok(lookup(Some(item)));
             }
             if end != needle {
@@ -444,21 +443,30 @@ impl TableReader {
         Ok(self.file.get_or_init(|| file))
     }
 
-    /// The block this thread read last if it is this one, else the block
-    /// from the shared block cache, else read from the file (and cached if
-    /// `admission` says so).
-    fn load_data_block(&self, handle: &BlockHandle, admission: &Admission) -> Result<Block, Error> {
+    /// `key` looked up in the block at `handle`: the block this thread read
+    /// last if it is this one (searched in place), else the block from the
+    /// shared block cache, else read from the file (and cached if `admission`
+    /// says so).
+    fn point_read_in_block(
+        &self,
+        handle: &BlockHandle,
+        key: &[u8; 16],
+        admission: &Admission,
+    ) -> Result<Option<lsm_tree::InternalValue>, Error> {
         let offset = *handle.offset();
         let remembered = LAST_BLOCK.with_borrow(|last| match last {
-            Some((id, at, block)) if *id == self.id && *at == offset => Some(block.clone()),
+            Some((id, at, block)) if *id == self.id && *at == offset => {
+                Some(block.point_read(key, SeqNo::MAX))
+            }
             _ => None,
         });
-        if let Some(block) = remembered {
-            return Ok(block);
+        if let Some(item) = remembered {
+            return Ok(item);
         }
-        let block = self.load_uncached_by_thread(handle, admission)?;
-        LAST_BLOCK.set(Some((self.id, offset, block.clone())));
-        Ok(block)
+        let block = DataBlock::new(self.load_uncached_by_thread(handle, admission)?);
+        let item = block.point_read(key, SeqNo::MAX);
+        LAST_BLOCK.set(Some((self.id, offset, block)));
+        Ok(item)
     }
 
     fn load_uncached_by_thread(
