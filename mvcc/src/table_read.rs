@@ -20,9 +20,13 @@
 //! table that does not hold `k`, whose lookup then finds nothing, as it
 //! would in lsm-tree.
 //!
-//! Tables this cannot serve (an index split in two levels, a filter that is
-//! not pinned, keys shorter than 16 bytes) are read with `Table::get`; a
-//! version with keys shorter than 16 bytes is left to the caller.
+//! Tables this cannot serve (an index split in two levels, keys shorter than
+//! 16 bytes) are read with `Table::get`, and so are tables whose filter is
+//! not pinned in memory when their filter is wanted (lsm-tree loads it
+//! through the block cache); a version with keys shorter than 16 bytes is
+//! left to the caller. Tables that a reopened store finds in the last level
+//! have their filters unpinned, but the last candidate table of a read is
+//! searched without its filter anyway (see `TableReads::get`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -354,15 +358,21 @@ impl TableReader {
         let hash = |filter_hash: &mut Option<u64>| {
             *filter_hash.get_or_insert_with(|| standard_bloom::Builder::get_hash(key))
         };
-        let Some(blocks) = self.blocks()? else {
-            let item = self
-                .table
-                .get(key, SeqNo::MAX, hash(filter_hash))
-                .map_err(fjall::Error::from)?;
-            return Ok(lookup(item));
+        let table = &self.table;
+        let unpinned_filter = table.pinned_filter_block.is_none()
+            && (table.regions.filter.is_some() || table.regions.filter_tli.is_some());
+        let blocks = match self.blocks()? {
+            Some(blocks) if !(use_filter && unpinned_filter) => blocks,
+            // lsm-tree's read loads an unpinned filter through the block cache.
+            _ => {
+                let item = table
+                    .get(key, SeqNo::MAX, hash(filter_hash))
+                    .map_err(fjall::Error::from)?;
+                return Ok(lookup(item));
+            }
         };
         if use_filter
-            && let Some(filter) = &self.table.pinned_filter_block
+            && let Some(filter) = &table.pinned_filter_block
             && !filter
                 .maybe_contains_hash(hash(filter_hash))
                 .map_err(fjall::Error::from)?
@@ -396,9 +406,7 @@ impl TableReader {
     /// table needs lsm-tree's read (see the module doc).
     fn read_block_list(&self) -> Result<Option<BlockList>, Error> {
         let table = &self.table;
-        let unpinned_filter = table.pinned_filter_block.is_none()
-            && (table.regions.filter.is_some() || table.regions.filter_tli.is_some());
-        if table.regions.index.is_some() || unpinned_filter {
+        if table.regions.index.is_some() {
             return Ok(None);
         }
         let block = Block::from_file(
@@ -595,6 +603,14 @@ mod tests {
         store.kv.rotate_memtable_and_wait().expect("flush");
         assert_eq!(
             assert_same_as_lsm_tree(&store, &kept, "a flush over compacted tables"),
+            (found + 300, 0)
+        );
+        // A reopened store loads its tables with the pinning of the levels
+        // they sit in now.
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(
+            assert_same_as_lsm_tree(&store, &TableReads::new(16 << 20), "after a reopen"),
             (found + 300, 0)
         );
     }
