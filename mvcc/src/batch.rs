@@ -333,6 +333,9 @@ impl<'a> WriteBatch<'a> {
                 return Err(e.into());
             }
         }
+        if let fjall::AnyTree::Standard(tree) = &store.kv.tree {
+            store.table_reads.release_replaced_tables(tree);
+        }
         Ok(())
     }
 

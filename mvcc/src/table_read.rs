@@ -38,7 +38,7 @@ use lsm_tree::table::block::decoder::ParsedItem;
 use lsm_tree::table::filter::standard_bloom;
 use lsm_tree::table::{Block, BlockHandle, DataBlock, GlobalTableId, IndexBlock, Table, TableId};
 use lsm_tree::{AbstractTree, SeqNo, Slice};
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::Error;
 
@@ -58,7 +58,7 @@ pub(crate) enum TableLookup {
 /// The `u128` views of the current version's tables, rebuilt when the tree's
 /// version changes. Tables already seen keep their block lists. A view holds
 /// its tables, so the files of tables a compaction replaced are deleted at
-/// the first point read after it, not when lsm-tree lets go of them.
+/// the next point read or commit after it, not when lsm-tree lets go of them.
 pub(crate) struct TableReads {
     view: RwLock<VersionView>,
     admission: Admission,
@@ -155,24 +155,7 @@ impl TableReads {
     /// first, as lsm-tree's point read does: the first table holding the key
     /// has its newest version.
     pub fn get(&self, tree: &lsm_tree::Tree, key: &[u8; 16]) -> Result<TableLookup, Error> {
-        let version = tree.current_version();
-        let mut view = self.view.read();
-        // Version ids only grow; a view newer than the version read above is
-        // as good (its tables hold everything the older ones held that the
-        // key index can still ask for).
-        if view.version_id < Some(version.id()) {
-            drop(view);
-            let mut stale = self.view.write();
-            if stale.version_id < Some(version.id()) {
-                let runs: Vec<Vec<Table>> = version
-                    .iter_levels()
-                    .flat_map(|level| level.iter())
-                    .map(|run| run.iter().cloned().collect())
-                    .collect();
-                *stale = VersionView::new(tree.id, version.id(), runs, &stale);
-            }
-            view = RwLockWriteGuard::downgrade(stale);
-        }
+        let view = self.current_view(tree);
         let Some(runs) = &view.runs else {
             return Ok(TableLookup::Unsupported);
         };
@@ -203,6 +186,38 @@ impl TableReads {
             Some(last) => last.get(key, needle, None, &self.admission),
             None => Ok(TableLookup::Absent),
         }
+    }
+}
+
+impl TableReads {
+    /// Lets go of the tables of versions older than `tree`'s current one, so
+    /// lsm-tree can delete the files a compaction replaced; the writer calls
+    /// this after each commit, as reads may not come for a while.
+    pub fn release_replaced_tables(&self, tree: &lsm_tree::Tree) {
+        drop(self.current_view(tree));
+    }
+
+    /// The view of `tree`'s current version (or a newer one), built if needed.
+    fn current_view(&self, tree: &lsm_tree::Tree) -> RwLockReadGuard<'_, VersionView> {
+        let version = tree.current_version();
+        let mut view = self.view.read();
+        // Version ids only grow; a view newer than the version read above is
+        // as good (its tables hold everything the older ones held that the
+        // key index can still ask for).
+        if view.version_id < Some(version.id()) {
+            drop(view);
+            let mut stale = self.view.write();
+            if stale.version_id < Some(version.id()) {
+                let runs: Vec<Vec<Table>> = version
+                    .iter_levels()
+                    .flat_map(|level| level.iter())
+                    .map(|run| run.iter().cloned().collect())
+                    .collect();
+                *stale = VersionView::new(tree.id, version.id(), runs, &stale);
+            }
+            view = RwLockWriteGuard::downgrade(stale);
+        }
+        view
     }
 }
 
@@ -691,6 +706,65 @@ mod tests {
         read(&last);
         read(&first);
         assert!(first_block_cached(), "a second miss caches the block");
+    }
+
+    #[test]
+    fn commits_let_go_of_tables_a_compaction_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let put = |key: &str| {
+            let mut batch = store.write_batch();
+            batch
+                .put(&PutRequest {
+                    key: key.into(),
+                    value: vec![1; 100],
+                    ..Default::default()
+                })
+                .expect("put");
+            batch.commit().expect("commit");
+        };
+        let viewed_tables = || {
+            let view = store.table_reads.view.read();
+            let mut ids: Vec<TableId> = view
+                .runs
+                .iter()
+                .flatten()
+                .flat_map(|run| &run.tables)
+                .map(|table| table.table.id())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let current_tables = || {
+            let mut ids: Vec<TableId> = standard_tree(&store.kv)
+                .current_version()
+                .iter_tables()
+                .map(Table::id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        for key in ["a", "b", "c"] {
+            put(key);
+            store.kv.rotate_memtable_and_wait().expect("flush");
+        }
+        let got = store
+            .range(&concord_proto::etcdserverpb::RangeRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            })
+            .expect("range");
+        assert_eq!(got.kvs.len(), 1);
+        let flushed = viewed_tables();
+        assert_eq!(flushed.len(), 3);
+        store.kv.major_compact().expect("major compaction");
+        assert_eq!(viewed_tables(), flushed, "no read since the compaction");
+        // The next commit, with no read in between, moves the view on and
+        // lets go of the replaced tables (lsm-tree deletes a replaced table's
+        // file once nothing holds it).
+        put("d");
+        assert_eq!(viewed_tables(), current_tables());
+        assert!(viewed_tables().iter().all(|id| !flushed.contains(id)));
     }
 
     #[test]
