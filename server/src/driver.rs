@@ -122,19 +122,25 @@ pub trait MessageSink: Send + 'static {
     fn send(&mut self, messages: Vec<Message>);
 }
 
-/// Hands a Ready's messages to the transport, except appends that carry no entries (a
-/// leader telling followers the new commit index): those wait until the round's proposals
-/// and reads are answered, so on a single async worker the client's response is written
-/// before them rather than after. Later messages to a peer with one waiting wait too, so
-/// each peer still gets its messages in order.
+/// Hands a Ready's messages to the transport, except commit notices: those wait until the
+/// round's proposals and reads are answered, so on a single async worker the client's
+/// response is written before them rather than after. Later messages to a peer with one
+/// waiting wait too, so each peer still gets its messages in order.
 struct SinkOutbox<'a> {
     sink: &'a mut dyn MessageSink,
     commit_notices: Vec<Message>,
 }
 
 impl SinkOutbox<'_> {
+    /// A leader's append without entries (it only carries the new commit index), or a
+    /// follower's acceptance of entries that are already committed (the answer to such a
+    /// notice): nobody's commit waits for either.
     fn is_commit_notice(message: &Message) -> bool {
-        message.get_msg_type() == MessageType::MsgAppend && message.get_entries().is_empty()
+        match message.get_msg_type() {
+            MessageType::MsgAppend => message.get_entries().is_empty(),
+            MessageType::MsgAppendResponse => !message.reject && message.index <= message.commit,
+            _ => false,
+        }
     }
 }
 
@@ -465,6 +471,32 @@ mod tests {
         message.set_msg_type(kind);
         message.set_entries(vec![raft::eraftpb::Entry::default(); entries].into());
         message
+    }
+
+    fn append_response(index: u64, commit: u64, reject: bool) -> Message {
+        let mut message = message(1, MessageType::MsgAppendResponse, 0);
+        message.index = index;
+        message.commit = commit;
+        message.reject = reject;
+        message
+    }
+
+    #[test]
+    fn a_follower_answers_new_entries_at_once_and_commit_notices_later() {
+        let mut sink = Recorded::default();
+        let mut outbox = SinkOutbox {
+            sink: &mut sink,
+            commit_notices: Vec::new(),
+        };
+        // Entry 8 persisted while 7 is committed: the leader waits for this to commit 8.
+        outbox.send(vec![append_response(8, 7, false)]);
+        // A rejection steers the leader's next append: never held back.
+        outbox.send(vec![append_response(5, 7, true)]);
+        assert_eq!(outbox.commit_notices.len(), 0);
+        // The answer to a notice that 8 is committed acknowledges nothing new.
+        outbox.send(vec![append_response(8, 8, false)]);
+        assert_eq!(outbox.commit_notices.len(), 1);
+        assert_eq!(sink.0.len(), 2);
     }
 
     #[test]
