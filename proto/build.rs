@@ -1,5 +1,5 @@
 //! Compiles the `.proto` files under `proto/` with protox (pure Rust, no system
-//! `protoc`) and generates prost messages plus tonic clients and servers.
+//! `protoc`) and generates prost messages, plus tonic clients and servers with the `grpc` feature.
 //! The encoded descriptor set is also written to OUT_DIR so the server can
 //! serve the JSON gateway with prost-reflect.
 
@@ -25,9 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost::Message::encode(&fds, &mut encoded)?;
     std::fs::write(out_dir.join("concord_descriptor.bin"), encoded)?;
 
+    // Service code only with the `grpc` feature: without it the generated files
+    // hold plain prost messages and never name tonic.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(grpc)
+        .build_client(grpc)
         .emit_rerun_if_changed(false)
         .compile_fds(fds)?;
     Ok(())

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, run, tools_available};
+use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, run, require_reference_tools};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,9 +137,7 @@ const SCENARIO: &[Step<'_>] = &[
 
 #[test]
 fn write_scenario_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let (client_port, peer_port) = (free_port(), free_port());
     let mut transcripts = Vec::new();
     for tool in ["etcdctl", CONCORDCTL] {
@@ -232,9 +230,7 @@ const READS: &[&[&str]] = &[
 
 #[test]
 fn read_commands_match_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     for (k, v) in [("a", "1"), ("k1", "v1"), ("k2", "v2"), ("k3", "")] {
         let block = run("etcdctl", etcd.endpoint(), &["put", k, v], "");
@@ -249,9 +245,7 @@ fn read_commands_match_etcdctl() {
 
 #[test]
 fn environment_variables_configure_the_client() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     let run_env = |tool: &str| {
         let out = Command::new(tool)
@@ -273,9 +267,7 @@ fn environment_variables_configure_the_client() {
 
 #[test]
 fn unreachable_endpoint_times_out_like_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let dead = format!("127.0.0.1:{}", free_port());
     let args = ["--command-timeout", "1s", "get", "a"];
     let expected = run("etcdctl", &dead, &args, "");
@@ -289,9 +281,7 @@ fn unreachable_endpoint_times_out_like_etcdctl() {
 
 #[test]
 fn authentication_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     for args in [
         &["user", "add", "root:pw"][..],
@@ -328,9 +318,7 @@ fn authentication_matches_etcdctl() {
 
 #[test]
 fn lease_scenario_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let steps: &[&[&str]] = &[
         &["put", "lk", "v", "--lease", "{ID}"],
         // One attached key: etcd lists several in Go map order.
@@ -391,9 +379,7 @@ fn lease_scenario_matches_etcdctl() {
 
 #[test]
 fn member_and_maintenance_commands_match_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let (client_port, peer_port) = (free_port(), free_port());
     // A fresh peer URL per add: etcd refuses to re-add a removed member's URL.
     let learner_urls: Vec<String> = (0..3)
@@ -509,9 +495,7 @@ fn member_and_maintenance_commands_match_etcdctl() {
 
 #[test]
 fn snapshot_save_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     for (k, v) in [("a", "1"), ("b", "2")] {
         let block = run("etcdctl", etcd.endpoint(), &["put", k, v], "");
@@ -654,9 +638,7 @@ const AUTH_SCENARIO: &[Step<'_>] = &[
 
 #[test]
 fn auth_scenario_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let (client_port, peer_port) = (free_port(), free_port());
     let mut transcripts = Vec::new();
     for tool in ["etcdctl", CONCORDCTL] {
@@ -763,9 +745,7 @@ fn watch_output(tool: &str, endpoint: &str, format: &str, marker: &str) -> Strin
 
 #[test]
 fn watch_history_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     for args in [
         &["put", "w1", "a"][..],
@@ -809,9 +789,7 @@ fn watch_history_matches_etcdctl() {
 /// A range answer larger than tonic's default 4 MiB message limit.
 #[test]
 fn large_range_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(free_port(), free_port());
     let value = "x".repeat(1_400_000);
     for i in 0..4 {

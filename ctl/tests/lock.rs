@@ -6,16 +6,14 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, run, tools_available};
+use common::{CONCORDCTL, Etcd, assert_lines_equal, run, require_reference_tools};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
 fn exec_mode_and_errors_match_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(common::free_port(), common::free_port());
     for args in [
         &["lock", "mylock", "echo", "hello"][..],
@@ -67,9 +65,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn second_locker_waits_for_the_first() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(common::free_port(), common::free_port());
     let mut holder = Command::new(CONCORDCTL)
         .args(["--endpoints", etcd.endpoint(), "lock", "contended"])
@@ -178,9 +174,7 @@ fn election_transcript(tool: &str, etcd: &Etcd) -> Vec<String> {
 
 #[test]
 fn election_campaign_and_observe_match_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let etcd = Etcd::start(common::free_port(), common::free_port());
     let expected = election_transcript("etcdctl", &etcd);
     assert_eq!(expected, ["office", "first", "office", "second"]);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, TlsFiles, assert_lines_equal, run, tools_available};
+use common::{CONCORDCTL, Etcd, TlsFiles, assert_lines_equal, run, require_reference_tools};
 
 fn compare(etcd: &Etcd, endpoint: &str, cases: &[Vec<&str>]) -> String {
     let mut etcdctl_transcript = String::new();
@@ -22,9 +22,7 @@ fn compare(etcd: &Etcd, endpoint: &str, cases: &[Vec<&str>]) -> String {
 
 #[test]
 fn server_tls_matches_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let tls = TlsFiles::generate();
     let etcd = Etcd::start_tls(&tls, false);
     let ca = tls.ca.as_str();
@@ -83,9 +81,7 @@ fn server_tls_matches_etcdctl() {
 
 #[test]
 fn client_certificates_match_etcdctl() {
-    if !tools_available() {
-        return;
-    }
+    require_reference_tools();
     let tls = TlsFiles::generate();
     let etcd = Etcd::start_tls(&tls, true);
     let (ca, cert, key) = (

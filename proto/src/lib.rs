@@ -7,6 +7,10 @@
 //! entry payload [`concordpb::InternalRequest`] and the member-to-member `Peer`
 //! service).
 //!
+//! The tonic clients and servers of those services are behind the `grpc` feature,
+//! which only the binaries and the tests turn on, so that the pure crates that use
+//! the messages stay free of tokio.
+//!
 //! Note that prost turns etcd's camelCase fields into snake case: `peerURLs`
 //! becomes `peer_ur_ls`, `ID` becomes `id`, `TTL` becomes `ttl`.
 //!
@@ -23,32 +27,32 @@
 
 /// Key-value records and watch events (`mvccpb`).
 pub mod mvccpb {
-    tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
 }
 
 /// Users, roles and permissions (`authpb`).
 pub mod authpb {
-    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
 }
 
 /// etcd v3's client gRPC API (`etcdserverpb`).
 pub mod etcdserverpb {
-    tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
 /// The server-side lock service (`v3lockpb`).
 pub mod v3lockpb {
-    tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
 }
 
 /// The server-side election service (`v3electionpb`).
 pub mod v3electionpb {
-    tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
 
 /// Concord's internal protocol: raft entry payloads and the peer service.
 pub mod concordpb {
-    tonic::include_proto!("concordpb");
+    include!(concat!(env!("OUT_DIR"), "/concordpb.rs"));
 }
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every file above, for

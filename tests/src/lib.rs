@@ -240,12 +240,38 @@ impl Drop for Cluster {
     }
 }
 
-/// Debian's etcdctl, if installed (CI installs it).
-pub fn etcdctl() -> Option<PathBuf> {
-    ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"]
+/// The reference tools from Debian's etcd 3.4.23 packages that the suite compares
+/// Concord with. Every test finds them through [`reference_tool`], and a missing one
+/// fails the test: a run that could not compare is not a pass. `cargo xtask test`
+/// installs the packages before it runs the suite.
+pub const REFERENCE_TOOLS: &[(&str, &str)] = &[("etcd", "etcd-server"), ("etcdctl", "etcd-client")];
+
+/// Debian's `etcd` server.
+pub fn etcd() -> PathBuf {
+    reference_tool("etcd")
+}
+
+/// Debian's `etcdctl`.
+pub fn etcdctl() -> PathBuf {
+    reference_tool("etcdctl")
+}
+
+/// Finds a reference tool on `PATH`, or panics with the `apt-get` line that installs it.
+pub fn reference_tool(name: &str) -> PathBuf {
+    let package = REFERENCE_TOOLS
         .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+        .find(|(tool, _)| *tool == name)
+        .map_or(name, |(_, package)| *package);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: run `apt-get install {package}` \
+                 (`cargo xtask test` installs it)"
+            )
+        })
 }
 
 /// Runs a ctl binary against `endpoints`; returns (success, stdout, stderr).

@@ -2,20 +2,9 @@
 
 use concord_tests::{Cluster, etcdctl, run_ctl};
 
-fn real_etcdctl() -> Option<std::path::PathBuf> {
-    let found = etcdctl();
-    if found.is_none() {
-        // CI installs Debian's etcd-client; a developer machine may not have it.
-        eprintln!("etcdctl is not installed: install Debian's etcd-client to run this test");
-    }
-    found
-}
-
 #[tokio::test]
 async fn etcdctl_put_get_del_txn_and_status() -> anyhow::Result<()> {
-    let Some(etcdctl) = real_etcdctl() else {
-        return Ok(());
-    };
+    let etcdctl = etcdctl();
     let cluster = Cluster::start(3)?;
     cluster.leader().await?;
     let endpoints = cluster.endpoints();

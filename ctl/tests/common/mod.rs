@@ -10,20 +10,11 @@ use std::time::{Duration, Instant};
 
 pub const CONCORDCTL: &str = env!("CARGO_BIN_EXE_concordctl");
 
-pub fn tools_available() -> bool {
-    let found = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if found("etcd") && found("etcdctl") {
-        return true;
-    }
-    println!("etcd/etcdctl not on PATH: skipping the etcdctl parity test");
-    false
+/// Fails the test unless Debian's etcd and etcdctl are installed (one lookup for the
+/// whole suite: `concord_tests::reference_tool`).
+pub fn require_reference_tools() {
+    concord_tests::etcd();
+    concord_tests::etcdctl();
 }
 
 pub fn free_port() -> u16 {
@@ -116,7 +107,7 @@ impl Etcd {
         let client_url = format!("{scheme}://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let mut command = Command::new("etcd");
+        let mut command = Command::new(concord_tests::etcd());
         command
             .args(["--name", "parity"])
             .arg("--data-dir")
@@ -177,7 +168,7 @@ impl Etcd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let status = Command::new("etcdctl")
+            let status = Command::new(concord_tests::etcdctl())
                 .args(["--endpoints", self.endpoint(), "--command-timeout", "1s"])
                 .args(&self.ctl_flags)
                 .args(["endpoint", "health"])
