@@ -333,9 +333,7 @@ impl<'a> WriteBatch<'a> {
                 return Err(e.into());
             }
         }
-        if let fjall::AnyTree::Standard(tree) = &store.kv.tree {
-            store.table_reads.release_replaced_tables(tree);
-        }
+        store.table_reads.release_replaced_tables(&store.kv);
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::key_index::{KeyIndex, KeyRange, Point};
 use crate::read::{self, FetchKv, RangePlan};
 use crate::revision::{Revision, decode_revision_key, encode_revision_key};
-use crate::table_read::{TableLookup, TableReads};
+use crate::table_read::{self, TableReads};
 
 /// Keyspace of revision key → encoded `mvccpb.KeyValue`.
 pub(crate) const KV_KEYSPACE: &str = "kv";
@@ -145,49 +145,10 @@ impl FetchKv for BackendFetch<'_> {
 /// newest few megabytes of writes) never are: about 2,000 of the ~12,000
 /// instructions of a cached read, and a walk through a cold skip list.
 ///
-/// The search itself is [`TableReads`]' (integer compares instead of lsm-tree's
-/// byte-string index search). If a table has keys it cannot search, the
-/// tables are searched the way lsm-tree does: `current_version`, the levels'
-/// runs and `Table::get` are public in `lsm-tree` but hidden from its docs;
-/// the hash is the one lsm-tree's filters are built with (its bloom filter
-/// builder's). A mismatch would only make filters answer "absent", and the
-/// fallback would still find the value.
+/// The search itself is [`TableReads::get`]'s (integer compares instead of
+/// the engine's byte-string index search; see `table_read`).
 fn get_from_tables(store: &Store, key: &[u8; 16]) -> Result<Option<fjall::Slice>, Error> {
-    let fjall::AnyTree::Standard(tree) = &store.kv.tree else {
-        return Ok(None);
-    };
-    let lookup = match store.table_reads.get(tree, key)? {
-        TableLookup::Unsupported => lsm_tree_table_get(tree, key)?,
-        lookup => lookup,
-    };
-    Ok(match lookup {
-        TableLookup::Value(value) => Some(value),
-        _ => None,
-    })
-}
-
-/// lsm-tree's own search of the tables: levels top-down and the one candidate
-/// table of each run; the first table holding the key has its newest version.
-pub(crate) fn lsm_tree_table_get(tree: &lsm_tree::Tree, key: &[u8]) -> Result<TableLookup, Error> {
-    use fjall::AbstractTree;
-    let version = tree.current_version();
-    let filter_hash = lsm_tree::table::filter::standard_bloom::Builder::get_hash(key);
-    for level in version.iter_levels() {
-        for run in level.iter() {
-            let Some(table) = run.get_for_key(key) else {
-                continue;
-            };
-            match table
-                .get(key, fjall::SeqNo::MAX, filter_hash)
-                .map_err(fjall::Error::from)?
-            {
-                Some(item) if item.is_tombstone() => return Ok(TableLookup::Deleted),
-                Some(item) => return Ok(TableLookup::Value(item.value)),
-                None => {}
-            }
-        }
-    }
-    Ok(TableLookup::Absent)
+    store.table_reads.get(&store.kv, key)
 }
 
 /// How many times a read restarts because a compaction removed a revision
@@ -547,15 +508,7 @@ impl Store {
     /// first (empty if fjall keeps it otherwise): what a point read may
     /// search, for benchmarks and diagnostics.
     pub fn kv_tables_per_level(&self) -> Vec<usize> {
-        use fjall::AbstractTree;
-        match &self.kv.tree {
-            fjall::AnyTree::Standard(tree) => tree
-                .current_version()
-                .iter_levels()
-                .map(|level| level.iter().map(|run| run.len()).sum())
-                .collect(),
-            fjall::AnyTree::Blob(_) => Vec::new(),
-        }
+        table_read::tables_per_level(&self.kv)
     }
 
     /// The directory the store lives in.
@@ -585,7 +538,7 @@ impl Store {
 ///   `table_read`). Medians over 11 alternating runs on a busy machine, gets
 ///   per CPU-second: random ~189k (4 KiB) vs ~172k (8 KiB), key order ~1.53M
 ///   vs ~1.62M; 2 KiB was no better than 4 KiB for random gets and worse in
-///   key order; 16 KiB lost random reads (~125k, when lsm-tree's own index
+///   key order; 16 KiB lost random reads (~125k, when the engine's own index
 ///   search was still in use);
 /// - no compression: values are small and often already compact (the bench's
 ///   are random bytes), and a cached block is read without inflating it.

@@ -26,7 +26,15 @@
 //! through the block cache); a version with keys shorter than 16 bytes is
 //! left to the caller. Tables that a reopened store finds in the last level
 //! have their filters unpinned, but the last candidate table of a read is
-//! searched without its filter anyway (see `TableReads::get`).
+//! searched without its filter anyway (see `TableReads::search`). Where
+//! this module cannot search a version at all, [`lsm_tree_table_get`] does
+//! lsm-tree's own search of the tables.
+//!
+//! This is the only module that names lsm-tree or reaches into a fjall
+//! keyspace's tree (DESIGN.md: the table API is doc-hidden and may change in
+//! any release, so lsm-tree is pinned to an exact version). The rest of the
+//! crate sees [`TableReads::get`], [`TableReads::release_replaced_tables`]
+//! and [`tables_per_level`], which take the `kv` keyspace itself.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,7 +52,7 @@ use crate::error::Error;
 
 /// What the tables say about a key.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum TableLookup {
+enum TableLookup {
     /// The newest version in the tables is this value.
     Value(Slice),
     /// The newest version in the tables is a deletion.
@@ -151,10 +159,31 @@ struct RunView {
 }
 
 impl TableReads {
+    /// The value of revision key `key` in the on-disk tables of `kv` (the
+    /// store's `kv` keyspace), memtables skipped; `None` when the newest
+    /// version the tables hold is a deletion, when no table holds the key, or
+    /// when `kv` is not a standard tree. Searched with our block lists where
+    /// the tables allow, else the way lsm-tree searches them
+    /// ([`lsm_tree_table_get`]).
+    #[inline]
+    pub fn get(&self, kv: &fjall::Keyspace, key: &[u8; 16]) -> Result<Option<Slice>, Error> {
+        let fjall::AnyTree::Standard(tree) = &kv.tree else {
+            return Ok(None);
+        };
+        let lookup = match self.search(tree, key)? {
+            TableLookup::Unsupported => lsm_tree_table_get(tree, key)?,
+            lookup => lookup,
+        };
+        Ok(match lookup {
+            TableLookup::Value(value) => Some(value),
+            _ => None,
+        })
+    }
+
     /// Looks `key` up in the tables of `tree`'s current version, top level
     /// first, as lsm-tree's point read does: the first table holding the key
     /// has its newest version.
-    pub fn get(&self, tree: &lsm_tree::Tree, key: &[u8; 16]) -> Result<TableLookup, Error> {
+    fn search(&self, tree: &lsm_tree::Tree, key: &[u8; 16]) -> Result<TableLookup, Error> {
         let view = self.current_view(tree);
         let Some(runs) = &view.runs else {
             return Ok(TableLookup::Unsupported);
@@ -190,11 +219,13 @@ impl TableReads {
 }
 
 impl TableReads {
-    /// Lets go of the tables of versions older than `tree`'s current one, so
+    /// Lets go of the tables of versions older than `kv`'s current one, so
     /// lsm-tree can delete the files a compaction replaced; the writer calls
     /// this after each commit, as reads may not come for a while.
-    pub fn release_replaced_tables(&self, tree: &lsm_tree::Tree) {
-        drop(self.current_view(tree));
+    pub fn release_replaced_tables(&self, kv: &fjall::Keyspace) {
+        if let fjall::AnyTree::Standard(tree) = &kv.tree {
+            drop(self.current_view(tree));
+        }
     }
 
     /// The view of `tree`'s current version (or a newer one), built if needed.
@@ -522,6 +553,45 @@ impl TableReader {
     }
 }
 
+/// lsm-tree's own search of the tables: levels top-down and the one candidate
+/// table of each run; the first table holding the key has its newest version.
+/// The filter hash is the one lsm-tree's filters are built with (its bloom
+/// filter builder's); `current_version`, the levels' runs and `Table::get`
+/// are public in lsm-tree but hidden from its docs.
+fn lsm_tree_table_get(tree: &lsm_tree::Tree, key: &[u8]) -> Result<TableLookup, Error> {
+    let version = tree.current_version();
+    let filter_hash = standard_bloom::Builder::get_hash(key);
+    for level in version.iter_levels() {
+        for run in level.iter() {
+            let Some(table) = run.get_for_key(key) else {
+                continue;
+            };
+            match table
+                .get(key, SeqNo::MAX, filter_hash)
+                .map_err(fjall::Error::from)?
+            {
+                Some(item) if item.is_tombstone() => return Ok(TableLookup::Deleted),
+                Some(item) => return Ok(TableLookup::Value(item.value)),
+                None => {}
+            }
+        }
+    }
+    Ok(TableLookup::Absent)
+}
+
+/// How many tables of `kv` each LSM level holds, top level first (empty when
+/// `kv` is not a standard tree).
+pub(crate) fn tables_per_level(kv: &fjall::Keyspace) -> Vec<usize> {
+    match &kv.tree {
+        fjall::AnyTree::Standard(tree) => tree
+            .current_version()
+            .iter_levels()
+            .map(|level| level.iter().map(|run| run.len()).sum())
+            .collect(),
+        fjall::AnyTree::Blob(_) => Vec::new(),
+    }
+}
+
 fn lookup(item: Option<lsm_tree::InternalValue>) -> TableLookup {
     match item {
         Some(item) if item.is_tombstone() => TableLookup::Deleted,
@@ -533,7 +603,7 @@ fn lookup(item: Option<lsm_tree::InternalValue>) -> TableLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreOptions, lsm_tree_table_get};
+    use crate::store::{Store, StoreOptions};
     use concord_proto::etcdserverpb::PutRequest;
 
     fn standard_tree(keyspace: &fjall::Keyspace) -> &lsm_tree::Tree {
@@ -562,7 +632,7 @@ mod tests {
         let tree = standard_tree(&store.kv);
         let (mut values, mut deleted) = (0, 0);
         for key in all_revision_keys(store.current_revision()) {
-            let ours = reads.get(tree, &key).expect("our read");
+            let ours = reads.search(tree, &key).expect("our read");
             let theirs = lsm_tree_table_get(tree, &key).expect("lsm-tree read");
             assert_eq!(ours, theirs, "{stage}: key {key:?}");
             values += usize::from(matches!(ours, TableLookup::Value(_)));
@@ -687,7 +757,7 @@ mod tests {
         let tree = standard_tree(&store.kv);
         let read = |key: &[u8; 16]| {
             assert!(matches!(
-                reads.get(tree, key).expect("read"),
+                reads.search(tree, key).expect("read"),
                 TableLookup::Value(_)
             ));
         };
@@ -775,13 +845,18 @@ mod tests {
             .keyspace("short", fjall::KeyspaceCreateOptions::default)
             .expect("keyspace");
         keyspace.insert(b"a", b"1").expect("insert");
+        keyspace.insert([b'a'; 16], b"2").expect("insert");
         keyspace.rotate_memtable_and_wait().expect("flush");
         let reads = TableReads::new(16 << 20);
         assert_eq!(
             reads
-                .get(standard_tree(&keyspace), &[b'a'; 16])
+                .search(standard_tree(&keyspace), &[b'a'; 16])
                 .expect("read"),
             TableLookup::Unsupported
         );
+        // `get` answers all the same, from lsm-tree's own search.
+        let value = reads.get(&keyspace, &[b'a'; 16]).expect("read");
+        assert_eq!(value.as_deref(), Some(&b"2"[..]));
+        assert_eq!(reads.get(&keyspace, &[b'b'; 16]).expect("read"), None);
     }
 }
