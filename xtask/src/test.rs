@@ -101,7 +101,11 @@ fn install_system_packages() -> Result<()> {
     eprintln!("xtask: apt-get update && {install_line}");
     for args in [
         vec!["update", "-qq"],
-        [vec!["install", "-y", "-qq", "--no-install-recommends"], missing.clone()].concat(),
+        [
+            vec!["install", "-y", "-qq", "--no-install-recommends"],
+            missing.clone(),
+        ]
+        .concat(),
     ] {
         let status = Command::new("apt-get")
             .args(&args)
@@ -136,8 +140,7 @@ pub fn missing_packages(
 
 /// Whether the effective user is root, from `/proc/self/status` (no libc call needed).
 fn running_as_root() -> Result<bool> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
     effective_uid(&status)
         .map(|uid| uid == 0)
         .context("no Uid line in /proc/self/status")

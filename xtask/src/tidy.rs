@@ -22,6 +22,13 @@ pub const PURE_CRATES: &[&str] = &[
 /// Crates that mean "async runtime or network stack" and so must stay out of the pure crates.
 pub const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "hyper", "h2", "tonic"];
 
+/// What a user builds (the workspace's binaries): nothing in their build may need a system
+/// `protoc`.
+pub const USER_BUILT_CRATES: &[&str] = &["concord-server", "concord-ctl", "xtask"];
+
+/// Crates whose build script runs a system `protoc`.
+pub const NEEDS_PROTOC: &[&str] = &["etcd-client"];
+
 /// The one file allowed to reach into fjall's engine (lsm-tree), pinned to an exact version.
 pub const LSM_TREE_GATEWAY: &str = "mvcc/src/table_read.rs";
 
@@ -38,8 +45,22 @@ pub fn run(root: &Path) -> Result<Vec<String>> {
     let mut violations = Vec::new();
 
     for krate in PURE_CRATES {
-        let tree = normal_dependency_tree(root, krate)?;
-        violations.extend(forbidden_dependencies(krate, &tree));
+        let tree = dependency_tree(root, krate, "normal")?;
+        violations.extend(forbidden_dependencies(
+            krate,
+            &tree,
+            FORBIDDEN_IN_PURE,
+            "a pure crate",
+        ));
+    }
+    for krate in USER_BUILT_CRATES {
+        let tree = dependency_tree(root, krate, "normal,build")?;
+        violations.extend(forbidden_dependencies(
+            krate,
+            &tree,
+            NEEDS_PROTOC,
+            "built by users with only the Rust toolchain",
+        ));
     }
 
     for member in &members {
@@ -48,6 +69,12 @@ pub fn run(root: &Path) -> Result<Vec<String>> {
             if !starts_with_crate_doc(&text) {
                 violations.push(format!(
                     "{}: {} does not start with a `//!` doc saying what the crate owns",
+                    member.name,
+                    relative(root, source).display()
+                ));
+            } else if source.ends_with("lib.rs") && !crate_doc_has_example(&text) {
+                violations.push(format!(
+                    "{}: the `//!` doc of {} shows no example",
                     member.name,
                     relative(root, source).display()
                 ));
@@ -130,18 +157,27 @@ fn workspace_members(root: &Path) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// The package names in `krate`'s normal (not build, not dev) dependency graph, one per line.
+/// The package names in `krate`'s dependency graph along `edges` (`normal`, or
+/// `normal,build`; never dev), one per line.
 ///
 /// Read from `cargo tree -p` rather than from `cargo metadata`'s resolve graph: metadata
 /// unifies features across the whole workspace, so the `grpc` feature that the server turns
 /// on in `concord-proto` would show tonic under every pure crate although building that
 /// crate alone never compiles it. `cargo tree -p` resolves features for that crate alone,
 /// which is what a user of the library gets.
-fn normal_dependency_tree(root: &Path, krate: &str) -> Result<String> {
+fn dependency_tree(root: &Path, krate: &str, edges: &str) -> Result<String> {
     let output = cargo(root)
         .args([
-            "tree", "--quiet", "--package", krate, "--edges", "normal", "--prefix", "none",
-            "--format", "{p}",
+            "tree",
+            "--quiet",
+            "--package",
+            krate,
+            "--edges",
+            edges,
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
         ])
         .output()
         .with_context(|| format!("run cargo tree -p {krate}"))?;
@@ -154,12 +190,18 @@ fn normal_dependency_tree(root: &Path, krate: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Violations for every forbidden crate in a `cargo tree --prefix none --format {p}` listing.
-pub fn forbidden_dependencies(krate: &str, tree: &str) -> Vec<String> {
+/// Violations for every `forbidden` crate in a `cargo tree --prefix none --format {p}`
+/// listing of `krate`, which is `what` (the reason they are forbidden).
+pub fn forbidden_dependencies(
+    krate: &str,
+    tree: &str,
+    forbidden: &[&str],
+    what: &str,
+) -> Vec<String> {
     let mut found: Vec<&str> = tree
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| FORBIDDEN_IN_PURE.contains(name))
+        .filter(|name| forbidden.contains(name))
         .collect();
     found.sort_unstable();
     found.dedup();
@@ -167,8 +209,8 @@ pub fn forbidden_dependencies(krate: &str, tree: &str) -> Vec<String> {
         .into_iter()
         .map(|name| {
             format!(
-                "{krate} is a pure crate but has {name} in its normal dependency graph \
-                 (see `cargo tree -p {krate} -e normal -i {name}`)"
+                "{krate} is {what} but has {name} in its dependency graph \
+                 (see `cargo tree -p {krate} -i {name}`)"
             )
         })
         .collect()
@@ -181,6 +223,20 @@ pub fn starts_with_crate_doc(source: &str) -> bool {
         .map(str::trim_start)
         .find(|line| !line.is_empty())
         .is_some_and(|line| line.starts_with("//!"))
+}
+
+/// A library's crate doc shows at least one example (a fenced code block).
+pub fn crate_doc_has_example(source: &str) -> bool {
+    source
+        .lines()
+        .map(str::trim_start)
+        .skip_while(|line| line.is_empty())
+        .take_while(|line| line.starts_with("//!"))
+        .any(|line| {
+            line.trim_start_matches("//!")
+                .trim_start()
+                .starts_with("```")
+        })
 }
 
 /// Rules for a member's `Cargo.toml`: lints and dependency versions live once, in the root.
@@ -303,7 +359,7 @@ mod tests {
     fn a_runtime_under_a_pure_crate_is_reported_once() {
         let tree = "concord-mvcc v0.1.0\nconcord-proto v0.1.0\ntonic v0.14.9\n\
                     tokio v1.54.1\ntokio v1.54.1 (*)\nfjall v3.0.0\n";
-        let violations = forbidden_dependencies("concord-mvcc", tree);
+        let violations = forbidden_dependencies("concord-mvcc", tree, FORBIDDEN_IN_PURE, "pure");
         assert_eq!(violations.len(), 2, "{violations:?}");
         assert!(violations[0].contains("has tokio"));
         assert!(violations[1].contains("has tonic"));
@@ -312,7 +368,9 @@ mod tests {
     #[test]
     fn similar_names_are_not_the_forbidden_crates() {
         let tree = "tokio-util-free v1.0.0\nh2o v1.0.0\nhyperloglog v1.0.0\n";
-        assert!(forbidden_dependencies("concord-watch", tree).is_empty());
+        assert!(
+            forbidden_dependencies("concord-watch", tree, FORBIDDEN_IN_PURE, "pure").is_empty()
+        );
     }
 
     #[test]
@@ -321,6 +379,22 @@ mod tests {
         assert!(!starts_with_crate_doc("use std::fs;\n//! late\n"));
         assert!(!starts_with_crate_doc("/// an item doc\nfn f() {}\n"));
         assert!(!starts_with_crate_doc(""));
+    }
+
+    #[test]
+    fn a_protoc_build_under_a_binary_is_reported() {
+        let tree = "xtask v0.1.0\netcd-client v0.21.0\ntonic v0.14.9\n";
+        let violations = forbidden_dependencies("xtask", tree, NEEDS_PROTOC, "user-built");
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(violations[0].contains("has etcd-client"));
+    }
+
+    #[test]
+    fn crate_doc_needs_an_example() {
+        assert!(crate_doc_has_example(
+            "//! Owns x.\n//!\n//! ```\n//! x();\n//! ```\nuse y;\n"
+        ));
+        assert!(!crate_doc_has_example("//! Owns x.\nuse y;\n//! ```\n"));
     }
 
     #[test]
