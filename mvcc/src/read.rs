@@ -366,4 +366,97 @@ mod tests {
         // Wire types 3 and 4 (groups) are not used by KeyValue.
         assert!(decode_kv(&[(9 << 3) | 3]).is_err());
     }
+
+    /// Properties of the stored key-value decoder, checked against prost's
+    /// own encoder and decoder.
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// int64 fields: zero (not encoded at all), small, or anything.
+        fn int64() -> impl Strategy<Value = i64> {
+            prop_oneof![Just(0), 1..300i64, any::<i64>()]
+        }
+
+        fn key_value() -> impl Strategy<Value = KeyValue> {
+            (
+                vec(any::<u8>(), 0..48),
+                int64(),
+                int64(),
+                int64(),
+                vec(any::<u8>(), 0..300),
+                int64(),
+            )
+                .prop_map(
+                    |(key, create_revision, mod_revision, version, value, lease)| KeyValue {
+                        key,
+                        create_revision,
+                        mod_revision,
+                        version,
+                        value,
+                        lease,
+                    },
+                )
+        }
+
+        /// `decode_kv` on anything: no panic, an error is `Corrupt`, and
+        /// where prost also decodes the bytes both read the same key-value
+        /// (ours is laxer: it skips a known field of the wrong wire type).
+        fn check_any(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match decode_kv(bytes) {
+                Ok(ours) => {
+                    if let Ok(theirs) = KeyValue::decode(bytes) {
+                        prop_assert_eq!(ours, theirs);
+                    }
+                }
+                Err(e) => prop_assert!(matches!(e, Error::Corrupt(_)), "{e:?}"),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn round_trips_what_prost_encodes(kv in key_value()) {
+                prop_assert_eq!(decode_kv(&kv.encode_to_vec()).ok(), Some(kv));
+            }
+
+            /// Every prefix of a record: a cut at a field boundary is a
+            /// shorter, valid record, a cut inside a field is `Corrupt`,
+            /// exactly as prost decides.
+            #[test]
+            fn reads_every_truncation_as_prost_does(kv in key_value()) {
+                let bytes = kv.encode_to_vec();
+                for cut in 0..bytes.len() {
+                    let prefix = &bytes[..cut];
+                    let ours = decode_kv(prefix);
+                    prop_assert!(matches!(ours, Ok(_) | Err(Error::Corrupt(_))));
+                    let ours = ours.ok();
+                    prop_assert_ne!(ours.as_ref(), Some(&kv), "cut at {}", cut);
+                    prop_assert_eq!(ours, KeyValue::decode(prefix).ok(), "cut at {}", cut);
+                }
+            }
+
+            #[test]
+            fn survives_arbitrary_bytes(bytes in vec(any::<u8>(), 0..128)) {
+                check_any(&bytes)?;
+            }
+
+            #[test]
+            fn survives_a_changed_byte(
+                kv in key_value(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = kv.encode_to_vec();
+                if !bytes.is_empty() {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                check_any(&bytes)?;
+            }
+        }
+    }
 }

@@ -90,4 +90,70 @@ mod tests {
         key.push(b'x');
         assert_eq!(decode_revision_key(&key), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Revisions as the store makes them (never negative), often equal.
+        fn revision() -> impl Strategy<Value = Revision> {
+            let part = || prop_oneof![0..3i64, 0..=i64::MAX];
+            (part(), part()).prop_map(|(main, sub)| Revision::new(main, sub))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn keys_round_trip_and_truncations_are_rejected(
+                main in any::<i64>(),
+                sub in any::<i64>(),
+                tombstone in any::<bool>(),
+            ) {
+                let rev = Revision::new(main, sub);
+                let key = encode_revision_key(rev, tombstone);
+                prop_assert_eq!(key.len(), REVISION_KEY_LEN + usize::from(tombstone));
+                prop_assert_eq!(decode_revision_key(&key), Some((rev, tombstone)));
+                for cut in 0..REVISION_KEY_LEN {
+                    prop_assert_eq!(decode_revision_key(&key[..cut]), None);
+                }
+            }
+
+            #[test]
+            fn keys_sort_as_their_revisions(
+                a in revision(),
+                b in revision(),
+                a_tombstone in any::<bool>(),
+                b_tombstone in any::<bool>(),
+            ) {
+                let (ka, kb) = (
+                    encode_revision_key(a, a_tombstone),
+                    encode_revision_key(b, b_tombstone),
+                );
+                // A deletion's key sorts right after the same revision's put.
+                prop_assert_eq!(ka.cmp(&kb), (a, a_tombstone).cmp(&(b, b_tombstone)));
+            }
+
+            /// Any bytes: no panic; accepted exactly when they are a key
+            /// `encode_revision_key` writes.
+            #[test]
+            fn decodes_only_what_encode_writes(
+                mut bytes in prop_oneof![vec(any::<u8>(), 0..20), vec(any::<u8>(), 15..19)],
+                mark in any::<bool>(),
+            ) {
+                if mark && let Some(last) = bytes.last_mut() {
+                    *last = TOMBSTONE_MARK;
+                }
+                let is_key = bytes.len() == REVISION_KEY_LEN
+                    || (bytes.len() == REVISION_KEY_LEN + 1 && bytes[REVISION_KEY_LEN] == TOMBSTONE_MARK);
+                match decode_revision_key(&bytes) {
+                    Some((rev, tombstone)) => {
+                        prop_assert_eq!(encode_revision_key(rev, tombstone), bytes);
+                    }
+                    None => prop_assert!(!is_key),
+                }
+            }
+        }
+    }
 }

@@ -179,3 +179,106 @@ fn write_records(store: &Store, records: &[Record<'_>]) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    type Entry = (u8, Vec<u8>, Vec<u8>);
+
+    /// `body` (magic and records) with its checksum, as `snapshot_bytes` ends it.
+    fn sealed(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        body
+    }
+
+    /// The body `snapshot_bytes` writes for these entries.
+    fn body(entries: &[Entry]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for (tag, key, value) in entries {
+            out.push(*tag);
+            put_chunk(&mut out, key).expect("small");
+            put_chunk(&mut out, value).expect("small");
+        }
+        out.push(TAG_END);
+        out
+    }
+
+    fn parsed(bytes: &[u8]) -> Result<Vec<Entry>, Error> {
+        Ok(parse(bytes)?
+            .into_iter()
+            .map(|r| (r.tag, r.key.to_vec(), r.value.to_vec()))
+            .collect())
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<Entry>> {
+        vec(
+            (
+                prop_oneof![Just(TAG_KV), Just(TAG_META)],
+                vec(any::<u8>(), 0..24),
+                vec(any::<u8>(), 0..64),
+            ),
+            0..8,
+        )
+    }
+
+    /// `body`, checksummed, through `parse`: no panic, an error is
+    /// `InvalidSnapshot`, and what parses is written back the same.
+    fn check_any(body: Vec<u8>) -> Result<(), TestCaseError> {
+        match parsed(&sealed(body.clone())) {
+            Ok(entries) => prop_assert_eq!(self::body(&entries), body),
+            Err(e) => prop_assert!(matches!(e, Error::InvalidSnapshot(_)), "{e:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parses_what_is_written(entries in entries()) {
+            prop_assert_eq!(parsed(&sealed(body(&entries))).ok(), Some(entries));
+        }
+
+        /// A snapshot cut short, even with a checksum that matches the cut
+        /// (a sender that stopped early), is `InvalidSnapshot`.
+        #[test]
+        fn rejects_every_truncation(entries in entries()) {
+            let body = body(&entries);
+            let whole = sealed(body.clone());
+            for cut in 0..whole.len() {
+                prop_assert!(matches!(parsed(&whole[..cut]), Err(Error::InvalidSnapshot(_))));
+            }
+            for cut in 0..body.len() {
+                let resealed = sealed(body[..cut].to_vec());
+                prop_assert!(matches!(parsed(&resealed), Err(Error::InvalidSnapshot(_))));
+            }
+        }
+
+        /// Any records after the magic, checksummed: see [`check_any`].
+        #[test]
+        fn survives_arbitrary_records(
+            tail in vec(prop_oneof![0..3u8, any::<u8>()], 0..96),
+        ) {
+            let mut body = MAGIC.to_vec();
+            body.extend_from_slice(&tail);
+            check_any(body)?;
+        }
+
+        /// A written snapshot with one byte changed, checksummed again.
+        #[test]
+        fn survives_a_changed_byte(
+            entries in entries(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut body = body(&entries);
+            let at = MAGIC.len() + at.index(body.len() - MAGIC.len());
+            body[at] = byte;
+            check_any(body)?;
+        }
+    }
+}
