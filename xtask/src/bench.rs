@@ -1,6 +1,7 @@
 //! The load generator: closed-loop clients over the etcd v3 API, sharing a fixed number of
-//! HTTP/2 connections (requests through [`unary_client`]; `etcd-client` only for the status
-//! and readiness checks), plus the server-side figures (RSS, CPU) read from /proc.
+//! HTTP/2 connections (requests through [`unary_client`], watch streams through
+//! [`watch_client`]; the status and readiness checks and the watch workload's writers through
+//! [`etcd`]), plus the server-side figures (RSS, CPU) read from /proc.
 //!
 //! Every client task takes the next operation number from a shared counter until `total` is
 //! reached, so `total` operations are spread over `clients` concurrent requesters.
@@ -15,14 +16,14 @@ use concord_proto::etcdserverpb::{
     Compare, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest, request_op,
 };
-use etcd_client::{Client, ConnectOptions};
 use http::Uri;
 use prost::Message;
 
+use crate::etcd::{self, Client, Options};
 use crate::procfs;
 use crate::stats::{LatencySummary, SplitMix64, millis};
 use crate::unary_client::{self, CallError, UnaryConn, frame};
-use crate::watch_client::{self, WatchStream};
+use crate::watch_client::WatchStream;
 
 /// A run stops early after this many failed operations (a missing service fails every call).
 const MAX_ERRORS: u64 = 100;
@@ -299,16 +300,6 @@ pub fn local_server_pids(endpoints: &[String]) -> Vec<u32> {
     pids
 }
 
-async fn connect_one(endpoint: &str, request_timeout: Option<Duration>) -> Result<Client> {
-    let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
-    if let Some(timeout) = request_timeout {
-        options = options.with_timeout(timeout);
-    }
-    Client::connect([endpoint], Some(options))
-        .await
-        .with_context(|| format!("connect to {endpoint}"))
-}
-
 /// `conns` connections, round-robin over the endpoints.
 async fn connect_pool(
     endpoints: &[String],
@@ -327,15 +318,12 @@ pub async fn split_by_leader(endpoints: &[String]) -> Result<(String, Vec<String
     let mut leader = None;
     let mut others = Vec::new();
     let mut named = Vec::new();
-    for endpoint in endpoints {
-        let mut client = connect_one(endpoint, Some(Duration::from_secs(5))).await?;
-        let status = client
-            .status()
-            .await
-            .with_context(|| format!("status of {endpoint}"))?;
-        let own = status.header().map_or(0, |h| h.member_id());
-        named.push(status.leader());
-        if own != 0 && own == status.leader() {
+    let clients = Client::connect_each(endpoints, &Options::requests(Duration::from_secs(5)))?;
+    for (mut client, endpoint) in clients.into_iter().zip(endpoints) {
+        let status = client.status().await?;
+        let own = status.header.map_or(0, |h| h.member_id);
+        named.push(status.leader);
+        if own != 0 && own == status.leader {
             leader = Some(endpoint.clone());
         } else {
             others.push(endpoint.clone());
@@ -353,11 +341,14 @@ pub async fn wait_serving(endpoints: &[String], limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut last_error = String::new();
     while Instant::now() < deadline {
-        match connect_one(&endpoints[0], Some(Duration::from_secs(5))).await {
-            Ok(mut client) => match client.put("xtask/ready", "", None).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last_error = e.to_string(),
-            },
+        let ready = async {
+            let options = Options::requests(Duration::from_secs(5));
+            Client::connect(&endpoints[0], &options)?
+                .put("xtask/ready", "")
+                .await
+        };
+        match ready.await {
+            Ok(_) => return Ok(()),
             Err(e) => last_error = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -629,11 +620,14 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     // cut the long-lived streams.
     let mut pool = Vec::with_capacity(cfg.conns);
     for n in 0..cfg.conns {
-        pool.push(watch_client::connect(&cfg.endpoints[n % cfg.endpoints.len()]).await?);
+        pool.push(etcd::dial(&cfg.endpoints[n % cfg.endpoints.len()], &Options::default()).await?);
     }
     let mut writers = Vec::new();
     for _ in 0..watch_writers() {
-        writers.push(connect_one(&cfg.endpoints[0], Some(Duration::from_secs(30))).await?);
+        writers.push(Client::connect(
+            &cfg.endpoints[0],
+            &Options::requests(Duration::from_secs(30)),
+        )?);
     }
 
     let origin = Instant::now();
@@ -702,14 +696,11 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
                 let sent = Instant::now();
                 sent_at_nanos[seq as usize]
                     .store(origin.elapsed().as_nanos() as u64, Ordering::Release);
-                match writer
-                    .put(format!("{prefix}{seq}"), value.clone(), None)
-                    .await
-                {
+                match writer.put(format!("{prefix}{seq}"), value.clone()).await {
                     Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
                     Err(e) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }

@@ -19,14 +19,16 @@
 //! `chaos` runs a cluster under faults with clients and watchers recording a history, checks it
 //! (linearizability, watch completeness) and exits non-zero on any anomaly; see [`chaos`].
 //!
-//! The load generator lives here (tokio, h2 and the `etcd-client` crate) rather than in a separate
-//! crate: both are already built for the workspace, so xtask still compiles in seconds.
+//! The load generator lives here (tokio, h2, and tonic through `concord-proto`'s generated
+//! clients) rather than in a separate crate: all are already built for the workspace, so xtask
+//! still compiles in seconds.
 
 mod args;
 mod bench;
 mod chaos;
 mod cluster;
 mod compare;
+mod etcd;
 mod procfs;
 mod stats;
 mod unary_client;

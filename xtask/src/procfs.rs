@@ -175,7 +175,38 @@ mod tests {
     fn this_process_is_readable() {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 0);
-        assert!(cpu_seconds(me, clock_ticks_per_second()).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn cpu_time_grows_while_this_thread_computes() {
+        let me = std::process::id();
+        let ticks = clock_ticks_per_second();
+        let before = cpu_seconds(me, ticks).unwrap();
+        let started = std::time::Instant::now();
+        // 0.2 s of CPU, which a busy machine may take a while to hand out; the count moves in
+        // clock ticks (10 ms), so a field that stands still (another one than utime + stime)
+        // fails here.
+        let mut spent = 0.0;
+        let mut state = 1u64;
+        while spent < 0.2 && started.elapsed() < std::time::Duration::from_secs(30) {
+            for _ in 0..1_000_000 {
+                state =
+                    std::hint::black_box(state.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            spent = cpu_seconds(me, ticks).unwrap() - before;
+        }
+        let wall = started.elapsed().as_secs_f64();
+        assert!(
+            spent >= 0.2,
+            "{spent} s of CPU counted in {wall:.1} s of spinning"
+        );
+        // Nor can the process (other tests' threads too) have been counted more than every
+        // core for the whole time, give or take the ticks not yet accounted to its threads.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert!(
+            spent <= wall * cores + 0.5,
+            "{spent} s of CPU counted in {wall:.1} s"
+        );
     }
 
     #[test]

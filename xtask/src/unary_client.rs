@@ -1,8 +1,9 @@
 //! The load generator's unary gRPC calls (put, range, txn, lease), made on HTTP/2 directly.
 //!
 //! On a small machine the load generator shares the cores with the servers it measures, so
-//! whatever it spends per request is taken from them. Through `etcd-client` (tonic's channel
-//! with its buffer task, message types built per call) a put cost the client ~42 µs of CPU,
+//! whatever it spends per request is taken from them. Through a tonic client (tonic's channel
+//! with its buffer task, message types built per call; measured with the `etcd-client` crate,
+//! whose clients are tonic's like those of [`crate::etcd`]) a put cost the client ~42 µs of CPU,
 //! a third of the whole machine's CPU per put in the 3-member comparison. Here a request is
 //! one pre-framed message on a shared HTTP/2 connection, and a response is checked for its
 //! gRPC status and handed back undecoded. Both targets (concord and etcd) are driven by this

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
 /// `WatchResponse`, `Event` and `KeyValue` field numbers.
@@ -33,20 +33,6 @@ pub struct Summary {
     pub sequences: Vec<usize>,
 }
 
-/// A connection for watch streams.
-pub async fn connect(endpoint: &str) -> Result<Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Endpoint::from_shared(url.clone())
-        .with_context(|| format!("endpoint {url}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to {url}"))
-}
-
 /// One open Watch stream.
 pub struct WatchStream {
     responses: tonic::Streaming<Summary>,
@@ -56,14 +42,10 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// Opens a stream with `watchers` watchers of every key under `prefix` and waits
-    /// until all of them are created.
+    /// until all of them are created; `channel` from [`crate::etcd::dial`].
     pub async fn open(channel: Channel, prefix: &str, watchers: usize) -> Result<WatchStream> {
         let (requests, queued) = mpsc::unbounded_channel();
-        let mut range_end = prefix.as_bytes().to_vec();
-        match range_end.last_mut() {
-            Some(last) if *last < 0xff => *last += 1,
-            _ => bail!("prefix {prefix:?} must end in a byte below 0xff"),
-        }
+        let range_end = crate::etcd::prefix_end(prefix.as_bytes());
         for _ in 0..watchers {
             let create = WatchCreateRequest {
                 key: prefix.as_bytes().to_vec(),

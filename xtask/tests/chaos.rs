@@ -3,6 +3,7 @@
 //! binary) and against Debian's etcd 3.4.23, the reference that proves the harness and the
 //! checker do not cry wolf.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,6 +11,14 @@ use std::process::Command;
 /// seven faults in 25 seconds, every kind: kill -9 of the leader and of a follower, blackholes
 /// of the leader, delays, SIGSTOP of the leader, dropped connections.
 const SEED: &str = "55";
+/// A run under seed 55 must have injected at least this many faults (all it planned, in fact):
+/// a run that injected none would prove nothing.
+const MIN_FAULTS: usize = 7;
+/// And completed at least this many operations, and delivered this many watch events: a run
+/// passes vacuously when the cluster served nothing. Both targets complete several thousand
+/// operations here (8 clients, 30 s), and deliver tens of thousands of events.
+const MIN_OK: usize = 1000;
+const MIN_WATCH_EVENTS: usize = 1000;
 
 fn xtask() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xtask"))
@@ -47,6 +56,37 @@ fn concord() -> PathBuf {
     concord
 }
 
+/// The words of the run's `chaos-summary` line: `key=value` each.
+fn summary(stdout: &str) -> BTreeMap<String, String> {
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("chaos-summary "))
+        .expect("no chaos-summary line printed");
+    line.split_whitespace()
+        .map(|word| {
+            let (key, value) = word
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{word:?} in the summary is not key=value"));
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+fn count(summary: &BTreeMap<String, String>, key: &str) -> usize {
+    let value = summary
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in the summary {summary:?}"));
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}={value} is not a count"))
+}
+
+fn anomaly_kinds(summary: &BTreeMap<String, String>) -> Vec<&str> {
+    summary
+        .get("anomaly-kinds")
+        .map_or(Vec::new(), |kinds| kinds.split(',').collect())
+}
+
 fn assert_passes(target: &str, binary: &Path) {
     let args = ["--duration", "30s", "--seed", SEED, "--target", target];
     let (passed, stdout, data_dir) = chaos_run(target, binary, &args);
@@ -56,6 +96,24 @@ fn assert_passes(target: &str, binary: &Path) {
         data_dir.display()
     );
     assert!(stdout.contains("PASS"), "no verdict printed");
+    let summary = summary(&stdout);
+    assert_eq!(summary["verdict"], "pass");
+    assert_eq!(anomaly_kinds(&summary), ["none"]);
+    let (planned, injected) = (
+        count(&summary, "faults-planned"),
+        count(&summary, "faults-injected"),
+    );
+    assert!(
+        injected >= MIN_FAULTS && injected == planned,
+        "{injected} of {planned} planned faults injected, expected all and at least {MIN_FAULTS}"
+    );
+    let ok = count(&summary, "ok");
+    assert!(ok >= MIN_OK, "only {ok} operations completed");
+    let events = count(&summary, "watch-events");
+    assert!(
+        events >= MIN_WATCH_EVENTS,
+        "only {events} watch events delivered"
+    );
 }
 
 #[test]
@@ -77,11 +135,17 @@ fn chaos_catches_stale_reads() {
     let args = ["--duration", "10s", "--seed", "3", "--serializable-gets"];
     let (passed, stdout, _) = chaos_run("stale-reads", &concord(), &args);
     assert!(!passed, "serializable reads passed as linearizable");
-    // Not a crash, a stall or a harness error: the checker's anomalies fail it.
+    let summary = summary(&stdout);
+    assert_eq!(summary["verdict"], "fail");
+    // Not a crash or any other anomaly: a read that returned an older value than a write (or
+    // read) that completed before it had established.
     assert!(
-        stdout
-            .lines()
-            .any(|line| line.starts_with("FAIL: ") && line.contains("anomalies")),
-        "failed for another reason than anomalies in the history"
+        anomaly_kinds(&summary).contains(&"stale-read"),
+        "failed without a stale read: {summary:?}"
+    );
+    assert_eq!(count(&summary, "crashes"), 0, "a member crashed");
+    assert!(
+        count(&summary, "faults-injected") >= 1,
+        "the blackhole was not injected"
     );
 }

@@ -269,11 +269,16 @@ async fn drain_timeout_closes_connections_that_stay_open() {
     let bound = bind(&url("http://127.0.0.1:0")).await.unwrap();
     let addr = bound.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel::<()>();
     let slow = axum::Router::new().route(
         "/forever",
-        get(|| async {
-            std::future::pending::<()>().await;
-            "never"
+        get(move || {
+            let entered = entered_tx.clone();
+            async move {
+                let _ = entered.send(());
+                std::future::pending::<()>().await;
+                "never"
+            }
         }),
     );
     let options = HttpOptions {
@@ -294,8 +299,12 @@ async fn drain_timeout_closes_connections_that_stay_open() {
     tcp.write_all(b"GET /forever HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    // Wait until the server has the request (its handler never answers).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the handler has the request (it never answers): the drain timeout, not
+    // a connection closed before its request was read, is what ends the serving.
+    tokio::time::timeout(Duration::from_secs(30), entered.recv())
+        .await
+        .expect("the request reaches its handler")
+        .expect("the handler was entered");
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await

@@ -117,6 +117,14 @@ impl Member {
             }
         }
     }
+
+    /// The events delivered so far and not yet read, without waiting. Once the member is
+    /// [shut down](Member::shut_down) (its listener has finished every connection, and
+    /// the service delivers inside the connection's task) this is everything it will
+    /// ever have received: absence shown by state, not by a quiet spell.
+    fn delivered(&self) -> Vec<Inbound> {
+        std::iter::from_fn(|| self.inbound.try_recv().ok()).collect()
+    }
 }
 
 fn append(from: u64, to: u64, index: u64) -> Message {
@@ -163,6 +171,38 @@ async fn send_until_received(
     }
 }
 
+/// Sends `marker` every 50 ms (as raft would retry) until `receiver` gets it (same
+/// sender, type and index); returns the sender's messages that arrived before it.
+///
+/// A link delivers in order, so a message the sender queued for this link before the
+/// marker either arrived before it (and is in the result) or never will: asserting it
+/// is absent from the result proves it was not delivered, however fast or slow the
+/// machine.
+async fn messages_before_marker(
+    sender: &PeerTransport,
+    receiver: &Member,
+    marker: &Message,
+) -> Vec<Message> {
+    let is_marker = |m: &Message| {
+        (m.from, m.get_msg_type(), m.index) == (marker.from, marker.get_msg_type(), marker.index)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut before = Vec::new();
+    loop {
+        sender.send(vec![marker.clone()]);
+        if let Some(Inbound::Message(received)) =
+            receiver.next_event_within(Duration::from_millis(50)).await
+            && received.from == marker.from
+        {
+            if is_marker(&received) {
+                return before;
+            }
+            before.push(received);
+        }
+        assert!(Instant::now() < deadline, "the marker never got through");
+    }
+}
+
 async fn wait_for_unreachable(member: &Member, peer: u64) {
     loop {
         if let Inbound::Unreachable(id) = member.next_event().await {
@@ -180,13 +220,10 @@ async fn two_members_exchange_messages_in_order() {
     b.transport.add_peer(1, vec![a.url.clone()]);
 
     // The first batch may race the connection; what arrives must still be in order.
+    // Late copies of the retried first message may follow it; the loop below skips them
+    // (they were queued before the batch, so they cannot come after any of it).
     let first = send_until_received(&a.transport, &b, &append(1, 2, 0)).await;
     assert_eq!(first.index, 0);
-    while b
-        .next_event_within(Duration::from_millis(100))
-        .await
-        .is_some()
-    {}
 
     a.transport
         .send((1..=1000).map(|index| append(1, 2, index)).collect());
@@ -227,24 +264,30 @@ async fn a_down_peer_is_unreachable_and_reconnects_when_it_comes_back() {
     let received = send_until_received(&a.transport, &b, &append(1, 2, 2)).await;
     assert_eq!(received.index, 2);
     assert!(a.transport.is_active(2));
+    // The link reports only while disconnected, and it is connected (a message just
+    // came through it): every report from before is already in the channel.
+    let stale = a.delivered();
+    assert!(
+        stale.iter().all(|e| matches!(e, Inbound::Unreachable(2))),
+        "{stale:?}"
+    );
 
-    // Member 2 goes away again: its stream breaks and member 1 is told.
+    // Member 2 goes away again: its stream breaks and member 1 is told. (The link
+    // reports before it marks itself inactive, so wait for both.)
     b.shut_down().await;
-    while a
-        .next_event_within(Duration::from_millis(50))
-        .await
-        .is_some()
-    {}
     let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut told = false;
+    while !(told && !a.transport.is_active(2)) {
         a.transport.send(vec![append(1, 2, 3)]);
         if let Some(Inbound::Unreachable(2)) = a.next_event_within(Duration::from_millis(50)).await
         {
-            break;
+            told = true;
         }
-        assert!(Instant::now() < deadline, "never reported unreachable");
+        assert!(
+            Instant::now() < deadline,
+            "never reported unreachable (told: {told})"
+        );
     }
-    assert!(!a.transport.is_active(2));
     a.shut_down().await;
 }
 
@@ -406,15 +449,21 @@ async fn client_cert_auth_refuses_peers_without_a_valid_certificate() {
     stranger.transport.send(vec![append(3, 2, 2)]);
     wait_for_unreachable(&stranger, 2).await;
     assert!(!stranger.transport.is_active(2));
-    while let Some(event) = b.next_event_within(Duration::from_millis(200)).await {
-        if let Inbound::Message(message) = event {
-            assert_ne!(message.from, 3, "a message from the refused peer arrived");
-        }
-    }
 
+    // Once member 2 has shut down, everything its service ever delivered is in its
+    // channel: nothing came from the refused peer.
     stranger.shut_down().await;
     trusted.shut_down().await;
     b.shut_down().await;
+    let from_stranger: Vec<_> = b
+        .delivered()
+        .into_iter()
+        .filter(|e| matches!(e, Inbound::Message(m) if m.from == 3))
+        .collect();
+    assert!(
+        from_stranger.is_empty(),
+        "messages from the refused peer arrived: {from_stranger:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,17 +473,21 @@ async fn members_of_another_cluster_are_refused() {
     a.transport.add_peer(2, vec![b.url.clone()]);
     a.transport.send(vec![append(1, 2, 1)]);
     wait_for_unreachable(&a, 2).await;
-    assert!(
-        b.next_event_within(Duration::from_millis(300))
-            .await
-            .is_none()
-    );
 
-    // Once member 2 learns it is in cluster 77 after all, messages go through.
+    // Once member 2 learns it is in cluster 77 after all, messages go through, and the
+    // refused one is not among them: it was queued on the same link before the marker,
+    // so it would have arrived first.
     b.transport.set_cluster_id(77);
-    send_until_received(&a.transport, &b, &append(1, 2, 2)).await;
+    let before = messages_before_marker(&a.transport, &b, &append(1, 2, 2)).await;
+    assert!(before.is_empty(), "refused messages arrived: {before:?}");
     a.shut_down().await;
     b.shut_down().await;
+    let refused: Vec<_> = b
+        .delivered()
+        .into_iter()
+        .filter(|e| matches!(e, Inbound::Message(m) if m.index == 1))
+        .collect();
+    assert!(refused.is_empty(), "a refused message arrived: {refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,11 +509,23 @@ async fn member_info_answers_and_removed_peers_get_nothing() {
             break;
         }
     }
-    while let Some(event) = b.next_event_within(Duration::from_millis(300)).await {
-        if let Inbound::Message(message) = event {
-            assert_ne!(message.index, 2, "a message to a removed peer was sent");
-        }
-    }
+    // Added back, member 2 gets a marker, and nothing sent while it was removed came
+    // before it (had the old link lived on, the message would be queued ahead of it).
+    a.transport.add_peer(2, vec![b.url.clone()]);
+    let before = messages_before_marker(&a.transport, &b, &append(1, 2, 3)).await;
+    assert!(
+        before.iter().all(|m| m.index == 1),
+        "only late copies of the first message may precede the marker: {before:?}"
+    );
     a.shut_down().await;
     b.shut_down().await;
+    let sent_while_removed: Vec<_> = b
+        .delivered()
+        .into_iter()
+        .filter(|e| matches!(e, Inbound::Message(m) if m.index == 2))
+        .collect();
+    assert!(
+        sent_while_removed.is_empty(),
+        "a message to a removed peer was sent: {sent_while_removed:?}"
+    );
 }

@@ -42,6 +42,7 @@ use self::proxy::Network;
 use self::watchers::WatcherOutcome;
 use self::workload::{Clock, Shared};
 use crate::cluster::{self, Flavor, LocalCluster};
+use crate::etcd::{Client, Options, Read};
 
 /// How one run is set up.
 #[derive(Clone, Debug)]
@@ -107,6 +108,8 @@ pub fn final_quiet(duration: Duration) -> Duration {
 /// What a run produced, for the summary.
 struct RunOutcome {
     history: History,
+    /// Faults in the nemesis's plan; `nemesis.injected` counts those it injected.
+    planned_faults: usize,
     nemesis: NemesisReport,
     watchers: Vec<WatcherOutcome>,
     final_revision: Option<i64>,
@@ -128,12 +131,21 @@ pub async fn run(config: &ChaosConfig) -> Result<bool> {
     print_summary(config, &outcome, &mut failures);
     println!("\nchecker ({:.1}s): {report}", check_time.as_secs_f64());
     if !report.is_ok() {
-        failures.push(format!("{} anomalies", report.anomalies.len()));
+        let kinds: Vec<String> = report.kinds().iter().map(ToString::to_string).collect();
+        failures.push(format!(
+            "{} anomalies ({})",
+            report.anomalies.len(),
+            kinds.join(", ")
+        ));
     }
     println!(
         "member logs: {}/m*.log; history: {}",
         config.data_dir.display(),
         config.data_dir.join("history.txt").display()
+    );
+    println!(
+        "{}",
+        machine_summary(&outcome, &report, failures.is_empty())
     );
     if failures.is_empty() {
         println!("PASS");
@@ -327,6 +339,7 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
         .with_context(|| format!("write {}", dump.display()))?;
     Ok(RunOutcome {
         history,
+        planned_faults: steps.len(),
         nemesis: nemesis_report,
         watchers: watcher_outcomes,
         final_revision,
@@ -347,28 +360,23 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// One status client per member, and each member's id (the leader field of Status names it).
-async fn member_ids(
-    endpoints: &[String],
-    timeout: Duration,
-) -> Result<(Vec<etcd_client::Client>, Vec<u64>)> {
-    let mut clients = Vec::new();
+async fn member_ids(endpoints: &[String], timeout: Duration) -> Result<(Vec<Client>, Vec<u64>)> {
+    let mut clients = Client::connect_each(endpoints, &Options::under_faults(timeout))?;
     let mut ids = Vec::new();
-    for endpoint in endpoints {
-        let mut client = workload::connect(endpoint, timeout).await?;
+    for (client, endpoint) in clients.iter_mut().zip(endpoints) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let id = loop {
             let answer = tokio::time::timeout(timeout, client.status()).await;
             if let Ok(Ok(status)) = answer
-                && let Some(header) = status.header()
+                && let Some(header) = status.header
             {
-                break header.member_id();
+                break header.member_id;
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("{endpoint} did not answer Maintenance.Status within 30s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        clients.push(client);
         ids.push(id);
     }
     Ok((clients, ids))
@@ -381,13 +389,14 @@ async fn final_store_revision(endpoints: &[String], timeout: Duration) -> Option
         if tokio::time::Instant::now() > deadline {
             return None;
         }
-        let Ok(mut client) = workload::connect(endpoint, timeout).await else {
-            continue;
+        let read = async {
+            let mut client = Client::connect(endpoint, &Options::under_faults(timeout))?;
+            client.get(PREFIX, Read::Linearizable).await
         };
-        if let Ok(Ok(response)) = tokio::time::timeout(timeout, client.get(PREFIX, None)).await
-            && let Some(header) = response.header()
+        if let Ok(Ok(response)) = tokio::time::timeout(timeout, read).await
+            && let Some(header) = response.header
         {
-            return Some(header.revision());
+            return Some(header.revision);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -433,6 +442,56 @@ fn operation_counts(operations: &[Operation]) -> BTreeMap<&'static str, (usize, 
         }
     }
     counts
+}
+
+/// The line that starts with this is the run's summary for scripts and tests.
+const MACHINE_SUMMARY: &str = "chaos-summary";
+
+/// One line of `key=value` words after [`MACHINE_SUMMARY`]: operations that completed (`ok`)
+/// and that did not (`unknown`), faults planned and injected, members that exited on their
+/// own, watch events delivered, anomalies and their kinds ([`check::AnomalyKind::slug`], or
+/// `none`), and the verdict.
+fn machine_summary(outcome: &RunOutcome, report: &check::CheckReport, passed: bool) -> String {
+    let counts = operation_counts(&outcome.history.operations);
+    let kinds: Vec<String> = report.kinds().into_iter().map(|k| k.slug()).collect();
+    let words = [
+        (
+            "ok",
+            counts.values().map(|c| c.0).sum::<usize>().to_string(),
+        ),
+        (
+            "unknown",
+            counts.values().map(|c| c.1).sum::<usize>().to_string(),
+        ),
+        ("faults-planned", outcome.planned_faults.to_string()),
+        (
+            "faults-injected",
+            outcome.nemesis.injected.values().sum::<usize>().to_string(),
+        ),
+        ("crashes", outcome.nemesis.crashes.len().to_string()),
+        (
+            "watch-events",
+            outcome
+                .history
+                .watches
+                .iter()
+                .map(|w| w.events.len())
+                .sum::<usize>()
+                .to_string(),
+        ),
+        ("anomalies", report.anomalies.len().to_string()),
+        (
+            "anomaly-kinds",
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(",")
+            },
+        ),
+        ("verdict", if passed { "pass" } else { "fail" }.to_string()),
+    ];
+    let words: Vec<String> = words.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{MACHINE_SUMMARY} {}", words.join(" "))
 }
 
 fn print_summary(config: &ChaosConfig, outcome: &RunOutcome, failures: &mut Vec<String>) {

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use etcd_client::Client;
 use tokio::time::Instant;
 
 use super::proxy::{LinkFault, Links, Network};
 use crate::cluster::LocalCluster;
+use crate::etcd::Client;
 use crate::stats::SplitMix64;
 
 /// Which members a fault hits: `members` (a minority, chosen by the plan), with the first one
@@ -210,7 +210,7 @@ pub async fn find_leader(clients: &[Client], member_ids: &[u64]) -> Option<usize
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .map(|status| status.leader())
+                .map(|status| status.leader)
         });
     }
     let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
@@ -460,14 +460,14 @@ impl Nemesis {
         loop {
             let answer = tokio::time::timeout(Duration::from_secs(1), client.status()).await;
             if let Ok(Ok(status)) = answer
-                && let Some(header) = status.header()
+                && let Some(header) = status.header
             {
                 let expected = self.member_ids[member];
-                if header.member_id() != expected {
+                if header.member_id != expected {
                     let problem = format!(
                         "{} came back as member {:x}, not as itself ({expected:x})",
                         self.name(member),
-                        header.member_id()
+                        header.member_id
                     );
                     self.say(&problem);
                     report.errors.push(problem);

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchOptions, WatchStream};
+use concord_proto::etcdserverpb::WatchCreateRequest;
+use concord_proto::mvccpb::event::EventType;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::history::{EventKind, WatchEvent, WatchRecord};
-use super::workload::{Shared, connect};
+use super::workload::Shared;
+use crate::etcd::{self, Client, WatchStream};
 use crate::stats::SplitMix64;
 
 /// How long the final catch-up (events up to the final revision, then the progress answer) may
@@ -57,15 +59,10 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn client(&mut self) -> Option<Client> {
+    fn client(&mut self) -> Option<Client> {
         let slot = &mut self.clients[self.endpoint];
         if slot.is_none() {
-            *slot = connect(
-                &self.shared.endpoints[self.endpoint],
-                self.shared.request_timeout,
-            )
-            .await
-            .ok();
+            *slot = self.shared.connect(self.endpoint).ok();
         }
         slot.clone()
     }
@@ -81,9 +78,15 @@ impl Watcher {
     }
 
     async fn open(&mut self, start: i64) -> Option<WatchStream> {
-        let mut client = self.client().await?;
-        let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let opening = client.watch(self.shared.prefix.as_str(), Some(options));
+        let mut client = self.client()?;
+        let prefix = self.shared.prefix.as_bytes();
+        let create = WatchCreateRequest {
+            key: prefix.to_vec(),
+            range_end: etcd::prefix_end(prefix),
+            start_revision: start,
+            ..Default::default()
+        };
+        let opening = client.watch(create);
         match tokio::time::timeout(self.shared.request_timeout, opening).await {
             Ok(Ok(stream)) => Some(stream),
             _ => None,
@@ -109,7 +112,7 @@ impl Watcher {
                 && record.complete_to >= last
                 && !progress_asked
             {
-                if stream.request_progress().await.is_err() {
+                if stream.request_progress().is_err() {
                     return Ended::Broken;
                 }
                 progress_asked = true;
@@ -120,38 +123,41 @@ impl Watcher {
                         Ok(Some(response)) => response,
                         Ok(None) | Err(_) => return Ended::Broken,
                     };
-                    if response.canceled() {
+                    if response.canceled {
                         return Ended::Broken;
                     }
-                    if response.created() {
+                    if response.created {
                         continue;
                     }
-                    if response.events().is_empty() {
+                    if response.events.is_empty() {
                         // A progress notification: everything up to its revision was sent.
-                        if let Some(header) = response.header() {
-                            record.complete_to = record.complete_to.max(header.revision());
+                        if let Some(header) = &response.header {
+                            record.complete_to = record.complete_to.max(header.revision);
                         }
                         if progress_asked {
                             return Ended::Finished;
                         }
                         continue;
                     }
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let (kind, value) = match event.event_type() {
-                            EventType::Put => (
+                    for event in &response.events {
+                        let Some(kv) = &event.kv else { continue };
+                        let (kind, value) = match EventType::try_from(event.r#type) {
+                            Ok(EventType::Put) => (
                                 EventKind::Put,
-                                String::from_utf8_lossy(kv.value()).into_owned(),
+                                String::from_utf8_lossy(&kv.value).into_owned(),
                             ),
-                            EventType::Delete => (EventKind::Delete, String::new()),
+                            Ok(EventType::Delete) => (EventKind::Delete, String::new()),
+                            // Neither etcd nor Concord sends another; the stream is not
+                            // trusted past it.
+                            Err(_) => return Ended::Broken,
                         };
                         record.events.push(WatchEvent {
                             kind,
-                            key: String::from_utf8_lossy(kv.key()).into_owned(),
+                            key: String::from_utf8_lossy(&kv.key).into_owned(),
                             value,
-                            mod_revision: kv.mod_revision(),
+                            mod_revision: kv.mod_revision,
                         });
-                        record.complete_to = record.complete_to.max(kv.mod_revision());
+                        record.complete_to = record.complete_to.max(kv.mod_revision);
                     }
                 }
                 _ = tokio::time::sleep_until(close_at), if finishing.is_none() => {

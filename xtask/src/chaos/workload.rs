@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use concord_proto::etcdserverpb::{ResponseHeader, TxnRequest};
 use tokio::sync::watch;
 
 use super::history::{Call, ObservedKv, Operation, Outcome};
+use crate::etcd::{self, Client, Options, Read};
 use crate::stats::SplitMix64;
 
 /// The run's one monotonic clock: nanoseconds since the run started.
@@ -58,54 +59,55 @@ impl Shared {
     pub fn saw_revision(&self, revision: i64) {
         self.highest_revision.fetch_max(revision, Ordering::Relaxed);
     }
-}
 
-/// A client for one endpoint; connecting is lazy (nothing is dialed until the first request).
-pub async fn connect(endpoint: &str, request_timeout: Duration) -> Result<Client> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(request_timeout)
-        .with_timeout(request_timeout)
-        // Notice a member that vanished (kill -9 leaves no FIN behind a SIGSTOP) quickly.
-        .with_keep_alive(Duration::from_secs(1), request_timeout);
-    tokio::time::timeout(request_timeout, Client::connect([endpoint], Some(options)))
-        .await
-        .with_context(|| format!("connect to {endpoint}: timed out"))?
-        .with_context(|| format!("connect to {endpoint}"))
+    /// How clients and watchers talk to the members.
+    pub fn options(&self) -> Options {
+        Options::under_faults(self.request_timeout)
+    }
+
+    /// A client of member `endpoint`; nothing is dialed until the first request.
+    pub fn connect(&self, endpoint: usize) -> Result<Client> {
+        Client::connect(&self.endpoints[endpoint], &self.options())
+    }
 }
 
 /// Sends `call` and turns the answer into an [`Outcome`]; any error is the caller's unknown.
 async fn execute(client: &mut Client, call: &Call, serializable_gets: bool) -> Result<Outcome> {
-    let revision = |header: Option<&etcd_client::ResponseHeader>| {
+    let revision = |header: Option<ResponseHeader>| {
         header
-            .map(|h| h.revision())
+            .map(|h| h.revision)
             .context("response without a header")
     };
     Ok(match call {
         Call::Put { key, value } => {
-            let response = client.put(key.as_str(), value.as_str(), None).await?;
+            let response = client.put(key.as_str(), value.as_str()).await?;
             Outcome::Put {
-                revision: revision(response.header())?,
+                revision: revision(response.header)?,
             }
         }
         Call::Get { key } => {
-            let options = serializable_gets.then(|| GetOptions::new().with_serializable());
-            let response = client.get(key.as_str(), options).await?;
-            let kv = response.kvs().first().map(|kv| ObservedKv {
-                value: String::from_utf8_lossy(kv.value()).into_owned(),
-                create_revision: kv.create_revision(),
-                mod_revision: kv.mod_revision(),
-                version: kv.version(),
+            let read = if serializable_gets {
+                Read::Serializable
+            } else {
+                Read::Linearizable
+            };
+            let response = client.get(key.as_str(), read).await?;
+            let kv = response.kvs.first().map(|kv| ObservedKv {
+                value: String::from_utf8_lossy(&kv.value).into_owned(),
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
             });
             Outcome::Get {
-                revision: revision(response.header())?,
+                revision: revision(response.header)?,
                 kv,
             }
         }
         Call::Delete { key } => {
-            let response = client.delete(key.as_str(), None).await?;
+            let response = client.delete(key.as_str()).await?;
             Outcome::Delete {
-                revision: revision(response.header())?,
-                deleted: response.deleted(),
+                revision: revision(response.header)?,
+                deleted: response.deleted,
             }
         }
         Call::Cas {
@@ -114,18 +116,18 @@ async fn execute(client: &mut Client, call: &Call, serializable_gets: bool) -> R
             value,
         } => {
             let compare = match expected {
-                Some(expected) => Compare::value(key.as_str(), CompareOp::Equal, expected.as_str()),
-                None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                Some(expected) => etcd::value_is(key, expected),
+                None => etcd::absent(key),
             };
-            let txn = Txn::new().when([compare]).and_then([TxnOp::put(
-                key.as_str(),
-                value.as_str(),
-                None,
-            )]);
+            let txn = TxnRequest {
+                compare: vec![compare],
+                success: vec![etcd::put_op(key, value)],
+                failure: vec![],
+            };
             let response = client.txn(txn).await?;
             Outcome::Cas {
-                revision: revision(response.header())?,
-                succeeded: response.succeeded(),
+                revision: revision(response.header)?,
+                succeeded: response.succeeded,
             }
         }
     })
@@ -187,10 +189,10 @@ impl Worker {
         }
     }
 
-    async fn client(&mut self, shared: &Shared) -> Result<&mut Client> {
+    fn client(&mut self, shared: &Shared) -> Result<&mut Client> {
         let slot = &mut self.clients[self.endpoint];
         if slot.is_none() {
-            *slot = Some(connect(&shared.endpoints[self.endpoint], shared.request_timeout).await?);
+            *slot = Some(shared.connect(self.endpoint)?);
         }
         slot.as_mut().context("client just made")
     }
@@ -198,7 +200,7 @@ impl Worker {
     async fn attempt(&mut self, shared: &Shared, call: &Call) -> Result<Outcome> {
         let timeout = shared.request_timeout;
         let serializable_gets = shared.serializable_gets;
-        let client = self.client(shared).await?;
+        let client = self.client(shared)?;
         tokio::time::timeout(timeout, execute(client, call, serializable_gets))
             .await
             .context("timed out")?

@@ -7,7 +7,7 @@
 //! std::process::exit(if report.anomalies.is_empty() { 0 } else { 1 });
 //! ```
 //!
-//! Three families of checks:
+//! Four families of checks:
 //!
 //! * **Per key** (`keys`): every key's operations must have a linearization under a model of
 //!   one etcd key with revisions (`model`): value, create and mod revision, version, and the
@@ -20,6 +20,10 @@
 //!   did not fail, was invoked before the read returned, got the revision the read reports; the
 //!   header is at least the `mod_revision`). A key that fails is shrunk to a small failing
 //!   sub-history before it is reported.
+//! * **Stale reads** (`stale`): a read that returned an older state of its key than an
+//!   operation completed before the read was invoked had established. The search above rejects
+//!   such a history too; this check names the anomaly, so that a run can be required to fail
+//!   for exactly that reason (the `--serializable-gets` self-test).
 //! * **Store-wide revisions** (`global`): acknowledged writes never share a revision; an
 //!   operation invoked after another returned never sees an older revision (and a write gets a
 //!   newer one).
@@ -39,12 +43,13 @@ mod keys;
 mod lower;
 mod model;
 mod search;
+mod stale;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::chaos::history::{Call, EventKind, History, Operation, Outcome, WatchEvent};
@@ -66,6 +71,12 @@ impl CheckReport {
     pub fn is_ok(&self) -> bool {
         self.anomalies.is_empty()
     }
+
+    /// The kinds of anomaly found, each once, in the order of [`AnomalyKind`].
+    pub fn kinds(&self) -> Vec<AnomalyKind> {
+        let kinds: BTreeSet<AnomalyKind> = self.anomalies.iter().map(|a| a.kind).collect();
+        kinds.into_iter().collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +88,9 @@ pub enum AnomalyKind {
     NotLinearizable,
     /// The search for a key ran out of budget: not a pass.
     Undecided,
+    /// A read returned an older value of its key (or its absence from an older revision) than
+    /// a write or a read of the key that completed before the read was invoked had established.
+    StaleRead,
     /// A read returned a value no write could have produced (never written, written to another
     /// key, by a compare-and-set that failed, or only after the read returned).
     PhantomRead,
@@ -105,12 +119,20 @@ pub enum AnomalyKind {
     WatchOutOfRange,
 }
 
+impl AnomalyKind {
+    /// The name in a machine-readable summary: the display name with dashes, `stale-read`.
+    pub fn slug(self) -> String {
+        self.to_string().replace(' ', "-")
+    }
+}
+
 impl fmt::Display for AnomalyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AnomalyKind::InvalidHistory => "invalid history",
             AnomalyKind::NotLinearizable => "not linearizable",
             AnomalyKind::Undecided => "could not decide",
+            AnomalyKind::StaleRead => "stale read",
             AnomalyKind::PhantomRead => "phantom read",
             AnomalyKind::ReadWrongRevision => "read with a wrong revision",
             AnomalyKind::ImpossibleResult => "impossible result",
@@ -212,6 +234,7 @@ pub fn check(history: &History) -> CheckReport {
     let index = index::Index::new(history);
     let mut findings = Findings::default();
     keys::check(&index, &mut findings);
+    stale::check(&index, &mut findings);
     global::check(&index, &mut findings);
     watch::check(&index, &mut findings);
     CheckReport {

@@ -16,10 +16,26 @@ fn stale_read_after_a_newer_write_completed() {
         vec![],
     );
     let report = assert_rejected_with(&h, AnomalyKind::NotLinearizable);
+    // Named for what it is, with the write that made it stale.
+    let text = report.to_string();
+    assert_eq!(
+        kinds(&report),
+        [AnomalyKind::NotLinearizable, AnomalyKind::StaleRead],
+        "{text}"
+    );
+    assert_eq!(
+        report.anomalies[1].operations,
+        [h.operations[1].clone(), h.operations[2].clone()]
+    );
+    assert!(
+        text.contains(
+            "[stale read] key \"k\": a read returned \"a\" (mod_revision 2), older than \
+             revision 3 that a write completed before the read was invoked had established"
+        ),
+        "{text}"
+    );
     // Shrunk to the newer write and the read, starting from a state left open (which may hold
     // "a"), and the write of "a", whose revision is the floor of that open state.
-    let text = report.to_string();
-    assert_eq!(report.anomalies.len(), 1, "{text}");
     assert_eq!(report.anomalies[0].operations.len(), 3, "{text}");
     assert!(
         text.contains("client   2         4.000 ..        5.000 ms  get k"),
@@ -43,6 +59,64 @@ fn stale_read_with_an_old_header_is_also_a_revision_going_backwards() {
     );
     let report = assert_rejected_with(&h, AnomalyKind::RevisionWentBackwards);
     assert!(kinds(&report).contains(&AnomalyKind::NotLinearizable));
+}
+
+#[test]
+fn stale_read_after_a_newer_read_completed() {
+    let h = history(
+        vec![
+            op(1, 0, Some(1), put("k", "a"), written(2)),
+            // The put of "b" is still running, yet one read sees it and a later one does not.
+            op(2, 2, None, put("k", "b"), Outcome::Unknown),
+            op(3, 3, Some(4), get("k"), read(3, "b", 2, 3, 2)),
+            op(4, 5, Some(6), get("k"), read(3, "a", 2, 2, 1)),
+        ],
+        vec![],
+    );
+    let report = assert_rejected_with(&h, AnomalyKind::StaleRead);
+    assert!(
+        report.to_string().contains(
+            "a read returned \"a\" (mod_revision 2), older than revision 3 that a read completed"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn stale_absence_after_a_put_completed() {
+    let h = history(
+        vec![
+            op(1, 0, Some(1), put("k", "a"), written(2)),
+            // No value, from the store as it was before the put.
+            op(2, 2, Some(3), get("k"), absent(1)),
+        ],
+        vec![],
+    );
+    let report = assert_rejected_with(&h, AnomalyKind::StaleRead);
+    assert!(
+        report
+            .to_string()
+            .contains("a read returned no value as of revision 1"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_stale_delete_is_a_stale_read_for_later_reads() {
+    let h = history(
+        vec![
+            op(1, 0, Some(1), put("k", "a"), written(2)),
+            op(1, 2, Some(3), delete("k"), deleted(3, 1)),
+            // "a" again after its delete was acknowledged.
+            op(2, 4, Some(5), get("k"), read(3, "a", 2, 2, 1)),
+        ],
+        vec![],
+    );
+    let report = assert_rejected_with(&h, AnomalyKind::StaleRead);
+    assert!(
+        report.to_string().contains("that a delete completed"),
+        "{report}"
+    );
 }
 
 #[test]

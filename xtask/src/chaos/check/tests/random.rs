@@ -368,9 +368,23 @@ fn simulated_histories_with_a_stale_read_are_rejected() {
                 report
                     .anomalies
                     .iter()
-                    .all(|a| a.kind == AnomalyKind::NotLinearizable
-                        && a.key.as_deref() == Some(target.call.key())),
+                    .all(|a| a.key.as_deref() == Some(target.call.key())),
                 "seed {seed}: expected only the stale read's key to fail:\n{report}"
+            );
+            // Named for what it is, and found by the search too.
+            assert_eq!(
+                report.kinds(),
+                [AnomalyKind::NotLinearizable, AnomalyKind::StaleRead],
+                "seed {seed}:\n{report}"
+            );
+            let stale = report
+                .anomalies
+                .iter()
+                .find(|a| a.kind == AnomalyKind::StaleRead)
+                .map(|a| &a.operations);
+            assert!(
+                stale.is_some_and(|ops| ops.contains(&target)),
+                "seed {seed}: the stale read is not the one named:\n{report}"
             );
             let witness = &report.anomalies[0];
             assert!(
