@@ -26,6 +26,7 @@ pub mod gofmt;
 pub mod gojson;
 pub mod kv;
 pub mod printer;
+pub mod resolve;
 pub mod table;
 pub mod tls;
 pub mod txn;
@@ -39,6 +40,25 @@ use std::io::Write;
 /// Runs concordctl with these arguments (including the program name) and
 /// returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    let args = match resolve::resolve(args) {
+        resolve::Resolution::Run(args) => args,
+        resolve::Resolution::UnknownCommand(message) => {
+            // cobra reports it, then etcdctl's main reports cobra's error again.
+            eprint!("Error: {message}\nRun 'etcdctl --help' for usage.\nError: {message}\n");
+            return ExitCode::Error as i32;
+        }
+        resolve::Resolution::GroupHelp(path) => {
+            let mut group = <cli::Cli as clap::CommandFactory>::command();
+            for name in path {
+                match group.find_subcommand(name) {
+                    Some(sub) => group = sub.clone(),
+                    None => break,
+                }
+            }
+            let _ = group.print_help();
+            return 0;
+        }
+    };
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -183,7 +203,7 @@ fn usage_error(e: &clap::Error) -> i32 {
         }
         ErrorKind::InvalidSubcommand => {
             let name = context_string(e, ContextKind::InvalidSubcommand);
-            eprintln!("Error: unknown command \"{name}\" for \"concordctl\"");
+            eprintln!("Error: unknown command \"{name}\" for \"etcdctl\"");
             1
         }
         ErrorKind::ValueValidation => {

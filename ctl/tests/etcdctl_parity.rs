@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, run, require_reference_tools};
+use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, require_reference_tools, run};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,7 @@ const SCENARIO: &[Step<'_>] = &[
     (&["del", "a", "--prev-kv", "-w", "json"], ""),
     (&["del"], ""),
     (&["del", "a", "b", "c"], ""),
+    (&["compact", "2"], ""),
     (&["compaction", "3"], ""),
     (&["compaction", "3"], ""),
     (&["compaction", "abc"], ""),
@@ -226,6 +227,18 @@ const READS: &[&[&str]] = &[
     &["endpoint", "health", "-w", "table"],
     &["endpoint", "health", "--cluster", "-w", "json"],
     &["version"],
+    // cobra's prefix matching of command names, and its unknown-command errors
+    &["g", "a"],
+    &["-w", "json", "g", "a"],
+    &["mem", "l"],
+    &["endp", "st", "-w", "fields"],
+    &["endpoint", "--cluster", "he", "-w", "json"],
+    &["ver"],
+    &["e"],
+    &["comp", "5"],
+    &["x"],
+    &["zzz"],
+    &["m"],
 ];
 
 #[test]
