@@ -15,10 +15,11 @@ const SEED: &str = "55";
 /// a run that injected none would prove nothing.
 const MIN_FAULTS: usize = 7;
 /// And completed at least this many operations, and delivered this many watch events: a run
-/// passes vacuously when the cluster served nothing. Both targets complete several thousand
-/// operations here (8 clients, 30 s), and deliver tens of thousands of events.
-const MIN_OK: usize = 1000;
-const MIN_WATCH_EVENTS: usize = 1000;
+/// passes vacuously when the cluster served nothing. Measured on a shared 2-core machine: 48k
+/// operations and 128k events against Concord, 36k and 85k against etcd; the floors leave room
+/// for a machine busy with the rest of the suite.
+const MIN_OK: usize = 2000;
+const MIN_WATCH_EVENTS: usize = 2000;
 
 fn xtask() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xtask"))

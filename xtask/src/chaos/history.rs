@@ -125,3 +125,10 @@ pub struct History {
     pub operations: Vec<Operation>,
     pub watches: Vec<WatchRecord>,
 }
+
+impl History {
+    /// Events delivered, over every watch stream.
+    pub fn watch_events(&self) -> usize {
+        self.watches.iter().map(|w| w.events.len()).sum()
+    }
+}

@@ -452,33 +452,15 @@ const MACHINE_SUMMARY: &str = "chaos-summary";
 /// own, watch events delivered, anomalies and their kinds ([`check::AnomalyKind::slug`], or
 /// `none`), and the verdict.
 fn machine_summary(outcome: &RunOutcome, report: &check::CheckReport, passed: bool) -> String {
-    let counts = operation_counts(&outcome.history.operations);
+    let (ok, unknown) = totals(&operation_counts(&outcome.history.operations));
     let kinds: Vec<String> = report.kinds().into_iter().map(|k| k.slug()).collect();
     let words = [
-        (
-            "ok",
-            counts.values().map(|c| c.0).sum::<usize>().to_string(),
-        ),
-        (
-            "unknown",
-            counts.values().map(|c| c.1).sum::<usize>().to_string(),
-        ),
+        ("ok", ok.to_string()),
+        ("unknown", unknown.to_string()),
         ("faults-planned", outcome.planned_faults.to_string()),
-        (
-            "faults-injected",
-            outcome.nemesis.injected.values().sum::<usize>().to_string(),
-        ),
+        ("faults-injected", outcome.nemesis.total().to_string()),
         ("crashes", outcome.nemesis.crashes.len().to_string()),
-        (
-            "watch-events",
-            outcome
-                .history
-                .watches
-                .iter()
-                .map(|w| w.events.len())
-                .sum::<usize>()
-                .to_string(),
-        ),
+        ("watch-events", outcome.history.watch_events().to_string()),
         ("anomalies", report.anomalies.len().to_string()),
         (
             "anomaly-kinds",
@@ -494,11 +476,17 @@ fn machine_summary(outcome: &RunOutcome, report: &check::CheckReport, passed: bo
     format!("{MACHINE_SUMMARY} {}", words.join(" "))
 }
 
+/// Operations that completed and that did not, over every kind.
+fn totals(counts: &BTreeMap<&'static str, (usize, usize, usize)>) -> (usize, usize) {
+    counts
+        .values()
+        .fold((0, 0), |(ok, unknown), c| (ok + c.0, unknown + c.1))
+}
+
 fn print_summary(config: &ChaosConfig, outcome: &RunOutcome, failures: &mut Vec<String>) {
     let operations = &outcome.history.operations;
     let counts = operation_counts(operations);
-    let ok: usize = counts.values().map(|c| c.0).sum();
-    let unknown: usize = counts.values().map(|c| c.1).sum();
+    let (ok, unknown) = totals(&counts);
     println!(
         "\n=== chaos summary: {} x{} for {:.0}s, seed {}, {} clients on {} keys, {} watchers",
         config.flavor.name(),
@@ -524,7 +512,7 @@ fn print_summary(config: &ChaosConfig, outcome: &RunOutcome, failures: &mut Vec<
     if ok == 0 {
         failures.push("no operation succeeded".to_string());
     }
-    let events: usize = outcome.history.watches.iter().map(|w| w.events.len()).sum();
+    let events = outcome.history.watch_events();
     let broken: usize = outcome.watchers.iter().map(|w| w.broken).sum();
     println!(
         "watch streams: {} ({} events delivered, {broken} broke and were resumed); final revision {}",
@@ -542,7 +530,7 @@ fn print_summary(config: &ChaosConfig, outcome: &RunOutcome, failures: &mut Vec<
         failures.push("no member answered a read after the run".to_string());
     }
     let report = &outcome.nemesis;
-    let total: usize = report.injected.values().sum();
+    let total = report.total();
     let per_kind: Vec<String> = report
         .injected
         .iter()
@@ -686,5 +674,59 @@ mod tests {
         assert_eq!(counts["get"], (0, 1, 0));
         assert_eq!(counts["cas"], (2, 0, 1));
         assert_eq!(counts["delete"], (1, 0, 0));
+    }
+
+    #[test]
+    fn the_machine_summary_counts_and_names_the_anomalies() {
+        let get = |outcome, return_ns| Operation {
+            client: 0,
+            invoke_ns: 0,
+            return_ns,
+            call: Call::Get { key: "k".into() },
+            outcome,
+        };
+        let found = Outcome::Get {
+            revision: 2,
+            kv: None,
+        };
+        let mut outcome = RunOutcome {
+            history: History {
+                operations: vec![get(found.clone(), Some(1)), get(found, Some(2))],
+                watches: Vec::new(),
+            },
+            planned_faults: 3,
+            nemesis: NemesisReport::default(),
+            watchers: Vec::new(),
+            final_revision: Some(2),
+            stop_outcomes: Vec::new(),
+            proxy: String::new(),
+        };
+        outcome.history.operations.push(get(Outcome::Unknown, None));
+        outcome.nemesis.injected.insert("kill", 2);
+        outcome.nemesis.injected.insert("pause", 1);
+        let mut report = check::CheckReport::default();
+        assert_eq!(
+            machine_summary(&outcome, &report, true),
+            "chaos-summary ok=2 unknown=1 faults-planned=3 faults-injected=3 crashes=0 \
+             watch-events=0 anomalies=0 anomaly-kinds=none verdict=pass"
+        );
+        for kind in [
+            check::AnomalyKind::StaleRead,
+            check::AnomalyKind::NotLinearizable,
+            check::AnomalyKind::StaleRead,
+        ] {
+            report.anomalies.push(check::Anomaly {
+                kind,
+                key: None,
+                summary: String::new(),
+                operations: Vec::new(),
+                notes: Vec::new(),
+            });
+        }
+        let line = machine_summary(&outcome, &report, false);
+        assert!(
+            line.ends_with(" anomalies=3 anomaly-kinds=not-linearizable,stale-read verdict=fail"),
+            "{line}"
+        );
     }
 }

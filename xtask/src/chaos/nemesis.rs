@@ -179,6 +179,13 @@ pub struct NemesisReport {
     pub errors: Vec<String>,
 }
 
+impl NemesisReport {
+    /// Faults injected, of every kind.
+    pub fn total(&self) -> usize {
+        self.injected.values().sum()
+    }
+}
+
 #[derive(Debug)]
 pub struct Crash {
     pub member: String,

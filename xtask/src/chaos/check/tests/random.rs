@@ -452,12 +452,7 @@ fn a_hundred_thousand_operations_are_checked_in_seconds() {
     eprintln!(
         "checked {} operations, {} watch events, in {elapsed:?}",
         report.operations,
-        generated
-            .history
-            .watches
-            .iter()
-            .map(|w| w.events.len())
-            .sum::<usize>()
+        generated.history.watch_events()
     );
 
     let mut broken = generated;
