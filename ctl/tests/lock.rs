@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, run, require_reference_tools};
+use common::{CONCORDCTL, Etcd, assert_lines_equal, require_reference_tools, run};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -183,5 +183,99 @@ fn election_campaign_and_observe_match_etcdctl() {
         let expected = run("etcdctl", etcd.endpoint(), args, "");
         let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
         assert_lines_equal(&expected, &actual);
+    }
+}
+
+/// etcd's e2e `testLock`/`testElect` with a signal of choice: a holder, a
+/// waiter that is stopped while it waits, and a waiter that must get the lock
+/// (or win the election) once the holder lets go. Returns what each process
+/// printed and how it ended, lease IDs masked.
+fn contention_transcript(tool: &str, etcd: &Etcd, command: &[&str], signal: &str) -> Vec<String> {
+    let spawn = || {
+        let mut child = Command::new(tool)
+            .args(["--endpoints", etcd.endpoint()])
+            .args(command)
+            .env("ETCDCTL_API", "3")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = line_reader(child.stdout.take().unwrap());
+        (child, lines)
+    };
+    let mask = |line: String| match line.split_once('/') {
+        Some((name, _)) => format!("{name}/<lease>"),
+        None => line,
+    };
+    let stop = |child: &mut std::process::Child| {
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let name = command[1];
+    let mut transcript = Vec::new();
+    let (mut holder, held) = spawn();
+    transcript.push(mask(next_line(&held)));
+    let (mut blocked, blocked_lines) = spawn();
+    let (mut next, next_lines) = spawn();
+    wait_until("both waiters queue", || lock_keys(etcd, name) == 3);
+    for lines in [&blocked_lines, &next_lines] {
+        assert!(
+            lines.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a waiter printed while the lock was held"
+        );
+    }
+    assert!(blocked.try_wait().unwrap().is_none(), "waiter exited early");
+
+    stop(&mut blocked);
+    let out = blocked.wait_with_output().unwrap();
+    transcript.push(format!(
+        "blocked: {:?} {:?}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("{\"level\""))
+            .collect::<Vec<_>>(),
+        out.status.code()
+    ));
+    // The stopped waiter's key is gone at once, not when its lease expires.
+    wait_until("the stopped waiter withdraws", || {
+        lock_keys(etcd, name) == 2
+    });
+
+    stop(&mut holder);
+    transcript.push(format!("holder: {:?}", holder.wait().unwrap().code()));
+    let started = Instant::now();
+    transcript.push(mask(next_line(&next_lines)));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    stop(&mut next);
+    transcript.push(format!("next: {:?}", next.wait().unwrap().code()));
+    transcript
+}
+
+#[test]
+fn stopped_waiters_withdraw_and_the_next_one_acquires() {
+    require_reference_tools();
+    let etcd = Etcd::start(common::free_port(), common::free_port());
+    for (command, signal) in [
+        (&["lock", "lk"][..], "-INT"),
+        (&["lock", "lk2"][..], "-TERM"),
+        (&["elect", "el", "p"][..], "-INT"),
+        (&["elect", "el2", "p"][..], "-TERM"),
+    ] {
+        let expected = contention_transcript("etcdctl", &etcd, command, signal);
+        assert!(
+            expected
+                .iter()
+                .any(|l| l.contains("Error: context canceled")),
+            "{expected:?}"
+        );
+        let actual = contention_transcript(CONCORDCTL, &etcd, command, signal);
+        assert_eq!(actual, expected, "{command:?} {signal}");
     }
 }

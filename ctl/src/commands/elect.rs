@@ -4,7 +4,7 @@
 //! `<name>/` and prints every value it takes.
 
 use super::Context;
-use super::lock::{acquire, keep_session_alive, release};
+use super::lock::{Interrupt, Ticket, acquire_until_signal, keep_session_alive, release};
 use crate::cli;
 use crate::client::MAX_RECV_MSG_SIZE;
 use crate::client::{Client, Retry};
@@ -32,10 +32,11 @@ pub(super) async fn elect(a: cli::ElectArgs, ctx: &mut Context<'_>) -> Result<()
         (None, false) => Err(CtlError::bad_args("no proposal argument but -l not set")),
         (Some(_), true) => Err(CtlError::bad_args("proposal given but -l is set")),
         (None, true) => {
+            let mut signal = Interrupt::new();
             let client = ctx.client().await?;
             tokio::select! {
                 result = observe(&client, &name, ctx) => result,
-                _ = tokio::signal::ctrl_c() => Ok(()),
+                () = signal.recv() => Ok(()),
             }
         }
         (Some(value), false) => campaign(&name, &value, ctx).await,
@@ -43,6 +44,7 @@ pub(super) async fn elect(a: cli::ElectArgs, ctx: &mut Context<'_>) -> Result<()
 }
 
 async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<(), CtlError> {
+    let mut signal = Interrupt::new();
     let client = ctx.client().await?;
     let grant = client
         .call(
@@ -62,14 +64,12 @@ async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<()
     let lease = grant.id;
     let session = tokio::spawn(keep_session_alive(client.clone(), lease, grant.ttl));
     let stop_session = session.abort_handle();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    let (key, _) = tokio::select! {
-        won = acquire(&client, name, lease, value) => won?,
-        _ = &mut interrupted => {
-            let _ = release(&client, b"", lease).await;
+    let won = acquire_until_signal(&client, name, lease, value, &mut signal).await;
+    let Ticket { key, .. } = match won {
+        Ok(ticket) => ticket,
+        Err(e) => {
             stop_session.abort();
-            return Err(CtlError::error("context canceled"));
+            return Err(e);
         }
     };
     let leader = client
@@ -90,7 +90,7 @@ async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<()
     let out = ctx.printer.get(&leader)?;
     ctx.emit(&out)?;
     tokio::select! {
-        _ = &mut interrupted => {
+        () = signal.recv() => {
             // Resign: give up leadership and close the session.
             let result = release(&client, &key, lease).await;
             stop_session.abort();

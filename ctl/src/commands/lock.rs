@@ -54,14 +54,60 @@ pub(super) async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
     }
 }
 
-/// Acquires the mutex (or wins the election, with `value` as the proposal);
-/// returns our key and its create revision.
-pub(super) async fn acquire(
+/// SIGINT or SIGTERM, which etcdctl's `lock` and `elect` both take as "stop"
+/// (Go's `signal.Notify(sigc, SIGINT, SIGTERM)`). Made once, at the start of
+/// the command, so that no signal between two waits is lost. A handler that
+/// cannot be installed never reports (that signal keeps its default action).
+pub(super) struct Interrupt {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupt {
+    pub(super) fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Completes at the next SIGINT or SIGTERM.
+    pub(super) async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = one(&mut self.int) => {}
+            () = one(&mut self.term) => {}
+        }
+    }
+}
+
+/// Our place in the queue of `<name>/`: our key, its create revision, and
+/// whether a key created before ours may still hold the lock.
+pub(super) struct Ticket {
+    pub key: Vec<u8>,
+    pub rev: i64,
+    prefix: Vec<u8>,
+    behind_someone: bool,
+}
+
+/// Puts our key under `<name>/` (unless this session already has one), with
+/// `value` as an election's proposal.
+pub(super) async fn enqueue(
     client: &Client,
     name: &[u8],
     lease: i64,
     value: &[u8],
-) -> Result<(Vec<u8>, i64), CtlError> {
+) -> Result<Ticket, CtlError> {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     let mut key = prefix.clone();
@@ -115,7 +161,7 @@ pub(super) async fn acquire(
                 .await
         })
         .await?;
-    let my_rev = if resp.succeeded {
+    let rev = if resp.succeeded {
         resp.header.as_ref().map_or(0, |h| h.revision)
     } else {
         first_range(&resp, 0)
@@ -123,11 +169,50 @@ pub(super) async fn acquire(
             .map_or(0, |kv| kv.create_revision)
     };
     let holder = first_range(&resp, 1).and_then(|r| r.kvs.first());
-    if holder.is_none_or(|kv| kv.create_revision == my_rev) {
-        return Ok((key, my_rev));
+    let behind_someone = holder.is_some_and(|kv| kv.create_revision != rev);
+    Ok(Ticket {
+        key,
+        rev,
+        prefix,
+        behind_someone,
+    })
+}
+
+/// Waits until every key queued before ours is gone: then we hold the lock
+/// (or lead the election).
+pub(super) async fn wait_turn(client: &Client, ticket: &Ticket) -> Result<(), CtlError> {
+    if !ticket.behind_someone {
+        return Ok(());
     }
-    wait_for_predecessors(client, &prefix, my_rev - 1).await?;
-    Ok((key, my_rev))
+    wait_for_predecessors(client, &ticket.prefix, ticket.rev - 1).await
+}
+
+/// Takes our place in the queue and waits for our turn unless a signal comes
+/// first. Interrupted while queued, we withdraw our key (as clientv3's
+/// `Mutex.Lock` and `Election.Campaign` do when their context is canceled)
+/// and fail with the canceled context's error.
+pub(super) async fn acquire_until_signal(
+    client: &Client,
+    name: &[u8],
+    lease: i64,
+    value: &[u8],
+    signal: &mut Interrupt,
+) -> Result<Ticket, CtlError> {
+    let canceled = || CtlError::error("context canceled");
+    let ticket = tokio::select! {
+        ticket = enqueue(client, name, lease, value) => ticket?,
+        () = signal.recv() => return Err(canceled()),
+    };
+    tokio::select! {
+        waited = wait_turn(client, &ticket) => {
+            waited?;
+            Ok(ticket)
+        }
+        () = signal.recv() => {
+            let _ = release(client, &ticket.key, lease).await;
+            Err(canceled())
+        }
+    }
 }
 
 /// clientv3's `waitDeletes`: until no key under `prefix` was created at or
@@ -251,6 +336,7 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
             "lock takes a lock name argument and an optional command to execute",
         ));
     };
+    let mut signal = Interrupt::new();
     let client = ctx.client().await?;
     let grant = client
         .call(
@@ -268,15 +354,8 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
     let session = tokio::spawn(keep_session_alive(client.clone(), lease, grant.ttl));
     let stop_session = session.abort_handle();
 
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    let (key, rev) = tokio::select! {
-        acquired = acquire(&client, name, lease, b"") => acquired?,
-        _ = &mut interrupted => {
-            let _ = release(&client, b"", lease).await;
-            return Err(CtlError::error("context canceled"));
-        }
-    };
+    let Ticket { key, rev, .. } =
+        acquire_until_signal(&client, name, lease, b"", &mut signal).await?;
 
     if let Some(program) = a.args.get(1) {
         ctx.emit(b"")?; // flush our buffered output before the child writes
@@ -323,7 +402,7 @@ pub(super) async fn lock(a: cli::LockArgs, ctx: &mut Context<'_>) -> Result<(), 
     let out = ctx.printer.get(&held)?;
     ctx.emit(&out)?;
     tokio::select! {
-        _ = &mut interrupted => {
+        () = signal.recv() => {
             let result = release(&client, &key, lease).await;
             stop_session.abort();
             result
