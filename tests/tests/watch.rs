@@ -60,6 +60,10 @@ async fn writer(
     Ok(writes)
 }
 
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map(|h| h.revision()).unwrap_or(0)
+}
+
 /// Puts `key`, returns the revision the put was acknowledged at.
 async fn put_revision(
     client: &mut etcd_client::Client,
@@ -383,52 +387,87 @@ async fn a_watch_from_now_never_reports_a_write_acknowledged_before_it() -> anyh
 /// previous value, whether or not the round that wrote it knew of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prev_kv_watchers_created_mid_stream_get_every_previous_value() -> anyhow::Result<()> {
+    /// Overwrites before the first watcher is created, and after the last one is.
+    const BEFORE: u64 = 50;
+    const AFTER: u64 = 100;
     let cluster = Cluster::start(1)?;
     let mut writer_client = cluster.client().await?;
-    writer_client.put("p", "0", None).await?;
-    const WRITES: u64 = 300;
+    // One writer and nothing else: value n is written at revision base + n.
+    let base = revision_of(writer_client.put("p", "0", None).await?.header());
+    let (written_tx, mut written) = tokio::sync::watch::channel(0u64);
+    let (all_created_tx, all_created) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(async move {
-        for n in 1..=WRITES {
-            writer_client.put("p", format!("{n}"), None).await?;
+        let mut n = 0u64;
+        let mut last = None;
+        while last != Some(n) {
+            n += 1;
+            let put = writer_client.put("p", format!("{n}"), None).await?;
+            let revision = revision_of(put.header());
+            anyhow::ensure!(
+                revision == base + n as i64,
+                "put {n} at revision {revision}"
+            );
+            written_tx.send_replace(n);
+            if last.is_none() && *all_created.borrow() {
+                last = Some(n + AFTER);
+            }
         }
         writer_client.delete("p", None).await?;
-        anyhow::Ok(())
+        anyhow::Ok(n)
     });
+    written.wait_for(|n| *n >= BEFORE).await?;
     let mut watchers = Vec::new();
     for _ in 0..20 {
         let mut own = cluster.client().await?;
         let options = WatchOptions::new().with_prev_key();
         let mut stream = own.watch("p", Some(options)).await?;
-        assert!(stream.message().await?.expect("created").created());
-        watchers.push(tokio::spawn(async move {
-            let _owner = own;
-            let mut checked = 0;
-            loop {
-                let Some(response) = stream.message().await? else {
-                    anyhow::bail!("the stream ended");
-                };
-                for event in response.events() {
-                    let kv = event.kv().expect("events carry kv");
-                    let prev = event.prev_kv();
-                    if event.event_type() == EventType::Delete {
-                        let prev = prev.expect("a delete carries the deleted value");
-                        anyhow::ensure!(prev.value_str()? == WRITES.to_string());
-                        return anyhow::Ok(checked);
+        let created = stream.message().await?.expect("created");
+        assert!(created.created());
+        // The watch starts after the revision it was created at: its first event is
+        // the overwrite after the value current then.
+        let created_value = (revision_of(created.header()) - base) as u64;
+        watchers.push((
+            created_value,
+            tokio::spawn(async move {
+                let _owner = own;
+                let mut next = created_value + 1;
+                loop {
+                    let Some(response) = stream.message().await? else {
+                        anyhow::bail!("the stream ended");
+                    };
+                    for event in response.events() {
+                        let kv = event.kv().expect("events carry kv");
+                        let prev = event.prev_kv();
+                        if event.event_type() == EventType::Delete {
+                            let prev = prev.expect("a delete carries the deleted value");
+                            anyhow::ensure!(prev.value_str()? == (next - 1).to_string());
+                            return anyhow::Ok(next - 1 - created_value);
+                        }
+                        let value: u64 = kv.value_str()?.parse()?;
+                        anyhow::ensure!(value == next, "expected the overwrite to {next}: {kv:?}");
+                        let prev = prev.ok_or_else(|| {
+                            anyhow::anyhow!("the overwrite to {value} came without prev_kv")
+                        })?;
+                        anyhow::ensure!(prev.value_str()? == (value - 1).to_string());
+                        next += 1;
                     }
-                    let value: u64 = kv.value_str()?.parse()?;
-                    let prev = prev.ok_or_else(|| {
-                        anyhow::anyhow!("the overwrite to {value} came without prev_kv")
-                    })?;
-                    anyhow::ensure!(prev.value_str()? == (value - 1).to_string());
-                    checked += 1;
                 }
-            }
-        }));
+            }),
+        ));
     }
-    writer.await??;
-    for watcher in watchers {
+    all_created_tx.send_replace(true);
+    let last = writer.await??;
+    for (created_value, watcher) in watchers {
+        assert!(
+            (BEFORE..=last - AFTER).contains(&created_value),
+            "created mid-stream: at value {created_value} of {last}"
+        );
         let checked = tokio::time::timeout(Duration::from_secs(60), watcher).await???;
-        assert!(checked <= WRITES as usize);
+        assert_eq!(
+            checked,
+            last - created_value,
+            "a watcher created at value {created_value} checks every later overwrite"
+        );
     }
     Ok(())
 }
