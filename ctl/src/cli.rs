@@ -163,12 +163,43 @@ pub enum Command {
     Role(RoleArgs),
     /// Manages etcd node snapshots
     Snapshot(SnapshotArgs),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(MakeMirrorArgs),
     /// Acquires a named lock
     Lock(LockArgs),
     /// Observes and participates in leader election
     Elect(ElectArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct MakeMirrorArgs {
+    /// <destination>
+    pub args: Vec<String>,
+    /// Key-value prefix to mirror
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// destination prefix to mirror a prefix to a different prefix in the destination cluster
+    #[arg(long, default_value = "")]
+    pub dest_prefix: String,
+    /// mirror key-values to the root of the destination cluster
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub no_dest_prefix: bool,
+    /// Identify secure client using this TLS certificate file for the destination cluster
+    #[arg(long, default_value = "")]
+    pub dest_cert: String,
+    /// Identify secure client using this TLS key file
+    #[arg(long, default_value = "")]
+    pub dest_key: String,
+    /// Verify certificates of TLS enabled secure servers using this CA bundle
+    #[arg(long, default_value = "")]
+    pub dest_cacert: String,
+    /// Disable transport security for client connections
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
+          default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
+    pub dest_insecure_transport: bool,
 }
 
 #[derive(Debug, Args)]

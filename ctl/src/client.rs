@@ -14,6 +14,8 @@ pub const MAX_RECV_MSG_SIZE: usize = i32::MAX as usize;
 
 /// How long to wait between attempts while no endpoint answers.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between attempts of a request without a deadline.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Connection settings from the global flags.
 #[derive(Debug, Clone)]
@@ -168,6 +170,30 @@ impl Client {
         match tokio::time::timeout(self.command_timeout, attempt_loop).await {
             Ok(result) => result,
             Err(_) => Err(CtlError::error("context deadline exceeded")),
+        }
+    }
+
+    /// Sends one request with no deadline, as clientv3 does under a context
+    /// that never ends: while no endpoint answers, or the server says it is
+    /// unavailable (no leader yet after a restart), wait and send it again.
+    /// For callers whose requests are safe to repeat (make-mirror's reads and
+    /// its puts and deletes of mirrored keys).
+    pub async fn call_until_done<T, R, F, Fut>(&self, msg: T, send: F) -> Result<R, CtlError>
+    where
+        T: Clone,
+        F: Fn(Channel, tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut backoff = RETRY_BACKOFF;
+        loop {
+            match send(self.channel.clone(), self.request(msg.clone())).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if should_retry(Retry::Repeatable, &status) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+                }
+                Err(status) => return Err(CtlError::error(status_message(&status))),
+            }
         }
     }
 

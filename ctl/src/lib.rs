@@ -126,20 +126,14 @@ fn execute(
     runtime.block_on(commands::run(cli.command, &mut ctx))
 }
 
-/// etcdctl configures TLS when a CA or client certificate is given, or when
-/// `--insecure-transport=false` asks for a secure connection anyway.
 fn tls_settings(cli: &cli::Cli) -> Option<tls::TlsSettings> {
-    let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-    if !(given(&cli.cacert) || given(&cli.cert) || given(&cli.key) || !cli.insecure_transport) {
-        return None;
-    }
-    let keep = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    Some(tls::TlsSettings {
-        cacert: keep(&cli.cacert),
-        cert: keep(&cli.cert),
-        key: keep(&cli.key),
-        insecure_skip_verify: cli.insecure_skip_tls_verify,
-    })
+    tls::settings(
+        cli.cacert.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+        cli.insecure_transport,
+        cli.insecure_skip_tls_verify,
+    )
 }
 
 /// `--user name[:password]` and `--password`, prompting when only a name is given.

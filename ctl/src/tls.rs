@@ -24,6 +24,29 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
 }
 
+/// etcdctl configures TLS when a CA or client certificate is given, or when
+/// `--insecure-transport=false` asks for a secure connection anyway (empty
+/// file names count as not given).
+pub fn settings(
+    cacert: Option<&str>,
+    cert: Option<&str>,
+    key: Option<&str>,
+    insecure_transport: bool,
+    insecure_skip_verify: bool,
+) -> Option<TlsSettings> {
+    let keep = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
+    let (cacert, cert, key) = (keep(cacert), keep(cert), keep(key));
+    if cacert.is_none() && cert.is_none() && key.is_none() && insecure_transport {
+        return None;
+    }
+    Some(TlsSettings {
+        cacert,
+        cert,
+        key,
+        insecure_skip_verify,
+    })
+}
+
 fn bad_connection(message: String) -> CtlError {
     CtlError::new(ExitCode::BadConnection, message)
 }

@@ -56,6 +56,7 @@ mod elect;
 mod kv;
 mod lease;
 mod lock;
+mod mirror;
 mod watch;
 
 use cluster::{
@@ -66,6 +67,7 @@ use elect::elect;
 use kv::{compaction, del, get, put, txn};
 use lease::lease;
 use lock::lock;
+use mirror::make_mirror;
 use watch::watch;
 
 /// Runs one parsed command.
@@ -102,6 +104,7 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::User(a) => crate::auth::user(a.command, ctx).await,
         Command::Role(a) => crate::auth::role(a.command, ctx).await,
         Command::Lease(a) => lease(a.command, ctx).await,
+        Command::MakeMirror(a) => make_mirror(a, ctx).await,
         Command::Lock(a) => lock(a, ctx).await,
         Command::Elect(a) => elect(a, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
