@@ -1,6 +1,8 @@
 //! `cargo xtask ...`: local clusters and benchmarks for Concord.
 //!
 //! ```text
+//! cargo xtask test [NEXTEST ARGS]
+//! cargo xtask tidy
 //! cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir target/xtask-cluster] [--fresh] [--no-build]
 //! cargo xtask bench [--endpoints 127.0.0.1:2379,...] WORKLOAD [--clients 1] [--conns 1] [--total 10000]
 //!                   [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids 1,2]
@@ -31,6 +33,8 @@ mod compare;
 mod etcd;
 mod procfs;
 mod stats;
+mod test;
+mod tidy;
 mod unary_client;
 mod watch_client;
 
@@ -46,6 +50,8 @@ use crate::bench::{BenchConfig, Workload};
 use crate::cluster::{Flavor, LocalCluster};
 
 const USAGE: &str = "usage:
+  cargo xtask test [NEXTEST ARGS]   (installs what the suite needs, fmt, clippy, tidy, the whole suite)
+  cargo xtask tidy                  (the house rules of DESIGN.md that a machine can check)
   cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir DIR] [--fresh] [--no-build]
   cargo xtask bench [--endpoints A,B] WORKLOAD [--clients N] [--conns M] [--total K]
                     [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids P,Q]
@@ -71,12 +77,26 @@ fn dispatch(raw: &[String]) -> Result<()> {
         Some("cluster") => cluster_command(&raw[1..]),
         Some("bench") => bench_command(&raw[1..]),
         Some("chaos") => chaos_command(&raw[1..]),
+        Some("test") => test::test_command(&workspace_root(), &raw[1..]),
+        Some("tidy") => tidy_command(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
         }
         Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
     }
+}
+
+fn tidy_command() -> Result<()> {
+    let violations = tidy::run(&workspace_root())?;
+    for violation in &violations {
+        eprintln!("tidy: {violation}");
+    }
+    if !violations.is_empty() {
+        bail!("{} house rule(s) broken", violations.len());
+    }
+    println!("tidy: every rule holds");
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
