@@ -110,7 +110,9 @@ impl TestStateMachine {
 }
 
 impl StateMachine for TestStateMachine {
-    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError> {
+    type Output = ();
+
+    fn apply(&mut self, entries: &[Committed]) -> Result<Vec<()>, BoxError> {
         self.crash.check()?;
         for entry in entries {
             if entry.index() != self.applied + 1 {
@@ -161,7 +163,7 @@ impl StateMachine for TestStateMachine {
             self.durable_applied = self.applied;
             self.batches_since_flush = 0;
         }
-        Ok(())
+        Ok(vec![(); entries.len()])
     }
 
     fn applied_index(&self) -> u64 {
