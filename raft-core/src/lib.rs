@@ -18,8 +18,9 @@
 //! - Proposals carry a request id (stored in `Entry.context` with the proposing member
 //!   and the term, big-endian). The node records index → (term, id) at propose time; every accepted proposal ends in a
 //!   [`ProposalOutcome`] (applied at index, or [`ProposalError`]) — a dropped proposal
-//!   is an error, never silence. Outcomes are decided by what *commits*: the entry
-//!   committed at the index is ours (applied) or not (`Overwritten`), or an entry of a
+//!   is an error, never silence. An applied proposal's outcome carries what the state
+//!   machine's `apply` answered for its entry, so the waiter needs nothing else.
+//!   Outcomes are decided by what *commits*: the entry committed at the index is ours (applied) or not (`Overwritten`), or an entry of a
 //!   later term committed before the index (`Overwritten`: terms only grow along the
 //!   log, so this also resolves proposals past the end of a new leader's log as soon as
 //!   its first entry commits); a snapshot covering the index or the member's removal
@@ -98,14 +99,17 @@
 //! struct Counter { applied: u64, sum: u64 }
 //!
 //! impl StateMachine for Counter {
-//!     fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError> {
+//!     type Output = u64; // the sum after the entry
+//!     fn apply(&mut self, entries: &[Committed]) -> Result<Vec<u64>, BoxError> {
+//!         let mut sums = Vec::with_capacity(entries.len());
 //!         for entry in entries {
 //!             if let Committed::Normal { data, .. } = entry {
 //!                 self.sum += u64::from(data[0]);
 //!             }
 //!             self.applied = entry.index();
+//!             sums.push(self.sum);
 //!         }
-//!         Ok(())
+//!         Ok(sums)
 //!     }
 //!     fn applied_index(&self) -> u64 { self.applied }
 //!     fn snapshot(&mut self) -> Result<Vec<u8>, BoxError> { Ok(self.sum.to_be_bytes().to_vec()) }
@@ -130,6 +134,7 @@
 //! let outcome = node.handle_ready(&mut sm, &mut outbox)?;
 //! assert_eq!(outcome.proposals[0].id, 7);
 //! assert!(outcome.proposals[0].result.is_ok());
+//! assert_eq!(outcome.proposals[0].output, Some(5)); // the answer travels with it
 //! assert_eq!(sm.sum, 5);
 //! # Ok(()) }
 //! ```

@@ -155,11 +155,13 @@ pub struct RoleChange {
     pub term: u64,
 }
 
-/// What one [`Node::handle_ready`] call achieved, for the caller to act on.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct ReadyOutcome {
-    /// Proposals (and conf changes) that completed or failed.
-    pub proposals: Vec<ProposalOutcome>,
+/// What one [`Node::handle_ready`] call achieved, for the caller to act on. `O` is the
+/// state machine's [`StateMachine::Output`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyOutcome<O = ()> {
+    /// Proposals (and conf changes) that completed (with the state machine's answer) or
+    /// failed.
+    pub proposals: Vec<ProposalOutcome<O>>,
     /// Reads that may now be served (or failed).
     pub reads: Vec<ReadOutcome>,
     /// Set when role, leader or term changed.
@@ -175,6 +177,29 @@ pub struct ReadyOutcome {
     /// This member was removed from the configuration: it ignores every input from now
     /// on; the caller should shut it down.
     pub removed: bool,
+}
+
+impl<O> Default for ReadyOutcome<O> {
+    fn default() -> Self {
+        ReadyOutcome {
+            proposals: Vec::new(),
+            reads: Vec::new(),
+            role_change: None,
+            conf_state: None,
+            snapshot_restored: None,
+            snapshot_created: None,
+            applied_index: 0,
+            removed: false,
+        }
+    }
+}
+
+impl<O> ReadyOutcome<O> {
+    /// Adds outcomes that carry no answer (every failure, and nothing else).
+    fn extend_unanswered(&mut self, outcomes: Vec<ProposalOutcome>) {
+        self.proposals
+            .extend(outcomes.into_iter().map(|p| p.answered(None)));
+    }
 }
 
 /// The consensus driver of one member. See the crate documentation.
@@ -522,11 +547,12 @@ impl<S: LogStore> Node<S> {
 
     /// Sends what was proposed here since the last Ready to the leader, in one message,
     /// if the leader and term are still those the proposals were stamped with.
-    fn send_forwarded(&mut self, outcome: &mut ReadyOutcome) {
+    fn send_forwarded<O>(&mut self, outcome: &mut ReadyOutcome<O>) {
         if self.to_forward.is_empty() {
             return;
         }
         let entries = std::mem::take(&mut self.to_forward);
+        let mut dropped = Vec::new();
         let raft = &self.raw.raft;
         let (term, leader) = (raft.term, raft.leader_id);
         let still_follower = raft.state == StateRole::Follower && leader != 0;
@@ -534,10 +560,11 @@ impl<S: LogStore> Node<S> {
         for entry in entries {
             match ProposalTag::decode(&entry.context) {
                 Some(tag) if still_follower && tag.term == term => sendable.push(entry),
-                Some(tag) => self.forwarded.drop_unsent(tag.id, &mut outcome.proposals),
+                Some(tag) => self.forwarded.drop_unsent(tag.id, &mut dropped),
                 None => {}
             }
         }
+        outcome.extend_unanswered(dropped);
         if sendable.is_empty() {
             return;
         }
@@ -719,15 +746,13 @@ impl<S: LogStore> Node<S> {
     ///    complete reads whose index is applied; start the next ReadIndex round.
     ///
     /// Any `Err` is fatal for this member (the Ready is half handled): drop the node.
-    pub fn handle_ready(
+    pub fn handle_ready<M: StateMachine>(
         &mut self,
-        sm: &mut impl StateMachine,
+        sm: &mut M,
         out: &mut impl Outbox,
-    ) -> Result<ReadyOutcome> {
-        let mut outcome = ReadyOutcome {
-            proposals: std::mem::take(&mut self.deferred_proposals),
-            ..ReadyOutcome::default()
-        };
+    ) -> Result<ReadyOutcome<M::Output>> {
+        let mut outcome = ReadyOutcome::default();
+        outcome.extend_unanswered(std::mem::take(&mut self.deferred_proposals));
         self.send_forwarded(&mut outcome);
         if self.raw.has_ready() {
             let mut ready = self.raw.ready();
@@ -840,18 +865,20 @@ impl<S: LogStore> Node<S> {
 
     /// This member is no longer in the configuration: every pending request gets its
     /// outcome now (proposals may still commit elsewhere, hence "unknown").
-    fn stop_after_removal(&mut self, outcome: &mut ReadyOutcome) {
+    fn stop_after_removal<O>(&mut self, outcome: &mut ReadyOutcome<O>) {
         outcome.removed = true;
-        self.proposals.fail_all(&mut outcome.proposals);
-        self.forwarded.fail_all(&mut outcome.proposals);
+        let mut failed = Vec::new();
+        self.proposals.fail_all(&mut failed);
+        self.forwarded.fail_all(&mut failed);
+        outcome.extend_unanswered(failed);
         self.reads.fail_all(ReadError::Removed, &mut outcome.reads);
     }
 
-    fn install_snapshot(
+    fn install_snapshot<M: StateMachine>(
         &mut self,
         mut snapshot: Snapshot,
-        sm: &mut impl StateMachine,
-        outcome: &mut ReadyOutcome,
+        sm: &mut M,
+        outcome: &mut ReadyOutcome<M::Output>,
     ) -> Result<()> {
         let meta: SnapshotMetadata = snapshot.get_metadata().clone();
         let data = snapshot.take_data();
@@ -864,20 +891,21 @@ impl<S: LogStore> Node<S> {
         self.applied = meta.index;
         self.last_snapshot_index = meta.index;
         self.snapshot_conf = meta.get_conf_state().clone();
+        let mut unknown = Vec::new();
         self.proposals
-            .on_snapshot(meta.index, meta.term, &mut outcome.proposals);
-        self.forwarded
-            .on_snapshot(meta.term, &mut outcome.proposals);
+            .on_snapshot(meta.index, meta.term, &mut unknown);
+        self.forwarded.on_snapshot(meta.term, &mut unknown);
+        outcome.extend_unanswered(unknown);
         outcome.snapshot_restored = Some(meta.index);
         outcome.conf_state = Some(meta.get_conf_state().clone());
         Ok(())
     }
 
-    fn apply_entries(
+    fn apply_entries<M: StateMachine>(
         &mut self,
         entries: Vec<Entry>,
-        sm: &mut impl StateMachine,
-        outcome: &mut ReadyOutcome,
+        sm: &mut M,
+        outcome: &mut ReadyOutcome<M::Output>,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(entries.len());
         let mut results = Vec::new();
@@ -984,20 +1012,46 @@ impl<S: LogStore> Node<S> {
         self.apply_batch(&mut batch, &mut results, sm, outcome)
     }
 
-    fn apply_batch(
+    /// Applies `batch` and hands each proposal it resolved its entry's answer.
+    fn apply_batch<M: StateMachine>(
         &mut self,
         batch: &mut Vec<Committed>,
         results: &mut Vec<ProposalOutcome>,
-        sm: &mut impl StateMachine,
-        outcome: &mut ReadyOutcome,
+        sm: &mut M,
+        outcome: &mut ReadyOutcome<M::Output>,
     ) -> Result<()> {
-        let Some(last) = batch.last().map(Committed::index) else {
+        let (Some(first), Some(last)) = (
+            batch.first().map(Committed::index),
+            batch.last().map(Committed::index),
+        ) else {
+            outcome.extend_unanswered(std::mem::take(results));
             return Ok(());
         };
-        sm.apply(batch).map_err(sm_err)?;
+        let outputs = sm.apply(batch).map_err(sm_err)?;
+        if outputs.len() != batch.len() {
+            return Err(Error::StateMachine(
+                format!(
+                    "apply answered {} outputs for {} entries",
+                    outputs.len(),
+                    batch.len()
+                )
+                .into(),
+            ));
+        }
         self.applied = last;
         batch.clear();
-        outcome.proposals.append(results);
+        // A batch holds consecutive indexes, so an entry's answer is at index - first;
+        // only proposals applied in this batch are `Ok`.
+        let mut outputs: Vec<Option<M::Output>> = outputs.into_iter().map(Some).collect();
+        for resolved in results.drain(..) {
+            let output = match resolved.result {
+                Ok(index) if (first..=last).contains(&index) => {
+                    outputs[(index - first) as usize].take()
+                }
+                _ => None,
+            };
+            outcome.proposals.push(resolved.answered(output));
+        }
         Ok(())
     }
 
@@ -1036,10 +1090,10 @@ impl<S: LogStore> Node<S> {
         })
     }
 
-    fn maybe_snapshot(
+    fn maybe_snapshot<O>(
         &mut self,
         sm: &mut impl StateMachine,
-        outcome: &mut ReadyOutcome,
+        outcome: &mut ReadyOutcome<O>,
     ) -> Result<()> {
         let interval_passed =
             self.applied >= self.last_snapshot_index + self.config.snapshot_interval;

@@ -71,7 +71,9 @@ impl Committed {
 /// Contract:
 /// - `apply` receives every committed entry exactly once in log order (`Empty` and
 ///   `ConfChange` included), and afterwards `applied_index()` is the index of the last
-///   one. The state machine persists its applied index together with its data; it may
+///   one. It returns one [`StateMachine::Output`] per entry, in order: the answer to
+///   whoever proposed it, which the node hands back in that proposal's
+///   [`crate::ProposalOutcome`] (answers to entries nobody here waits for are dropped). The state machine persists its applied index together with its data; it may
 ///   do so lazily (without fsync): after a crash the node re-delivers every entry after
 ///   the durable `applied_index()` and none at or before it.
 /// - A batch that ends with a [`Committed::ConfChange`] must be durable when `apply`
@@ -91,8 +93,12 @@ impl Committed {
 ///   when the log was compacted past the durable applied index). Empty `data` means the
 ///   empty initial state (the bootstrap snapshot carries no data).
 pub trait StateMachine {
-    /// Apply a batch of committed entries (one durable batch is fine).
-    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError>;
+    /// What applying one entry answers its proposer (`()` when there is nothing to say).
+    type Output;
+
+    /// Apply a batch of committed entries (one durable batch is fine); one output per
+    /// entry, in order.
+    fn apply(&mut self, entries: &[Committed]) -> Result<Vec<Self::Output>, BoxError>;
 
     /// The index of the last entry applied (durably or not; see the trait doc).
     fn applied_index(&self) -> u64;

@@ -7,13 +7,36 @@ use raft::ReadState;
 
 use crate::error::{ProposalError, ReadError};
 
-/// The outcome of one accepted proposal (or conf change).
+/// The outcome of one accepted proposal (or conf change), with what the state machine
+/// answered for it (`O` is [`crate::StateMachine::Output`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProposalOutcome {
+pub struct ProposalOutcome<O = ()> {
     /// The request id given at propose time.
     pub id: u64,
     /// `Ok(index)`: applied at `index` (the state machine has seen it). `Err`: it failed.
     pub result: Result<u64, ProposalError>,
+    /// What [`crate::StateMachine::apply`] returned for the entry: `Some` exactly when
+    /// `result` is `Ok`, so the proposer gets its answer with its outcome.
+    pub output: Option<O>,
+}
+
+impl ProposalOutcome {
+    fn unanswered(id: u64, result: Result<u64, ProposalError>) -> Self {
+        ProposalOutcome {
+            id,
+            result,
+            output: None,
+        }
+    }
+
+    /// The same outcome carrying the state machine's answer for it.
+    pub(crate) fn answered<O>(self, output: Option<O>) -> ProposalOutcome<O> {
+        ProposalOutcome {
+            id: self.id,
+            result: self.result,
+            output,
+        }
+    }
 }
 
 /// The outcome of one linearizable read.
@@ -93,7 +116,7 @@ impl Proposals {
     ) {
         if let Some(p) = self.by_index.remove(&index) {
             self.forget(p);
-            out.push(ProposalOutcome { id: p.id, result });
+            out.push(ProposalOutcome::unanswered(p.id, result));
         }
     }
 
@@ -216,7 +239,7 @@ impl Forwarded {
                 self.terms.remove(&p.term);
             }
         }
-        out.push(ProposalOutcome { id, result });
+        out.push(ProposalOutcome::unanswered(id, result));
     }
 
     fn resolve_where(
@@ -615,7 +638,8 @@ mod tests {
             out,
             vec![ProposalOutcome {
                 id: 50,
-                result: Ok(5)
+                result: Ok(5),
+                output: None
             }]
         );
         out.clear();
@@ -627,11 +651,13 @@ mod tests {
             vec![
                 ProposalOutcome {
                     id: 60,
-                    result: Err(ProposalError::Overwritten { index: 6 })
+                    result: Err(ProposalError::Overwritten { index: 6 }),
+                    output: None
                 },
                 ProposalOutcome {
                     id: 90,
-                    result: Err(ProposalError::Overwritten { index: 9 })
+                    result: Err(ProposalError::Overwritten { index: 9 }),
+                    output: None
                 },
             ]
         );
@@ -650,7 +676,8 @@ mod tests {
             out,
             vec![ProposalOutcome {
                 id: 50,
-                result: Err(ProposalError::OutcomeUnknown { index: 5 })
+                result: Err(ProposalError::OutcomeUnknown { index: 5 }),
+                output: None
             }]
         );
         assert_eq!(p.len(), 1, "index 8 of term 3 may still commit");

@@ -12,11 +12,11 @@ use concord_proto::etcdserverpb::ResponseHeader;
 use parking_lot::RwLock;
 use prost::Message;
 
-use crate::apply::Backend;
 use crate::config::Config;
 use crate::driver::RaftHandle;
 use crate::etcd_error::EtcdError;
-use crate::membership::Membership;
+use crate::state::backend::Backend;
+use crate::state::membership::Membership;
 
 /// The member as the services see it.
 pub struct Core {
@@ -125,10 +125,7 @@ impl Core {
             attempts += 1;
             self.require_leader()?;
             match self.raft.propose_local(data.clone()).await {
-                Ok(completed) => {
-                    self.raft.wait_applied(completed.index).await?;
-                    return Ok(completed.result);
-                }
+                Ok(completed) => return Ok(completed.result),
                 Err(error)
                     if attempts < 3
                         && (error == EtcdError::not_leader()

@@ -1,26 +1,43 @@
-//! The raft driver: one std thread that owns the raft-core `Node` and the apply machine.
+//! The raft driver: one std thread that owns the raft-core `Node` and the state machine.
 //! Everything else talks to it through [`RaftHandle`] (commands in, oneshot replies out);
 //! it ticks on a fixed interval and handles every `Ready` with `Node::handle_ready`, whose
-//! doc is the ordering contract. A fatal storage or apply error stops the process: a
-//! failed fsync is never retried.
+//! doc is the ordering contract. The waiters of proposals and reads live here, and
+//! nowhere else: a proposal's outcome carries its entry's result, which goes straight to
+//! its waiter. A fatal storage or apply error stops the process: a failed fsync is never
+//! retried.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use concord_raft_core::{LogStore, Node, Outbox, ProposalError, ProposeError, ReadError, Role};
+use concord_proto::concordpb::ApplyResult;
+use concord_raft_core::{
+    LogStore, Node, Outbox, ProposalError, ProposalOutcome, ProposeError, ReadError, Role,
+};
+use futures::channel::oneshot;
 use raft::eraftpb::{ConfChangeV2, Message, MessageType};
-use tokio::sync::{oneshot, watch};
 
-use crate::apply::{ApplyMachine, Completed, Waiter};
 use crate::etcd_error::EtcdError;
+use crate::state::Machine;
+
+/// What a locally proposed request is waiting for.
+pub type Waiter = oneshot::Sender<Result<Completed, EtcdError>>;
+
+/// A request applied on this member: its result and where in the log it landed.
+#[derive(Debug)]
+pub struct Completed {
+    pub result: ApplyResult,
+    pub index: u64,
+    pub term: u64,
+}
 
 /// What the rest of the server asks of the driver.
 pub enum Command {
     /// Propose an encoded `InternalRequest` (leader only).
     Propose { data: Vec<u8>, reply: Waiter },
-    /// Propose a membership change; the reply carries the new member list's index.
+    /// Propose a membership change; the reply comes once it is applied here.
     ConfChange { change: ConfChangeV2, reply: Waiter },
     /// Wait for a linearizable read point: replies once this member's applied index has
     /// reached the index the leader confirmed.
@@ -70,7 +87,6 @@ impl NodeStatus {
 pub struct RaftHandle {
     commands: Sender<Command>,
     pub status: Arc<NodeStatus>,
-    applied: watch::Receiver<u64>,
 }
 
 impl RaftHandle {
@@ -80,8 +96,8 @@ impl RaftHandle {
             .map_err(|_| EtcdError::stopped())
     }
 
-    /// Proposes an encoded request on this member (which must lead) and waits until it
-    /// is applied.
+    /// Proposes an encoded request (a follower hands it to the leader) and waits until
+    /// it is applied on this member, so the caller's next local read sees it.
     pub async fn propose_local(&self, data: Vec<u8>) -> Result<Completed, EtcdError> {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { data, reply })?;
@@ -100,16 +116,6 @@ impl RaftHandle {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Read { reply })?;
         receiver.await.map_err(|_| EtcdError::stopped())?
-    }
-
-    /// Waits until this member has applied `index`.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
-        let mut applied = self.applied.clone();
-        applied
-            .wait_for(|applied| *applied >= index)
-            .await
-            .map_err(|_| EtcdError::stopped())?;
-        Ok(())
     }
 
     pub fn commands(&self) -> Sender<Command> {
@@ -170,19 +176,17 @@ pub trait DriverObserver: Send + 'static {
 /// Starts the driver thread.
 pub fn spawn<S: LogStore + Send + 'static>(
     node: Node<S>,
-    machine: ApplyMachine,
+    machine: Machine,
     sink: Box<dyn MessageSink>,
     observer: Box<dyn DriverObserver>,
     tick_interval: Duration,
     commands: (Sender<Command>, Receiver<Command>),
 ) -> (RaftHandle, std::thread::JoinHandle<()>) {
     let status = Arc::new(NodeStatus::default());
-    let (applied_tx, applied_rx) = watch::channel(node.applied_index());
     let (sender, receiver) = commands;
     let handle = RaftHandle {
         commands: sender,
         status: status.clone(),
-        applied: applied_rx,
     };
     let mut driver = Driver {
         node,
@@ -190,8 +194,8 @@ pub fn spawn<S: LogStore + Send + 'static>(
         sink,
         observer,
         status,
-        applied_tx,
-        reads: std::collections::HashMap::new(),
+        waiters: HashMap::new(),
+        reads: HashMap::new(),
         next_id: request_id_seed(),
         tick_interval,
     };
@@ -218,12 +222,13 @@ fn request_id_seed() -> u64 {
 
 struct Driver<S: LogStore> {
     node: Node<S>,
-    machine: ApplyMachine,
+    machine: Machine,
     sink: Box<dyn MessageSink>,
     observer: Box<dyn DriverObserver>,
     status: Arc<NodeStatus>,
-    applied_tx: watch::Sender<u64>,
-    reads: std::collections::HashMap<u64, oneshot::Sender<Result<(), EtcdError>>>,
+    /// Proposals (and conf changes) made on this member, by request id.
+    waiters: HashMap<u64, Waiter>,
+    reads: HashMap<u64, oneshot::Sender<Result<(), EtcdError>>>,
     next_id: u64,
     tick_interval: Duration,
 }
@@ -293,39 +298,9 @@ impl<S: LogStore> Driver<S> {
             self.publish_status();
             let term = self.node.term();
             for proposal in outcome.proposals {
-                let Some(waiter) = self.machine.waiters.remove(&proposal.id) else {
-                    continue;
-                };
-                let reply = match proposal.result {
-                    Ok(index) => match self.machine.take_result(proposal.id) {
-                        Some(result) => Ok(Completed {
-                            result,
-                            index,
-                            term,
-                        }),
-                        // Conf changes have no request result of their own.
-                        None => Ok(Completed {
-                            result: concord_proto::concordpb::ApplyResult {
-                                result: Some(
-                                    concord_proto::concordpb::apply_result::Result::Applied(
-                                        concord_proto::concordpb::Applied {},
-                                    ),
-                                ),
-                            },
-                            index,
-                            term,
-                        }),
-                    },
-                    Err(ProposalError::Overwritten { .. } | ProposalError::Dropped { .. }) => {
-                        Err(EtcdError::leader_changed())
-                    }
-                    Err(ProposalError::ConfChangeRejected { reason, .. }) => Err(EtcdError {
-                        code: tonic::Code::FailedPrecondition,
-                        message: format!("etcdserver: {reason}"),
-                    }),
-                    Err(_) => Err(EtcdError::timeout_due_to_leader_fail()),
-                };
-                let _ = waiter.send(reply);
+                if let Some(waiter) = self.waiters.remove(&proposal.id) {
+                    let _ = waiter.send(completion(proposal, term));
+                }
             }
             for read in outcome.reads {
                 let Some(waiter) = self.reads.remove(&read.id) else {
@@ -366,16 +341,9 @@ impl<S: LogStore> Driver<S> {
             self.node.learners().contains(&self.node.id()),
             Ordering::Release,
         );
-        let applied = self.node.applied_index();
-        status.applied_index.store(applied, Ordering::Release);
-        self.applied_tx.send_if_modified(|current| {
-            if *current != applied {
-                *current = applied;
-                true
-            } else {
-                false
-            }
-        });
+        status
+            .applied_index
+            .store(self.node.applied_index(), Ordering::Release);
     }
 
     fn next_request_id(&mut self) -> u64 {
@@ -389,7 +357,7 @@ impl<S: LogStore> Driver<S> {
                 let id = self.next_request_id();
                 match self.node.propose(id, data) {
                     Ok(()) => {
-                        self.machine.waiters.insert(id, reply);
+                        self.waiters.insert(id, reply);
                     }
                     Err(error) => {
                         let _ = reply.send(Err(propose_error(error, self.node.leader_id())));
@@ -400,7 +368,7 @@ impl<S: LogStore> Driver<S> {
                 let id = self.next_request_id();
                 match self.node.propose_conf_change(id, change) {
                     Ok(()) => {
-                        self.machine.waiters.insert(id, reply);
+                        self.waiters.insert(id, reply);
                     }
                     Err(error) => {
                         let _ = reply.send(Err(propose_error(error, self.node.leader_id())));
@@ -428,6 +396,26 @@ impl<S: LogStore> Driver<S> {
             Command::TransferLeader { to } => self.node.transfer_leader(to),
             Command::Shutdown => {}
         }
+    }
+}
+
+/// What a proposal's waiter is told.
+fn completion(proposal: ProposalOutcome<ApplyResult>, term: u64) -> Result<Completed, EtcdError> {
+    match proposal.result {
+        Ok(index) => Ok(Completed {
+            // raft-core answers every applied proposal with its entry's result.
+            result: proposal.output.unwrap_or_default(),
+            index,
+            term,
+        }),
+        Err(ProposalError::Overwritten { .. } | ProposalError::Dropped { .. }) => {
+            Err(EtcdError::leader_changed())
+        }
+        Err(ProposalError::ConfChangeRejected { reason, .. }) => Err(EtcdError {
+            code: tonic::Code::FailedPrecondition,
+            message: format!("etcdserver: {reason}"),
+        }),
+        Err(_) => Err(EtcdError::timeout_due_to_leader_fail()),
     }
 }
 

@@ -2,9 +2,10 @@
 //! peer transport. The only crate that knows about sockets, tasks and channels.
 //!
 //! A write travels `api::kv` → [`core::Core::propose`] (forwarded to the leader by a
-//! follower) → [`driver`] (the thread owning raft) → [`apply`] (MVCC) → back to the
-//! waiter by request id. Reads wait for a ReadIndex barrier and are served from the
-//! local store.
+//! follower) → [`driver`] (the thread owning raft) → [`state`] (the synchronous state
+//! machine: MVCC, leases, membership) → the entry's result, carried by raft-core's
+//! proposal outcome back to the driver's waiter. Reads wait for a ReadIndex barrier
+//! and are served from the local store.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), concord_server::error::Error> {
@@ -17,7 +18,6 @@
 //! ```
 
 pub mod api;
-pub mod apply;
 pub mod config;
 pub mod core;
 pub mod driver;
@@ -25,10 +25,10 @@ pub mod error;
 pub mod etcd_error;
 pub mod h2_authority;
 pub mod http;
-pub mod lessor;
+pub mod lease_expiry;
 pub mod listener;
 pub mod member;
-pub mod membership;
+pub mod state;
 mod stream_tasks;
 pub mod tls;
 pub mod transport;

@@ -18,13 +18,14 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::api::{self, ETCD_VERSION};
-use crate::apply::{ApplyMachine, ApplyObserver, Backend, MEMBER_LOCAL_TABLE};
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
 use crate::error::Error;
-use crate::lessor::LeaseKeeper;
-use crate::membership::{Membership, cluster_id, member_id};
+use crate::state::backend::{Backend, MEMBER_LOCAL_TABLE};
+use crate::state::leases::LeaseKeeper;
+use crate::state::membership::{Membership, cluster_id, member_id};
+use crate::state::{ApplyObserver, Machine};
 use crate::transport::{Inbound, InboundSink, PeerTransport};
 
 /// Largest gRPC message a client may send: the request limit plus etcd's 512 KiB of
@@ -257,10 +258,12 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         cluster_id: cluster,
         known_peers: shared_membership.read().ids(),
     };
-    let mut machine = ApplyMachine::new(
+    let leases = Arc::new(LeaseKeeper::new(&config, local_id));
+    let mut machine = Machine::new(
         backend.clone(),
         local_id,
         initial.clone(),
+        leases.clone(),
         Box::new(observer),
     )?;
     let watch_hub = crate::watch_hub::WatchHub::start(
@@ -270,8 +273,6 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     )
     .map_err(Error::Io)?;
     machine.set_event_sink(watch_hub.event_sink());
-    let leases = Arc::new(LeaseKeeper::new(&config, local_id));
-    machine.set_leases(leases.clone())?;
 
     let mut node_config = NodeConfig::new(local_id);
     node_config.election_tick = config.election_ticks();
@@ -394,7 +395,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     }
 
     tasks.push(tokio::spawn(publish(core.clone(), shutdown_rx.clone())));
-    tasks.push(tokio::spawn(crate::lessor::run_expiry(
+    tasks.push(tokio::spawn(crate::lease_expiry::run_expiry(
         core.clone(),
         leases.clone(),
         shutdown_rx.clone(),

@@ -25,7 +25,8 @@ use concord_watch::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::apply::{Backend, EventSink};
+use crate::state::EventSink;
+use crate::state::backend::Backend;
 
 /// How often the catch-up thread looks at unsynced watchers without being asked
 /// (etcd's sync interval).
@@ -94,7 +95,7 @@ impl History for BackendHistory<'_> {
         range_end: &[u8],
         revision: i64,
     ) -> Result<Vec<KeyValue>, concord_mvcc::Error> {
-        History::kvs_at(&*self.0.store(), key, range_end, revision)
+        History::kvs_at(&**self.0.store(), key, range_end, revision)
     }
 }
 

@@ -87,12 +87,14 @@ struct RecordingSm {
 }
 
 impl StateMachine for RecordingSm {
-    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError> {
+    type Output = ();
+
+    fn apply(&mut self, entries: &[Committed]) -> Result<Vec<()>, BoxError> {
         self.log
             .borrow_mut()
             .push(Event::Apply(entries.iter().map(Committed::index).collect()));
         self.applied = entries.last().map_or(self.applied, Committed::index);
-        Ok(())
+        Ok(vec![(); entries.len()])
     }
     fn applied_index(&self) -> u64 {
         self.applied

@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Core, expect_result};
 use crate::etcd_error::EtcdError;
-use crate::lessor::{LeaseKeeper, propose_as_leader};
+use crate::lease_expiry::propose_as_leader;
+use crate::state::leases::LeaseKeeper;
 
 /// How long to wait between attempts while there is no usable leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);

@@ -1,88 +1,24 @@
-//! The replicated state machine: committed raft entries applied to the MVCC store, one
-//! fjall batch per apply round, the applied index written in the same batch. Results of
-//! requests this member proposed are kept by request id for their waiters.
+//! [`Machine`]: committed raft entries applied to the MVCC store, one fjall batch per
+//! apply round with the applied index written in the same batch, and each entry's
+//! result returned to raft-core, which hands it to the proposal's outcome (so whoever
+//! waits for a request waits in one place, the driver).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use concord_mvcc::{Store, StoreOptions, WriteBatch};
+use concord_mvcc::WriteBatch;
 use concord_proto::concordpb::{
     Applied, ApplyResult, InternalRequest, MemberAttrSetRequest, apply_result, internal_request,
 };
 use concord_proto::etcdserverpb::{CompactionResponse, Member, TxnRequest, request_op};
 use concord_proto::mvccpb::Event;
 use concord_raft_core::{BoxError, Committed, StateMachine};
-use parking_lot::RwLock;
 use prost::Message;
 use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
-use tokio::sync::oneshot;
 
+use super::backend::Backend;
+use super::leases::LeaseKeeper;
+use super::membership::Membership;
 use crate::etcd_error::EtcdError;
-use crate::lessor::LeaseKeeper;
-use crate::membership::Membership;
-
-/// The side table of what belongs to this member alone (its member and cluster ids): a
-/// snapshot from another member replaces everything else but never this.
-pub const MEMBER_LOCAL_TABLE: &str = "local";
-
-/// The MVCC store, swappable as a whole when a raft snapshot replaces it.
-#[derive(Debug)]
-pub struct Backend {
-    current: RwLock<Arc<Store>>,
-    dir: PathBuf,
-    options: StoreOptions,
-}
-
-impl Backend {
-    pub fn open(dir: PathBuf, options: StoreOptions) -> Result<Backend, concord_mvcc::Error> {
-        let store = Store::open(&dir, options.clone())?;
-        Ok(Backend {
-            current: RwLock::new(Arc::new(store)),
-            dir,
-            options,
-        })
-    }
-
-    /// The store to read from now. Hold it only for the duration of one request.
-    pub fn store(&self) -> Arc<Store> {
-        self.current.read().clone()
-    }
-
-    /// Replaces the store's contents by a snapshot's. Readers wait meanwhile.
-    fn restore(&self, bytes: &[u8]) -> Result<(), concord_mvcc::Error> {
-        let mut current = self.current.write();
-        // Every reader holds its clone for one request only; wait for them to let go, so
-        // the old store is closed before its directory is replaced.
-        while Arc::strong_count(&current) > 1 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let own_identity = current.meta_scan(MEMBER_LOCAL_TABLE)?;
-        let placeholder_dir = self.dir.with_extension("closing");
-        let placeholder = Store::open(&placeholder_dir, self.options.clone())?;
-        drop(std::mem::replace(&mut *current, Arc::new(placeholder)));
-        let restored = Store::restore_keeping(
-            &self.dir,
-            bytes,
-            self.options.clone(),
-            &[(MEMBER_LOCAL_TABLE, own_identity.as_slice())],
-        )?;
-        drop(std::mem::replace(&mut *current, Arc::new(restored)));
-        let _ = std::fs::remove_dir_all(&placeholder_dir);
-        Ok(())
-    }
-}
-
-/// What a locally proposed request is waiting for.
-pub type Waiter = oneshot::Sender<Result<Completed, EtcdError>>;
-
-/// A request applied: its result and where in the log it landed.
-#[derive(Debug)]
-pub struct Completed {
-    pub result: ApplyResult,
-    pub index: u64,
-    pub term: u64,
-}
 
 /// Receives the events of every committed apply round, in revision order, exactly once:
 /// the watch hub's input. Called on the raft driver thread: it must not block.
@@ -107,70 +43,56 @@ pub trait ApplyObserver: Send {
 }
 
 /// The state machine raft-core applies committed entries to.
-pub struct ApplyMachine {
+pub struct Machine {
     backend: Arc<Backend>,
     member_id: u64,
     /// Founding members, written to the store when the bootstrap snapshot is applied.
     initial_membership: Membership,
     membership: Membership,
-    /// Waiters of requests this member proposed, by request id.
-    pub waiters: HashMap<u64, Waiter>,
-    /// Results of applied requests that have a waiter, until the driver hands them over.
-    results: HashMap<u64, ApplyResult>,
     observer: Box<dyn ApplyObserver>,
     event_sink: Option<Box<dyn EventSink>>,
     /// Events of the round being applied, published after its batch commits.
     pending_events: Vec<Event>,
-    /// Leases; without them every put naming a lease fails (lease not found).
-    leases: Option<Arc<LeaseKeeper>>,
+    leases: Arc<LeaseKeeper>,
 }
 
-impl ApplyMachine {
+/// The result of an entry that answers nothing of its own.
+fn applied() -> ApplyResult {
+    ApplyResult {
+        result: Some(apply_result::Result::Applied(Applied {})),
+    }
+}
+
+impl Machine {
+    /// The state machine over `backend`, with the leases rebuilt from it.
     pub fn new(
         backend: Arc<Backend>,
         member_id: u64,
         initial_membership: Membership,
+        leases: Arc<LeaseKeeper>,
         observer: Box<dyn ApplyObserver>,
-    ) -> Result<ApplyMachine, concord_mvcc::Error> {
+    ) -> Result<Machine, concord_mvcc::Error> {
         let membership = Membership::load(&backend.store())?;
-        Ok(ApplyMachine {
+        leases.recover(&backend.store())?;
+        Ok(Machine {
             backend,
             member_id,
             initial_membership,
             membership,
-            waiters: HashMap::new(),
-            results: HashMap::new(),
             observer,
             event_sink: None,
             pending_events: Vec::new(),
-            leases: None,
+            leases,
         })
     }
 
-    /// Where leases live; rebuilds them from the store.
-    pub fn set_leases(&mut self, leases: Arc<LeaseKeeper>) -> Result<(), concord_mvcc::Error> {
-        leases.recover(&self.backend.store())?;
-        self.leases = Some(leases);
-        Ok(())
-    }
-
     fn check_lease(&self, id: i64) -> Result<(), EtcdError> {
-        match &self.leases {
-            Some(leases) => leases.check_lease(id),
-            None if id != 0 => Err(EtcdError::lease_not_found()),
-            None => Ok(()),
-        }
+        self.leases.check_lease(id)
     }
 
     /// Keeps the keys attached to leases in step with a write's events.
     fn observe_leased_keys(&self, events: &[Event]) {
-        if let Some(leases) = &self.leases {
-            leases.observe(events);
-        }
-    }
-
-    fn lease_keeper(&self) -> Result<&Arc<LeaseKeeper>, EtcdError> {
-        self.leases.as_ref().ok_or_else(EtcdError::not_capable)
+        self.leases.observe(events);
     }
 
     /// Where the events of committed rounds go (the watch hub).
@@ -180,11 +102,6 @@ impl ApplyMachine {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
-    }
-
-    /// The result of an applied request with a waiter.
-    pub fn take_result(&mut self, id: u64) -> Option<ApplyResult> {
-        self.results.remove(&id)
     }
 
     fn apply_request(
@@ -236,16 +153,16 @@ impl ApplyMachine {
                 Ok(apply_result::Result::Applied(Applied {}))
             }
             R::LeaseGrant(grant) => {
-                let response = self.lease_keeper()?.apply_grant(batch, &grant)?;
+                let response = self.leases.apply_grant(batch, &grant)?;
                 Ok(apply_result::Result::LeaseGrant(response))
             }
             R::LeaseRevoke(revoke) => {
-                let (response, events) = self.lease_keeper()?.apply_revoke(batch, &revoke)?;
+                let (response, events) = self.leases.apply_revoke(batch, &revoke)?;
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::LeaseRevoke(response))
             }
             R::LeaseCheckpoint(checkpoint) => {
-                self.lease_keeper()?.apply_checkpoint(batch, &checkpoint);
+                self.leases.apply_checkpoint(batch, &checkpoint);
                 Ok(apply_result::Result::Applied(Applied {}))
             }
             _ => Err(EtcdError::not_capable()),
@@ -323,24 +240,28 @@ fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(error)
 }
 
-impl StateMachine for ApplyMachine {
-    fn apply(&mut self, entries: &[Committed]) -> Result<(), BoxError> {
+impl StateMachine for Machine {
+    /// Every entry's result (`Applied` for entries without one of their own).
+    type Output = ApplyResult;
+
+    fn apply(&mut self, entries: &[Committed]) -> Result<Vec<ApplyResult>, BoxError> {
         let backend = self.backend.clone();
         let store = backend.store();
         let mut batch = store.write_batch();
         // Events feed the watchers (previous values only if one wants them) and the
         // lease keeper, which needs each event's key-value only.
         batch.set_event_prev_kv(self.event_sink.as_ref().is_some_and(|s| s.wants_prev_kv()));
+        let mut results = Vec::with_capacity(entries.len());
         let mut last_index = None;
         let mut ends_with_conf_change = false;
         for entry in entries {
             if entry.index() <= store.applied_index() {
+                // Applied before a restart: nobody here waits for it any more.
+                results.push(applied());
                 continue;
             }
-            match entry {
-                Committed::Normal {
-                    id, origin, data, ..
-                } => {
+            let result = match entry {
+                Committed::Normal { data, .. } => {
                     // Only this code writes entries, so one that does not decode means
                     // the log is corrupt: stop the member rather than diverge.
                     let request = InternalRequest::decode(data.as_slice()).map_err(boxed)?;
@@ -348,15 +269,8 @@ impl StateMachine for ApplyMachine {
                         Ok(result) => result,
                         Err(error) => apply_result::Result::Error(error.to_apply_error()),
                     };
-                    // Request ids are unique per member: another member's entry may
-                    // carry the id of one of ours.
-                    if *origin == self.member_id && self.waiters.contains_key(id) {
-                        self.results.insert(
-                            *id,
-                            ApplyResult {
-                                result: Some(result),
-                            },
-                        );
+                    ApplyResult {
+                        result: Some(result),
                     }
                 }
                 Committed::ConfChange {
@@ -364,13 +278,14 @@ impl StateMachine for ApplyMachine {
                 } => {
                     self.apply_conf_change(&mut batch, change, conf_state.is_some());
                     ends_with_conf_change = true;
+                    applied()
                 }
                 Committed::Empty { term, .. } => {
-                    if let Some(leases) = &self.leases {
-                        leases.empty_entry_applied(*term);
-                    }
+                    self.leases.empty_entry_applied(*term);
+                    applied()
                 }
-            }
+            };
+            results.push(result);
             last_index = Some(entry.index());
         }
         if let Some(index) = last_index {
@@ -389,7 +304,7 @@ impl StateMachine for ApplyMachine {
         {
             sink.publish(events);
         }
-        Ok(())
+        Ok(results)
     }
 
     fn applied_index(&self) -> u64 {
@@ -421,12 +336,11 @@ impl StateMachine for ApplyMachine {
             self.membership = self.initial_membership.clone();
         } else {
             self.backend.restore(data).map_err(boxed)?;
-            self.membership = Membership::load(&self.backend.store()).map_err(boxed)?;
-            if let Some(leases) = &self.leases {
-                leases.recover(&self.backend.store()).map_err(boxed)?;
-            }
+            let store = self.backend.store();
+            self.membership = Membership::load(&store).map_err(boxed)?;
+            self.leases.recover(&store).map_err(boxed)?;
             if let Some(sink) = &mut self.event_sink {
-                sink.store_replaced(self.backend.store().current_revision());
+                sink.store_replaced(store.current_revision());
             }
             self.observer.restored();
         }

@@ -1,8 +1,8 @@
 //! The server's side of leases: the [`concord_lease::Lessor`] shared between the apply
 //! loop (which applies grants, revocations, checkpoints and key attachments on every
 //! member), the Lease service (renewals and TTL queries on the leader) and the leader's
-//! expiry task (which revokes expired leases and checkpoints remaining TTLs through
-//! raft).
+//! expiry task (`crate::lease_expiry`, which revokes expired leases and checkpoints
+//! remaining TTLs through raft).
 //!
 //! Leases are stored in the store's `lease` side table, in the same batch as the keys,
 //! so they survive restarts and travel in raft snapshots; the attached-keys index is
@@ -13,38 +13,26 @@
 //! applied the empty entry of its term, i.e. every entry of earlier terms; it is
 //! demoted as soon as leadership is lost, so followers never expire leases.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use concord_lease::{
-    DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_REVOKE_RATE, LeaseId, LeaseRecord, LeaseStatus, Lessor,
-    LessorConfig, Renewed,
+    DEFAULT_CHECKPOINT_INTERVAL, LeaseId, LeaseRecord, LeaseStatus, Lessor, LessorConfig, Renewed,
 };
 use concord_mvcc::{Store, WriteBatch};
-use concord_proto::concordpb::{InternalRequest, RequestHeader, internal_request};
 use concord_proto::etcdserverpb::{
-    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, RangeRequest, ResponseHeader,
+    LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, RangeRequest, ResponseHeader,
 };
 use concord_proto::mvccpb::Event;
 use concord_proto::mvccpb::event::EventType;
 use parking_lot::Mutex;
-use prost::Message;
-use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::core::Core;
 use crate::etcd_error::EtcdError;
 
 /// The store's side table holding one [`LeaseRecord`] per lease.
 pub const LEASE_KEYSPACE: &str = "lease";
-
-/// How often the leader looks for expired leases and due checkpoints.
-const EXPIRY_TICK: Duration = Duration::from_millis(100);
-
-/// Checkpoints proposed in one raft entry at most.
-const MAX_CHECKPOINTS_PER_ENTRY: usize = 1000;
 
 /// Whether this member may act as the primary lessor.
 #[derive(Debug, Default)]
@@ -282,11 +270,11 @@ impl LeaseKeeper {
             .time_to_live(id, Instant::now(), with_keys)
     }
 
-    fn expired(&self, limit: usize) -> Vec<LeaseId> {
+    pub fn expired(&self, limit: usize) -> Vec<LeaseId> {
         self.lessor.lock().expired(Instant::now(), limit)
     }
 
-    fn due_checkpoints(&self, limit: usize) -> Vec<(LeaseId, i64)> {
+    pub fn due_checkpoints(&self, limit: usize) -> Vec<(LeaseId, i64)> {
         if !self.checkpoints {
             return Vec::new();
         }
@@ -320,70 +308,5 @@ pub fn lease_error(error: concord_lease::Error) -> EtcdError {
         E::TtlTooLarge => EtcdError::lease_ttl_too_large(),
         E::NotPrimary => EtcdError::not_leader(),
         other => EtcdError::internal(other.to_string()),
-    }
-}
-
-/// Proposes a request on this member only if it leads (never forwarded: a former
-/// leader must not revoke leases the new leader keeps alive).
-pub async fn propose_as_leader(
-    core: &Core,
-    request: internal_request::Request,
-) -> Result<(), EtcdError> {
-    if !core.raft.status.is_leader() {
-        return Err(EtcdError::not_leader());
-    }
-    let request = InternalRequest {
-        header: Some(RequestHeader::default()),
-        request: Some(request),
-    };
-    core.raft.propose_local(request.encode_to_vec()).await?;
-    Ok(())
-}
-
-/// The leader's expiry task: every tick, revokes the leases that expired (at most
-/// etcd's 1000 per second, each its own proposal so one failure does not hold the
-/// others back) and proposes due checkpoints. Does nothing on followers.
-pub async fn run_expiry(
-    core: Arc<Core>,
-    keeper: Arc<LeaseKeeper>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let per_tick = (DEFAULT_REVOKE_RATE as u128 * EXPIRY_TICK.as_millis() / 1000).max(1) as usize;
-    let mut ticker = tokio::time::interval(EXPIRY_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        if !core.raft.status.is_leader() || !keeper.is_primary() {
-            continue;
-        }
-        for id in keeper.expired(per_tick) {
-            let core = core.clone();
-            tokio::spawn(async move {
-                let request = internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id });
-                match propose_as_leader(&core, request).await {
-                    Ok(()) => tracing::debug!("revoked expired lease {id:x}"),
-                    Err(error) => tracing::debug!("revoking expired lease {id:x}: {error}"),
-                }
-            });
-        }
-        let due = keeper.due_checkpoints(MAX_CHECKPOINTS_PER_ENTRY);
-        if !due.is_empty() {
-            let checkpoints = due
-                .into_iter()
-                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
-                .collect();
-            let core = core.clone();
-            tokio::spawn(async move {
-                let request = internal_request::Request::LeaseCheckpoint(LeaseCheckpointRequest {
-                    checkpoints,
-                });
-                if let Err(error) = propose_as_leader(&core, request).await {
-                    tracing::debug!("lease checkpoint: {error}");
-                }
-            });
-        }
     }
 }
