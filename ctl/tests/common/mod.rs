@@ -28,6 +28,8 @@ pub fn free_port() -> u16 {
 /// One etcd member in a temporary directory, killed on drop.
 pub struct Etcd {
     child: Child,
+    /// How to start it again on the same data directory and ports.
+    command: Vec<std::ffi::OsString>,
     client_url: String,
     /// Flags etcdctl needs to reach the member (TLS files).
     ctl_flags: Vec<String>,
@@ -137,6 +139,9 @@ impl Etcd {
                 ]);
             }
         }
+        let argv = std::iter::once(command.get_program().to_owned())
+            .chain(command.get_args().map(ToOwned::to_owned))
+            .collect();
         let child = command
             .stdout(Stdio::null())
             .stderr(log)
@@ -144,12 +149,37 @@ impl Etcd {
             .expect("spawn etcd");
         let etcd = Etcd {
             child,
+            command: argv,
             client_url,
             ctl_flags,
             _dir: dir,
         };
         etcd.wait_ready();
         etcd
+    }
+
+    /// Kills the member (SIGKILL); [`Etcd::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the member again on its data directory and ports, and waits
+    /// until it serves.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self._dir.path().join("etcd.log"))
+            .unwrap();
+        self.child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("respawn etcd");
+        self.wait_ready();
     }
 
     /// `host:port`, without the scheme.
