@@ -53,8 +53,16 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let request = request.into_inner();
+        // etcd's checkPutRequest, before the request reaches raft (so before a lease is
+        // looked up: `--ignore-lease --lease=<none>` is "lease is provided", not "not found").
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
+        }
+        if request.ignore_value && !request.value.is_empty() {
+            return Err(EtcdError::value_provided().into());
+        }
+        if request.ignore_lease && request.lease != 0 {
+            return Err(EtcdError::lease_provided().into());
         }
         let result = self
             .core
