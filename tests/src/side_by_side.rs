@@ -54,7 +54,9 @@
 //! Only what [`MASKERS`] lists, each by name, field or pattern; no line is dropped. Each
 //! server's ids, ports and directories are masked as exact values, learned from the server
 //! itself. Revisions are not masked: a fresh member given the same script must reach the
-//! same revisions. Comparing concordctl with etcdctl also applies [`CTL_MASKERS`].
+//! same revisions. Comparing concordctl with etcdctl (never one server with the other)
+//! also applies [`CTL_MASKERS`], whose one rule leaves out the log lines of etcdctl's Go
+//! client library, as the ctl parity tests do.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
