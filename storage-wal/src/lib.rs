@@ -195,6 +195,20 @@ impl From<Error> for raft::Error {
     }
 }
 
+/// The configuration of this crate's property tests: `cases` cases from a fixed seed, so
+/// every run tries the same inputs, and no regression files written.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+    Config {
+        cases,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(0x5eed_c0c0),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
 /// Makes creations, renames and deletions of directory entries durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
     let handle = File::open(dir).map_err(|e| Error::io(dir, e))?;

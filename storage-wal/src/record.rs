@@ -240,6 +240,10 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod proptests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

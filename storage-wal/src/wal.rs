@@ -1333,4 +1333,8 @@ fn reserve_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod proptests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
