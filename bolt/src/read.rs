@@ -513,6 +513,22 @@ impl<'db, S: ReadAt> Bucket<'db, S> {
         Ok(None)
     }
 
+    /// Levels of the bucket's tree along its first path: 1 for a single leaf (or an
+    /// inline bucket), 2 when a branch page sits above the leaves, and so on.
+    pub fn depth(&self) -> Result<usize, Error> {
+        let mut page = self.root_page()?;
+        let mut depth = 1;
+        while page.is_branch() {
+            if depth > MAX_DEPTH || page.count() == 0 {
+                return Err(self.db.corrupt(page.id, "branch page is empty or a cycle"));
+            }
+            let (_, child) = page.branch(0).map_err(|r| self.db.corrupt(page.id, r))?;
+            page = self.db.read_node(child)?;
+            depth += 1;
+        }
+        Ok(depth)
+    }
+
     /// The value stored under `key` (`None` when absent or when `key` names a bucket).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
