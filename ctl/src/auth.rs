@@ -183,10 +183,13 @@ pub async fn user(command: crate::cli::UserCommand, ctx: &mut Context<'_>) -> Re
             args,
             no_password,
             interactive,
+            new_user_password,
         } => {
             let arg = one_arg(&args, "user add command requires user name as its argument")?;
             let (name, password) = if no_password {
                 (arg.to_owned(), String::new())
+            } else if !new_user_password.is_empty() {
+                (arg.to_owned(), new_user_password)
             } else if let Some((name, password)) = arg.split_once(':') {
                 if name.is_empty() {
                     return Err(CtlError::bad_args("empty user name is not allowed"));

@@ -90,7 +90,7 @@ pub struct Cli {
           default_value = "true", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
     pub insecure_transport: bool,
 
-    /// skip server certificate verification
+    /// skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
     pub insecure_skip_tls_verify: bool,
@@ -169,8 +169,82 @@ pub enum Command {
     Lock(LockArgs),
     /// Observes and participates in leader election
     Elect(ElectArgs),
+    /// Migrates keys in a v2 store to a mvcc store
+    Migrate(MigrateArgs),
+    /// commands for checking properties of the etcd cluster
+    Check(CheckArgs),
     /// Prints the version of etcdctl
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Do not convert TTL keys
+    #[arg(long)]
+    pub no_ttl: bool,
+    /// Path to the data directory
+    #[arg(long, default_value = "")]
+    pub data_dir: String,
+    /// Path to the WAL directory
+    #[arg(long, default_value = "")]
+    pub wal_dir: String,
+    /// Path to the user-provided transformer program
+    #[arg(long, default_value = "")]
+    pub transformer: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(subcommand)]
+    pub command: CheckCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Check the performance of the etcd cluster
+    Perf {
+        #[arg(
+            long,
+            default_value = "s",
+            help = "The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"
+        )]
+        load: String,
+        #[arg(
+            long,
+            default_value = "/etcdctl-check-perf/",
+            help = "The prefix for writing the performance check's keys."
+        )]
+        prefix: String,
+        #[arg(
+            long,
+            help = "Compact storage with last revision after test is finished."
+        )]
+        auto_compact: bool,
+        #[arg(long, help = "Defragment storage after test is finished.")]
+        auto_defrag: bool,
+    },
+    /// Check the memory usage of holding data for different workloads on a given server endpoint.
+    Datascale {
+        #[arg(
+            long,
+            default_value = "s",
+            help = "The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"
+        )]
+        load: String,
+        #[arg(
+            long,
+            default_value = "/etcdctl-check-datascale/",
+            help = "The prefix for writing the datascale check's keys."
+        )]
+        prefix: String,
+        #[arg(
+            long,
+            help = "Compact storage with last revision after test is finished."
+        )]
+        auto_compact: bool,
+        #[arg(long, help = "Defragment storage after test is finished.")]
+        auto_defrag: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +305,33 @@ pub struct SnapshotArgs {
 pub enum SnapshotCommand {
     /// Stores an etcd node backend snapshot to a given file
     Save { args: Vec<String> },
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore {
+        args: Vec<String>,
+        /// Path to the data directory
+        #[arg(long, default_value = "")]
+        data_dir: String,
+        /// Path to the WAL directory (use --data-dir if none given)
+        #[arg(long, default_value = "")]
+        wal_dir: String,
+        /// Initial cluster configuration for restore bootstrap
+        #[arg(long, default_value = "default=http://localhost:2380")]
+        initial_cluster: String,
+        /// Initial cluster token for the etcd cluster during restore bootstrap
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// List of this member's peer URLs to advertise to the rest of the cluster
+        #[arg(long, default_value = "http://localhost:2380")]
+        initial_advertise_peer_urls: String,
+        /// Human-readable name for this member
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Ignore snapshot integrity hash value (required if copied from data directory)
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
+    /// Gets backend snapshot status of a given file
+    Status { args: Vec<String> },
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +366,9 @@ pub enum UserCommand {
         /// Create a user without password (CN based auth only)
         #[arg(long)]
         no_password: bool,
+        /// Supply password from the command line flag
+        #[arg(long, default_value = "")]
+        new_user_password: String,
     },
     /// Deletes a user
     Delete { args: Vec<String> },
@@ -348,6 +452,12 @@ pub struct DefragArgs {
     /// use all endpoints from the cluster member list
     #[arg(long)]
     pub cluster: bool,
+    #[arg(
+        long,
+        default_value = "",
+        help = "Optional. If present, defragments a data directory not in use by etcd."
+    )]
+    pub data_dir: String,
 }
 
 #[derive(Debug, Args)]
@@ -397,7 +507,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub keys_only: bool,
     /// Get only the count
-    #[arg(long)]
+    #[arg(long, hide = true)]
     pub count_only: bool,
     /// Only write values when using the "simple" output format
     #[arg(long)]
@@ -431,7 +541,7 @@ pub struct TxnArgs {
 pub struct CompactionArgs {
     /// <revision>
     pub args: Vec<String>,
-    /// Wait for the compaction to physically remove all old revisions
+    /// 'true' to wait for compaction to physically remove all old revisions
     #[arg(long)]
     pub physical: bool,
 }
@@ -470,8 +580,11 @@ pub enum MemberCommand {
     /// Adds a member into the cluster
     Add {
         args: Vec<String>,
-        /// comma separated peer URLs for the new member.
-        #[arg(long, default_value = "")]
+        #[arg(
+            long,
+            default_value = "",
+            help = "comma separated peer URLs for the new member."
+        )]
         peer_urls: String,
         /// indicates if the new member is raft learner
         #[arg(long)]
@@ -482,8 +595,11 @@ pub enum MemberCommand {
     /// Updates a member in the cluster
     Update {
         args: Vec<String>,
-        /// comma separated peer URLs for the updated member.
-        #[arg(long, default_value = "")]
+        #[arg(
+            long,
+            default_value = "",
+            help = "comma separated peer URLs for the updated member."
+        )]
         peer_urls: String,
     },
     /// Lists all members in the cluster
@@ -541,7 +657,7 @@ pub struct WatchArgs {
     /// get the previous key-value pair before the event happens
     #[arg(long)]
     pub prev_kv: bool,
-    /// get periodic watch progress notification from server
-    #[arg(long)]
+    /// get periodic watch progress notification from server (etcdctl 3.5)
+    #[arg(long, hide = true)]
     pub progress_notify: bool,
 }

@@ -24,6 +24,7 @@ pub mod commands;
 pub mod error;
 pub mod gofmt;
 pub mod gojson;
+pub mod help;
 pub mod kv;
 pub mod printer;
 pub mod resolve;
@@ -40,28 +41,41 @@ use std::io::Write;
 /// Runs concordctl with these arguments (including the program name) and
 /// returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let args = match resolve::resolve(args) {
-        resolve::Resolution::Run(args) => args,
+    let (args, path) = match resolve::resolve(args) {
+        resolve::Resolution::Run { args, path } => (args, path),
         resolve::Resolution::UnknownCommand(message) => {
             // cobra reports it, then etcdctl's main reports cobra's error again.
             eprint!("Error: {message}\nRun 'etcdctl --help' for usage.\nError: {message}\n");
             return ExitCode::Error as i32;
         }
-        resolve::Resolution::GroupHelp(path) => {
-            let mut group = <cli::Cli as clap::CommandFactory>::command();
-            for name in path {
-                match group.find_subcommand(name) {
-                    Some(sub) => group = sub.clone(),
-                    None => break,
-                }
-            }
-            let _ = group.print_help();
-            return 0;
-        }
+        resolve::Resolution::GroupHelp(path) => return print_help(&path),
     };
+    if path.first() == Some(&"help") {
+        if path.len() == 1 && wants_help(&args) {
+            return print_help(&path);
+        }
+        return print_help(&path[1..]);
+    }
+    if wants_help(&args) {
+        return print_help(&path);
+    }
+    if resolve::is_group(&path) {
+        // A group runs without an action and prints its help, once its flags
+        // have parsed.
+        if let Err(e) = cli::Cli::try_parse_from(&args)
+            && is_flag_error(&e)
+        {
+            return usage_error(&e, &path);
+        }
+        return print_help(&path);
+    }
+    if path.first() == Some(&"completion") {
+        eprintln!("Error: concordctl does not generate shell completion scripts");
+        return ExitCode::Error as i32;
+    }
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error(&e, &path),
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -178,8 +192,48 @@ fn context_string(e: &clap::Error, kind: ContextKind) -> String {
     }
 }
 
+/// Prints etcdctl's help for the command at `path` to stdout; exit code 0.
+fn print_help(path: &[&str]) -> i32 {
+    let text = help::render(path)
+        .or_else(|| help::render(&[]))
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    0
+}
+
+/// `-h`, `--help` or `--help=true` before any `--`, as pflag reads them.
+fn wants_help(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--")
+        .any(|a| match a.strip_prefix("--help=") {
+            Some(v) => cli::go_bool(v) == Ok(true),
+            None => a == "-h" || a == "--help",
+        })
+}
+
+/// A flag error as cobra reports it: the error, the command's usage on stdout,
+/// a blank line, then etcdctl's own report of the same error; exit code 1.
+fn flag_error(message: &str, path: &[&str]) -> i32 {
+    eprintln!("Error: {message}");
+    print_help(path);
+    eprintln!();
+    eprintln!("Error: {message}");
+    1
+}
+
+fn is_flag_error(e: &clap::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    )
+}
+
 /// Prints a command-line syntax error as etcdctl (cobra) does and returns its exit code.
-fn usage_error(e: &clap::Error) -> i32 {
+fn usage_error(e: &clap::Error, path: &[&str]) -> i32 {
     match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
@@ -188,12 +242,16 @@ fn usage_error(e: &clap::Error) -> i32 {
             0
         }
         ErrorKind::UnknownArgument => {
-            let flag = context_string(e, ContextKind::InvalidArg);
-            eprintln!(
-                "Error: unknown flag: {}",
-                flag.split('=').next().unwrap_or_default()
-            );
-            1
+            let arg = context_string(e, ContextKind::InvalidArg);
+            let flag = arg.split('=').next().unwrap_or_default();
+            let message = match flag.strip_prefix('-') {
+                Some(short) if !short.starts_with('-') => {
+                    let letter = short.chars().next().unwrap_or_default();
+                    format!("unknown shorthand flag: '{letter}' in {flag}")
+                }
+                _ => format!("unknown flag: {flag}"),
+            };
+            flag_error(&message, path)
         }
         ErrorKind::InvalidSubcommand => {
             let name = context_string(e, ContextKind::InvalidSubcommand);
@@ -203,19 +261,20 @@ fn usage_error(e: &clap::Error) -> i32 {
         ErrorKind::ValueValidation => {
             // pflag: invalid argument "abc" for "--rev" flag: strconv.ParseInt: ...
             let arg = context_string(e, ContextKind::InvalidArg);
-            let flag = arg.split([' ', '=']).next().unwrap_or_default();
+            let flag = arg.split([' ', '=', '[']).next().unwrap_or_default();
             let value = context_string(e, ContextKind::InvalidValue);
             let reason = std::error::Error::source(e)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            eprintln!("Error: invalid argument \"{value}\" for \"{flag}\" flag: {reason}");
-            1
+            flag_error(
+                &format!("invalid argument \"{value}\" for \"{flag}\" flag: {reason}"),
+                path,
+            )
         }
         ErrorKind::InvalidValue if context_string(e, ContextKind::InvalidValue).is_empty() => {
             let arg = context_string(e, ContextKind::InvalidArg);
-            let flag = arg.split([' ', '=']).next().unwrap_or_default();
-            eprintln!("Error: flag needs an argument: {flag}");
-            1
+            let flag = arg.split([' ', '=', '[']).next().unwrap_or_default();
+            flag_error(&format!("flag needs an argument: {flag}"), path)
         }
         _ => {
             let rendered = e.render().to_string();

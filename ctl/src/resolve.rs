@@ -16,8 +16,9 @@
 //! ```
 //! use concord_ctl::resolve::{resolve, Resolution};
 //! let args = ["etcdctl", "mem", "l", "-w", "json"].map(Into::into).to_vec();
-//! let Resolution::Run(args) = resolve(args) else { panic!() };
+//! let Resolution::Run { args, path } = resolve(args) else { panic!() };
 //! assert_eq!(args, ["etcdctl", "member", "list", "-w", "json"]);
+//! assert_eq!(path, ["member", "list"]);
 //! ```
 
 use std::ffi::OsString;
@@ -136,8 +137,12 @@ fn is_bool_flag(name: &str, path: &[&str]) -> bool {
 /// What to do with the command line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolution {
-    /// Parse these arguments (command names spelled out in full).
-    Run(Vec<OsString>),
+    /// Parse these arguments (command names spelled out in full); `path` is
+    /// the command they name (empty for the root).
+    Run {
+        args: Vec<OsString>,
+        path: Vec<&'static str>,
+    },
     /// cobra's error for an unknown top-level command, without `Error: `.
     UnknownCommand(String),
     /// A group given a word that names none of its subcommands: cobra runs
@@ -234,6 +239,7 @@ pub fn resolve(mut args: Vec<OsString>) -> Resolution {
     let mut live: Vec<usize> = (1..args.len()).collect();
     let mut nodes = ROOT;
     let mut path: Vec<&'static str> = Vec::new();
+    let mut help = false;
     loop {
         let words = command_words(&args, &live, &path);
         let Some(&at) = words.first() else {
@@ -241,6 +247,10 @@ pub fn resolve(mut args: Vec<OsString>) -> Resolution {
         };
         let word = args[at].to_string_lossy().into_owned();
         let Some(node) = find(nodes, &word) else {
+            if help {
+                // cobra's help reports an unknown topic and shows the root's help.
+                return Resolution::GroupHelp(Vec::new());
+            }
             if path.is_empty() {
                 return Resolution::UnknownCommand(unknown_command(&word));
             }
@@ -249,8 +259,9 @@ pub fn resolve(mut args: Vec<OsString>) -> Resolution {
         args[at] = OsString::from(node.name);
         live.retain(|&i| i != at);
         path.push(node.name);
-        if node.name == "help" {
+        if node.name == "help" && !help {
             // `help <command...>` finds its command from the root again.
+            help = true;
             nodes = ROOT;
             path.clear();
             continue;
@@ -260,7 +271,23 @@ pub fn resolve(mut args: Vec<OsString>) -> Resolution {
         }
         nodes = node.children;
     }
-    Resolution::Run(args)
+    if help {
+        path.insert(0, "help");
+    }
+    Resolution::Run { args, path }
+}
+
+/// Whether the command at `path` is a group (or the root): cobra runs it
+/// without an action of its own, which prints its help.
+pub fn is_group(path: &[&str]) -> bool {
+    let mut nodes = ROOT;
+    for name in path {
+        match nodes.iter().find(|n| n.name == *name) {
+            Some(n) => nodes = n.children,
+            None => return false,
+        }
+    }
+    !nodes.is_empty()
 }
 
 #[cfg(test)]
@@ -277,7 +304,7 @@ mod tests {
 
     fn spelled(line: &str) -> String {
         match run(line) {
-            Resolution::Run(args) => args[1..]
+            Resolution::Run { args, .. } => args[1..]
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
@@ -298,6 +325,7 @@ mod tests {
         assert_eq!(spelled("--endpoints=x:1 pu k v"), "--endpoints=x:1 put k v");
         assert_eq!(spelled("--hex g k"), "--hex get k");
         assert_eq!(spelled("h g"), "help get");
+        assert_eq!(spelled("help h"), "help help");
         // Arguments of a leaf are never touched.
         assert_eq!(spelled("get mem"), "get mem");
         assert_eq!(spelled("user get g"), "user get g");

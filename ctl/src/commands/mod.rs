@@ -95,10 +95,39 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
             MemberCommand::Promote { args } => member_promote(args, ctx).await,
         },
         Command::Alarm(a) => alarm(a.command, ctx).await,
+        Command::Defrag(a) if !a.data_dir.is_empty() => {
+            // etcdctl opens the bolt file itself; Concord's data directory
+            // is not a bolt file, so there is nothing to defragment offline.
+            ctx.emit_err(&format!(
+                "Failed to defragment etcd data[{}] (offline defragmentation of a data directory is not supported by concordctl; omit --data-dir to defragment a running member)\n",
+                a.data_dir
+            ))?;
+            Err(CtlError::silent(ExitCode::Error))
+        }
         Command::Defrag(a) => defrag(a.cluster, ctx).await,
         Command::MoveLeader { args } => move_leader(args, ctx).await,
         Command::Snapshot(a) => match a.command {
             cli::SnapshotCommand::Save { args } => snapshot_save(args, ctx).await,
+            cli::SnapshotCommand::Restore { args, .. } => {
+                if args.len() != 1 {
+                    return Err(CtlError::bad_args(
+                        "snapshot restore requires exactly one argument",
+                    ));
+                }
+                Err(CtlError::error(
+                    "snapshot restore is not supported by concordctl yet",
+                ))
+            }
+            cli::SnapshotCommand::Status { args } => {
+                if args.len() != 1 {
+                    return Err(CtlError::bad_args(
+                        "snapshot status requires exactly one argument",
+                    ));
+                }
+                Err(CtlError::error(
+                    "snapshot status is not supported by concordctl yet",
+                ))
+            }
         },
         Command::Auth(a) => crate::auth::auth(a.command, ctx).await,
         Command::User(a) => crate::auth::user(a.command, ctx).await,
@@ -108,6 +137,12 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Lock(a) => lock(a, ctx).await,
         Command::Elect(a) => elect(a, ctx).await,
         Command::Watch(a) => watch(a, ctx).await,
+        Command::Migrate(_) => Err(CtlError::error(
+            "migrate (v2 store to mvcc) is not supported by concordctl",
+        )),
+        Command::Check(_) => Err(CtlError::error(
+            "check perf and check datascale are not supported by concordctl yet",
+        )),
         Command::Version => {
             let text =
                 format!("etcdctl version: {ETCDCTL_COMPAT_VERSION}\nAPI version: {API_VERSION}\n");
