@@ -249,6 +249,19 @@ impl Lessor {
         self.leases.keys().copied().collect()
     }
 
+    /// Every lease id, soonest expiry first, as etcd's `LeaseLeases` lists them. Leases
+    /// without an expiry time (every lease of a lessor that is not primary) come last, in id
+    /// order, where etcd leaves their order unspecified.
+    pub fn ids_by_expiry(&self) -> Vec<LeaseId> {
+        let mut ids: Vec<(Option<Instant>, LeaseId)> = self
+            .leases
+            .iter()
+            .map(|(&id, lease)| (lease.expiry, id))
+            .collect();
+        ids.sort_unstable_by_key(|&(expiry, id)| (expiry.is_none(), expiry, id));
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// The lease a key is attached to, if any.
     pub fn lease_of(&self, key: &[u8]) -> Option<LeaseId> {
         self.key_leases.get(key).copied()

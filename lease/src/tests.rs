@@ -303,3 +303,22 @@ fn huge_ttls_do_not_overflow_the_clock() {
         Vec::<LeaseId>::new()
     );
 }
+
+#[test]
+fn leases_list_soonest_expiry_first_as_etcd_lists_them() {
+    let t0 = Instant::now();
+    let mut lessor = primary(2, t0);
+    lessor.grant(1, 300, t0).unwrap();
+    lessor.grant(2, 100, t0).unwrap();
+    lessor.grant(3, 150, t0).unwrap();
+    assert_eq!(lessor.ids_by_expiry(), vec![2, 3, 1]);
+    // A renewal moves a lease's expiry (t0+100 to t0+190), and with it its place.
+    lessor.renew(2, t0 + secs(90)).unwrap();
+    assert_eq!(lessor.ids_by_expiry(), vec![3, 2, 1]);
+
+    // A lessor that is not primary has no expiry times: id order.
+    let mut follower = Lessor::new(LessorConfig::with_min_ttl(2));
+    follower.grant(9, 100, t0).unwrap();
+    follower.grant(4, 300, t0).unwrap();
+    assert_eq!(follower.ids_by_expiry(), vec![4, 9]);
+}

@@ -374,7 +374,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self
             .leases
-            .ids()
+            .ids_by_expiry()
             .into_iter()
             .map(|id| LeaseStatus { id })
             .collect();

@@ -131,9 +131,9 @@ impl LeaseKeeper {
         self.lessor.lock().contains(id)
     }
 
-    /// Every lease id, in id order.
-    pub fn ids(&self) -> Vec<LeaseId> {
-        self.lessor.lock().ids()
+    /// Every lease id, soonest expiry first (etcd's `LeaseLeases` order).
+    pub fn ids_by_expiry(&self) -> Vec<LeaseId> {
+        self.lessor.lock().ids_by_expiry()
     }
 
     pub fn is_primary(&self) -> bool {
