@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 /// The synchronous libraries: no async runtime anywhere in their normal dependency graph.
 pub const PURE_CRATES: &[&str] = &[
     "concord-storage-wal",
+    "concord-bolt",
     "concord-raft-core",
     "concord-mvcc",
     "concord-lease",
