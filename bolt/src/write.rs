@@ -445,3 +445,34 @@ impl<W: Read + Write + Seek> Writer<W> {
         Ok((out, summary))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// The writer's memory is one pending page per level, however many keys: checked on
+    /// its state after every put of a bucket that grows three branch levels.
+    #[test]
+    fn pending_state_stays_within_a_page_per_level() {
+        let mut writer = Writer::new(Cursor::new(Vec::new())).expect("writer");
+        writer.begin_bucket(b"key").expect("begin");
+        let mut max_levels = 0;
+        for i in 0u64..300_000 {
+            let mut key = i.to_be_bytes().to_vec();
+            key.resize(64, b'_');
+            writer.put(&key, b"value").expect("put");
+            let bucket = writer.stack.last().expect("open bucket");
+            assert!(bucket.leaf.size <= PAGE_SIZE);
+            for level in &bucket.branches {
+                assert!(level.size <= PAGE_SIZE);
+            }
+            max_levels = max_levels.max(bucket.branches.len());
+        }
+        assert_eq!(max_levels, 3, "leaves, then three branch levels");
+        writer.end_bucket().expect("end");
+        let (out, summary) = writer.finish().expect("finish");
+        assert_eq!(out.get_ref().len() as u64, summary.size);
+    }
+}
