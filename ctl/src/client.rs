@@ -30,7 +30,15 @@ pub struct ClientConfig {
     /// TLS settings, when TLS is configured (a CA, a client certificate, or
     /// `--insecure-transport=false`); endpoints without a scheme then use it.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// What etcdctl prints when it builds its first client (environment
+    /// warnings, the `--debug` flag dump).
+    pub prelude: std::sync::Arc<crate::environ::Prelude>,
 }
+
+/// grpc-go raises a client keepalive time below 10 s to 10 s ("Adjusting
+/// keepalive ping interval to minimum period of 10s"), and etcd's servers
+/// answer more frequent pings with GOAWAY.
+const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 
 /// Whether a request may be sent again after an `Unavailable` error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +84,7 @@ fn endpoint(cfg: &ClientConfig, authority: &str) -> Result<Endpoint, CtlError> {
     Ok(Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| CtlError::new(ExitCode::BadConnection, e.to_string()))?
         .connect_timeout(cfg.dial_timeout)
-        .http2_keep_alive_interval(cfg.keepalive_time)
+        .http2_keep_alive_interval(cfg.keepalive_time.max(MIN_KEEPALIVE_TIME))
         .keep_alive_timeout(cfg.keepalive_timeout))
 }
 
@@ -117,6 +125,7 @@ impl Client {
 
     /// A client for exactly these endpoints (e.g. one per `endpoint status` row).
     pub async fn connect_to(cfg: &ClientConfig, endpoints: &[String]) -> Result<Self, CtlError> {
+        cfg.prelude.emit()?;
         let channel = channel(cfg, endpoints)?;
         let mut client = Self {
             channel,

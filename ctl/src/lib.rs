@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod environ;
 pub mod error;
 pub mod gofmt;
 pub mod gojson;
@@ -73,17 +74,21 @@ pub fn run(args: Vec<OsString>) -> i32 {
         eprintln!("Error: concordctl does not generate shell completion scripts");
         return ExitCode::Error as i32;
     }
-    let cli = match cli::Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let parsed = <cli::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(args)
+        .and_then(|m| <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return usage_error(&e, &path),
     };
+    let prelude = client_prelude(&cli, &matches, &path);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let stdin = std::io::stdin();
     let mut out = stdout.lock();
     let mut err = stderr.lock();
     let mut input = stdin.lock();
-    let result = execute(cli, &mut out, &mut err, &mut input);
+    let result = execute(cli, prelude, &mut out, &mut err, &mut input);
     let _ = out.flush();
     match result {
         Ok(()) => 0,
@@ -98,6 +103,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn execute(
     cli: cli::Cli,
+    prelude: environ::Prelude,
     out: &mut dyn Write,
     err: &mut dyn Write,
     stdin: &mut dyn std::io::BufRead,
@@ -125,6 +131,7 @@ fn execute(
         keepalive_timeout: cli.keepalive_timeout,
         credentials,
         tls: tls_settings(&cli),
+        prelude: std::sync::Arc::new(prelude),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,6 +145,82 @@ fn execute(
         stdin,
     };
     runtime.block_on(commands::run(cli.command, &mut ctx))
+}
+
+/// The global flags as pflag prints their values, with whether the command
+/// line set them; then etcdctl's environment checks and `--debug` dump.
+fn client_prelude(cli: &cli::Cli, matches: &clap::ArgMatches, path: &[&str]) -> environ::Prelude {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut flags: Vec<(String, String)> = vec![
+        ("cacert".into(), opt(&cli.cacert)),
+        ("cert".into(), opt(&cli.cert)),
+        (
+            "command-timeout".into(),
+            gofmt::duration(cli.command_timeout),
+        ),
+        ("debug".into(), cli.debug.to_string()),
+        ("dial-timeout".into(), gofmt::duration(cli.dial_timeout)),
+        ("discovery-srv".into(), opt(&cli.discovery_srv)),
+        ("discovery-srv-name".into(), opt(&cli.discovery_srv_name)),
+        ("endpoints".into(), format!("[{}]", cli.endpoints.join(","))),
+        ("hex".into(), cli.hex.to_string()),
+        (
+            "insecure-discovery".into(),
+            cli.insecure_discovery.to_string(),
+        ),
+        (
+            "insecure-skip-tls-verify".into(),
+            cli.insecure_skip_tls_verify.to_string(),
+        ),
+        (
+            "insecure-transport".into(),
+            cli.insecure_transport.to_string(),
+        ),
+        ("keepalive-time".into(), gofmt::duration(cli.keepalive_time)),
+        (
+            "keepalive-timeout".into(),
+            gofmt::duration(cli.keepalive_timeout),
+        ),
+        ("key".into(), opt(&cli.key)),
+        ("password".into(), opt(&cli.password)),
+        ("user".into(), opt(&cli.user)),
+        ("write-out".into(), cli.write_out.clone()),
+    ];
+    if path.first() == Some(&"endpoint") && path.len() == 2 {
+        let cluster = match &cli.command {
+            cli::Command::Endpoint(a) => a.cluster,
+            _ => false,
+        };
+        flags.push(("cluster".into(), cluster.to_string()));
+        flags.sort();
+    }
+    let given = |name: &str| {
+        let id = name.replace('-', "_");
+        let mut m = Some(matches);
+        let mut found = false;
+        while let Some(level) = m {
+            if level.try_contains_id(&id).unwrap_or(false)
+                && level.value_source(&id) == Some(clap::parser::ValueSource::CommandLine)
+            {
+                found = true;
+            }
+            m = level.subcommand().map(|(_, sub)| sub);
+        }
+        found
+    };
+    let flags: Vec<(String, bool, String)> = flags
+        .into_iter()
+        .map(|(name, value)| {
+            let set = given(&name);
+            (name, set, value)
+        })
+        .collect();
+    let extra: &[&str] = if path.first() == Some(&"watch") {
+        &["ETCDCTL_WATCH_KEY", "ETCDCTL_WATCH_RANGE_END"]
+    } else {
+        &[]
+    };
+    environ::prelude(&flags, extra, cli.debug)
 }
 
 fn tls_settings(cli: &cli::Cli) -> Option<tls::TlsSettings> {

@@ -1,0 +1,133 @@
+//! What etcdctl says about its flags and `ETCDCTL_*` environment when a
+//! command builds its client (`clientConfigFromCmd`, `pkg/flags`):
+//!
+//! - `ETCDCTL_*` variables that name no flag: a warning each
+//!   (`<time> W | pkg/flags: unrecognized environment variable ETCDCTL_FOO=bar`);
+//! - a variable whose flag was also given on the command line: a fatal log
+//!   line (`<time> C | pkg/flags: conflicting environment variable ...`) and
+//!   exit code 1;
+//! - with `--debug`, every inherited flag as `ETCDCTL_NAME=value`.
+//!
+//! Commands that never build a client (`version`, argument errors) say none of
+//! it, so the text is prepared at parse time and printed by the first
+//! [`crate::client::Client::connect`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The lines to print when the first client is built, and whether they end
+/// the program.
+#[derive(Debug, Clone, Default)]
+pub struct Prelude {
+    pub text: String,
+    pub fatal: bool,
+}
+
+static PRINTED: AtomicBool = AtomicBool::new(false);
+
+impl Prelude {
+    /// Prints the prelude once per process; a fatal one fails with exit
+    /// code 1 and nothing more to print.
+    pub fn emit(&self) -> Result<(), crate::error::CtlError> {
+        if PRINTED.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        eprint!("{}", self.text);
+        if self.fatal {
+            return Err(crate::error::CtlError::silent(
+                crate::error::ExitCode::Error,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `pkg/flags.FlagToEnv`.
+pub fn flag_to_env(name: &str) -> String {
+    format!("ETCDCTL_{}", name.replace('-', "_").to_uppercase())
+}
+
+/// capnslog's time stamp: `2006-01-02 15:04:05.000000` (UTC here).
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or_default();
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
+/// Builds the prelude. `flags` are the command's inherited flags (name,
+/// whether the command line set it, value as pflag prints it), sorted by name;
+/// `extra` are further variable names the command recognises.
+pub fn prelude(flags: &[(String, bool, String)], extra: &[&str], debug: bool) -> Prelude {
+    let mut text = String::new();
+    let mut fatal = false;
+    let known: Vec<String> = flags
+        .iter()
+        .map(|(name, ..)| flag_to_env(name))
+        .chain(extra.iter().map(|n| (*n).to_owned()))
+        .collect();
+    for (key, value) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let set_on_command_line = flags
+            .iter()
+            .any(|(name, given, _)| *given && flag_to_env(name) == key);
+        if set_on_command_line {
+            text.push_str(&format!(
+                "{} C | pkg/flags: conflicting environment variable \"{key}\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)\n",
+                timestamp()
+            ));
+            fatal = true;
+            break;
+        }
+        if key.starts_with("ETCDCTL_") && !known.contains(&key) && key != "ETCDCTL_API" {
+            text.push_str(&format!(
+                "{} W | pkg/flags: unrecognized environment variable {key}={}\n",
+                timestamp(),
+                value.to_string_lossy()
+            ));
+        }
+    }
+    if debug && !fatal {
+        for (name, _, value) in flags {
+            text.push_str(&format!("{}={value}\n", flag_to_env(name)));
+        }
+    }
+    Prelude { text, fatal }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(flag_to_env("dial-timeout"), "ETCDCTL_DIAL_TIMEOUT");
+        assert_eq!(flag_to_env("write-out"), "ETCDCTL_WRITE_OUT");
+    }
+
+    #[test]
+    fn timestamps_look_like_capnslog() {
+        let t = timestamp();
+        assert_eq!(t.len(), "2006-01-02 15:04:05.000000".len(), "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], " ");
+    }
+}
