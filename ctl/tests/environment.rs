@@ -41,10 +41,13 @@ fn transcript(tool: &str, env: &[(&str, &str)], args: &[&str]) -> String {
     )
 }
 
+/// Extra environment variables and the command line.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn environment_and_debug_match_etcdctl() {
     require_reference_tools();
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    let cases: &[Case<'_>] = &[
         (
             &[("ETCDCTL_ENDPOINTS", "127.0.0.1:1")],
             &["--endpoints=127.0.0.1:2", "get", "a"],
