@@ -22,9 +22,12 @@
 //! < value("foo") = "bar"        the step's standard input, one `<` line per line
 //! <                             (`<` alone is an empty line)
 //! ! stdin-repeat 1600000 x      standard input of that many copies of one character
-//! ! stop-after-lines 2          for commands that do not end (watch): the harness stops
-//!                               the ctl once stdout has that many lines (plus a short grace)
-//! ! stop-after-ms 500           ... or once that much time has passed
+//! ! end-with-put a             for commands that do not end (a watch from a `--rev`): the
+//!                               harness puts key `a` with a marker value just before the
+//!                               ctl starts, and stops the ctl once the marker's event is
+//!                               printed. Events come in revision order, so everything up to
+//!                               the marker (and any event that should not be there) is in
+//!                               the transcript, and nothing depends on how long output takes.
 //! ! stdin-open                  keep stdin open until the step ends (`watch -i`)
 //! ! ctl etcdctl                 run this step with the real etcdctl even in a concordctl run
 //! ! known-difference #15 why    Concord differs here; the issue that owns it, and why
@@ -79,6 +82,18 @@ pub enum Ctl {
     Concordctl,
 }
 
+/// The value `end-with-put` writes; a step ends once its ctl printed it, as text (simple
+/// and fields formats) or base64 (json).
+pub const END_MARKER: &str = "side-by-side-end";
+/// [`END_MARKER`] in base64, as the json format prints values.
+const END_MARKER_BASE64: &str = "c2lkZS1ieS1zaWRlLWVuZA==";
+
+/// Whether a ctl's stdout shows the end marker's event.
+fn shows_end_marker(stdout: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stdout);
+    text.contains(END_MARKER) || text.contains(END_MARKER_BASE64)
+}
+
 impl Ctl {
     pub fn binary(self) -> PathBuf {
         match self {
@@ -120,10 +135,9 @@ pub struct Step {
     pub stdin_open: bool,
     /// A ctl this step always runs with, whatever the run's ctl.
     pub ctl: Option<Ctl>,
-    /// Stop the ctl once its stdout has this many lines (commands that do not end).
-    pub stop_after_lines: Option<usize>,
-    /// Stop the ctl after this long (commands that do not end and print nothing).
-    pub stop_after: Option<Duration>,
+    /// Put this key with [`END_MARKER`] when the ctl starts, and stop the ctl once the
+    /// marker is printed (watches that do not end).
+    pub end_with_put: Option<String>,
     pub known_difference: Option<Mark>,
     pub concordctl_gap: Option<Mark>,
 }
@@ -260,13 +274,12 @@ impl Script {
                 let (word, rest) = directive.split_once(' ').unwrap_or((directive, ""));
                 match word {
                     "stdin-open" => step.stdin_open = true,
-                    "stop-after-ms" => {
-                        let ms = rest.trim().parse().with_context(|| origin.clone())?;
-                        step.stop_after = Some(Duration::from_millis(ms));
-                    }
-                    "stop-after-lines" => {
-                        step.stop_after_lines =
-                            Some(rest.trim().parse().with_context(|| origin.clone())?);
+                    "end-with-put" => {
+                        let key = rest.trim();
+                        if key.is_empty() {
+                            bail!("{origin}: end-with-put <key>");
+                        }
+                        step.end_with_put = Some(key.to_owned());
                     }
                     "stdin-repeat" => {
                         let (count, ch) = rest
@@ -622,6 +635,23 @@ impl Server {
         Ok(transcript)
     }
 
+    /// Puts `key` = [`END_MARKER`] with the real etcdctl, for a step that ends at its event.
+    fn put_end_marker(&self, key: &str) -> Result<()> {
+        let output = Command::new(etcdctl())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .args(["put", key, END_MARKER])
+            .output()
+            .context("put the end marker")?;
+        if !output.status.success() {
+            bail!(
+                "put of the end marker failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
     fn run_step(&self, step: &Step, ctl: Ctl, vars: &HashMap<String, String>) -> Result<RawOutput> {
         let args = step
             .args
@@ -629,6 +659,12 @@ impl Server {
             .map(|a| expand(a, vars))
             .collect::<Result<Vec<_>>>()?;
         let stdin = step.stdin.as_deref().map(|s| expand(s, vars)).transpose()?;
+        // Before the ctl starts, so the marker is the last event of the history the watch
+        // replays: written while the watch catches up, it could land in the catch-up
+        // response or in one of its own, as each server's timing has it.
+        if let Some(key) = &step.end_with_put {
+            self.put_end_marker(&expand(key, vars)?)?;
+        }
         let mut command = Command::new(ctl.binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("ETCDCTL_") {
@@ -678,22 +714,10 @@ impl Server {
                     None => format!("killed by a signal ({status})"),
                 };
             }
-            if let Some(lines) = step.stop_after_lines {
-                let seen = lock(&stdout).iter().filter(|b| **b == b'\n').count();
-                if seen >= lines {
-                    // A short grace, so output beyond the expected lines shows too.
-                    std::thread::sleep(Duration::from_millis(300));
-                    let _ = child.0.kill();
-                    let _ = child.0.wait();
-                    break format!("stopped by the harness after {lines} lines");
-                }
-            }
-            if let Some(after) = step.stop_after
-                && start.elapsed() >= after
-            {
+            if step.end_with_put.is_some() && shows_end_marker(&lock(&stdout)) {
                 let _ = child.0.kill();
                 let _ = child.0.wait();
-                break format!("stopped by the harness after {} ms", after.as_millis());
+                break "stopped by the harness at the end marker".to_owned();
             }
             if start.elapsed() > timeout {
                 let _ = child.0.kill();
@@ -1564,7 +1588,7 @@ mod tests {
         let script = Script::parse(
             "t",
             "# c\n% server-arg --x=1\n$ ETCDCTL_API=3 put 'a b' \"c\\\"d\" e\\ f\n< one\n<\n\
-             ! known-difference #15 because\n$ watch k\n! stop-after-lines 2\n! ctl etcdctl\n\
+             ! known-difference #15 because\n$ watch --rev=1 k\n! end-with-put k\n! ctl etcdctl\n\
              ! known-difference with concordctl #18 only there\n",
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -1581,7 +1605,7 @@ mod tests {
                 only_with: None,
             })
         );
-        assert_eq!(script.steps[1].stop_after_lines, Some(2));
+        assert_eq!(script.steps[1].end_with_put.as_deref(), Some("k"));
         assert_eq!(script.steps[1].ctl, Some(Ctl::Etcdctl));
         let mark = script.steps[1].known_difference.as_ref();
         assert_eq!(mark.and_then(|m| m.only_with), Some(Ctl::Concordctl));
