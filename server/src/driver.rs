@@ -52,8 +52,34 @@ pub enum Command {
     Unreachable(u64),
     /// Hand leadership to another member.
     TransferLeader { to: u64 },
+    /// A peer says this member was removed from the cluster.
+    Removed,
+    /// How far each member's log matches the leader's: `None` unless this member leads.
+    Progress {
+        reply: oneshot::Sender<Option<Progress>>,
+    },
     /// Stop the driver (the node's state is already durable).
     Shutdown,
+}
+
+/// The leader's view of replication: its own id and each member's matched index.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub leader_id: u64,
+    pub matched: HashMap<u64, u64>,
+    /// Members the leader heard from within the last election timeout.
+    pub active: std::collections::HashSet<u64>,
+}
+
+impl Progress {
+    /// etcd's rule for promoting a learner: its log matches at least 90% of the
+    /// leader's (`isLearnerReady`). An unknown member is left to the apply-time checks.
+    pub fn in_sync(&self, id: u64) -> bool {
+        let leader = self.matched.get(&self.leader_id).copied().unwrap_or(0);
+        self.matched
+            .get(&id)
+            .is_none_or(|&matched| matched as f64 >= leader as f64 * 0.9)
+    }
 }
 
 /// Figures about the local node, readable from any thread without asking the driver.
@@ -102,6 +128,13 @@ impl RaftHandle {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { data, reply })?;
         receiver.await.map_err(|_| EtcdError::stopped())?
+    }
+
+    /// The leader's replication progress (`None` on a follower).
+    pub async fn progress(&self) -> Result<Option<Progress>, EtcdError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::Progress { reply })?;
+        receiver.await.map_err(|_| EtcdError::stopped())
     }
 
     /// Proposes a membership change on this member (which must lead).
@@ -171,6 +204,8 @@ impl Outbox for SinkOutbox<'_> {
 pub trait DriverObserver: Send + 'static {
     /// Leadership or term changed.
     fn role_changed(&mut self, role: Role, leader_id: u64, term: u64);
+    /// This member was removed from the cluster: raft ignores it from now on.
+    fn removed(&mut self);
 }
 
 /// Starts the driver thread.
@@ -198,6 +233,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
         reads: HashMap::new(),
         next_id: request_id_seed(),
         tick_interval,
+        told_removed: false,
     };
     driver.publish_status();
     let thread = std::thread::Builder::new()
@@ -231,6 +267,7 @@ struct Driver<S: LogStore> {
     reads: HashMap<u64, oneshot::Sender<Result<(), EtcdError>>>,
     next_id: u64,
     tick_interval: Duration,
+    told_removed: bool,
 }
 
 /// Commands handled between two Ready rounds at most; bounds the latency of a round.
@@ -316,6 +353,10 @@ impl<S: LogStore> Driver<S> {
             if !commit_notices.is_empty() {
                 self.sink.send(commit_notices);
             }
+            if outcome.removed && !self.told_removed {
+                self.told_removed = true;
+                self.observer.removed();
+            }
             if let Some(change) = outcome.role_change {
                 self.observer
                     .role_changed(change.role, change.leader_id, change.term);
@@ -394,6 +435,26 @@ impl<S: LogStore> Driver<S> {
             Command::SnapshotReport { to, delivered } => self.node.report_snapshot(to, delivered),
             Command::Unreachable(to) => self.node.report_unreachable(to),
             Command::TransferLeader { to } => self.node.transfer_leader(to),
+            Command::Removed => {
+                if !self.told_removed {
+                    self.told_removed = true;
+                    self.observer.removed();
+                }
+            }
+            Command::Progress { reply } => {
+                let raft = &self.node.raw().raft;
+                let progress = self.node.is_leader().then(|| Progress {
+                    leader_id: self.node.id(),
+                    matched: raft.prs().iter().map(|(&id, p)| (id, p.matched)).collect(),
+                    active: raft
+                        .prs()
+                        .iter()
+                        .filter(|(_, p)| p.recent_active)
+                        .map(|(&id, _)| id)
+                        .collect(),
+                });
+                let _ = reply.send(progress);
+            }
             Command::Shutdown => {}
         }
     }

@@ -21,4 +21,10 @@ pub enum Error {
     Io(#[source] std::io::Error),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Join(String),
+    #[error(
+        "member {0:x} was removed from the cluster: start it with a fresh data dir after `member add`"
+    )]
+    Removed(u64),
 }

@@ -28,6 +28,7 @@ pub mod http;
 pub mod lease_expiry;
 pub mod listener;
 pub mod member;
+pub mod reconfig;
 pub mod state;
 mod stream_tasks;
 pub mod tls;

@@ -42,16 +42,29 @@ const STORE_MEMTABLE_BYTES: u64 = 1536 * 1024;
 const WAL_CACHE_ENTRIES: usize = 512;
 const WAL_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// etcd's words when a member learns it was removed (tooling waits for them).
+const REMOVED_LINE: &str = "the member has been permanently removed from the cluster";
+
 /// A started member.
 pub struct RunningMember {
     pub core: Arc<Core>,
     transport: PeerTransport,
     shutdown: watch::Sender<bool>,
+    /// Becomes true when this member is removed from the cluster.
+    removed: watch::Receiver<bool>,
     driver_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningMember {
+    /// Waits until this member is removed from the cluster (never, if it is not).
+    pub async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|removed| *removed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Stops serving, then stops raft. Everything acknowledged is already durable.
     pub async fn stop(mut self) {
         // Peers' open raft streams would otherwise hold the peer listener's drain.
@@ -81,7 +94,9 @@ impl ApplyObserver for MembershipObserver {
         *self.shared.write() = membership.clone();
         let ids = membership.ids();
         for &id in &self.known_peers {
-            if !ids.contains(&id) {
+            if membership.is_removed(id) {
+                self.transport.mark_removed(id);
+            } else if !ids.contains(&id) {
                 self.transport.remove_peer(id);
             }
         }
@@ -116,6 +131,10 @@ impl InboundSink for DriverInbox {
         };
         self.0.send(command).is_ok()
     }
+
+    fn removed_from_cluster(&self) {
+        let _ = self.0.send(Command::Removed);
+    }
 }
 
 struct TransportSink(PeerTransport);
@@ -129,6 +148,7 @@ impl MessageSink for TransportSink {
 struct RoleLogger {
     member_id: u64,
     leases: Arc<LeaseKeeper>,
+    removed: watch::Sender<bool>,
 }
 
 impl DriverObserver for RoleLogger {
@@ -144,6 +164,12 @@ impl DriverObserver for RoleLogger {
             }
             _ => tracing::info!("{:x} lost leader at term {term} ({role:?})", self.member_id),
         }
+    }
+
+    fn removed(&mut self) {
+        tracing::warn!("{REMOVED_LINE}");
+        self.leases.role_changed(false, 0);
+        self.removed.send_replace(true);
     }
 }
 
@@ -205,6 +231,20 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         ..StoreOptions::default()
     };
     let backend = Arc::new(Backend::open(config.backend_path(), store_options)?);
+    let joining = config.initial_cluster_state == ClusterState::Existing
+        && backend
+            .store()
+            .meta_get(MEMBER_LOCAL_TABLE, b"member_id")?
+            .is_none();
+    let mut join_view = None;
+    let (flagged_member, flagged_cluster) = if joining {
+        let view = discover_cluster(&config).await?;
+        let identity = (view.member_id, view.cluster_id);
+        join_view = Some(view.members);
+        identity
+    } else {
+        (flagged_member, flagged_cluster)
+    };
     let (local_id, cluster) = load_or_store_identity(&backend, flagged_member, flagged_cluster)?;
     tracing::info!(
         "starting member {local_id:x} in cluster {cluster:x} (name {}, data dir {})",
@@ -227,7 +267,17 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         }
     }
 
-    let shared_membership = Arc::new(RwLock::new(Membership::load(&backend.store())?));
+    if config.force_new_cluster {
+        force_new_cluster(&mut wal, &backend, local_id)?;
+    }
+
+    let mut stored_membership = Membership::load(&backend.store())?;
+    if stored_membership.is_empty()
+        && let Some(view) = &join_view
+    {
+        stored_membership = Membership::from_members(view.clone());
+    }
+    let shared_membership = Arc::new(RwLock::new(stored_membership));
     let commands = std::sync::mpsc::channel::<Command>();
     let peer_client_tls = crate::tls::peer_client_config(&config)?;
     let transport = PeerTransport::new(
@@ -239,15 +289,6 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     for member in shared_membership.read().members() {
         if member.id != local_id {
             transport.add_peer(member.id, shared_membership.read().peer_urls(member.id));
-        }
-    }
-    if shared_membership.read().is_empty() {
-        // Joining an existing cluster: the peers come from --initial-cluster until the
-        // leader's snapshot brings the real list.
-        for member in initial.members() {
-            if member.id != local_id {
-                transport.add_peer(member.id, initial.peer_urls(member.id));
-            }
         }
     }
 
@@ -290,11 +331,17 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let mut node = Node::new(node_config, wal, &mut machine)?;
+    if node.is_removed() || machine.membership().is_removed(local_id) {
+        // etcd refuses to start a removed member with its old data dir too.
+        tracing::error!("{REMOVED_LINE}");
+        return Err(Error::Removed(local_id));
+    }
     if node.voters() == vec![local_id] {
         // A single voter need not wait an election timeout to lead.
         node.campaign()?;
     }
 
+    let (removed_tx, removed_rx) = watch::channel(false);
     let (raft, driver_thread) = driver::spawn(
         node,
         machine,
@@ -302,6 +349,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         Box::new(RoleLogger {
             member_id: local_id,
             leases: leases.clone(),
+            removed: removed_tx,
         }),
         config.heartbeat_interval,
         commands,
@@ -322,6 +370,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     // Peers.
     let info_core = core.clone();
     let member_info = move || MemberInfoResponse {
+        members: info_core.membership.read().members().cloned().collect(),
         cluster_id: info_core.cluster_id,
         member_id: info_core.member_id,
         name: info_core.config.name.clone(),
@@ -378,6 +427,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             core.clone(),
             leases.clone(),
         )));
+        let routes = api::learner_gate(routes, core.raft.status.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
         let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
@@ -405,9 +455,85 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         core,
         transport,
         shutdown: shutdown_tx,
+        removed: removed_rx,
         driver_thread: Some(driver_thread),
         tasks,
     })
+}
+
+/// What a member joining an existing cluster learns from it.
+struct ClusterView {
+    member_id: u64,
+    cluster_id: u64,
+    members: Vec<Member>,
+}
+
+/// Asks the other members named in `--initial-cluster` for the cluster's members, and
+/// finds this member among them by its advertised peer URLs (the id `member add` gave
+/// it), as etcd's `GetClusterFromRemotePeers` does.
+async fn discover_cluster(config: &Config) -> Result<ClusterView, Error> {
+    let own: Vec<String> = config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(url_text)
+        .collect();
+    let tls = crate::tls::peer_client_config(config)?;
+    let others = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .flat_map(|(_, urls)| urls.clone());
+    for url in others {
+        let info = match crate::transport::fetch_member_info(&url, tls.clone()).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!("cannot get the cluster from {}: {error}", url_text(&url));
+                continue;
+            }
+        };
+        let me = info
+            .members
+            .iter()
+            .find(|m| m.peer_ur_ls.iter().any(|u| own.contains(u)));
+        match me {
+            Some(me) => {
+                return Ok(ClusterView {
+                    member_id: me.id,
+                    cluster_id: info.cluster_id,
+                    members: info.members.clone(),
+                });
+            }
+            None => {
+                return Err(Error::Join(format!(
+                    "member with peer URLs {} not found in the cluster of {} (was it added with `member add`?)",
+                    own.join(","),
+                    url_text(&url)
+                )));
+            }
+        }
+    }
+    Err(Error::Join(
+        "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs"
+            .into(),
+    ))
+}
+
+/// `--force-new-cluster`: this member becomes the one voter of its configuration and
+/// of its member table, keeping its data, as etcd restores a backup.
+fn force_new_cluster(wal: &mut WalStorage, backend: &Backend, local_id: u64) -> Result<(), Error> {
+    let conf = raft::eraftpb::ConfState {
+        voters: vec![local_id],
+        ..Default::default()
+    };
+    wal.set_conf_state(&conf)?;
+    let store = backend.store();
+    let mut membership = Membership::load(&store)?;
+    let mut batch = store.write_batch();
+    membership.keep_only(local_id, &mut batch);
+    batch.commit()?;
+    store.persist()?;
+    tracing::warn!("forcing restart of member {local_id:x} as a one-member cluster");
+    Ok(())
 }
 
 /// How many heartbeat ticks `duration` spans.
@@ -472,8 +598,12 @@ async fn publish(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
 /// Runs a member until SIGINT or SIGTERM.
 pub async fn run_until_signal(config: Config) -> Result<(), Error> {
     let member = start(config).await?;
-    wait_for_signal().await;
-    tracing::info!("received a stop signal, shutting down");
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("received a stop signal, shutting down"),
+        // etcd stops a removed member a second later, so its answer to the removal
+        // (and the log line) get out first.
+        _ = member.removed() => tokio::time::sleep(Duration::from_secs(1)).await,
+    }
     member.stop().await;
     Ok(())
 }

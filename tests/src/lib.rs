@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod membership;
 pub mod side_by_side;
 
 /// The `concord` binary next to the test executable (cargo builds it with the workspace).

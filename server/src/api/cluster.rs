@@ -1,5 +1,5 @@
-//! The Cluster service: the member list. Membership changes answer `Unimplemented` with
-//! a message saying so.
+//! The Cluster service: the member list, and membership changes (see
+//! [`crate::reconfig`] for etcd's rules).
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use concord_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use crate::core::Core;
+use crate::reconfig;
 
 pub struct ClusterService {
     core: Arc<Core>,
@@ -22,31 +23,33 @@ impl ClusterService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("concord: {what} is not supported by this version"))
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("member add"))
+        Ok(Response::new(
+            reconfig::add(&self.core, request.into_inner()).await?,
+        ))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("member remove"))
+        Ok(Response::new(
+            reconfig::remove(&self.core, request.into_inner()).await?,
+        ))
     }
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("member update"))
+        Ok(Response::new(
+            reconfig::update(&self.core, request.into_inner()).await?,
+        ))
     }
 
     async fn member_list(
@@ -67,8 +70,10 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("member promote"))
+        Ok(Response::new(
+            reconfig::promote(&self.core, request.into_inner()).await?,
+        ))
     }
 }

@@ -42,6 +42,15 @@ impl Kv for KvService {
             return Err(EtcdError::empty_key().into());
         }
         if !request.serializable {
+            if self
+                .core
+                .raft
+                .status
+                .is_learner
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(EtcdError::not_supported_for_learner().into());
+            }
             self.core.linearizable_barrier().await?;
         }
         let store = self.core.backend.store();

@@ -148,6 +148,17 @@ impl Machine {
                 self.apply_member_attributes(batch, attrs);
                 Ok(apply_result::Result::Applied(Applied {}))
             }
+            R::MemberUpdate(update) => {
+                self.membership
+                    .check_update(update.id, &update.peer_ur_ls)?;
+                if let Some(existing) = self.membership.get(update.id) {
+                    let mut member = existing.clone();
+                    member.peer_ur_ls = update.peer_ur_ls;
+                    self.membership.upsert(member, batch);
+                    self.observer.membership_changed(&self.membership);
+                }
+                Ok(apply_result::Result::Applied(Applied {}))
+            }
             R::ClusterVersionSet(version) => {
                 batch.meta_put("cluster", b"version", version.version.as_bytes());
                 Ok(apply_result::Result::Applied(Applied {}))

@@ -1,7 +1,10 @@
 //! Cluster membership: member and cluster ids (computed exactly as etcd computes them, so
 //! a Concord cluster started with the same flags has the same ids), and the table of
 //! members with their names and URLs, kept in the MVCC backend's `members` side table so
-//! it travels with raft snapshots.
+//! it travels with raft snapshots; also the ids of removed members, which may never
+//! come back, and the rules a membership change must obey (etcd 3.4's
+//! `ValidateConfigurationChange`: one learner at most, peer URLs unique, only a learner
+//! promoted).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +15,14 @@ use sha1::{Digest, Sha1};
 use url::Url;
 
 use crate::config::url_text;
+use crate::etcd_error::EtcdError;
 
 const MEMBERS_TABLE: &str = "members";
+/// Ids of removed members (etcd keeps them too: a removed id can never rejoin).
+const REMOVED_TABLE: &str = "members_removed";
+
+/// Learners a cluster may have at once (etcd 3.4's `maxLearners`).
+pub const MAX_LEARNERS: usize = 1;
 
 /// etcd's member id: the first 8 bytes (big-endian) of sha1(sorted peer URLs joined,
 /// cluster token, and for members added at run time the Unix time of the addition).
@@ -46,6 +55,7 @@ fn first_u64(digest: &[u8]) -> u64 {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Membership {
     members: BTreeMap<u64, Member>,
+    removed: std::collections::BTreeSet<u64>,
 }
 
 impl Membership {
@@ -65,7 +75,19 @@ impl Membership {
                 (id, member)
             })
             .collect();
-        Membership { members }
+        Membership {
+            members,
+            removed: Default::default(),
+        }
+    }
+
+    /// A table of `members` as another member described them (a joining member's view
+    /// until the leader's snapshot brings the stored one).
+    pub fn from_members(members: impl IntoIterator<Item = Member>) -> Membership {
+        Membership {
+            members: members.into_iter().map(|m| (m.id, m)).collect(),
+            removed: Default::default(),
+        }
     }
 
     /// The table as stored in the backend.
@@ -76,7 +98,15 @@ impl Membership {
                 .map_err(|e| concord_mvcc::Error::Corrupt(format!("member record: {e}")))?;
             members.insert(member.id, member);
         }
-        Ok(Membership { members })
+        let mut removed = std::collections::BTreeSet::new();
+        for (key, _) in store.meta_scan(REMOVED_TABLE)? {
+            let id: [u8; 8] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| concord_mvcc::Error::Corrupt("removed member record".into()))?;
+            removed.insert(u64::from_be_bytes(id));
+        }
+        Ok(Membership { members, removed })
     }
 
     /// Writes every member into `batch` (used when the table is first created).
@@ -100,10 +130,95 @@ impl Membership {
         self.members.insert(member.id, member);
     }
 
-    /// Removes one member, in memory and in `batch`.
+    /// Removes one member for good, in memory and in `batch`.
     pub fn remove(&mut self, id: u64, batch: &mut WriteBatch<'_>) -> Option<Member> {
         batch.meta_delete(MEMBERS_TABLE, &id.to_be_bytes());
+        batch.meta_put(REMOVED_TABLE, &id.to_be_bytes(), b"");
+        self.removed.insert(id);
         self.members.remove(&id)
+    }
+
+    /// Keeps `id` alone (`--force-new-cluster`): every other member goes, in memory and
+    /// in `batch`, without being marked removed (they may be added again).
+    pub fn keep_only(&mut self, id: u64, batch: &mut WriteBatch<'_>) {
+        let others: Vec<u64> = self.ids().into_iter().filter(|&m| m != id).collect();
+        for other in others {
+            batch.meta_delete(MEMBERS_TABLE, &other.to_be_bytes());
+            self.members.remove(&other);
+        }
+    }
+
+    /// Whether `id` was a member and was removed.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// Whether a new member may join with these peer URLs (as a learner or not).
+    pub fn check_add(
+        &self,
+        id: u64,
+        peer_urls: &[String],
+        is_learner: bool,
+    ) -> Result<(), EtcdError> {
+        if self.removed.contains(&id) {
+            return Err(EtcdError::member_not_found());
+        }
+        if self.members.contains_key(&id) {
+            return Err(EtcdError::member_exist());
+        }
+        if self.any_uses(peer_urls, None) {
+            return Err(EtcdError::peer_url_exist());
+        }
+        if is_learner && self.learners() + 1 > MAX_LEARNERS {
+            return Err(EtcdError::too_many_learners());
+        }
+        Ok(())
+    }
+
+    /// Whether member `id` may take these peer URLs.
+    pub fn check_update(&self, id: u64, peer_urls: &[String]) -> Result<(), EtcdError> {
+        if !self.members.contains_key(&id) {
+            return Err(EtcdError::member_not_found());
+        }
+        if self.any_uses(peer_urls, Some(id)) {
+            return Err(EtcdError::peer_url_exist());
+        }
+        Ok(())
+    }
+
+    /// Whether member `id` is a learner that may be promoted.
+    pub fn check_promote(&self, id: u64) -> Result<(), EtcdError> {
+        match self.members.get(&id) {
+            None => Err(EtcdError::member_not_found()),
+            Some(member) if !member.is_learner => Err(EtcdError::member_not_learner()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Whether member `id` exists to be removed.
+    pub fn check_remove(&self, id: u64) -> Result<(), EtcdError> {
+        if self.members.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(EtcdError::member_not_found())
+        }
+    }
+
+    fn any_uses(&self, peer_urls: &[String], except: Option<u64>) -> bool {
+        self.members
+            .values()
+            .filter(|m| Some(m.id) != except)
+            .any(|m| m.peer_ur_ls.iter().any(|u| peer_urls.contains(u)))
+    }
+
+    /// How many members are learners.
+    pub fn learners(&self) -> usize {
+        self.members.values().filter(|m| m.is_learner).count()
+    }
+
+    /// The voting members.
+    pub fn voters(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| !m.is_learner)
     }
 
     pub fn get(&self, id: u64) -> Option<&Member> {

@@ -287,6 +287,9 @@ async fn stream_messages(
                             .to_owned();
                         if status == "0" {
                             debug!(peer = %format_args!("{peer_id:x}"), "peer closed the raft stream");
+                        } else if status == (tonic::Code::PermissionDenied as i32).to_string() {
+                            // Only a removed member is refused so (see the service).
+                            common.inbound.removed_from_cluster();
                         } else {
                             warn!(peer = %format_args!("{peer_id:x}"), %url, grpc_status = %status, "peer refused the raft stream");
                         }

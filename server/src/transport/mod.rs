@@ -89,7 +89,14 @@ pub enum Inbound {
 pub trait InboundSink: Send + Sync + 'static {
     /// Delivers one event; false once the receiver is gone (the member is stopping).
     fn deliver(&self, event: Inbound) -> bool;
+
+    /// A peer refused this member because it was removed from the cluster (etcd's
+    /// rafthttp answers a removed member the same way): the member should stop.
+    fn removed_from_cluster(&self) {}
 }
+
+/// What a peer answers a removed member (etcd's `errMemberRemoved`).
+pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
 
 impl InboundSink for std::sync::mpsc::Sender<Inbound> {
     fn deliver(&self, event: Inbound) -> bool {
@@ -106,6 +113,8 @@ struct Common {
     inbound: Box<dyn InboundSink>,
     /// Set when the transport stops: the service ends its open streams.
     stopping: watch::Sender<bool>,
+    /// Members removed from the cluster: their raft streams are refused.
+    removed: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Common {
@@ -163,6 +172,7 @@ impl PeerTransport {
                 client_tls,
                 inbound: Box::new(inbound),
                 stopping,
+                removed: Mutex::new(Default::default()),
             }),
             peers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
@@ -197,6 +207,13 @@ impl PeerTransport {
     /// kept if its URL is still listed.
     pub fn update_peer(&self, id: u64, urls: Vec<Url>) {
         self.add_peer(id, urls);
+    }
+
+    /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it
+    /// so when it calls.
+    pub fn mark_removed(&self, id: u64) {
+        self.common.removed.lock().insert(id);
+        self.remove_peer(id);
     }
 
     /// Stops talking to peer `id`; messages to it are dropped from now on.

@@ -63,6 +63,10 @@ impl PeerService {
     }
 
     fn deliver(&self, message: Message) -> Result<(), Status> {
+        if self.common.removed.lock().contains(&message.from) {
+            // Ends the stream: the removed member learns it from the status.
+            return Err(Status::permission_denied(super::MEMBER_REMOVED));
+        }
         if message.to != self.common.local_id {
             // A peer with a stale view of membership; raft must not see it.
             warn!(
@@ -103,6 +107,10 @@ impl Peer for PeerService {
         request: Request<Streaming<RaftMessageChunk>>,
     ) -> Result<Response<RaftAck>, Status> {
         self.check_cluster(request.metadata())?;
+        let from = header_id(request.metadata(), FROM_HEADER).unwrap_or(0);
+        if self.common.removed.lock().contains(&from) {
+            return Err(Status::permission_denied(super::MEMBER_REMOVED));
+        }
         let mut stream = request.into_inner();
         let stopped = self.stopped();
         tokio::pin!(stopped);

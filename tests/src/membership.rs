@@ -1,0 +1,156 @@
+//! Runtime reconfiguration for black-box tests: add a member to a running [`Cluster`]
+//! the way an operator does (`member add`, then start the new process with
+//! `--initial-cluster-state existing` and the `--initial-cluster` the answer implies),
+//! remove one, and wait for a removed member to exit.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use etcd_client::MemberAddOptions;
+
+use crate::{Cluster, MemberSpec, concord_binary, free_port};
+
+impl Cluster {
+    /// `member add` (as a learner if asked) through any member, then starts the new
+    /// member and waits until it serves. Returns its index and its member id.
+    pub async fn add_member(&mut self, learner: bool) -> Result<(usize, u64)> {
+        let i = self.members.len();
+        let spec = MemberSpec {
+            name: format!("m{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self._dir.path().join(format!("m{i}.concord")),
+        };
+        let options = learner.then(|| MemberAddOptions::new().with_is_learner());
+        let through = (0..self.members.len())
+            .find(|&j| self.is_running(j))
+            .context("no running member")?;
+        let mut client = self.member_client(through).await?;
+        let added = client.member_add([spec.peer_url()], options).await?;
+        let id = added
+            .member()
+            .context("member add answers the member")?
+            .id();
+        // What `etcdctl member add` prints as ETCD_INITIAL_CLUSTER: the named members,
+        // and the new one.
+        let initial_cluster = added
+            .member_list()
+            .iter()
+            .flat_map(|m| {
+                let name = if m.id() == id {
+                    spec.name.clone()
+                } else {
+                    m.name().to_string()
+                };
+                m.peer_urls()
+                    .iter()
+                    .map(move |url| format!("{name}={url}"))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|entry| !entry.starts_with('='))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.members.push(spec);
+        self.processes.push(None);
+        self.spawn_joining(i, &initial_cluster)?;
+        self.wait_ready(i)?;
+        // Started, as etcd's reconfiguration checks count it: its name is published.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = client.member_list().await?;
+            if list
+                .members()
+                .iter()
+                .any(|m| m.id() == id && !m.name().is_empty())
+            {
+                return Ok((i, id));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "member {id:x} never published its name; log:\n{}",
+                    self.log(i)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn_joining(&mut self, i: usize, initial_cluster: &str) -> Result<()> {
+        let member = &self.members[i];
+        let log = std::fs::File::create(self._dir.path().join(format!("{}.log", member.name)))?;
+        let child = Command::new(concord_binary())
+            .args(["--name", &member.name])
+            .args(["--data-dir", &member.data_dir.to_string_lossy()])
+            .args(["--listen-client-urls", &member.client_url()])
+            .args(["--advertise-client-urls", &member.client_url()])
+            .args(["--listen-peer-urls", &member.peer_url()])
+            .args(["--initial-advertise-peer-urls", &member.peer_url()])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster-state", "existing"])
+            .args(["--initial-cluster-token", "concord-tests"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", member.name))?;
+        self.processes[i] = Some(child);
+        Ok(())
+    }
+
+    /// The member id of member `i`, as it reports itself.
+    pub async fn member_id(&self, i: usize) -> Result<u64> {
+        let mut client = self.member_client(i).await?;
+        let status = client.status().await?;
+        Ok(status.header().map(|h| h.member_id()).unwrap_or(0))
+    }
+
+    /// `member remove` of member `i` through another running member.
+    pub async fn remove_member(&mut self, i: usize) -> Result<()> {
+        let id = self.member_id(i).await?;
+        let through = (0..self.members.len())
+            .find(|&j| j != i && self.is_running(j))
+            .context("no other running member")?;
+        let mut client = self.member_client(through).await?;
+        client.member_remove(id).await?;
+        Ok(())
+    }
+
+    /// Waits until member `i`'s process ends by itself; returns its exit code.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.processes[i].as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.processes[i] = None;
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "member {} is still running; log:\n{}",
+            self.members[i].name,
+            self.log(i)
+        )
+    }
+
+    /// The voters and learners every running member lists, by member id.
+    pub async fn member_ids(&self, through: usize) -> Result<(Vec<u64>, Vec<u64>)> {
+        let mut client = self.member_client(through).await?;
+        let list = client.member_list().await?;
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for m in list.members() {
+            if m.is_learner() {
+                learners.push(m.id());
+            } else {
+                voters.push(m.id());
+            }
+        }
+        voters.sort_unstable();
+        learners.sort_unstable();
+        Ok((voters, learners))
+    }
+}
