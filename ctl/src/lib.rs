@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod discovery;
 pub mod environ;
 pub mod error;
 pub mod gofmt;
@@ -109,22 +110,34 @@ fn execute(
     stdin: &mut dyn std::io::BufRead,
 ) -> Result<(), CtlError> {
     let format = printer::Format::parse(&cli.write_out)?;
-    if cli.discovery_srv.as_deref().is_some_and(|d| !d.is_empty()) {
-        // Accepted for compatibility, but silently ignoring it would talk to
-        // the wrong cluster.
-        return Err(CtlError::new(
-            ExitCode::BadConnection,
-            "--discovery-srv (DNS SRV discovery) is not supported; use --endpoints",
-        ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?;
+    let mut endpoints: Vec<String> = cli
+        .endpoints
+        .iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    let domain = cli.discovery_srv.clone().unwrap_or_default();
+    if !domain.is_empty() && !matches!(cli.command, cli::Command::Version) {
+        // etcdctl looks the domain up right after its environment checks.
+        prelude.emit()?;
+        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let discovered = runtime.block_on(discovery::endpoints(
+            &domain,
+            cli.discovery_srv_name.as_deref().unwrap_or_default(),
+            cli.insecure_discovery,
+            discovery::nameserver(&resolv_conf),
+        ))?;
+        if !discovered.is_empty() {
+            endpoints = discovered;
+        }
     }
     let credentials = credentials(&cli, err, stdin)?;
     let config = client::ClientConfig {
-        endpoints: cli
-            .endpoints
-            .iter()
-            .filter(|e| !e.is_empty())
-            .cloned()
-            .collect(),
+        endpoints,
         dial_timeout: cli.dial_timeout,
         command_timeout: cli.command_timeout,
         keepalive_time: cli.keepalive_time,
@@ -133,10 +146,6 @@ fn execute(
         tls: tls_settings(&cli),
         prelude: std::sync::Arc::new(prelude),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?;
     let mut ctx = commands::Context {
         config,
         printer: printer::Printer::new(format, cli.hex),

@@ -80,6 +80,21 @@ fn environment_and_debug_match_etcdctl() {
                 "b",
             ],
         ),
+        // DNS SRV discovery through the machine's resolver: both clients ask
+        // the same nameserver for the same names and report it alike.
+        (&[], &["--discovery-srv", "example.invalid", "get", "a"]),
+        (
+            &[],
+            &[
+                "-d",
+                "example.invalid",
+                "--discovery-srv-name",
+                "x",
+                "get",
+                "a",
+            ],
+        ),
+        (&[], &["--discovery-srv", "example.invalid", "version"]),
     ];
     for (env, args) in cases {
         let expected = transcript("etcdctl", env, args);
