@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::api::{CLUSTER_VERSION, ETCD_VERSION};
+use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 use crate::core::Core;
 
 pub fn router(core: Arc<Core>) -> Router {

@@ -1,7 +1,7 @@
 //! The `concord` server: configuration, gRPC and HTTP services, the apply loop and the
 //! peer transport. The only crate that knows about sockets, tasks and channels.
 //!
-//! A write travels `api::kv` → [`core::Core::propose`] (forwarded to the leader by a
+//! A write travels `grpc::kv` → [`core::Core::propose`] (forwarded to the leader by a
 //! follower) → [`driver`] (the thread owning raft) → [`state`] (the synchronous state
 //! machine: MVCC, leases, membership) → the entry's result, carried by raft-core's
 //! proposal outcome back to the driver's waiter. Reads wait for a ReadIndex barrier
@@ -17,12 +17,12 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
 pub mod config;
 pub mod core;
 pub mod driver;
 pub mod error;
 pub mod etcd_error;
+pub mod grpc;
 pub mod h2_authority;
 pub mod http;
 pub mod lease_expiry;

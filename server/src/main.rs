@@ -25,7 +25,7 @@ fn main() {
         }
         Invocation::PrintVersion => {
             println!("concord Version: {}", env!("CARGO_PKG_VERSION"));
-            println!("etcd API Version: {}", concord_server::api::ETCD_VERSION);
+            println!("etcd API Version: {}", concord_server::grpc::ETCD_VERSION);
             return;
         }
         Invocation::Run(config) => config,

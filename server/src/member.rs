@@ -17,7 +17,7 @@ use concord_storage_wal::{WalOptions, WalStorage};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
-use crate::api::{self, ETCD_VERSION};
+use crate::grpc::{self, ETCD_VERSION};
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
@@ -410,24 +410,24 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
     for url in &config.listen_client_urls {
         let routes = tonic::service::Routes::new(
-            KvServer::new(api::kv::KvService::new(core.clone()))
+            KvServer::new(grpc::kv::KvService::new(core.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(MaintenanceServer::new(
-            api::maintenance::MaintenanceService::new(core.clone()),
+            grpc::maintenance::MaintenanceService::new(core.clone()),
         ))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
+        .add_service(ClusterServer::new(grpc::cluster::ClusterService::new(
             core.clone(),
         )))
-        .add_service(api::watch::WatchServer::new(
+        .add_service(grpc::watch::WatchServer::new(
             core.clone(),
             watch_hub.clone(),
         ))
-        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+        .add_service(LeaseServer::new(grpc::lease::LeaseService::new(
             core.clone(),
             leases.clone(),
         )));
-        let routes = api::learner_gate(routes, core.raft.status.clone());
+        let routes = grpc::learner_gate(routes, core.raft.status.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
         let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
@@ -582,7 +582,7 @@ async fn publish(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             Ok(()) => {
                 tracing::info!(
                     "enabled capabilities for version {}",
-                    &api::CLUSTER_VERSION[..3]
+                    &grpc::CLUSTER_VERSION[..3]
                 );
                 return;
             }

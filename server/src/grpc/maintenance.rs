@@ -13,7 +13,7 @@ use concord_proto::etcdserverpb::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::ETCD_VERSION;
+use crate::grpc::ETCD_VERSION;
 use crate::core::Core;
 use crate::driver::Command;
 use crate::etcd_error::EtcdError;
