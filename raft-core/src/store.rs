@@ -50,44 +50,73 @@ pub trait LogStore: Storage {
 /// A shared countdown that makes [`MemLogStore`] (and the harness's state machine) fail
 /// the n-th durable operation from now, modelling a crash at that exact point: the
 /// failing operation persists nothing and neither does anything after it.
+///
+/// The switch also counts how often it tripped ([`CrashSwitch::fired`]), so a test that
+/// arms a crash can check that the crash really happened.
 #[derive(Clone, Debug)]
-pub struct CrashSwitch(Arc<AtomicU64>);
+pub struct CrashSwitch(Arc<SwitchState>);
+
+#[derive(Debug)]
+struct SwitchState {
+    /// Durable operations still allowed, or [`DISARMED`] / [`TRIPPED`].
+    left: AtomicU64,
+    /// How many times the switch went from armed to tripped.
+    fired: AtomicU64,
+}
 
 const DISARMED: u64 = u64::MAX;
+/// Armed, and the countdown ran out: every durable operation fails until disarmed.
+const TRIPPED: u64 = u64::MAX - 1;
 
 impl Default for CrashSwitch {
     fn default() -> Self {
-        CrashSwitch(Arc::new(AtomicU64::new(DISARMED)))
+        CrashSwitch(Arc::new(SwitchState {
+            left: AtomicU64::new(DISARMED),
+            fired: AtomicU64::new(0),
+        }))
     }
 }
 
 impl CrashSwitch {
     /// Let `successes` more durable operations succeed, then fail every one after.
     pub fn arm(&self, successes: u64) {
-        self.0.store(successes, Ordering::SeqCst);
+        self.0
+            .left
+            .store(successes.min(TRIPPED - 1), Ordering::SeqCst);
     }
 
     /// Never fail again.
     pub fn disarm(&self) {
-        self.0.store(DISARMED, Ordering::SeqCst);
+        self.0.left.store(DISARMED, Ordering::SeqCst);
     }
 
-    /// Whether the switch has tripped (a durable operation was refused).
+    /// Whether the switch has tripped (a durable operation was refused) since it was
+    /// last armed, and is not disarmed.
     pub fn tripped(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == 0
+        self.0.left.load(Ordering::SeqCst) == TRIPPED
+    }
+
+    /// How many times the switch has tripped since it was made (disarming keeps the
+    /// count): one for each armed crash that happened.
+    pub fn fired(&self) -> u64 {
+        self.0.fired.load(Ordering::SeqCst)
     }
 
     /// Called before each durable operation: `Err` means "crashed, persist nothing".
     pub fn check(&self) -> Result<(), BoxError> {
-        let left = self.0.load(Ordering::SeqCst);
-        if left == DISARMED {
-            return Ok(());
+        match self.0.left.load(Ordering::SeqCst) {
+            DISARMED => Ok(()),
+            TRIPPED => Err(Box::new(SimulatedCrash)),
+            0 => {
+                self.0.left.store(TRIPPED, Ordering::SeqCst);
+                self.0.fired.fetch_add(1, Ordering::SeqCst);
+                Err(Box::new(SimulatedCrash))
+            }
+            left => {
+                self.0.left.store(left - 1, Ordering::SeqCst);
+                Ok(())
+            }
         }
-        if left == 0 {
-            return Err(Box::new(SimulatedCrash));
-        }
-        self.0.store(left - 1, Ordering::SeqCst);
-        Ok(())
     }
 }
 
@@ -364,8 +393,23 @@ mod tests {
         s.set_crash_switch(crash.clone());
         crash.arm(1);
         s.append(&[entry(1, 1)], None).unwrap();
+        assert!(!crash.tripped(), "one write was allowed");
+        assert_eq!(crash.fired(), 0);
         assert!(s.append(&[entry(2, 1)], None).is_err());
         assert!(crash.tripped());
+        assert!(s.append(&[entry(2, 1)], None).is_err(), "stays tripped");
+        assert_eq!(
+            crash.fired(),
+            1,
+            "one crash, however many writes it refused"
+        );
         assert_eq!(s.last_index().unwrap(), 1);
+        crash.disarm();
+        assert!(!crash.tripped());
+        s.append(&[entry(2, 1)], None).unwrap();
+        crash.arm(0);
+        assert!(s.append(&[entry(3, 1)], None).is_err());
+        assert_eq!(crash.fired(), 2, "the count survives disarming");
+        assert_eq!(s.last_index().unwrap(), 2);
     }
 }

@@ -31,7 +31,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{BoxError, ProposalError, ProposeError, ReadError};
-use crate::{Committed, CrashSwitch, LogStore, MemLogStore, Node, NodeConfig, StateMachine};
+use crate::{
+    Committed, CrashSwitch, LogStore, MemLogStore, Node, NodeConfig, SimulatedCrash, StateMachine,
+};
 
 /// A state machine that records what it applied: the set of applied proposal ids (with
 /// their index), a fingerprint of every applied entry, and any contract violation.
@@ -239,6 +241,18 @@ impl HarnessStore for MemLogStore {
 mod wal;
 pub use wal::CrashableWal;
 
+/// Whether `error` (or an error it wraps) is the [`SimulatedCrash`] of a tripped switch.
+fn is_simulated_crash(error: &crate::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<SimulatedCrash>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// A message on the simulated wire.
 #[derive(Debug, Clone)]
 struct Envelope {
@@ -343,8 +357,13 @@ pub struct Stats {
     pub dropped: u64,
     /// Crashes (including crashes in the middle of Ready handling).
     pub crashes: u64,
+    /// Crashes in the middle of Ready handling: an armed [`CrashSwitch`] refused a
+    /// durable write (see [`Cluster::arm_crash`]).
+    pub ready_crashes: u64,
     /// Snapshots restored from a leader.
     pub snapshots_restored: u64,
+    /// Snapshots members took themselves (their log compacted behind them).
+    pub snapshots_created: u64,
     /// Proposals acknowledged.
     pub acked: u64,
     /// Proposals failed after acceptance.
@@ -353,6 +372,34 @@ pub struct Stats {
     pub reads: u64,
     /// Conf changes applied (acknowledged).
     pub conf_changes: u64,
+}
+
+impl Stats {
+    /// Adds the counts of `other` (to sum the runs of many seeds).
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            delivered,
+            dropped,
+            crashes,
+            ready_crashes,
+            snapshots_restored,
+            snapshots_created,
+            acked,
+            failed,
+            reads,
+            conf_changes,
+        } = other;
+        self.delivered += delivered;
+        self.dropped += dropped;
+        self.crashes += crashes;
+        self.ready_crashes += ready_crashes;
+        self.snapshots_restored += snapshots_restored;
+        self.snapshots_created += snapshots_created;
+        self.acked += acked;
+        self.failed += failed;
+        self.reads += reads;
+        self.conf_changes += conf_changes;
+    }
 }
 
 impl Cluster<MemLogStore> {
@@ -587,11 +634,17 @@ impl<S: HarnessStore> Cluster<S> {
     }
 
     /// Let member `id` make `successes` more durable writes, then crash at the next one
-    /// (in the middle of its Ready handling).
+    /// (in the middle of its Ready handling). A restart disarms the switch.
     pub fn arm_crash(&mut self, id: u64, successes: u64) {
         if let Some(m) = self.members.get(&id) {
             m.crash.arm(successes);
         }
+    }
+
+    /// How many armed crashes of member `id` happened (its switch refused a durable
+    /// write), over the whole run.
+    pub fn crashes_fired(&self, id: u64) -> u64 {
+        self.members.get(&id).map_or(0, |m| m.crash.fired())
     }
 
     /// Cut every link between different groups (both directions).
@@ -735,8 +788,16 @@ impl<S: HarnessStore> Cluster<S> {
             }
             match result {
                 Ok(outcome) => self.record(id, outcome),
-                Err(_) => {
-                    // A failed durable write is fatal: the member crashes.
+                Err(e) => {
+                    // A failed durable write is fatal: the member crashes. Only the armed
+                    // crash switch may make it fail; anything else is a bug the crash
+                    // must not hide.
+                    let tripped = self.members.get(&id).is_some_and(|m| m.crash.tripped());
+                    if tripped && is_simulated_crash(&e) {
+                        self.stats.ready_crashes += 1;
+                    } else {
+                        self.violate(format!("member {id} failed to handle a Ready: {e}"));
+                    }
                     self.crash(id);
                     return;
                 }
@@ -748,6 +809,9 @@ impl<S: HarnessStore> Cluster<S> {
     fn record(&mut self, id: u64, outcome: crate::ReadyOutcome) {
         if outcome.snapshot_restored.is_some() {
             self.stats.snapshots_restored += 1;
+        }
+        if outcome.snapshot_created.is_some() {
+            self.stats.snapshots_created += 1;
         }
         for p in outcome.proposals {
             match p.result {

@@ -440,6 +440,15 @@ fn a_crash_at_every_point_of_ready_handling_loses_no_acknowledged_entry() {
             }
             c.converge(300)
                 .unwrap_or_else(|e| panic!("victim {victim}, crash after {successes} writes: {e}"));
+            assert_eq!(
+                c.crashes_fired(victim),
+                1,
+                "victim {victim}: the crash armed after {successes} writes happened, once"
+            );
+            assert_eq!(
+                c.stats.ready_crashes, 1,
+                "victim {victim}, {successes} writes"
+            );
             assert!(c.acked().len() >= 3);
         }
     }
