@@ -2,12 +2,19 @@
 //!
 //! In order: install the Debian packages the suite compares Concord with (as root, with
 //! apt-get; otherwise print the exact `apt-get install` line and fail, since a suite that had
-//! to skip is not a pass), point `PROTOC` at the `protoc` that the `protoc-bin-vendored`
-//! crate ships (the third-party `etcd-client` crate in the tests wants one; nothing uses a
+//! to skip is not a pass), put the `protoc` that the `protoc-bin-vendored` crate ships first
+//! on `PATH` (the third-party `etcd-client` crate in the tests wants one; nothing uses a
 //! system `protoc`), check formatting, clippy and the house rules ([`crate::tidy`]), then
 //! run the whole suite with nextest (or `cargo test` where nextest is missing). The runner's
 //! own summary line is the last thing printed.
+//!
+//! Why `PATH` and not `PROTOC`: raft-rs's `raft-proto` build script (protobuf-build) panics
+//! when `PROTOC` names a protoc whose major version is not 3, and the vendored one is 36.x.
+//! Found on `PATH` instead, protobuf-build turns it down politely and uses the protoc it
+//! bundles, while prost-build (under etcd-client) takes it. `PROTOC` is removed from the
+//! children's environment for the same reason.
 
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::Command;
 
@@ -40,17 +47,18 @@ pub fn test_command(root: &Path, runner_args: &[String]) -> Result<()> {
 
     let protoc = protoc_bin_vendored::protoc_bin_path()
         .context("find the protoc shipped by the protoc-bin-vendored crate")?;
-    eprintln!("xtask: PROTOC={}", protoc.display());
+    let search_path = path_with_first(&protoc)?;
+    eprintln!("xtask: protoc for etcd-client: {}", protoc.display());
 
     run_step(
         root,
-        &protoc,
+        &search_path,
         "cargo fmt --all --check",
         &["fmt", "--all", "--check"],
     )?;
     run_step(
         root,
-        &protoc,
+        &search_path,
         "cargo clippy --workspace --all-targets -- -D warnings",
         &[
             "clippy",
@@ -80,7 +88,7 @@ pub fn test_command(root: &Path, runner_args: &[String]) -> Result<()> {
     suite.extend(["--workspace", "--release", "--no-fail-fast"]);
     suite.extend(runner_args.iter().map(String::as_str));
     let description = format!("cargo {}", suite.join(" "));
-    run_step(root, &protoc, &description, &suite)
+    run_step(root, &search_path, &description, &suite)
 }
 
 /// Installs what is missing of [`SYSTEM_PACKAGES`]: with apt-get as root, else an error that
@@ -162,12 +170,24 @@ fn nextest_installed() -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
-fn run_step(root: &Path, protoc: &Path, description: &str, args: &[&str]) -> Result<()> {
+/// `PATH` with the folder of `protoc` (the vendored one, alone in its `bin` folder) first.
+fn path_with_first(protoc: &Path) -> Result<OsString> {
+    let folder = protoc
+        .parent()
+        .context("the vendored protoc has no folder")?
+        .to_path_buf();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(folder).chain(std::env::split_paths(&rest)))
+        .context("build PATH with the vendored protoc first")
+}
+
+fn run_step(root: &Path, search_path: &OsStr, description: &str, args: &[&str]) -> Result<()> {
     eprintln!("xtask: {description}");
     let status = cargo_command()
         .args(args)
         .current_dir(root)
-        .env("PROTOC", protoc)
+        .env("PATH", search_path)
+        .env_remove("PROTOC")
         .status()
         .with_context(|| format!("run {description}"))?;
     if !status.success() {
