@@ -65,6 +65,7 @@ pub use batch::WriteBatch;
 pub use error::Error;
 pub use key_index::KeyRange;
 pub use revision::{Revision, TOMBSTONE_MARK, decode_revision_key, encode_revision_key};
+pub use snapshot::{SnapshotReader, verify_snapshot_file};
 pub use store::{MetaEntry, Store, StoreOptions};
 
 // The server shares a `Store` between its apply loop and its readers.

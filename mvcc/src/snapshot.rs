@@ -8,6 +8,7 @@
 //! | value` with tag 1 for `kv` and 2 for `meta`, then tag 0 and the CRC-32C of
 //! everything before it (4 BE).
 
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use fjall::{Keyspace, Readable};
@@ -21,6 +22,215 @@ const TAG_KV: u8 = 1;
 const TAG_META: u8 = 2;
 /// Entries per fjall batch while restoring.
 const RESTORE_CHUNK: usize = 10_000;
+
+/// The snapshot of a store as a byte stream (the same bytes as
+/// [`Store::snapshot_bytes`]), read from a consistent fjall snapshot taken when the
+/// reader was made: the store goes on committing meanwhile, and only one record is
+/// held in memory at a time. `Send`, so another thread can stream it.
+pub struct SnapshotReader {
+    /// Keyspaces still to read, each with its record tag, in order.
+    pending: std::collections::VecDeque<(u8, fjall::Iter)>,
+    /// Bytes produced and not yet read, from `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// CRC-32C of everything before the trailer.
+    crc: u32,
+    ended: bool,
+    /// Keeps the view the iterators read from.
+    _view: fjall::Snapshot,
+}
+
+impl SnapshotReader {
+    /// Refills `buf` with the next record, or the end mark and checksum.
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        self.pos = 0;
+        while let Some((tag, iter)) = self.pending.front_mut() {
+            let tag = *tag;
+            match iter.next() {
+                Some(guard) => {
+                    let (key, value) = guard.into_inner().map_err(std::io::Error::other)?;
+                    self.buf.push(tag);
+                    put_chunk(&mut self.buf, &key).map_err(std::io::Error::other)?;
+                    put_chunk(&mut self.buf, &value).map_err(std::io::Error::other)?;
+                    self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+                    return Ok(());
+                }
+                None => {
+                    self.pending.pop_front();
+                }
+            }
+        }
+        if !self.ended {
+            self.ended = true;
+            self.buf.push(TAG_END);
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            self.buf.extend_from_slice(&self.crc.to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.refill()?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Checks a snapshot file's framing and checksum without holding it in memory.
+pub fn verify_snapshot_file(path: &Path) -> Result<(), Error> {
+    let bad = |what: &str| Error::InvalidSnapshot(what.to_string());
+    let len = std::fs::metadata(path)?.len();
+    let body_len = len
+        .checked_sub(4)
+        .filter(|&n| n > MAGIC.len() as u64)
+        .ok_or_else(|| bad("too short"))?;
+    let mut file = BufReader::new(std::fs::File::open(path)?);
+    let mut magic = vec![0; MAGIC.len()];
+    file.read_exact(&mut magic)?;
+    if magic != MAGIC {
+        return Err(bad("wrong magic"));
+    }
+    let mut crc = crc32c::crc32c(&magic);
+    let mut left = body_len - MAGIC.len() as u64;
+    let mut chunk = vec![0; 64 * 1024];
+    while left > 0 {
+        let n = chunk.len().min(left as usize);
+        file.read_exact(&mut chunk[..n])?;
+        crc = crc32c::crc32c_append(crc, &chunk[..n]);
+        left -= n as u64;
+    }
+    let mut trailer = [0; 4];
+    file.read_exact(&mut trailer)?;
+    if crc != u32::from_be_bytes(trailer) {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The whole backend as a stream, from a consistent view taken now (between
+    /// batches). See [`SnapshotReader`].
+    pub fn snapshot_reader(&self) -> SnapshotReader {
+        let view = {
+            // No batch is half-committed while we hold the writer lock.
+            let _writer = self.writer.lock();
+            self.db.snapshot()
+        };
+        let pending = [(TAG_KV, &self.kv), (TAG_META, &self.meta)]
+            .into_iter()
+            .map(|(tag, keyspace)| (tag, view.iter(keyspace)))
+            .collect();
+        SnapshotReader {
+            pending,
+            buf: MAGIC.to_vec(),
+            pos: 0,
+            crc: crc32c::crc32c(MAGIC),
+            ended: false,
+            _view: view,
+        }
+    }
+
+    /// [`Store::restore_keeping`] from a snapshot file (verified with
+    /// [`verify_snapshot_file`] first), read record by record: neither the file nor
+    /// the store is held in memory.
+    pub fn restore_keeping_from_file(
+        dir: &Path,
+        file: &Path,
+        opts: StoreOptions,
+        member_tables: &[(&str, &[MetaEntry])],
+    ) -> Result<Store, Error> {
+        verify_snapshot_file(file)?;
+        let table_prefixes: Vec<Vec<u8>> = member_tables
+            .iter()
+            .map(|(table, _)| meta_user_key(table, b""))
+            .collect();
+        let staging = sibling(dir, "restoring");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        {
+            let store = Store::open(&staging, opts.clone())?;
+            let mut reader = BufReader::new(std::fs::File::open(file)?);
+            let mut magic = vec![0; MAGIC.len()];
+            reader.read_exact(&mut magic)?;
+            let mut owned = Vec::with_capacity(RESTORE_CHUNK);
+            loop {
+                let mut tag = [0u8; 1];
+                reader.read_exact(&mut tag)?;
+                if tag[0] == TAG_END {
+                    break;
+                }
+                if tag[0] != TAG_KV && tag[0] != TAG_META {
+                    return Err(Error::InvalidSnapshot("unknown record tag".into()));
+                }
+                let key = read_chunk(&mut reader)?;
+                let value = read_chunk(&mut reader)?;
+                let own_table =
+                    tag[0] == TAG_META && table_prefixes.iter().any(|p| key.starts_with(p));
+                if !own_table {
+                    owned.push((tag[0], key, value));
+                }
+                if owned.len() == RESTORE_CHUNK {
+                    write_owned(&store, &owned)?;
+                    owned.clear();
+                }
+            }
+            for (table, entries) in member_tables {
+                for (key, value) in entries.iter() {
+                    owned.push((TAG_META, meta_user_key(table, key), value.clone()));
+                }
+            }
+            write_owned(&store, &owned)?;
+            store.persist()?;
+        }
+        install_staged(dir, &staging)?;
+        Store::open(dir, opts)
+    }
+}
+
+fn read_chunk(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len)?;
+    let mut chunk = vec![0; u32::from_be_bytes(len) as usize];
+    reader.read_exact(&mut chunk)?;
+    Ok(chunk)
+}
+
+fn write_owned(store: &Store, records: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
+    let borrowed: Vec<Record<'_>> = records
+        .iter()
+        .map(|(tag, key, value)| Record {
+            tag: *tag,
+            key,
+            value,
+        })
+        .collect();
+    write_records(store, &borrowed)
+}
+
+/// Moves a fully written staging directory into place (a crash leaves the old or the
+/// new directory, never a mix).
+fn install_staged(dir: &Path, staging: &Path) -> Result<(), Error> {
+    if dir.exists() {
+        let old = sibling(dir, "replaced");
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        std::fs::rename(dir, &old)?;
+        std::fs::rename(staging, dir)?;
+        std::fs::remove_dir_all(&old)?;
+    } else {
+        std::fs::rename(staging, dir)?;
+    }
+    Ok(())
+}
 
 impl Store {
     /// A consistent copy of the whole backend, taken between batches.
@@ -93,17 +303,7 @@ impl Store {
             write_records(&store, &records)?;
             store.persist()?;
         }
-        if dir.exists() {
-            let old = sibling(dir, "replaced");
-            if old.exists() {
-                std::fs::remove_dir_all(&old)?;
-            }
-            std::fs::rename(dir, &old)?;
-            std::fs::rename(&staging, dir)?;
-            std::fs::remove_dir_all(&old)?;
-        } else {
-            std::fs::rename(&staging, dir)?;
-        }
+        install_staged(dir, &staging)?;
         Store::open(dir, opts)
     }
 }
@@ -178,6 +378,75 @@ fn write_records(store: &Store, records: &[Record<'_>]) -> Result<(), Error> {
         batch.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use super::*;
+    use concord_proto::etcdserverpb::PutRequest;
+
+    #[test]
+    fn the_reader_streams_what_snapshot_bytes_holds_and_restores_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
+        let mut batch = store.write_batch();
+        for i in 0..100 {
+            let put = PutRequest {
+                key: format!("k{i}").into_bytes(),
+                value: vec![7; 300],
+                ..Default::default()
+            };
+            batch.put(&put).unwrap();
+        }
+        batch.set_applied_index(9);
+        batch.commit().unwrap();
+        let whole = store.snapshot_bytes().unwrap();
+        let mut reader = store.snapshot_reader();
+        // Writes after the reader was made are not in it.
+        let mut later = store.write_batch();
+        later
+            .put(&PutRequest {
+                key: b"later".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        later.commit().unwrap();
+        let mut streamed = Vec::new();
+        let mut small = [0u8; 97];
+        loop {
+            let n = reader.read(&mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            streamed.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(streamed, whole);
+
+        let file = dir.path().join("snap");
+        std::fs::write(&file, &streamed).unwrap();
+        let kept: Vec<MetaEntry> = vec![(b"id".to_vec(), b"me".to_vec())];
+        let restored = Store::restore_keeping_from_file(
+            &dir.path().join("b"),
+            &file,
+            StoreOptions::default(),
+            &[("local", kept.as_slice())],
+        )
+        .unwrap();
+        assert_eq!(restored.applied_index(), 9);
+        assert_eq!(restored.current_revision(), store.current_revision() - 1);
+        assert_eq!(
+            restored.meta_get("local", b"id").unwrap(),
+            Some(b"me".to_vec())
+        );
+
+        let mut damaged = streamed.clone();
+        damaged[MAGIC.len() + 3] ^= 1;
+        std::fs::write(&file, &damaged).unwrap();
+        assert!(matches!(
+            verify_snapshot_file(&file),
+            Err(Error::InvalidSnapshot(_))
+        ));
+    }
 }
 
 #[cfg(test)]
