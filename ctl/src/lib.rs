@@ -51,6 +51,20 @@ pub fn run(args: Vec<OsString>) -> i32 {
             return ExitCode::Error as i32;
         }
         resolve::Resolution::GroupHelp(path) => return print_help(&path),
+        resolve::Resolution::RefusedArgs {
+            args,
+            path,
+            message,
+        } => {
+            if wants_help(&args) {
+                return print_help(&path);
+            }
+            if let Err(e) = cli::Cli::try_parse_from(&args) {
+                return usage_error(&e, &path);
+            }
+            eprintln!("Error: {message}");
+            return ExitCode::BadArgs as i32;
+        }
     };
     if path.first() == Some(&"help") {
         if path.len() == 1 && wants_help(&args) {

@@ -131,8 +131,49 @@ fn is_bool_flag(name: &str, path: &[&str]) -> bool {
     matches!(
         name,
         "debug" | "hex" | "insecure-transport" | "insecure-skip-tls-verify" | "insecure-discovery"
-    ) || (name == "cluster" && path.first() == Some(&"endpoint"))
+    ) || match path.first().copied() {
+        Some("endpoint" | "defrag") => name == "cluster",
+        Some("check") => matches!(name, "auto-compact" | "auto-defrag"),
+        Some("migrate") => name == "no-ttl",
+        _ => false,
+    }
 }
+
+/// Commands without positional arguments: etcdctl ignores any it is given.
+const IGNORE_ARGS: &[&[&str]] = &[
+    &["version"],
+    &["defrag"],
+    &["migrate"],
+    &["endpoint", "health"],
+    &["endpoint", "status"],
+    &["endpoint", "hashkv"],
+    &["lease", "list"],
+    &["member", "list"],
+    &["check", "perf"],
+    &["check", "datascale"],
+];
+
+/// Commands that refuse positional arguments, with etcdctl's words.
+const REFUSE_ARGS: &[(&[&str], &str)] = &[
+    (
+        &["alarm", "disarm"],
+        "alarm disarm command accepts no arguments",
+    ),
+    (
+        &["alarm", "list"],
+        "alarm list command accepts no arguments",
+    ),
+    (
+        &["auth", "enable"],
+        "auth enable command does not accept any arguments",
+    ),
+    (
+        &["auth", "disable"],
+        "auth disable command does not accept any arguments",
+    ),
+    (&["role", "list"], "role list command requires no arguments"),
+    (&["user", "list"], "user list command requires no arguments"),
+];
 
 /// What to do with the command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,6 +186,13 @@ pub enum Resolution {
     },
     /// cobra's error for an unknown top-level command, without `Error: `.
     UnknownCommand(String),
+    /// A command given arguments it refuses: etcdctl's message (exit code
+    /// 128, after the flags have parsed).
+    RefusedArgs {
+        args: Vec<OsString>,
+        path: Vec<&'static str>,
+        message: &'static str,
+    },
     /// A group given a word that names none of its subcommands: cobra runs
     /// the group, which prints its help (to stdout, exit 0).
     GroupHelp(Vec<&'static str>),
@@ -273,6 +321,34 @@ pub fn resolve(mut args: Vec<OsString>) -> Resolution {
     }
     if help {
         path.insert(0, "help");
+    } else {
+        let rest = command_words(&args, &live, &path);
+        if IGNORE_ARGS.contains(&path.as_slice()) {
+            let drop: std::collections::HashSet<usize> = rest.into_iter().collect();
+            let args = args
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, a)| a)
+                .collect();
+            return Resolution::Run { args, path };
+        }
+        if let Some((_, message)) = REFUSE_ARGS.iter().find(|(p, _)| *p == path.as_slice())
+            && !rest.is_empty()
+        {
+            let drop: std::collections::HashSet<usize> = rest.into_iter().collect();
+            let args = args
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, a)| a)
+                .collect();
+            return Resolution::RefusedArgs {
+                args,
+                path,
+                message,
+            };
+        }
     }
     Resolution::Run { args, path }
 }
@@ -311,6 +387,7 @@ mod tests {
                 .join(" "),
             Resolution::UnknownCommand(m) => format!("unknown: {m}"),
             Resolution::GroupHelp(path) => format!("help: {}", path.join(" ")),
+            Resolution::RefusedArgs { message, .. } => format!("refused: {message}"),
         }
     }
 
@@ -329,6 +406,14 @@ mod tests {
         // Arguments of a leaf are never touched.
         assert_eq!(spelled("get mem"), "get mem");
         assert_eq!(spelled("user get g"), "user get g");
+        // etcdctl ignores arguments of commands that take none, or refuses them.
+        assert_eq!(spelled("ver x"), "version");
+        assert_eq!(spelled("mem l x -w json"), "member list -w json");
+        assert_eq!(spelled("endp hashkv --rev 5 x"), "endpoint hashkv --rev 5");
+        assert_eq!(
+            spelled("alarm list x"),
+            "refused: alarm list command accepts no arguments"
+        );
     }
 
     #[test]

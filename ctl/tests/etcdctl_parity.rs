@@ -239,6 +239,16 @@ const READS: &[&[&str]] = &[
     &["x"],
     &["zzz"],
     &["m"],
+    // arguments etcdctl ignores, or refuses, for commands that take none
+    &["version", "x"],
+    &["member", "list", "x"],
+    &["endpoint", "health", "x", "-w", "json"],
+    &["alarm", "list", "x"],
+    &["auth", "enable", "x"],
+    &["user", "list", "x"],
+    &["role", "list", "x", "y"],
+    &["endpoint", "hashkv", "--rev", "1000"],
+    &["endpoint", "hashkv", "-w", "json"],
 ];
 
 #[test]

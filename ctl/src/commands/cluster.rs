@@ -304,7 +304,9 @@ pub(super) async fn endpoint_hashkv(
 ) -> Result<(), CtlError> {
     let endpoints = target_endpoints(cluster, ctx).await?;
     let mut list = Vec::new();
-    let mut failed = false;
+    // etcdctl reports each failure, prints what it has, then exits with the
+    // last error as `Error: ...` (unlike endpoint status, which exits quietly).
+    let mut failed = None;
     for ep in endpoints {
         let result = async {
             let client = Client::connect_to(&ctx.config, std::slice::from_ref(&ep)).await?;
@@ -325,20 +327,20 @@ pub(super) async fn endpoint_hashkv(
         match result {
             Ok(hash) => list.push(EndpointHashKv { endpoint: ep, hash }),
             Err(e) => {
-                failed = true;
                 ctx.emit_err(&format!(
                     "Failed to get the hash of endpoint {ep} ({})\n",
                     e.message
                 ))?;
+                failed = Some(e);
             }
         }
     }
     let out = ctx.printer.endpoint_hashkv(&list)?;
     ctx.emit(&out)?;
-    if failed {
-        return Err(CtlError::silent(ExitCode::Error));
+    match failed {
+        Some(e) => Err(CtlError::error(e.message)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub(super) async fn move_leader(args: Vec<String>, ctx: &mut Context<'_>) -> Result<(), CtlError> {
