@@ -279,3 +279,36 @@ fn stopped_waiters_withdraw_and_the_next_one_acquires() {
         assert_eq!(actual, expected, "{command:?} {signal}");
     }
 }
+
+/// A holder keeps its lock and a waiter keeps waiting while the server
+/// restarts; once the holder lets go, the waiter gets the lock.
+#[test]
+fn lock_survives_a_server_restart() {
+    require_reference_tools();
+    let mut etcd = Etcd::start(common::free_port(), common::free_port());
+    let spawn = |args: &[&str]| {
+        let mut child = Command::new(CONCORDCTL)
+            .args(["--endpoints", etcd.endpoint(), "lock", "restarted"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = line_reader(child.stdout.take().unwrap());
+        (child, lines)
+    };
+    let (mut holder, held) = spawn(&[]);
+    assert!(next_line(&held).starts_with("restarted/"));
+    let (mut waiter, waited) = spawn(&["echo", "acquired"]);
+    wait_until("the waiter queues", || lock_keys(&etcd, "restarted") == 2);
+
+    etcd.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(holder.try_wait().unwrap().is_none(), "holder exited");
+    assert!(waiter.try_wait().unwrap().is_none(), "waiter exited");
+    assert_eq!(lock_keys(&etcd, "restarted"), 2);
+
+    interrupt(&mut holder);
+    assert_eq!(next_line(&waited), "acquired");
+    assert!(waiter.wait().unwrap().success());
+}

@@ -23,36 +23,51 @@ fn first_range(resp: &pb::TxnResponse, index: usize) -> Option<&pb::RangeRespons
     }
 }
 
-/// Keeps the session lease alive every TTL/3 until the stream fails; returns
-/// when the session is lost.
+/// Keeps the session lease alive every TTL/3, as clientv3's session does:
+/// a broken keep-alive stream (a restarting or unreachable server) is opened
+/// again, and the session only ends when the server says the lease is gone
+/// or a whole TTL passes without a renewal.
 pub(super) async fn keep_session_alive(client: Client, lease: i64, ttl: i64) {
     use pb::lease_client::LeaseClient;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let Ok(resp) = LeaseClient::new(client.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .lease_keep_alive(client.request(stream))
-        .await
-    else {
-        return;
-    };
-    let mut responses = resp.into_inner();
-    let period = Duration::from_secs(u64::try_from(ttl / 3).unwrap_or(1).max(1));
-    loop {
-        if tx
-            .send(pb::LeaseKeepAliveRequest { id: lease })
-            .await
-            .is_err()
-        {
-            return;
+    let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1));
+    let period = (ttl / 3).max(Duration::from_millis(500));
+    let mut expires = tokio::time::Instant::now() + ttl;
+    while tokio::time::Instant::now() < expires {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let opened = LeaseClient::new(client.channel())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+            .lease_keep_alive(client.request(stream))
+            .await;
+        if let Ok(resp) = opened {
+            let mut responses = resp.into_inner();
+            loop {
+                if tx
+                    .send(pb::LeaseKeepAliveRequest { id: lease })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                match tokio::time::timeout_at(expires, responses.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl > 0 => {
+                        expires = tokio::time::Instant::now()
+                            + Duration::from_secs(u64::try_from(r.ttl).unwrap_or(1));
+                    }
+                    // The lease is gone (revoked or expired on the server).
+                    Ok(Ok(Some(_))) => return,
+                    Ok(Ok(None) | Err(_)) => break,
+                    Err(_) => return,
+                }
+                tokio::time::sleep(period).await;
+            }
         }
-        match responses.message().await {
-            Ok(Some(r)) if r.ttl > 0 => {}
-            _ => return,
-        }
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(RECONNECT_BACKOFF).await;
     }
 }
+
+/// The wait before opening a broken stream again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
 
 /// SIGINT or SIGTERM, which etcdctl's `lock` and `elect` both take as "stop"
 /// (Go's `signal.Notify(sigc, SIGINT, SIGTERM)`). Made once, at the start of
@@ -232,8 +247,9 @@ async fn wait_for_predecessors(
             max_create_revision: max_create_rev,
             ..Default::default()
         };
+        // No deadline: a waiter waits through a server restarting.
         let resp = client
-            .call(Retry::Repeatable, req, |c, r| async move {
+            .call_until_done(req, |c, r| async move {
                 pb::kv_client::KvClient::new(c)
                     .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                     .range(r)
@@ -248,6 +264,9 @@ async fn wait_for_predecessors(
     }
 }
 
+/// Waits for `key` to be deleted after `from_rev`; also returns when the
+/// watch breaks on a restarting or unreachable server (the caller looks
+/// again), and fails only on the server's answer.
 pub(super) async fn wait_for_delete(
     client: &Client,
     key: &[u8],
@@ -264,12 +283,24 @@ pub(super) async fn wait_for_delete(
         request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
     };
     let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
-    let mut stream = pb::watch_client::WatchClient::new(client.channel())
+    let broken = |s: &tonic::Status| {
+        matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        )
+    };
+    let opened = pb::watch_client::WatchClient::new(client.channel())
         .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .watch(client.request(requests))
-        .await
-        .map_err(|s| CtlError::error(status_message(&s)))?
-        .into_inner();
+        .await;
+    let mut stream = match opened {
+        Ok(resp) => resp.into_inner(),
+        Err(s) if broken(&s) => {
+            tokio::time::sleep(RECONNECT_BACKOFF).await;
+            return Ok(());
+        }
+        Err(s) => return Err(CtlError::error(status_message(&s))),
+    };
     loop {
         match stream.message().await {
             Ok(Some(resp)) => {
@@ -282,6 +313,10 @@ pub(super) async fn wait_for_delete(
                 }
             }
             Ok(None) => return Ok(()),
+            Err(s) if broken(&s) => {
+                tokio::time::sleep(RECONNECT_BACKOFF).await;
+                return Ok(());
+            }
             Err(s) => return Err(CtlError::error(status_message(&s))),
         }
     }
