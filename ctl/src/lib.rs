@@ -123,7 +123,12 @@ fn execute(
     err: &mut dyn Write,
     stdin: &mut dyn std::io::BufRead,
 ) -> Result<(), CtlError> {
-    let format = printer::Format::parse(&cli.write_out)?;
+    // etcdctl checks the output format when it sets up a client's display;
+    // `version` has neither.
+    let format = match cli.command {
+        cli::Command::Version => printer::Format::Simple,
+        _ => printer::Format::parse(&cli.write_out)?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -47,16 +47,45 @@ pub fn settings(
     })
 }
 
+/// Go's text for a failed file operation (`no such file or directory`).
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Unusable TLS files: etcdctl fails building its client configuration,
+/// with ExitBadArgs.
+fn bad_files(message: String) -> CtlError {
+    CtlError::new(ExitCode::BadArgs, message)
+}
+
 fn bad_connection(message: String) -> CtlError {
     CtlError::new(ExitCode::BadConnection, message)
 }
 
 fn read_pem(path: &str) -> Result<Vec<u8>, CtlError> {
-    std::fs::read(path).map_err(|e| bad_connection(format!("open {path}: {e}")))
+    std::fs::read(path).map_err(|e| bad_files(format!("open {path}: {}", go_io_error(&e))))
 }
 
 /// Builds the rustls configuration (HTTP/2 via ALPN) from the flags.
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, CtlError> {
+    if settings.cert.is_some() != settings.key.is_some() {
+        // Go's TLSInfo checks the pair before reading any file.
+        return Err(bad_files(format!(
+            "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+            settings.key.as_deref().unwrap_or_default(),
+            settings.cert.as_deref().unwrap_or_default()
+        )));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -83,20 +112,29 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>
         (Some(cert), Some(key)) => {
             let certs = rustls_pemfile::certs(&mut read_pem(cert)?.as_slice())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad_connection(format!("bad client certificate: {e}")))?;
+                .map_err(|e| bad_files(format!("bad client certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad_files(
+                    "tls: failed to find any PEM data in certificate input".to_owned(),
+                ));
+            }
             let key = rustls_pemfile::private_key(&mut read_pem(key)?.as_slice())
-                .map_err(|e| bad_connection(format!("bad client key: {e}")))?
-                .ok_or_else(|| bad_connection(format!("no private key in {key}")))?;
+                .map_err(|e| bad_files(format!("bad client key: {e}")))?
+                .ok_or_else(|| {
+                    bad_files("tls: failed to find any PEM data in key input".to_owned())
+                })?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| bad_connection(e.to_string()))?
+                .map_err(|e| bad_files(e.to_string()))?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(bad_connection(
-                "both --cert and --key must be given for client certificate authentication"
-                    .to_owned(),
-            ));
+        (cert, key) => {
+            // Go's TLSInfo: the key and certificate come as a pair.
+            return Err(bad_files(format!(
+                "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                key.as_deref().unwrap_or_default(),
+                cert.as_deref().unwrap_or_default()
+            )));
         }
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -231,17 +269,16 @@ mod tests {
     }
 
     #[test]
-    fn missing_ca_file_is_a_connection_error() {
+    fn missing_ca_file_is_a_usage_error() {
         let settings = TlsSettings {
             cacert: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         };
         let e = client_config(&settings).unwrap_err();
-        assert_eq!(e.code, ExitCode::BadConnection);
-        assert!(
-            e.message.starts_with("open /nonexistent/ca.pem: "),
-            "{}",
-            e.message
+        assert_eq!(e.code, ExitCode::BadArgs);
+        assert_eq!(
+            e.message,
+            "open /nonexistent/ca.pem: no such file or directory"
         );
     }
 }

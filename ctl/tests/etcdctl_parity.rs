@@ -249,6 +249,22 @@ const READS: &[&[&str]] = &[
     &["role", "list", "x", "y"],
     &["endpoint", "hashkv", "--rev", "1000"],
     &["endpoint", "hashkv", "-w", "json"],
+    // unusable TLS files fail the client's set-up (exit 128), before any dial
+    &["--cacert", "/nonexistent", "get", "a"],
+    &["--cert", "/nonexistent", "get", "a"],
+    &["--key", "/nonexistent", "get", "a"],
+    &[
+        "--cert",
+        "/etc/hostname",
+        "--key",
+        "/etc/hostname",
+        "get",
+        "a",
+    ],
+    &["--cacert", "/nonexistent", "--cert", "x", "get", "a"],
+    // the output format is checked by commands that print through it
+    &["-w", "bogus", "version"],
+    &["-w", "bogus", "get", "a"],
 ];
 
 #[test]
