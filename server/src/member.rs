@@ -17,14 +17,15 @@ use concord_storage_wal::{WalOptions, WalStorage};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
-use crate::grpc::{self, ETCD_VERSION};
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
 use crate::error::Error;
+use crate::grpc::{self, ETCD_VERSION};
 use crate::state::backend::{Backend, MEMBER_LOCAL_TABLE};
 use crate::state::leases::LeaseKeeper;
 use crate::state::membership::{Membership, cluster_id, member_id};
+use crate::state::snapshots::SnapshotFiles;
 use crate::state::{ApplyObserver, Machine};
 use crate::transport::{Inbound, InboundSink, PeerTransport};
 
@@ -134,6 +135,19 @@ impl InboundSink for DriverInbox {
 
     fn removed_from_cluster(&self) {
         let _ = self.0.send(Command::Removed);
+    }
+}
+
+/// The transport streams snapshots through the state machine's [`SnapshotFiles`].
+struct SnapshotStreamsOf(Arc<SnapshotFiles>);
+
+impl crate::transport::SnapshotStreams for SnapshotStreamsOf {
+    fn outgoing(&self, data: &[u8]) -> Option<Box<dyn std::io::Read + Send>> {
+        self.0.take(data)
+    }
+
+    fn incoming(&self) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+        self.0.incoming()
     }
 }
 
@@ -300,11 +314,17 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         known_peers: shared_membership.read().ids(),
     };
     let leases = Arc::new(LeaseKeeper::new(&config, local_id));
+    let snapshots = Arc::new(
+        SnapshotFiles::new(config.data_dir.join("member").join("snap-stream"))
+            .map_err(Error::Io)?,
+    );
+    transport.set_snapshot_streams(Arc::new(SnapshotStreamsOf(snapshots.clone())));
     let mut machine = Machine::new(
         backend.clone(),
         local_id,
         initial.clone(),
         leases.clone(),
+        snapshots,
         Box::new(observer),
     )?;
     let watch_hub = crate::watch_hub::WatchHub::start(

@@ -205,3 +205,47 @@ async fn a_restarted_member_keeps_its_membership_view() -> Result<()> {
     cluster.spawn(2)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_catches_up_from_a_snapshot_streamed_in_chunks() -> Result<()> {
+    // Snapshot at once, so the new member catches up from one (several 1 MiB chunks).
+    let mut cluster = Cluster::start_with(1, &["--snapshot-count", "10"])?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    for i in 0..40 {
+        client
+            .put(format!("big-{i:02}"), vec![b'x'; 100 * 1024], None)
+            .await?;
+    }
+    let (i, _) = cluster.add_member(false).await?;
+    let mut member = cluster.member_client(i).await?;
+    let serializable = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_serializable()
+        .with_keys_only();
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = member
+            .get("big-", Some(serializable.clone()))
+            .await?
+            .kvs()
+            .len();
+        if seen == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 40, "log:\n{}", cluster.log(i));
+    assert!(
+        cluster.log(i).contains("received a snapshot"),
+        "{}",
+        cluster.log(i)
+    );
+    // The received file was installed and is gone.
+    let incoming = cluster.members[i]
+        .data_dir
+        .join("member")
+        .join("snap-stream");
+    assert_eq!(std::fs::read_dir(incoming)?.count(), 0);
+    Ok(())
+}

@@ -18,6 +18,7 @@ use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
 use super::backend::Backend;
 use super::leases::LeaseKeeper;
 use super::membership::Membership;
+use super::snapshots::{SnapshotFiles, incoming_file};
 use crate::etcd_error::EtcdError;
 
 /// Receives the events of every committed apply round, in revision order, exactly once:
@@ -54,6 +55,7 @@ pub struct Machine {
     /// Events of the round being applied, published after its batch commits.
     pending_events: Vec<Event>,
     leases: Arc<LeaseKeeper>,
+    snapshots: Arc<SnapshotFiles>,
 }
 
 /// The result of an entry that answers nothing of its own.
@@ -70,6 +72,7 @@ impl Machine {
         member_id: u64,
         initial_membership: Membership,
         leases: Arc<LeaseKeeper>,
+        snapshots: Arc<SnapshotFiles>,
         observer: Box<dyn ApplyObserver>,
     ) -> Result<Machine, concord_mvcc::Error> {
         let membership = Membership::load(&backend.store())?;
@@ -83,6 +86,7 @@ impl Machine {
             event_sink: None,
             pending_events: Vec::new(),
             leases,
+            snapshots,
         })
     }
 
@@ -322,8 +326,12 @@ impl StateMachine for Machine {
         self.backend.store().applied_index()
     }
 
+    /// A consistent view of the store at the applied index, handed to the transport to
+    /// stream: the message carries only its descriptor (see [`super::snapshots`]).
     fn snapshot(&mut self) -> Result<Vec<u8>, BoxError> {
-        self.backend.store().snapshot_bytes().map_err(boxed)
+        Ok(self
+            .snapshots
+            .hand_over(self.backend.store().snapshot_reader()))
     }
 
     /// The store is its own snapshot: make it durable rather than copy it into the raft
@@ -345,17 +353,30 @@ impl StateMachine for Machine {
             batch.set_applied_index(meta.index);
             batch.commit().map_err(boxed)?;
             self.membership = self.initial_membership.clone();
+        } else if let Some(file) = incoming_file(data) {
+            self.backend.restore_from_file(file).map_err(boxed)?;
+            // Installed (or refused): the copy has done its work either way.
+            let _ = std::fs::remove_file(file);
+            self.after_restore()?;
         } else {
             self.backend.restore(data).map_err(boxed)?;
-            let store = self.backend.store();
-            self.membership = Membership::load(&store).map_err(boxed)?;
-            self.leases.recover(&store).map_err(boxed)?;
-            if let Some(sink) = &mut self.event_sink {
-                sink.store_replaced(store.current_revision());
-            }
-            self.observer.restored();
+            self.after_restore()?;
         }
         self.observer.membership_changed(&self.membership);
+        Ok(())
+    }
+}
+
+impl Machine {
+    /// Everything kept beside the store follows a store that a snapshot replaced.
+    fn after_restore(&mut self) -> Result<(), BoxError> {
+        let store = self.backend.store();
+        self.membership = Membership::load(&store).map_err(boxed)?;
+        self.leases.recover(&store).map_err(boxed)?;
+        if let Some(sink) = &mut self.event_sink {
+            sink.store_replaced(store.current_revision());
+        }
+        self.observer.restored();
         Ok(())
     }
 }

@@ -110,14 +110,37 @@ impl Backend {
             self.options.clone(),
             &[(MEMBER_LOCAL_TABLE, own_identity.as_slice())],
         )?;
+        self.install(restored, dir);
+        Ok(())
+    }
+}
+
+impl Backend {
+    /// [`Backend::restore`] from a received snapshot file, verified before anything is
+    /// replaced and read record by record.
+    pub fn restore_from_file(&self, file: &Path) -> Result<(), concord_mvcc::Error> {
+        let old = self.store();
+        let own_identity = old.meta_scan(MEMBER_LOCAL_TABLE)?;
+        let next = generation_number(&self.base, &old.dir).unwrap_or(0) + 1;
+        let dir = generation_dir(&self.base, next);
+        let restored = Store::restore_keeping_from_file(
+            &dir,
+            file,
+            self.options.clone(),
+            &[(MEMBER_LOCAL_TABLE, own_identity.as_slice())],
+        )?;
+        self.install(restored, dir);
+        Ok(())
+    }
+
+    fn install(&self, store: Store, dir: PathBuf) {
         let fresh = Arc::new(Generation {
-            store: Some(restored),
+            store: Some(store),
             dir,
             retired: AtomicBool::new(false),
         });
         let replaced = std::mem::replace(&mut *self.current.write(), fresh);
         replaced.retired.store(true, Ordering::Release);
-        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@
 //! # fn example(config: &concord_server::config::Config) -> Result<(), concord_mvcc::Error> {
 //! use std::sync::Arc;
 //! use concord_server::state::{Machine, ApplyObserver, backend::Backend, leases::LeaseKeeper,
-//!     membership::Membership};
+//!     membership::Membership, snapshots::SnapshotFiles};
 //! # struct Quiet;
 //! # impl ApplyObserver for Quiet {
 //! #     fn membership_changed(&mut self, _: &Membership) {}
@@ -16,7 +16,8 @@
 //! # }
 //! let backend = Arc::new(Backend::open("m1.concord/member/db".into(), Default::default())?);
 //! let leases = Arc::new(LeaseKeeper::new(config, 1));
-//! let machine = Machine::new(backend, 1, Membership::default(), leases, Box::new(Quiet))?;
+//! let snapshots = Arc::new(SnapshotFiles::new("m1.concord/member/snap-stream".into()).map_err(concord_mvcc::Error::from)?);
+//! let machine = Machine::new(backend, 1, Membership::default(), leases, snapshots, Box::new(Quiet))?;
 //! // raft-core's `Node::handle_ready(&mut machine, ..)` applies committed entries to it
 //! // and hands each entry's `ApplyResult` to the outcome of the proposal that wrote it.
 //! # drop(machine); Ok(()) }
@@ -26,5 +27,6 @@ mod apply;
 pub mod backend;
 pub mod leases;
 pub mod membership;
+pub mod snapshots;
 
 pub use apply::{ApplyObserver, EventSink, Machine};

@@ -336,6 +336,10 @@ pub(super) fn spawn_snapshot(
 async fn send_snapshot(common: &Common, urls: &[Url], mut message: Message) -> bool {
     let to = message.to;
     let data = message.mut_snapshot().take_data();
+    let streams = common.streams.lock().clone();
+    if let Some(reader) = streams.and_then(|s| s.outgoing(&data)) {
+        return stream_snapshot(common, urls, message, reader).await;
+    }
     let header = match concord_raft_core::codec::encode_message(&message) {
         Ok(header) => header,
         Err(error) => {
@@ -369,6 +373,97 @@ async fn send_snapshot(common: &Common, urls: &[Url], mut message: Message) -> b
         };
     }
     false
+}
+
+/// Sends a snapshot whose data comes from `reader`: a blocking thread reads it a chunk
+/// at a time (a chunk ahead of the one in flight, to mark the last), so neither side of
+/// the transfer holds more than a few chunks.
+async fn stream_snapshot(
+    common: &Common,
+    urls: &[Url],
+    message: Message,
+    mut reader: Box<dyn std::io::Read + Send>,
+) -> bool {
+    let to = message.to;
+    let header = match concord_raft_core::codec::encode_message(&message) {
+        Ok(header) => header,
+        Err(error) => {
+            warn!(%error, "cannot encode a snapshot message");
+            return false;
+        }
+    };
+    let mut channel = None;
+    for url in urls {
+        match connect(url, common.client_tls.clone()).await {
+            Ok(connected) => {
+                channel = Some((connected, url.clone()));
+                break;
+            }
+            Err(error) => {
+                debug!(peer = %format_args!("{to:x}"), %url, %error, "cannot connect for a snapshot")
+            }
+        }
+    }
+    let Some((channel, url)) = channel else {
+        return false;
+    };
+    let (chunks, receiver) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
+    let reading = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut offset = 0u64;
+        let mut header = Some(header);
+        let mut pending: Option<Vec<u8>> = None;
+        loop {
+            let mut next = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let mut filled = 0;
+            while filled < next.len() {
+                match reader.read(&mut next[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            next.truncate(filled);
+            let done = filled == 0;
+            if let Some(data) = pending.take() {
+                let len = data.len() as u64;
+                let chunk = SnapshotChunk {
+                    message: header.take().unwrap_or_default(),
+                    data,
+                    offset,
+                    last: done,
+                };
+                offset += len;
+                if chunks.blocking_send(chunk).is_err() {
+                    return Err(std::io::Error::other("the snapshot stream ended"));
+                }
+            }
+            if done {
+                return Ok(offset);
+            }
+            pending = Some(next);
+        }
+    });
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    add_headers(&mut request, common);
+    let sent = peer_client(channel).snapshot_chunks(request).await;
+    let read = reading.await;
+    match (sent, read) {
+        (Ok(_), Ok(Ok(size))) => {
+            info!(peer = %format_args!("{to:x}"), bytes = size, "sent a snapshot");
+            true
+        }
+        (Err(status), _) => {
+            warn!(peer = %format_args!("{to:x}"), %url, %status, "sending a snapshot failed");
+            false
+        }
+        (_, Ok(Err(error))) => {
+            warn!(peer = %format_args!("{to:x}"), %error, "reading a snapshot failed");
+            false
+        }
+        (_, Err(error)) => {
+            warn!(peer = %format_args!("{to:x}"), %error, "reading a snapshot failed");
+            false
+        }
+    }
 }
 
 /// The chunks of a snapshot transfer: the message on the first, the data split into

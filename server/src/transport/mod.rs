@@ -95,6 +95,16 @@ pub trait InboundSink: Send + Sync + 'static {
     fn removed_from_cluster(&self) {}
 }
 
+/// Snapshot data that is streamed rather than carried in the `MsgSnapshot`: the state
+/// machine puts a small descriptor in the message's `data`, and the transport asks this
+/// for the bytes it stands for (sending) or for a file to write them to (receiving).
+pub trait SnapshotStreams: Send + Sync + 'static {
+    /// The bytes an outgoing snapshot's `data` stands for, if it is a descriptor.
+    fn outgoing(&self, data: &[u8]) -> Option<Box<dyn std::io::Read + Send>>;
+    /// A fresh file for an incoming snapshot, and the `data` that names it once written.
+    fn incoming(&self) -> std::io::Result<(std::fs::File, Vec<u8>)>;
+}
+
 /// What a peer answers a removed member (etcd's `errMemberRemoved`).
 pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
 
@@ -115,6 +125,8 @@ struct Common {
     stopping: watch::Sender<bool>,
     /// Members removed from the cluster: their raft streams are refused.
     removed: Mutex<std::collections::HashSet<u64>>,
+    /// Where snapshot data is streamed from and to (carried in memory without it).
+    streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
 }
 
 impl Common {
@@ -173,6 +185,7 @@ impl PeerTransport {
                 inbound: Box::new(inbound),
                 stopping,
                 removed: Mutex::new(Default::default()),
+                streams: Mutex::new(None),
             }),
             peers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
@@ -207,6 +220,11 @@ impl PeerTransport {
     /// kept if its URL is still listed.
     pub fn update_peer(&self, id: u64, urls: Vec<Url>) {
         self.add_peer(id, urls);
+    }
+
+    /// Streams snapshot data through `streams` from now on (see [`SnapshotStreams`]).
+    pub fn set_snapshot_streams(&self, streams: Arc<dyn SnapshotStreams>) {
+        *self.common.streams.lock() = Some(streams);
     }
 
     /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it

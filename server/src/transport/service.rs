@@ -136,6 +136,17 @@ impl Peer for PeerService {
         tokio::pin!(stopped);
         let mut message: Option<Message> = None;
         let mut data = BytesMut::new();
+        // With streams the data goes to a file as it arrives (never whole in memory).
+        let streams = self.common.streams.lock().clone();
+        let mut file = match &streams {
+            Some(streams) => Some(
+                streams
+                    .incoming()
+                    .map_err(|e| Status::internal(format!("snapshot file: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut received = 0u64;
         loop {
             let chunk = tokio::select! {
                 chunk = stream.message() => chunk?,
@@ -149,14 +160,21 @@ impl Peer for PeerService {
             if message.is_none() {
                 message = Some(decode(&chunk.message)?);
             }
-            if chunk.offset != data.len() as u64 {
+            if chunk.offset != received {
                 return Err(Status::invalid_argument(format!(
-                    "snapshot chunk at offset {} but {} bytes received",
+                    "snapshot chunk at offset {} but {received} bytes received",
                     chunk.offset,
-                    data.len()
                 )));
             }
-            data.extend_from_slice(&chunk.data);
+            received += chunk.data.len() as u64;
+            match &mut file {
+                Some((file, _)) => {
+                    use std::io::Write;
+                    file.write_all(&chunk.data)
+                        .map_err(|e| Status::internal(format!("snapshot file: {e}")))?;
+                }
+                None => data.extend_from_slice(&chunk.data),
+            }
             if chunk.last {
                 break;
             }
@@ -166,10 +184,17 @@ impl Peer for PeerService {
         };
         info!(
             from = %format_args!("{:x}", message.from),
-            bytes = data.len(),
+            bytes = received,
             "received a snapshot"
         );
-        message.mut_snapshot().set_data(data.freeze());
+        match file {
+            Some((file, descriptor)) => {
+                file.sync_all()
+                    .map_err(|e| Status::internal(format!("snapshot file: {e}")))?;
+                message.mut_snapshot().set_data(descriptor.into());
+            }
+            None => message.mut_snapshot().set_data(data.freeze()),
+        }
         self.deliver(message)?;
         Ok(Response::new(RaftAck {}))
     }
