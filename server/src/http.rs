@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 use crate::core::Core;
+use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 
 pub fn router(core: Arc<Core>) -> Router {
     Router::new()

@@ -13,10 +13,10 @@ use concord_proto::etcdserverpb::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::ETCD_VERSION;
 use crate::core::Core;
 use crate::driver::Command;
 use crate::etcd_error::EtcdError;
+use crate::grpc::ETCD_VERSION;
 
 pub struct MaintenanceService {
     core: Arc<Core>,
