@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, TlsFiles, assert_lines_equal, run, require_reference_tools};
+use common::{CONCORDCTL, Etcd, TlsFiles, assert_lines_equal, require_reference_tools, run};
 
 fn compare(etcd: &Etcd, endpoint: &str, cases: &[Vec<&str>]) -> String {
     let mut etcdctl_transcript = String::new();
