@@ -46,37 +46,72 @@ pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<()
             create.range_end = kv::prefix_range_end(&create.key);
         }
     }
-    let first = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    };
-    // Keep the request stream open for as long as we watch.
-    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
     let client = ctx.client().await?;
-    let mut responses = pb::watch_client::WatchClient::new(client.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .watch(client.request(requests))
-        .await
-        .map_err(|s| CtlError::error(status_message(&s)))?
-        .into_inner();
-    loop {
-        match responses.message().await {
-            Ok(Some(resp)) => {
-                if resp.created && resp.events.is_empty() {
-                    continue;
-                }
-                print_response(&resp, &a.exec, ctx).await?;
-                if resp.canceled {
-                    break;
-                }
+    // Like clientv3, a watch broken by a restarting or unreachable server is
+    // opened again from the revision after the last one seen.
+    let mut started = a.rev != 0;
+    'reconnect: loop {
+        let first = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                create.clone(),
+            )),
+        };
+        // Keep the request stream open for as long as we watch.
+        let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
+        let opened = pb::watch_client::WatchClient::new(client.channel())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+            .watch(client.request(requests))
+            .await;
+        let mut responses = match opened {
+            Ok(resp) => resp.into_inner(),
+            Err(s) if started && stream_broken(&s) => {
+                tokio::time::sleep(REWATCH_BACKOFF).await;
+                continue 'reconnect;
             }
-            Ok(None) => break,
             Err(s) => return Err(CtlError::error(status_message(&s))),
+        };
+        loop {
+            match responses.message().await {
+                Ok(Some(resp)) => {
+                    if !started {
+                        // Revision 0 means "from now": pin it for a reconnect.
+                        create.start_revision = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+                        started = true;
+                    }
+                    if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
+                        create.start_revision = last.mod_revision + 1;
+                    }
+                    if resp.created && resp.events.is_empty() {
+                        continue;
+                    }
+                    print_response(&resp, &a.exec, ctx).await?;
+                    if resp.canceled {
+                        break 'reconnect;
+                    }
+                }
+                Ok(None) => break,
+                Err(s) if stream_broken(&s) => break,
+                Err(s) => return Err(CtlError::error(status_message(&s))),
+            }
         }
+        tokio::time::sleep(REWATCH_BACKOFF).await;
     }
     Err(CtlError::new(
         ExitCode::Interrupted,
         "watch is canceled by the server",
     ))
+}
+
+/// The wait before opening a broken watch again.
+const REWATCH_BACKOFF: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Whether a watch stream failed because the connection did (the server is
+/// restarting or unreachable) rather than by the server's answer.
+fn stream_broken(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    ) && !s.message().starts_with("etcdserver: ")
 }
 
 /// `ETCDCTL_WATCH_KEY` and `ETCDCTL_WATCH_RANGE_END`: a key (and range end)
