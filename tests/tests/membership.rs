@@ -249,3 +249,22 @@ async fn a_new_member_catches_up_from_a_snapshot_streamed_in_chunks() -> Result<
     assert_eq!(std::fs::read_dir(incoming)?.count(), 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_new_cluster_restarts_a_member_alone_with_its_data() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    cluster.leader().await?;
+    put_and_read_everywhere(&cluster, "kept").await?;
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    cluster.extra_args.push("--force-new-cluster".into());
+    cluster.spawn(0)?;
+    cluster.wait_ready(0)?;
+    let (voters, _) = wait_members(&cluster, 0, 1, 0).await?;
+    assert_eq!(voters, vec![cluster.member_id(0).await?]);
+    let mut client = cluster.member_client(0).await?;
+    assert_eq!(client.get("kept", None).await?.kvs().len(), 1);
+    client.put("after", "v", None).await?;
+    Ok(())
+}
