@@ -22,6 +22,9 @@ const TAG_KV: u8 = 1;
 const TAG_META: u8 = 2;
 /// Entries per fjall batch while restoring.
 const RESTORE_CHUNK: usize = 10_000;
+/// Bytes of keys and values per fjall batch while restoring from a file: the batch is
+/// held in memory until it commits.
+const RESTORE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// The snapshot of a store as a byte stream (the same bytes as
 /// [`Store::snapshot_bytes`]), read from a consistent fjall snapshot taken when the
@@ -160,7 +163,8 @@ impl Store {
             let mut reader = BufReader::new(std::fs::File::open(file)?);
             let mut magic = vec![0; MAGIC.len()];
             reader.read_exact(&mut magic)?;
-            let mut owned = Vec::with_capacity(RESTORE_CHUNK);
+            let mut owned = Vec::new();
+            let mut owned_bytes = 0;
             loop {
                 let mut tag = [0u8; 1];
                 reader.read_exact(&mut tag)?;
@@ -175,11 +179,13 @@ impl Store {
                 let own_table =
                     tag[0] == TAG_META && table_prefixes.iter().any(|p| key.starts_with(p));
                 if !own_table {
+                    owned_bytes += key.len() + value.len();
                     owned.push((tag[0], key, value));
                 }
-                if owned.len() == RESTORE_CHUNK {
+                if owned.len() == RESTORE_CHUNK || owned_bytes >= RESTORE_CHUNK_BYTES {
                     write_owned(&store, &owned)?;
                     owned.clear();
+                    owned_bytes = 0;
                 }
             }
             for (table, entries) in member_tables {
