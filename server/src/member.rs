@@ -319,6 +319,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             .map_err(Error::Io)?,
     );
     transport.set_snapshot_streams(Arc::new(SnapshotStreamsOf(snapshots.clone())));
+    let received_snapshots = snapshots.clone();
     let mut machine = Machine::new(
         backend.clone(),
         local_id,
@@ -351,6 +352,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let mut node = Node::new(node_config, wal, &mut machine)?;
+    received_snapshots.clear_received().map_err(Error::Io)?;
     if node.is_removed() || machine.membership().is_removed(local_id) {
         // etcd refuses to start a removed member with its old data dir too.
         tracing::error!("{REMOVED_LINE}");

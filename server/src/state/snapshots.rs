@@ -40,11 +40,10 @@ impl std::fmt::Debug for SnapshotFiles {
 }
 
 impl SnapshotFiles {
-    /// Received snapshots are written under `dir` (left-overs of a crash are deleted).
+    /// Received snapshots are written under `dir`. What a crash left there stays until
+    /// [`SnapshotFiles::clear_received`]: the raft log may name a received file that a
+    /// restart must still restore from.
     pub fn new(dir: PathBuf) -> std::io::Result<SnapshotFiles> {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
         std::fs::create_dir_all(&dir)?;
         Ok(SnapshotFiles {
             dir,
@@ -76,10 +75,23 @@ impl SnapshotFiles {
             .map(|(_, view)| Box::new(view) as Box<dyn Read + Send>)
     }
 
+    /// Deletes every received file: call it once raft started on the log, which then
+    /// needs none of them (a snapshot it had to restore from is restored by then).
+    pub fn clear_received(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        Ok(())
+    }
+
     /// A fresh file for a snapshot being received, and the descriptor naming it.
     pub fn incoming(&self) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+        // Names must not repeat across restarts while an older file may remain.
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("incoming-{n}.snap"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.dir.join(format!("incoming-{nanos}-{n}.snap"));
         let file = std::fs::File::create(&path)?;
         let mut descriptor = INCOMING.to_vec();
         descriptor.extend_from_slice(path.to_string_lossy().as_bytes());
