@@ -2,12 +2,16 @@
 //! servers (Concord or etcd itself).
 //!
 //! Owned here: the command line (etcdctl's global flags, `ETCDCTL_*`
-//! environment variables, v3 commands `put get del txn compaction watch lease
-//! member endpoint alarm defrag move-leader snapshot save lock elect auth user role
-//! version`), the `txn` input language, and etcdctl's output formats
+//! environment variables with etcdctl's checks and `--debug` dump, DNS SRV
+//! discovery, v3 commands `put get del txn compaction watch lease member
+//! endpoint alarm defrag move-leader snapshot make-mirror lock elect auth user
+//! role check version`, resolved by unique prefix as cobra does), etcdctl's
+//! help layout, the `txn` input language, and etcdctl's output formats
 //! (`-w simple|json|fields|table|protobuf`) reproduced byte for byte, with
-//! etcdctl's `Error: ...` lines and exit codes. `tests/etcdctl_parity.rs` runs
-//! every command against a real etcd next to Debian's etcdctl and compares.
+//! etcdctl's `Error: ...` lines and exit codes. Long-running commands (watch,
+//! lock, elect, make-mirror) ride out a server restart as clientv3 does.
+//! The tests in `tests/` run the same command lines through Debian's etcdctl
+//! and concordctl against real members and compare.
 //!
 //! ```
 //! use concord_ctl::printer::{Format, Printer};

@@ -105,7 +105,10 @@ async fn campaign(name: &[u8], value: &[u8], ctx: &mut Context<'_>) -> Result<()
 async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<(), CtlError> {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
-    loop {
+    // What was printed last (key, mod revision): after a broken watch the
+    // observer looks again and must not print the same proclamation twice.
+    let mut printed: Option<(Vec<u8>, i64)> = None;
+    'observe: loop {
         let oldest = pb::RangeRequest {
             key: prefix.clone(),
             range_end: prefix_range_end(&prefix),
@@ -115,7 +118,7 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
             ..Default::default()
         };
         let resp = client
-            .call(Retry::Repeatable, oldest, |c, r| async move {
+            .call_until_done(oldest, |c, r| async move {
                 pb::kv_client::KvClient::new(c)
                     .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                     .range(r)
@@ -128,10 +131,13 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
             None => {
                 // No candidate yet: the first key put under the prefix leads.
                 let range_end = prefix_range_end(&prefix);
-                let mut events = watch(client, &prefix, &range_end, revision + 1).await?;
+                let Some(mut events) = watch(client, &prefix, &range_end, revision + 1).await?
+                else {
+                    continue 'observe;
+                };
                 loop {
-                    let Some(resp) = events.message().await.map_err(watch_error)? else {
-                        return Err(CtlError::error("elect: observer lost"));
+                    let Some(resp) = next(&mut events).await? else {
+                        continue 'observe;
                     };
                     let put = resp.events.iter().find(|e| e.r#type == put_type());
                     if let Some(kv) = put.and_then(|e| e.kv.clone()) {
@@ -142,24 +148,68 @@ async fn observe(client: &Client, name: &[u8], ctx: &mut Context<'_>) -> Result<
         };
         // Follow this leader from just after what we have printed.
         let seen = revision.max(leader.mod_revision);
-        print_leader(ctx, header, &leader)?;
-        let mut events = watch(client, &leader.key, &[], seen + 1).await?;
-        'leader: loop {
-            let Some(resp) = events.message().await.map_err(watch_error)? else {
-                return Err(CtlError::error("elect: observer lost"));
+        print_once(ctx, &mut printed, header, &leader)?;
+        let Some(mut events) = watch(client, &leader.key, &[], seen + 1).await? else {
+            continue 'observe;
+        };
+        loop {
+            let Some(resp) = next(&mut events).await? else {
+                continue 'observe;
             };
             for event in &resp.events {
-                if event.r#type == put_type() {
-                    if let Some(kv) = &event.kv {
-                        print_leader(ctx, resp.header, kv)?;
-                    }
-                } else {
-                    break 'leader;
+                if event.r#type != put_type() {
+                    continue 'observe;
+                }
+                if let Some(kv) = &event.kv {
+                    print_once(ctx, &mut printed, resp.header, kv)?;
                 }
             }
         }
     }
 }
+
+fn print_once(
+    ctx: &mut Context<'_>,
+    printed: &mut Option<(Vec<u8>, i64)>,
+    header: Option<pb::ResponseHeader>,
+    kv: &mvccpb::KeyValue,
+) -> Result<(), CtlError> {
+    let this = (kv.key.clone(), kv.mod_revision);
+    if printed.as_ref() == Some(&this) {
+        return Ok(());
+    }
+    *printed = Some(this);
+    print_leader(ctx, header, kv)
+}
+
+/// Whether a stream failed with its connection (a restarting server).
+fn broken(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    ) && !s.message().starts_with("etcdserver: ")
+}
+
+/// The next watch response; `None` when the stream broke or ended (look
+/// again after a pause).
+async fn next(
+    events: &mut tonic::Streaming<pb::WatchResponse>,
+) -> Result<Option<pb::WatchResponse>, CtlError> {
+    match events.message().await {
+        Ok(Some(resp)) => Ok(Some(resp)),
+        Ok(None) => {
+            tokio::time::sleep(REWATCH_BACKOFF).await;
+            Ok(None)
+        }
+        Err(s) if broken(&s) => {
+            tokio::time::sleep(REWATCH_BACKOFF).await;
+            Ok(None)
+        }
+        Err(s) => Err(watch_error(s)),
+    }
+}
+
+const REWATCH_BACKOFF: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn put_type() -> i32 {
     mvccpb::event::EventType::Put as i32
@@ -184,12 +234,13 @@ fn print_leader(
     ctx.emit(&out)
 }
 
+/// Opens a watch; `None` when the server could not be reached (try again).
 async fn watch(
     client: &Client,
     key: &[u8],
     range_end: &[u8],
     start_revision: i64,
-) -> Result<tonic::Streaming<pb::WatchResponse>, CtlError> {
+) -> Result<Option<tonic::Streaming<pb::WatchResponse>>, CtlError> {
     use tokio_stream::StreamExt as _;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
@@ -201,10 +252,16 @@ async fn watch(
         request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
     };
     let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
-    Ok(pb::watch_client::WatchClient::new(client.channel())
+    let opened = pb::watch_client::WatchClient::new(client.channel())
         .max_decoding_message_size(MAX_RECV_MSG_SIZE)
         .watch(client.request(requests))
-        .await
-        .map_err(watch_error)?
-        .into_inner())
+        .await;
+    match opened {
+        Ok(resp) => Ok(Some(resp.into_inner())),
+        Err(s) if broken(&s) => {
+            tokio::time::sleep(REWATCH_BACKOFF).await;
+            Ok(None)
+        }
+        Err(s) => Err(watch_error(s)),
+    }
 }
