@@ -24,7 +24,7 @@ const TAG_META: u8 = 2;
 const RESTORE_CHUNK: usize = 10_000;
 /// Bytes of keys and values per fjall batch while restoring from a file: the batch is
 /// held in memory until it commits.
-const RESTORE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+const RESTORE_CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
 /// The snapshot of a store as a byte stream (the same bytes as
 /// [`Store::snapshot_bytes`]), read from a consistent fjall snapshot taken when the
