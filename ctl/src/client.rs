@@ -12,6 +12,20 @@ use tonic::transport::{Channel, Endpoint};
 /// snapshots must not hit tonic's 4 MiB default.
 pub const MAX_RECV_MSG_SIZE: usize = i32::MAX as usize;
 
+/// clientv3's default `MaxCallSendMsgSize`: grpc-go refuses to send more.
+pub const MAX_SEND_MSG_SIZE: usize = 2 * 1024 * 1024;
+
+/// grpc-go's client-side refusal of a request over the send limit.
+fn check_send_size<T: prost::Message>(msg: &T) -> Result<(), CtlError> {
+    let len = msg.encoded_len();
+    if len > MAX_SEND_MSG_SIZE {
+        return Err(CtlError::error(format!(
+            "rpc error: code = ResourceExhausted desc = trying to send message larger than max ({len} vs. {MAX_SEND_MSG_SIZE})"
+        )));
+    }
+    Ok(())
+}
+
 /// How long to wait between attempts while no endpoint answers.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between attempts of a request without a deadline.
@@ -161,10 +175,11 @@ impl Client {
     /// Sends one unary request within the command timeout, retrying as clientv3 does.
     pub async fn call<T, R, F, Fut>(&self, retry: Retry, msg: T, send: F) -> Result<R, CtlError>
     where
-        T: Clone,
+        T: Clone + prost::Message,
         F: Fn(Channel, tonic::Request<T>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        check_send_size(&msg)?;
         let attempt_loop = async {
             loop {
                 match send(self.channel.clone(), self.request(msg.clone())).await {
@@ -189,10 +204,11 @@ impl Client {
     /// its puts and deletes of mirrored keys).
     pub async fn call_until_done<T, R, F, Fut>(&self, msg: T, send: F) -> Result<R, CtlError>
     where
-        T: Clone,
+        T: Clone + prost::Message,
         F: Fn(Channel, tonic::Request<T>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        check_send_size(&msg)?;
         let mut backoff = RETRY_BACKOFF;
         loop {
             match send(self.channel.clone(), self.request(msg.clone())).await {
@@ -256,6 +272,28 @@ mod tests {
     fn endpoints_get_a_scheme() {
         assert_eq!(endpoint_url("127.0.0.1:2379"), "http://127.0.0.1:2379");
         assert_eq!(endpoint_url("http://h:1"), "http://h:1");
+    }
+
+    #[test]
+    fn requests_over_two_mebibytes_are_refused_as_grpc_go_does() {
+        let small = pb::PutRequest {
+            key: b"k".to_vec(),
+            value: vec![b'x'; 1000],
+            ..Default::default()
+        };
+        assert!(check_send_size(&small).is_ok());
+        let big = pb::PutRequest {
+            key: b"big".to_vec(),
+            value: vec![b'x'; 2_200_000],
+            ..Default::default()
+        };
+        assert_eq!(
+            check_send_size(&big).err().map(|e| e.message),
+            Some(
+                "rpc error: code = ResourceExhausted desc = trying to send message larger than max (2200010 vs. 2097152)"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -662,16 +662,13 @@ impl Printer {
                 text(out)
             }
             Format::Json => {
-                let leases = if r.leases.is_empty() {
-                    "null".to_owned()
-                } else {
-                    let items: Vec<String> = r
-                        .leases
-                        .iter()
-                        .map(|l| Obj::new().raw("id", &l.id.to_string()).finish())
-                        .collect();
-                    format!("[{}]", items.join(","))
-                };
+                // clientv3 always makes the slice, so no leases is `[]`.
+                let items: Vec<String> = r
+                    .leases
+                    .iter()
+                    .map(|l| Obj::new().raw("id", &l.id.to_string()).finish())
+                    .collect();
+                let leases = format!("[{}]", items.join(","));
                 text(
                     flat_header(r.header.as_ref())
                         .raw("leases", &leases)
@@ -713,7 +710,9 @@ impl Printer {
             }
             Format::Json => {
                 let events: Vec<String> = r.events.iter().map(gojson::event).collect();
-                let events = if events.is_empty() {
+                // A canceled watch's last response carries an empty, not a
+                // nil, event list in etcdctl's output.
+                let events = if events.is_empty() && !r.canceled {
                     "null".to_owned()
                 } else {
                     format!("[{}]", events.join(","))

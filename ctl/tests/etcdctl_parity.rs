@@ -64,6 +64,7 @@ type Step<'a> = (&'a [&'a str], &'a str);
 /// Writes and errors: replayed on a fresh member for each client, so revisions
 /// and IDs line up.
 const SCENARIO: &[Step<'_>] = &[
+    (&["lease", "list", "-w", "json"], ""),
     (&["put", "a", "1"], ""),
     (&["put", "b", "2", "-w", "json"], ""),
     (&["put", "a", "3", "--prev-kv"], ""),
@@ -125,6 +126,7 @@ const SCENARIO: &[Step<'_>] = &[
     (&["compaction"], ""),
     (&["get", "a", "--rev", "2"], ""),
     (&["watch", "a", "--rev", "1"], ""),
+    (&["watch", "a", "--rev", "1", "-w", "json"], ""),
     (&["watch"], ""),
     (&["lease", "revoke", "1"], ""),
     (&["lease", "revoke", "zz"], ""),
