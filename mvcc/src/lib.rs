@@ -67,6 +67,7 @@ pub use key_index::KeyRange;
 pub use revision::{Revision, TOMBSTONE_MARK, decode_revision_key, encode_revision_key};
 pub use snapshot::{SnapshotReader, verify_snapshot_file};
 pub use store::{MetaEntry, Store, StoreOptions};
+pub use txn::check_txn;
 
 // The server shares a `Store` between its apply loop and its readers.
 const _: () = {

@@ -36,8 +36,10 @@ pub(crate) fn check_range(req: &RangeRequest) -> Result<(), Error> {
     RangePlan::new(req).map(|_| ())
 }
 
-/// etcd's `checkTxnRequest` followed by its duplicate-key check of each branch.
-pub(crate) fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), Error> {
+/// etcd's `checkTxnRequest` followed by its duplicate-key check of each branch: the
+/// checks that need no state, which etcd makes before a txn reaches raft (the server's
+/// gRPC face calls this too, so their errors come before any lease lookup, as etcd's do).
+pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), Error> {
     check_txn_shape(req, max_ops)?;
     write_set(&req.success)?;
     write_set(&req.failure)?;

@@ -22,12 +22,11 @@ impl KvService {
         KvService { core }
     }
 
-    fn check_txn_size(&self, txn: &TxnRequest) -> Result<(), EtcdError> {
+    /// etcd's checks of a txn before raft (shape, op count, duplicate keys), so that their
+    /// errors win over what only the apply can find (a lease that does not exist).
+    fn check_txn(&self, txn: &TxnRequest) -> Result<(), EtcdError> {
         let limit = self.core.config.max_txn_ops as usize;
-        if txn.compare.len() > limit || txn.success.len() > limit || txn.failure.len() > limit {
-            return Err(EtcdError::too_many_ops());
-        }
-        Ok(())
+        concord_mvcc::check_txn(txn, limit).map_err(EtcdError::from)
     }
 }
 
@@ -107,7 +106,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
-        self.check_txn_size(&request)?;
+        self.check_txn(&request)?;
         let result = self
             .core
             .propose(internal_request::Request::Txn(request))
