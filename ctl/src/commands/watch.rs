@@ -259,16 +259,37 @@ async fn watch_interactive(env: &WatchEnv, ctx: &mut Context<'_>) -> Result<(), 
     let mut lines = spawn_line_reader()?;
     let client = ctx.client().await?;
     let (requests, request_stream) = tokio::sync::mpsc::unbounded_channel();
-    let mut responses = pb::watch_client::WatchClient::new(client.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .watch(
-            client.request(tokio_stream::wrappers::UnboundedReceiverStream::new(
-                request_stream,
-            )),
-        )
-        .await
-        .map_err(|s| CtlError::error(status_message(&s)))?
-        .into_inner();
+    // The stream is opened on a task of its own, and its responses come back through a
+    // channel: etcd (grpc-go) sends a stream's response headers only with its first
+    // response, which comes only after the first line asks for a watch, so waiting for
+    // the call to open before reading stdin would wait forever against etcd.
+    let (response_sender, mut responses) = tokio::sync::mpsc::unbounded_channel();
+    let mut watch_client = pb::watch_client::WatchClient::new(client.channel())
+        .max_decoding_message_size(MAX_RECV_MSG_SIZE);
+    let request = client.request(tokio_stream::wrappers::UnboundedReceiverStream::new(
+        request_stream,
+    ));
+    tokio::spawn(async move {
+        let mut stream = match watch_client.watch(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let _ = response_sender.send(Err(status));
+                return;
+            }
+        };
+        loop {
+            let next = stream.message().await.transpose();
+            let ended = !matches!(next, Some(Ok(_)));
+            if let Some(next) = next
+                && response_sender.send(next).is_err()
+            {
+                return;
+            }
+            if ended {
+                return;
+            }
+        }
+    });
     // The server answers creates in order, so the next `created` response
     // belongs to the oldest create still waiting.
     let mut awaiting_created: VecDeque<Vec<OsString>> = VecDeque::new();
@@ -309,11 +330,11 @@ async fn watch_interactive(env: &WatchEnv, ctx: &mut Context<'_>) -> Result<(), 
                     break; // the stream is gone; the response side reports why
                 }
             }
-            response = responses.message() => {
+            response = responses.recv() => {
                 let resp = match response {
-                    Ok(Some(resp)) => resp,
-                    Ok(None) => break,
-                    Err(s) => return Err(CtlError::error(status_message(&s))),
+                    Some(Ok(resp)) => resp,
+                    None => break,
+                    Some(Err(s)) => return Err(CtlError::error(status_message(&s))),
                 };
                 if resp.created {
                     let exec = awaiting_created.pop_front().unwrap_or_default();
