@@ -234,6 +234,7 @@ impl<S: ReadAt> Db<S> {
             db: self,
             root: Root::Page(self.meta.root.root),
             sequence: self.meta.root.sequence,
+            nesting: 0,
         }
     }
 
@@ -442,6 +443,9 @@ pub struct Bucket<'db, S> {
     db: &'db Db<S>,
     root: Root,
     sequence: u64,
+    /// How many buckets this one is inside (0 for the top-level bucket): a damaged file
+    /// can make a bucket hold itself, and a walk down nested buckets must still end.
+    nesting: usize,
 }
 
 /// What a key of a bucket holds.
@@ -541,7 +545,8 @@ impl<'db, S: ReadAt> Bucket<'db, S> {
     pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'db, S>>, Error> {
         match self.find(name)? {
             Some((flags, value)) if flags & BUCKET_LEAF_FLAG != 0 => Ok(Some(
-                self.db.open_bucket_value(&value, self.pgid_for_errors())?,
+                self.db
+                    .open_bucket_value(&value, self.pgid_for_errors(), self.nesting + 1)?,
             )),
             _ => Ok(None),
         }
@@ -563,6 +568,7 @@ impl<'db, S: ReadAt> Bucket<'db, S> {
             stack: Vec::new(),
             last_key: None,
             failed: false,
+            nesting: self.nesting,
         }
     }
 }
@@ -572,7 +578,14 @@ impl<S: ReadAt> Db<S> {
         &'db self,
         value: &[u8],
         parent: u64,
+        nesting: usize,
     ) -> Result<Bucket<'db, S>, Error> {
+        if nesting > MAX_DEPTH {
+            return Err(self.corrupt(
+                parent,
+                "buckets nested deeper than 64 levels (a bucket inside itself?)",
+            ));
+        }
         let header: &[u8; BUCKET_HEADER_SIZE] = value
             .get(..BUCKET_HEADER_SIZE)
             .and_then(|b| b.try_into().ok())
@@ -598,6 +611,7 @@ impl<S: ReadAt> Db<S> {
             db: self,
             root,
             sequence: header.sequence,
+            nesting,
         })
     }
 }
@@ -613,6 +627,8 @@ pub struct Iter<'db, S> {
     stack: Vec<(Arc<Page>, usize)>,
     last_key: Option<Vec<u8>>,
     failed: bool,
+    /// The nesting of the bucket iterated (see [`Bucket`]).
+    nesting: usize,
 }
 
 impl<'db, S: ReadAt> Iter<'db, S> {
@@ -664,7 +680,10 @@ impl<'db, S: ReadAt> Iter<'db, S> {
             }
             self.last_key = Some(key.to_vec());
             let value = if flags & BUCKET_LEAF_FLAG != 0 {
-                Value::Bucket(self.db.open_bucket_value(value, page.id)?)
+                Value::Bucket(
+                    self.db
+                        .open_bucket_value(value, page.id, self.nesting + 1)?,
+                )
             } else {
                 Value::Data(value.to_vec())
             };

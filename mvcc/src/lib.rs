@@ -74,3 +74,17 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
 };
+
+/// The configuration of this crate's property tests: `cases` cases from a fixed seed, so
+/// every run tries the same inputs, and no regression files written.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+    Config {
+        cases,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(0x3ecc_5eed),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}

@@ -416,7 +416,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(crate::proptest_config(256))]
 
             #[test]
             fn round_trips_what_prost_encodes(kv in key_value()) {

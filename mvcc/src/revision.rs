@@ -103,7 +103,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(512))]
+            #![proptest_config(crate::proptest_config(512))]
 
             #[test]
             fn keys_round_trip_and_truncations_are_rejected(
