@@ -46,6 +46,11 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Whether a member failed to start because another process took one of its ports.
+fn is_port_taken(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("address already in use")
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -86,6 +91,20 @@ impl Cluster {
     }
 
     pub fn start_with(size: usize, extra_args: &[&str]) -> Result<Cluster> {
+        // `free_port` hands out a port that nothing holds at that moment; a test running
+        // in parallel can take it before the member binds it. Such a start is tried again
+        // on other ports, a bounded number of times; any other failure is final.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::start_on_free_ports(size, extra_args) {
+                Err(error) if attempts < 3 && is_port_taken(&error) => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn start_on_free_ports(size: usize, extra_args: &[&str]) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let members: Vec<MemberSpec> = (0..size)
             .map(|i| MemberSpec {
