@@ -235,6 +235,24 @@ impl Client {
         self.channel.clone()
     }
 
+    /// Opens a watch stream that asks for `create` and sends nothing more (the request
+    /// side stays open, as a watch stream's must).
+    pub async fn open_watch(
+        &self,
+        create: pb::WatchCreateRequest,
+    ) -> Result<tonic::Streaming<pb::WatchResponse>, tonic::Status> {
+        use tokio_stream::StreamExt as _;
+        let first = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+        };
+        let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
+        Ok(pb::watch_client::WatchClient::new(self.channel())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE)
+            .watch(self.request(requests))
+            .await?
+            .into_inner())
+    }
+
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
     }

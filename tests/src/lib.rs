@@ -137,6 +137,17 @@ impl Cluster {
 
     /// Starts member `i` (again) with its data dir as it is.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let initial_cluster = self.initial_cluster.clone();
+        self.spawn_member(i, &initial_cluster, "new")
+    }
+
+    /// Starts member `i` with the given `--initial-cluster` and `--initial-cluster-state`.
+    pub(crate) fn spawn_member(
+        &mut self,
+        i: usize,
+        initial_cluster: &str,
+        initial_cluster_state: &str,
+    ) -> Result<()> {
         let member = &self.members[i];
         let log = std::fs::File::create(self._dir.path().join(format!("{}.log", member.name)))?;
         let child = Command::new(concord_binary())
@@ -146,7 +157,8 @@ impl Cluster {
             .args(["--advertise-client-urls", &member.client_url()])
             .args(["--listen-peer-urls", &member.peer_url()])
             .args(["--initial-advertise-peer-urls", &member.peer_url()])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster-state", initial_cluster_state])
             .args(["--initial-cluster-token", "concord-tests"])
             .args(&self.extra_args)
             .stdin(Stdio::null())

@@ -3,13 +3,12 @@
 //! `--initial-cluster-state existing` and the `--initial-cluster` the answer implies),
 //! remove one, and wait for a removed member to exit.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use etcd_client::MemberAddOptions;
 
-use crate::{Cluster, MemberSpec, concord_binary, free_port};
+use crate::{Cluster, MemberSpec, free_port};
 
 impl Cluster {
     /// `member add` (as a learner if asked) through any member, then starts the new
@@ -53,7 +52,7 @@ impl Cluster {
             .join(",");
         self.members.push(spec);
         self.processes.push(None);
-        self.spawn_joining(i, &initial_cluster)?;
+        self.spawn_member(i, &initial_cluster, "existing")?;
         self.wait_ready(i)?;
         // Started, as etcd's reconfiguration checks count it: its name is published.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -74,29 +73,6 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    fn spawn_joining(&mut self, i: usize, initial_cluster: &str) -> Result<()> {
-        let member = &self.members[i];
-        let log = std::fs::File::create(self._dir.path().join(format!("{}.log", member.name)))?;
-        let child = Command::new(concord_binary())
-            .args(["--name", &member.name])
-            .args(["--data-dir", &member.data_dir.to_string_lossy()])
-            .args(["--listen-client-urls", &member.client_url()])
-            .args(["--advertise-client-urls", &member.client_url()])
-            .args(["--listen-peer-urls", &member.peer_url()])
-            .args(["--initial-advertise-peer-urls", &member.peer_url()])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-state", "existing"])
-            .args(["--initial-cluster-token", "concord-tests"])
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", member.name))?;
-        self.processes[i] = Some(child);
-        Ok(())
     }
 
     /// The member id of member `i`, as it reports itself.

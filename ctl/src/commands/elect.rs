@@ -241,23 +241,15 @@ async fn watch(
     range_end: &[u8],
     start_revision: i64,
 ) -> Result<Option<tonic::Streaming<pb::WatchResponse>>, CtlError> {
-    use tokio_stream::StreamExt as _;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
         range_end: range_end.to_vec(),
         start_revision,
         ..Default::default()
     };
-    let first = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    };
-    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
-    let opened = pb::watch_client::WatchClient::new(client.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .watch(client.request(requests))
-        .await;
+    let opened = client.open_watch(create).await;
     match opened {
-        Ok(resp) => Ok(Some(resp.into_inner())),
+        Ok(stream) => Ok(Some(stream)),
         Err(s) if broken(&s) => {
             tokio::time::sleep(REWATCH_BACKOFF).await;
             Ok(None)

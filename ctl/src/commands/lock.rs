@@ -272,29 +272,21 @@ pub(super) async fn wait_for_delete(
     key: &[u8],
     from_rev: i64,
 ) -> Result<(), CtlError> {
-    use tokio_stream::StreamExt as _;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
         start_revision: from_rev,
         filters: vec![pb::watch_create_request::FilterType::Noput as i32],
         ..Default::default()
     };
-    let first = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    };
-    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
     let broken = |s: &tonic::Status| {
         matches!(
             s.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
         )
     };
-    let opened = pb::watch_client::WatchClient::new(client.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .watch(client.request(requests))
-        .await;
+    let opened = client.open_watch(create).await;
     let mut stream = match opened {
-        Ok(resp) => resp.into_inner(),
+        Ok(stream) => stream,
         Err(s) if broken(&s) => {
             tokio::time::sleep(RECONNECT_BACKOFF).await;
             return Ok(());

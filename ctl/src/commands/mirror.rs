@@ -280,22 +280,13 @@ async fn watch(
     range_end: &[u8],
     start_revision: i64,
 ) -> Result<tonic::Streaming<pb::WatchResponse>, tonic::Status> {
-    use tokio_stream::StreamExt as _;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
         range_end: range_end.to_vec(),
         start_revision,
         ..Default::default()
     };
-    let first = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    };
-    let requests = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
-    Ok(pb::watch_client::WatchClient::new(source.channel())
-        .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-        .watch(source.request(requests))
-        .await?
-        .into_inner())
+    source.open_watch(create).await
 }
 
 #[cfg(test)]
