@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use concord_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use concord_proto::etcdserverpb::request_op::Request;
@@ -18,6 +19,7 @@ use prost::Message;
 
 use crate::error::Error;
 use crate::key_index::{KeyRange, Point};
+use crate::metrics::OpCounts;
 use crate::read::{self, FetchKv, RangePlan};
 use crate::revision::{Revision, encode_revision_key};
 use crate::store::{
@@ -43,6 +45,8 @@ struct Ctx {
     /// Changes made so far; the next change's sub-revision.
     changes: u32,
     events: Vec<Event>,
+    /// What the request did, for the store's metrics.
+    ops: OpCounts,
 }
 
 impl Ctx {
@@ -80,6 +84,8 @@ pub struct WriteBatch<'a> {
     /// Whether events carry `prev_kv` (costs a backend read per overwrite).
     event_prev_kv: bool,
     finished: bool,
+    /// The operations of this batch's successful requests, recorded at commit.
+    ops: OpCounts,
 }
 
 impl std::fmt::Debug for WriteBatch<'_> {
@@ -126,6 +132,7 @@ impl<'a> WriteBatch<'a> {
             applied_index: None,
             event_prev_kv: true,
             finished: false,
+            ops: OpCounts::default(),
         }
     }
 
@@ -177,7 +184,7 @@ impl<'a> WriteBatch<'a> {
         txn::check_txn(req, self.store.opts.max_txn_ops)?;
         self.apply(|b, ctx| {
             let mut path = Vec::new();
-            b.txn_path(ctx.read_rev(), req, &mut path)?;
+            b.txn_path(ctx.read_rev(), req, &mut path, &mut ctx.ops.ranges)?;
             b.check_path_puts(req, &path, &mut 0)?;
             b.check_path_ranges(ctx.begin, req, &path, &mut 0)?;
             let mut resp = b.run_txn(ctx, req, &path, &mut 0)?;
@@ -206,6 +213,7 @@ impl<'a> WriteBatch<'a> {
             begin: self.rev,
             changes: 0,
             events: Vec::new(),
+            ops: OpCounts::default(),
         };
         self.range_in(&ctx, req)
     }
@@ -265,8 +273,10 @@ impl<'a> WriteBatch<'a> {
             && self.pending_compact.is_none();
         if nothing_to_write {
             self.finished = true;
+            store.metrics.record(&self.ops);
             return Ok(());
         }
+        let started = Instant::now();
         let mut batch = store.db.batch();
         if store.opts.sync_on_commit {
             batch = batch.durability(Some(PersistMode::SyncAll));
@@ -301,6 +311,10 @@ impl<'a> WriteBatch<'a> {
             store.poisoned.store(true, Ordering::Release);
             return Err(e.into());
         }
+        store
+            .metrics
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
 
         // Publish: from here on readers see the batch.
         let mut dead = Vec::new();
@@ -318,6 +332,7 @@ impl<'a> WriteBatch<'a> {
             }
         }
         self.finished = true;
+        store.metrics.record(&self.ops);
 
         // Only now remove the compacted history: a reader that looked at the
         // index before the publish may still be fetching it, and retries when a
@@ -346,6 +361,7 @@ impl<'a> WriteBatch<'a> {
             begin: self.rev,
             changes: 0,
             events: Vec::new(),
+            ops: OpCounts::default(),
         };
         let mark = self.changes.len();
         match f(self, &mut ctx) {
@@ -353,6 +369,7 @@ impl<'a> WriteBatch<'a> {
                 if ctx.changes > 0 {
                     self.rev += 1;
                 }
+                self.ops.add_request(&ctx.ops);
                 Ok((value, ctx.events))
             }
             Err(e) => {
@@ -405,6 +422,9 @@ impl<'a> WriteBatch<'a> {
     fn apply_put(&mut self, ctx: &mut Ctx, req: &PutRequest) -> Result<PutResponse, Error> {
         let main = ctx.begin + 1;
         let sub = ctx.changes;
+        ctx.ops.puts += 1;
+        ctx.ops.put_bytes += (req.key.len() + req.value.len()) as u64;
+        ctx.ops.ranges += u64::from(req.ignore_value || req.ignore_lease || req.prev_kv);
         // The common put needs nothing from the previous value but the event's
         // prev_kv: record first (one index lookup), fetch the previous value after.
         let mut value = None;
@@ -429,6 +449,7 @@ impl<'a> WriteBatch<'a> {
             .write()
             .index
             .record_put(&req.key, main, sub);
+        ctx.ops.live_keys_delta += i64::from(prev_point.is_none());
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: point.created_main,
@@ -465,6 +486,8 @@ impl<'a> WriteBatch<'a> {
         range: KeyRange<'_>,
         want_prev: bool,
     ) -> Result<(i64, Vec<KeyValue>), Error> {
+        ctx.ops.deletes += 1;
+        ctx.ops.ranges += u64::from(want_prev);
         let mut targets: Vec<(Vec<u8>, Revision)> = Vec::new();
         self.store
             .state
@@ -476,6 +499,7 @@ impl<'a> WriteBatch<'a> {
             });
         let mut prev_kvs = Vec::new();
         let deleted = i64::try_from(targets.len()).unwrap_or(i64::MAX);
+        ctx.ops.live_keys_delta -= deleted;
         for (key, rev) in targets {
             let prev = if want_prev || self.event_prev_kv {
                 Some(self.fetch_required(rev)?)
@@ -525,9 +549,17 @@ impl<'a> WriteBatch<'a> {
     }
 
     /// Which branch every txn on the taken path takes, in visiting order.
-    fn txn_path(&self, rev: i64, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+    /// `compares` counts the compares evaluated (etcd reads a key for each).
+    fn txn_path(
+        &self,
+        rev: i64,
+        req: &TxnRequest,
+        path: &mut Vec<bool>,
+        compares: &mut u64,
+    ) -> Result<(), Error> {
         let mut ok = true;
         for c in &req.compare {
+            *compares += 1;
             if !self.compare_holds(rev, c)? {
                 ok = false;
                 break;
@@ -536,7 +568,7 @@ impl<'a> WriteBatch<'a> {
         path.push(ok);
         for op in if ok { &req.success } else { &req.failure } {
             if let Some(Request::RequestTxn(t)) = &op.request {
-                self.txn_path(rev, t, path)?;
+                self.txn_path(rev, t, path, compares)?;
             }
         }
         Ok(())
@@ -634,7 +666,10 @@ impl<'a> WriteBatch<'a> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(Request::RequestRange(r)) => Response::ResponseRange(self.range_in(ctx, r)?),
+                Some(Request::RequestRange(r)) => {
+                    ctx.ops.ranges += 1;
+                    Response::ResponseRange(self.range_in(ctx, r)?)
+                }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.apply_put(ctx, p)?),
                 Some(Request::RequestDeleteRange(d)) => {
                     let (deleted, prev_kvs) =

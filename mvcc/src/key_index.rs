@@ -160,6 +160,14 @@ impl KeyIndex {
         self.map.len()
     }
 
+    /// Keys whose newest revision is not a deletion. Walks the index.
+    pub fn live_key_count(&self) -> usize {
+        self.map
+            .values()
+            .filter(|e| e.latest().is_some_and(|p| !p.tombstone))
+            .count()
+    }
+
     /// Heap bytes of the index, keys included.
     pub fn heap_bytes(&self) -> usize {
         let histories: usize = self

@@ -54,6 +54,7 @@ mod batch;
 mod error;
 mod key_index;
 mod key_map;
+mod metrics;
 mod read;
 mod revision;
 mod snapshot;

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::batch::WriteBatch;
 use crate::error::Error;
 use crate::key_index::{KeyIndex, KeyRange, Point};
+use crate::metrics::StoreMetrics;
 use crate::read::{self, FetchKv, RangePlan};
 use crate::revision::{Revision, decode_revision_key, encode_revision_key};
 use crate::table_read::{self, TableReads};
@@ -95,6 +96,7 @@ pub struct Store {
     pub(crate) poisoned: AtomicBool,
     /// Our own search structures over the `kv` tables (see `get_from_tables`).
     pub(crate) table_reads: TableReads,
+    pub(crate) metrics: StoreMetrics,
 }
 
 impl std::fmt::Debug for Store {
@@ -208,6 +210,8 @@ impl Store {
         // etcd's empty store is at revision 1, so its first write is revision 2.
         let current_rev = stored_current.max(newest).max(compact_rev).max(1);
         let table_reads = TableReads::new(opts.cache_size_bytes);
+        let metrics = StoreMetrics::new();
+        metrics.keys.set(index.live_key_count() as f64);
         Ok(Store {
             dir: dir.to_path_buf(),
             opts,
@@ -225,6 +229,7 @@ impl Store {
             writer: Mutex::new(()),
             poisoned: AtomicBool::new(false),
             table_reads,
+            metrics,
         })
     }
 
@@ -259,6 +264,7 @@ impl Store {
     /// `Some(ResponseHeader { revision: current, ..Default::default() })`: the
     /// server fills in the other fields.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.metrics.record_read();
         if read::is_plain_point_get(req) {
             return self.point_get(req);
         }

@@ -818,6 +818,10 @@ impl<S: LogStore> Node<S> {
         // 8. reads, role
         let role = self.role_now();
         if role != self.last_role {
+            // etcd counts each time a member learns of a leader other than the one it knew.
+            if role.leader_id != 0 && role.leader_id != self.last_role.leader_id {
+                metrics::counter!("etcd_server_leader_changes_seen_total").increment(1);
+            }
             self.last_role = role;
             outcome.role_change = Some(role);
             self.reads.on_leader_change(self.leader_view());

@@ -27,6 +27,9 @@ pub struct Core {
     pub backend: Arc<Backend>,
     pub membership: Arc<RwLock<Membership>>,
     request_timeout: Duration,
+    /// etcd's `etcd_server_proposals_pending` and `etcd_server_proposals_failed_total`.
+    proposals_pending: metrics::Gauge,
+    proposals_failed: metrics::Counter,
 }
 
 impl Core {
@@ -47,6 +50,8 @@ impl Core {
             backend,
             membership,
             request_timeout,
+            proposals_pending: metrics::gauge!("etcd_server_proposals_pending"),
+            proposals_failed: metrics::counter!("etcd_server_proposals_failed_total"),
         }
     }
 
@@ -110,10 +115,19 @@ impl Core {
         if data.len() as u64 > self.config.max_request_bytes {
             return Err(EtcdError::request_too_large());
         }
-        match tokio::time::timeout(self.request_timeout, self.propose_encoded(data)).await {
-            Ok(result) => result,
-            Err(_) => Err(EtcdError::timeout()),
+        // Pending from here until this call ends, however it ends (etcd's
+        // proposalsPending); a proposal that errs or times out has failed.
+        self.proposals_pending.increment(1.0);
+        let _pending = scopeguard(|| self.proposals_pending.decrement(1.0));
+        let outcome =
+            match tokio::time::timeout(self.request_timeout, self.propose_encoded(data)).await {
+                Ok(result) => result,
+                Err(_) => Err(EtcdError::timeout()),
+            };
+        if outcome.is_err() {
+            self.proposals_failed.increment(1);
         }
+        outcome
     }
 
     async fn propose_encoded(&self, data: Vec<u8>) -> Result<ApplyResult, EtcdError> {
@@ -137,6 +151,19 @@ impl Core {
             }
         }
     }
+}
+
+/// Runs `f` when dropped (also when the future holding it is cancelled).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// etcd's request timeout: 5 s plus two election timeouts.

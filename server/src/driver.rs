@@ -345,8 +345,14 @@ impl<S: LogStore> Driver<S> {
                 };
                 let reply = match read.result {
                     Ok(_) => Ok(()),
-                    Err(ReadError::Timeout) => Err(EtcdError::timeout()),
-                    Err(_) => Err(EtcdError::internal("read failed")),
+                    Err(ReadError::Timeout) => {
+                        metrics::counter!("etcd_server_slow_read_indexes_total").increment(1);
+                        Err(EtcdError::timeout())
+                    }
+                    Err(_) => {
+                        metrics::counter!("etcd_server_read_indexes_failed_total").increment(1);
+                        Err(EtcdError::internal("read failed"))
+                    }
                 };
                 let _ = waiter.send(reply);
             }

@@ -225,6 +225,8 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         tracing::warn!("unrecognized environment variable {var}");
     }
     std::fs::create_dir_all(config.data_dir.join("member")).map_err(Error::Io)?;
+    // Before storage opens: the handles it registers record only once this is in place.
+    crate::http::metrics::install();
 
     let initial =
         Membership::from_initial_cluster(&config.initial_cluster, &config.initial_cluster_token);
@@ -449,6 +451,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             core.clone(),
             leases.clone(),
         )));
+        let routes = grpc::metrics_layer::instrument(routes);
         let routes = grpc::learner_gate(routes, core.raft.status.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
@@ -462,6 +465,24 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
             tls,
             routes,
             Some(crate::http::router(core.clone())),
+            wait_for_shutdown(shutdown_rx.clone()),
+        )));
+    }
+
+    // etcd's --listen-metrics-urls: /metrics and /health only, over TLS for https.
+    for url in &config.listen_metrics_urls {
+        let listener = crate::listener::bind(url).await?;
+        tracing::info!("serving metrics on {}", url_text(url));
+        let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
+            client_tls.clone()
+        } else {
+            None
+        };
+        tasks.push(tokio::spawn(crate::listener::serve(
+            listener,
+            tls,
+            tonic::service::Routes::default(),
+            Some(crate::http::metrics_and_health(core.clone())),
             wait_for_shutdown(shutdown_rx.clone()),
         )));
     }

@@ -151,6 +151,10 @@ pub struct WalStorage {
     active_header_len: u64,
     poisoned: bool,
     recovery: RecoveryReport,
+    /// etcd's `etcd_disk_wal_fsync_duration_seconds`: every fsync of a segment's data.
+    fsync_seconds: metrics::Histogram,
+    /// etcd's `etcd_disk_wal_write_bytes_total` (a gauge in etcd 3.4): bytes written.
+    written_bytes: metrics::Gauge,
 }
 
 impl fmt::Debug for WalStorage {
@@ -305,6 +309,8 @@ impl WalStorage {
             active_header_len: 0,
             poisoned: false,
             recovery: RecoveryReport::default(),
+            fsync_seconds: metrics::histogram!("etcd_disk_wal_fsync_duration_seconds"),
+            written_bytes: metrics::gauge!("etcd_disk_wal_write_bytes_total"),
         };
         wal.load_newest_snapshot(&listing)?;
         wal.recover_segments(&listing)?;
@@ -679,11 +685,14 @@ impl WalStorage {
             .file
             .write_all_at(batch, start)
             .map_err(|e| Error::io(&segment.path, e))?;
+        self.written_bytes.increment(batch.len() as f64);
         if sync {
+            let started = std::time::Instant::now();
             segment
                 .file
                 .sync_data()
                 .map_err(|e| Error::sync(&segment.path, e))?;
+            self.fsync_seconds.record(started.elapsed().as_secs_f64());
         }
         self.active_unsynced = !sync;
         self.active_len += batch.len() as u64;
@@ -698,10 +707,12 @@ impl WalStorage {
         if self.active_unsynced
             && let Some(active) = self.segments.values().next_back()
         {
+            let started = std::time::Instant::now();
             active
                 .file
                 .sync_data()
                 .map_err(|e| Error::sync(&active.path, e))?;
+            self.fsync_seconds.record(started.elapsed().as_secs_f64());
             self.active_unsynced = false;
         }
         if let Some(active) = self.segments.values().next_back()

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod metrics_layer;
 pub mod watch;
 
 /// Learners answer only `Status` and serializable `Range` (etcd's

@@ -11,13 +11,24 @@ use axum::routing::get;
 use crate::core::Core;
 use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 
+pub mod metrics;
+
 pub fn router(core: Arc<Core>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(core)
+        .with_state(core.clone())
+        .merge(metrics::router(core))
+}
+
+/// What `--listen-metrics-urls` serves: `/metrics` and `/health`, as etcd does.
+pub fn metrics_and_health(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .with_state(core.clone())
+        .merge(metrics::router(core))
 }
 
 async fn version() -> (StatusCode, [(&'static str, &'static str); 1], String) {
@@ -28,25 +39,37 @@ async fn version() -> (StatusCode, [(&'static str, &'static str); 1], String) {
     )
 }
 
-/// etcd's /health: healthy when a leader is known and a linearizable read succeeds.
-async fn health(
+/// etcd 3.4's /health: healthy when a leader is known and a linearizable read succeeds;
+/// the body is `{"health":"true"}` (or `"false"`, with 503), as etcd 3.4.23 writes it.
+pub(crate) async fn health(
     State(core): State<Arc<Core>>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let (healthy, reason) = match core.linearizable_barrier().await {
-        Ok(()) => (true, String::new()),
-        Err(error) => (false, error.message),
+    let healthy = match core.linearizable_barrier().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!("/health error: {}", error.message);
+            false
+        }
     };
-    let body = if healthy {
-        "{\"health\":\"true\",\"reason\":\"\"}".to_string()
+    let outcome = if healthy {
+        "etcd_server_health_success"
     } else {
-        serde_json::json!({"health": "false", "reason": reason}).to_string()
+        "etcd_server_health_failures"
     };
-    let code = if healthy {
-        StatusCode::OK
+    ::metrics::counter!(outcome).increment(1);
+    if healthy {
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "{\"health\":\"true\"}".to_string(),
+        )
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, [("content-type", "application/json")], body)
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/plain; charset=utf-8")],
+            "{\"health\":\"false\"}\n".to_string(),
+        )
+    }
 }
 
 async fn livez() -> &'static str {
