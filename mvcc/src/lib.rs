@@ -52,6 +52,7 @@
 
 mod batch;
 mod error;
+mod export;
 mod key_index;
 mod key_map;
 mod metrics;
@@ -64,8 +65,12 @@ mod txn;
 
 pub use batch::WriteBatch;
 pub use error::Error;
+pub use export::{Importer, StoreView};
 pub use key_index::KeyRange;
-pub use revision::{Revision, TOMBSTONE_MARK, decode_revision_key, encode_revision_key};
+pub use revision::{
+    ETCD_REVISION_KEY_LEN, Revision, TOMBSTONE_MARK, decode_etcd_revision_key, decode_revision_key,
+    encode_etcd_revision_key, encode_revision_key,
+};
 pub use snapshot::{SnapshotReader, verify_snapshot_file};
 pub use store::{MetaEntry, Store, StoreOptions};
 pub use txn::check_txn;

@@ -55,8 +55,64 @@ pub fn decode_revision_key(key: &[u8]) -> Option<(Revision, bool)> {
     ))
 }
 
+/// Length of etcd's revision key (its `key` bucket's keys) without the tombstone mark:
+/// `main(8 BE) ++ '_' ++ sub(8 BE)`.
+pub const ETCD_REVISION_KEY_LEN: usize = 17;
+
+/// Encodes a revision as etcd's backend does in its `key` bucket (and as etcd's
+/// `HashKV` hashes it): `main(8 BE) ++ '_' ++ sub(8 BE)`, then `'t'` for a deletion.
+pub fn encode_etcd_revision_key(rev: Revision, tombstone: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(ETCD_REVISION_KEY_LEN + 1);
+    key.extend_from_slice(&rev.main.to_be_bytes());
+    key.push(b'_');
+    key.extend_from_slice(&rev.sub.to_be_bytes());
+    if tombstone {
+        key.push(TOMBSTONE_MARK);
+    }
+    key
+}
+
+/// Decodes one of etcd's `key` bucket keys; `None` if it is not one.
+pub fn decode_etcd_revision_key(key: &[u8]) -> Option<(Revision, bool)> {
+    let (main, rest) = key.split_first_chunk::<8>()?;
+    let (separator, rest) = rest.split_first()?;
+    if *separator != b'_' {
+        return None;
+    }
+    let (sub, rest) = rest.split_first_chunk::<8>()?;
+    let tombstone = match rest {
+        [] => false,
+        [TOMBSTONE_MARK] => true,
+        _ => return None,
+    };
+    Some((
+        Revision::new(i64::from_be_bytes(*main), i64::from_be_bytes(*sub)),
+        tombstone,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn etcd_keys_round_trip_and_match_etcds_layout() {
+        // etcd 3.4's revToBytes for {main: 2, sub: 1}, plus markTombstone's 't'.
+        let key = encode_etcd_revision_key(Revision::new(2, 1), true);
+        assert_eq!(key, b"\0\0\0\0\0\0\0\x02_\0\0\0\0\0\0\0\x01t");
+        assert_eq!(
+            decode_etcd_revision_key(&key),
+            Some((Revision::new(2, 1), true))
+        );
+        assert_eq!(
+            decode_etcd_revision_key(&key[..17]),
+            Some((Revision::new(2, 1), false))
+        );
+        assert_eq!(decode_etcd_revision_key(&key[..16]), None);
+        assert_eq!(
+            decode_etcd_revision_key(&encode_revision_key(Revision::new(2, 1), false)),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -14,7 +14,9 @@ use crate::error::Error;
 use crate::key_index::{KeyIndex, KeyRange, Point};
 use crate::metrics::StoreMetrics;
 use crate::read::{self, FetchKv, RangePlan};
-use crate::revision::{Revision, decode_revision_key, encode_revision_key};
+use crate::revision::{
+    Revision, decode_revision_key, encode_etcd_revision_key, encode_revision_key,
+};
 use crate::table_read::{self, TableReads};
 
 /// Keyspace of revision key → encoded `mvccpb.KeyValue`.
@@ -28,6 +30,9 @@ const META_USER: u8 = 1;
 pub(crate) const META_APPLIED_INDEX: &[u8] = b"\0applied_index";
 pub(crate) const META_CURRENT_REV: &[u8] = b"\0current_rev";
 pub(crate) const META_COMPACT_REV: &[u8] = b"\0compact_rev";
+/// The compact revision of a store never compacted (etcd's `compactMainRev` starts
+/// there); the meta keyspace then has no compact revision at all.
+pub(crate) const NEVER_COMPACTED: i64 = -1;
 
 /// A side-table entry: `(key, value)`.
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
@@ -74,7 +79,8 @@ pub(crate) struct IndexState {
     pub index: KeyIndex,
     /// Newest committed revision.
     pub current_rev: i64,
-    /// Newest compaction (0: never compacted).
+    /// Newest compaction; -1 when never compacted, as etcd's `compactMainRev`
+    /// starts (so a first `Compact` at revision 0 succeeds, as etcd 3.4's does).
     pub compact_rev: i64,
 }
 
@@ -170,7 +176,7 @@ impl Store {
 
         let applied_index = read_u64(&meta, META_APPLIED_INDEX)?.unwrap_or(0);
         let stored_current = read_u64(&meta, META_CURRENT_REV)?.map_or(0, u64_to_rev);
-        let compact_rev = read_u64(&meta, META_COMPACT_REV)?.map_or(0, u64_to_rev);
+        let compact_rev = read_u64(&meta, META_COMPACT_REV)?.map_or(NEVER_COMPACTED, u64_to_rev);
 
         let mut index = KeyIndex::default();
         let mut newest = 0i64;
@@ -244,8 +250,14 @@ impl Store {
         self.current_rev.load(Ordering::Acquire)
     }
 
-    /// The newest compaction revision (0: never compacted).
+    /// The newest compaction revision (0: never compacted, or compacted at 0).
     pub fn compact_revision(&self) -> i64 {
+        self.compact_rev.load(Ordering::Acquire).max(0)
+    }
+
+    /// The newest compaction revision as etcd reports it in `HashKV`: -1 when the
+    /// store was never compacted.
+    pub fn etcd_compact_revision(&self) -> i64 {
         self.compact_rev.load(Ordering::Acquire)
     }
 
@@ -344,9 +356,10 @@ impl Store {
     }
 
     /// etcd's HashKV: a CRC-32C (Castagnoli) over `"key"` and then every stored
-    /// revision key and value up to `rev` (0: current), skipping history a
-    /// compaction at `rev` would drop below the compaction point. Returns
-    /// `(hash, compact_revision, hash_revision)`.
+    /// revision key (in etcd's 17-byte form) and value up to `rev` (0: current),
+    /// skipping history a compaction at `rev` would drop below the compaction point.
+    /// Returns `(hash, compact_revision, hash_revision)`, the compact revision -1
+    /// when the store was never compacted, as etcd reports it.
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), Error> {
         let (snapshot, keep, compact, rev) = {
             let state = self.state.read();
@@ -364,12 +377,15 @@ impl Store {
         let mut crc = crc32c::crc32c(b"key");
         for guard in snapshot.range(&self.kv, ..upper) {
             let (key, value) = guard.into_inner()?;
-            let (kr, _) = decode_revision_key(&key)
+            let (kr, tombstone) = decode_revision_key(&key)
                 .ok_or_else(|| Error::Corrupt(format!("bad revision key {key:?}")))?;
             if kr.main <= compact && !keep.is_empty() && !keep.contains(&kr) {
                 continue;
             }
-            crc = crc32c::crc32c_append(crc, &key);
+            // etcd hashes its own key bucket's keys: hashing the same bytes makes
+            // the hash comparable with etcd's (and a snapshot restored from etcd
+            // hashes as etcd's member did).
+            crc = crc32c::crc32c_append(crc, &encode_etcd_revision_key(kr, tombstone));
             crc = crc32c::crc32c_append(crc, &value);
         }
         Ok((crc, compact, rev))

@@ -17,6 +17,8 @@ pub enum Error {
     Raft(#[from] concord_raft_core::Error),
     #[error("network: {0}")]
     Net(#[from] crate::transport::NetError),
+    #[error("snapshot file: {0}")]
+    Snapshot(#[from] concord_bolt::Error),
     #[error("i/o: {0}")]
     Io(#[source] std::io::Error),
     #[error("corrupt data: {0}")]

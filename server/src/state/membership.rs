@@ -17,9 +17,9 @@ use url::Url;
 use crate::config::url_text;
 use crate::etcd_error::EtcdError;
 
-const MEMBERS_TABLE: &str = "members";
+pub(crate) const MEMBERS_TABLE: &str = "members";
 /// Ids of removed members (etcd keeps them too: a removed id can never rejoin).
-const REMOVED_TABLE: &str = "members_removed";
+pub(crate) const REMOVED_TABLE: &str = "members_removed";
 
 /// Learners a cluster may have at once (etcd 3.4's `maxLearners`).
 pub const MAX_LEARNERS: usize = 1;

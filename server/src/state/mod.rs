@@ -25,6 +25,7 @@
 
 mod apply;
 pub mod backend;
+pub mod etcd_snapshot;
 pub mod leases;
 pub mod membership;
 pub mod snapshots;
