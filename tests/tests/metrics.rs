@@ -1,0 +1,371 @@
+//! Prometheus `/metrics`: etcd 3.4's families with their types, and values that move
+//! as etcd's do, read over plain HTTP as Prometheus reads them.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use concord_tests::{Cluster, concord_binary, free_port};
+
+/// The families Debian's etcd 3.4.23 exports on a three-member cluster after a short
+/// load (its `go_*`, `promhttp_*`, `etcd_grpc_proxy_*` and most `etcd_debugging_*`
+/// families left out), with their types, as read off its `/metrics`.
+const ETCD_FAMILIES: &[(&str, &str)] = &[
+    ("etcd_cluster_version", "gauge"),
+    ("etcd_debugging_mvcc_keys_total", "gauge"),
+    ("etcd_debugging_mvcc_put_total", "counter"),
+    ("etcd_debugging_mvcc_range_total", "counter"),
+    ("etcd_debugging_mvcc_delete_total", "counter"),
+    ("etcd_debugging_mvcc_txn_total", "counter"),
+    ("etcd_debugging_mvcc_current_revision", "gauge"),
+    ("etcd_debugging_mvcc_compact_revision", "gauge"),
+    ("etcd_debugging_mvcc_db_total_size_in_bytes", "gauge"),
+    ("etcd_debugging_mvcc_total_put_size_in_bytes", "gauge"),
+    ("etcd_debugging_server_lease_expired_total", "counter"),
+    ("etcd_disk_backend_commit_duration_seconds", "histogram"),
+    ("etcd_disk_backend_defrag_duration_seconds", "histogram"),
+    ("etcd_disk_backend_snapshot_duration_seconds", "histogram"),
+    ("etcd_disk_defrag_inflight", "gauge"),
+    ("etcd_disk_wal_fsync_duration_seconds", "histogram"),
+    ("etcd_disk_wal_write_bytes_total", "gauge"),
+    ("etcd_mvcc_db_open_read_transactions", "gauge"),
+    ("etcd_mvcc_db_total_size_in_bytes", "gauge"),
+    ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge"),
+    ("etcd_mvcc_delete_total", "counter"),
+    ("etcd_mvcc_hash_duration_seconds", "histogram"),
+    ("etcd_mvcc_hash_rev_duration_seconds", "histogram"),
+    ("etcd_mvcc_put_total", "counter"),
+    ("etcd_mvcc_range_total", "counter"),
+    ("etcd_mvcc_txn_total", "counter"),
+    ("etcd_network_client_grpc_received_bytes_total", "counter"),
+    ("etcd_network_client_grpc_sent_bytes_total", "counter"),
+    ("etcd_server_client_requests_total", "counter"),
+    ("etcd_server_go_version", "gauge"),
+    ("etcd_server_has_leader", "gauge"),
+    ("etcd_server_health_failures", "counter"),
+    ("etcd_server_health_success", "counter"),
+    ("etcd_server_heartbeat_send_failures_total", "counter"),
+    ("etcd_server_id", "gauge"),
+    ("etcd_server_is_leader", "gauge"),
+    ("etcd_server_is_learner", "gauge"),
+    ("etcd_server_leader_changes_seen_total", "counter"),
+    ("etcd_server_learner_promote_successes", "counter"),
+    ("etcd_server_proposals_applied_total", "gauge"),
+    ("etcd_server_proposals_committed_total", "gauge"),
+    ("etcd_server_proposals_failed_total", "counter"),
+    ("etcd_server_proposals_pending", "gauge"),
+    ("etcd_server_quota_backend_bytes", "gauge"),
+    ("etcd_server_read_indexes_failed_total", "counter"),
+    ("etcd_server_slow_apply_total", "counter"),
+    ("etcd_server_slow_read_indexes_total", "counter"),
+    ("etcd_server_snapshot_apply_in_progress_total", "gauge"),
+    ("etcd_server_version", "gauge"),
+    ("etcd_snap_db_fsync_duration_seconds", "histogram"),
+    ("etcd_snap_db_save_total_duration_seconds", "histogram"),
+    ("etcd_snap_fsync_duration_seconds", "histogram"),
+    ("grpc_server_handled_total", "counter"),
+    ("grpc_server_msg_received_total", "counter"),
+    ("grpc_server_msg_sent_total", "counter"),
+    ("grpc_server_started_total", "counter"),
+    ("os_fd_limit", "gauge"),
+    ("os_fd_used", "gauge"),
+    ("process_cpu_seconds_total", "counter"),
+    ("process_max_fds", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_virtual_memory_max_bytes", "gauge"),
+];
+
+/// A scrape: each family's type, and each sample line's value by its full series
+/// text (`name{labels}`).
+struct Scrape {
+    types: HashMap<String, String>,
+    samples: HashMap<String, f64>,
+}
+
+impl Scrape {
+    fn value(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or_else(|| {
+            panic!("no series {series} in the scrape");
+        })
+    }
+}
+
+/// GET over HTTP/1.1 with std's TCP, as a scraper does; returns status and body.
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((status, body.to_string()))
+}
+
+fn scrape(port: u16) -> Result<Scrape> {
+    let (status, body) = http_get(port, "/metrics")?;
+    if status != 200 {
+        bail!("/metrics answered {status}: {body}");
+    }
+    let mut types = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (words.next(), words.next()) {
+                let previous = types.insert(name.to_string(), kind.to_string());
+                assert!(previous.is_none(), "family {name} declared twice");
+            }
+        } else if !line.starts_with('#')
+            && let Some((series, value)) = line.rsplit_once(' ')
+        {
+            samples.insert(series.to_string(), value.parse()?);
+        }
+    }
+    Ok(Scrape { types, samples })
+}
+
+fn member_scrape(cluster: &Cluster, i: usize) -> Result<Scrape> {
+    scrape(cluster.members[i].client_port)
+}
+
+#[tokio::test]
+async fn etcd_families_are_exported_with_their_types_and_move_as_etcds_do() -> Result<()> {
+    let cluster = Cluster::start(3)?;
+    let leader = cluster.leader().await?;
+    let mut client = cluster.member_client(leader).await?;
+    // A short load: puts, reads, a delete, a txn, a lease, a watch.
+    client.put("warm", "up", None).await?;
+    client.get("warm", None).await?;
+    let before: Vec<Scrape> = (0..3)
+        .map(|i| member_scrape(&cluster, i))
+        .collect::<Result<_>>()?;
+    const PUTS: usize = 17;
+    for n in 0..PUTS {
+        client.put(format!("k{n}"), "v", None).await?;
+    }
+    client.delete("k0", None).await?;
+    let txn = etcd_client::Txn::new()
+        .when([etcd_client::Compare::value(
+            "k1",
+            etcd_client::CompareOp::Equal,
+            "v",
+        )])
+        .and_then([etcd_client::TxnOp::put("k1", "w", None)]);
+    client.txn(txn).await?;
+    let lease = client.lease_grant(60, None).await?;
+    client.lease_revoke(lease.id()).await?;
+    // A failed call: revoking a lease that does not exist is NotFound.
+    let missing = client.lease_revoke(lease.id()).await;
+    assert!(missing.is_err());
+    let mut watch = client.watch("k", None).await?;
+    let created = watch.message().await?;
+    assert!(created.is_some_and(|r| r.created()));
+    drop(watch);
+
+    let after: Vec<Scrape> = (0..3)
+        .map(|i| member_scrape(&cluster, i))
+        .collect::<Result<_>>()?;
+    for (i, scrape) in after.iter().enumerate() {
+        for (name, kind) in ETCD_FAMILIES {
+            assert_eq!(
+                scrape.types.get(*name).map(String::as_str),
+                Some(*kind),
+                "member {i}: family {name}"
+            );
+        }
+        // Every member applies every put: the txn's put counts too (etcd counts the
+        // ops of a txn as it does single requests).
+        let grew = scrape.value("etcd_mvcc_put_total") - before[i].value("etcd_mvcc_put_total");
+        assert_eq!(grew, (PUTS + 1) as f64, "member {i}: puts counted");
+        assert_eq!(
+            scrape.value("etcd_debugging_mvcc_put_total")
+                - before[i].value("etcd_debugging_mvcc_put_total"),
+            (PUTS + 1) as f64
+        );
+        assert_eq!(
+            scrape.value("etcd_mvcc_delete_total") - before[i].value("etcd_mvcc_delete_total"),
+            1.0,
+            "member {i}: the delete counted"
+        );
+        // The txn compared one key and put one: more than one op, so a txn.
+        assert_eq!(
+            scrape.value("etcd_mvcc_txn_total") - before[i].value("etcd_mvcc_txn_total"),
+            1.0,
+            "member {i}: the txn counted"
+        );
+        // warm plus k0..k16, less k0.
+        assert_eq!(scrape.value("etcd_debugging_mvcc_keys_total"), PUTS as f64);
+        assert_eq!(scrape.value("etcd_server_has_leader"), 1.0, "member {i}");
+        assert!(scrape.value("etcd_server_proposals_applied_total") > 0.0);
+        assert!(scrape.value("etcd_disk_wal_fsync_duration_seconds_count") > 0.0);
+        assert!(
+            scrape.value("etcd_disk_backend_commit_duration_seconds_bucket{le=\"+Inf\"}") > 0.0
+        );
+        assert_eq!(
+            scrape.value(r#"etcd_server_version{server_version="3.4.23"}"#),
+            1.0
+        );
+    }
+    let leaders: f64 = after.iter().map(|s| s.value("etcd_server_is_leader")).sum();
+    assert_eq!(leaders, 1.0, "exactly one member leads");
+    assert_eq!(after[leader].value("etcd_server_is_leader"), 1.0);
+
+    // gRPC calls on the member the client used, labels sorted as go-grpc-prometheus
+    // writes them.
+    let grpc = |method: &str, service: &str, code: &str, kind: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        )
+    };
+    let delta = |series: &str| after[leader].value(series) - before[leader].value(series);
+    assert_eq!(
+        delta(&grpc("Put", "etcdserverpb.KV", "OK", "unary")),
+        PUTS as f64
+    );
+    assert_eq!(
+        delta(&grpc(
+            "LeaseRevoke",
+            "etcdserverpb.Lease",
+            "NotFound",
+            "unary"
+        )),
+        1.0
+    );
+    assert_eq!(
+        delta(&grpc("LeaseRevoke", "etcdserverpb.Lease", "OK", "unary")),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            r#"grpc_server_started_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#
+        ),
+        PUTS as f64
+    );
+    assert_eq!(
+        delta(
+            r#"grpc_server_msg_received_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#
+        ),
+        PUTS as f64
+    );
+    assert!(delta("etcd_network_client_grpc_received_bytes_total") > 0.0);
+    assert!(delta("etcd_network_client_grpc_sent_bytes_total") > 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn leader_changes_are_seen_by_the_survivors() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    let leader = cluster.leader().await?;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let before: Vec<f64> = survivors
+        .iter()
+        .map(|&i| Ok(member_scrape(&cluster, i)?.value("etcd_server_leader_changes_seen_total")))
+        .collect::<Result<_>>()?;
+    assert!(before.iter().all(|&seen| seen >= 1.0), "{before:?}");
+    cluster.kill(leader);
+    let new_leader = cluster.leader().await?;
+    assert_ne!(new_leader, leader);
+    for (n, &i) in survivors.iter().enumerate() {
+        let scrape = member_scrape(&cluster, i)?;
+        assert!(
+            scrape.value("etcd_server_leader_changes_seen_total") > before[n],
+            "member {i} saw the new leader"
+        );
+        assert_eq!(scrape.value("etcd_server_has_leader"), 1.0);
+    }
+    Ok(())
+}
+
+/// A member started alone from a three-member `--initial-cluster`: it never has a
+/// leader, yet serves `/metrics` (on its client port and on `--listen-metrics-urls`).
+struct LoneMember {
+    child: Child,
+    client_port: u16,
+    metrics_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LoneMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_lone_member() -> Result<LoneMember> {
+    let dir = tempfile::tempdir()?;
+    let (client_port, metrics_port) = (free_port(), free_port());
+    let peers = [free_port(), free_port(), free_port()];
+    let initial_cluster = peers
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{i}=http://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{}", peers[0]);
+    let child = Command::new(concord_binary())
+        .args(["--name", "m0", "--data-dir"])
+        .arg(dir.path().join("m0"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &initial_cluster])
+        .args([
+            "--listen-metrics-urls",
+            &format!("http://127.0.0.1:{metrics_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let member = LoneMember {
+        child,
+        client_port,
+        metrics_port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", member.metrics_port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the lone member never served metrics");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(member)
+}
+
+#[test]
+fn metrics_answer_without_a_leader_on_both_listeners() -> Result<()> {
+    let member = start_lone_member()?;
+    for port in [member.client_port, member.metrics_port] {
+        let scrape = scrape(port)?;
+        assert_eq!(scrape.value("etcd_server_has_leader"), 0.0);
+        assert_eq!(scrape.value("etcd_server_is_leader"), 0.0);
+        assert_eq!(scrape.value("etcd_server_leader_changes_seen_total"), 0.0);
+    }
+    // The metrics listener also serves etcd's /health, which fails without a leader.
+    let (status, body) = http_get(member.metrics_port, "/health")?;
+    assert_eq!((status, body.trim()), (503, r#"{"health":"false"}"#));
+    let scrape = scrape(member.metrics_port)?;
+    assert!(scrape.value("etcd_server_health_failures") >= 1.0);
+    // And nothing else: the metrics listener is no client port.
+    assert_eq!(http_get(member.metrics_port, "/version")?.0, 404);
+    Ok(())
+}
