@@ -57,6 +57,7 @@ mod kv;
 mod lease;
 mod lock;
 mod mirror;
+mod snapshot;
 mod watch;
 
 use cluster::{
@@ -108,26 +109,7 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::MoveLeader { args } => move_leader(args, ctx).await,
         Command::Snapshot(a) => match a.command {
             cli::SnapshotCommand::Save { args } => snapshot_save(args, ctx).await,
-            cli::SnapshotCommand::Restore { args, .. } => {
-                if args.len() != 1 {
-                    return Err(CtlError::bad_args(
-                        "snapshot restore requires exactly one argument",
-                    ));
-                }
-                Err(CtlError::error(
-                    "snapshot restore is not supported by concordctl yet",
-                ))
-            }
-            cli::SnapshotCommand::Status { args } => {
-                if args.len() != 1 {
-                    return Err(CtlError::bad_args(
-                        "snapshot status requires exactly one argument",
-                    ));
-                }
-                Err(CtlError::error(
-                    "snapshot status is not supported by concordctl yet",
-                ))
-            }
+            offline => snapshot::snapshot_offline(offline, ctx),
         },
         Command::Auth(a) => crate::auth::auth(a.command, ctx).await,
         Command::User(a) => crate::auth::user(a.command, ctx).await,
