@@ -42,6 +42,9 @@ const ETCD_FAMILIES: &[(&str, &str)] = &[
     ("etcd_mvcc_txn_total", "counter"),
     ("etcd_network_client_grpc_received_bytes_total", "counter"),
     ("etcd_network_client_grpc_sent_bytes_total", "counter"),
+    ("etcd_network_peer_received_bytes_total", "counter"),
+    ("etcd_network_peer_sent_bytes_total", "counter"),
+    ("etcd_network_peer_round_trip_time_seconds", "histogram"),
     ("etcd_server_client_requests_total", "counter"),
     ("etcd_server_go_version", "gauge"),
     ("etcd_server_has_leader", "gauge"),
@@ -265,6 +268,34 @@ async fn etcd_families_are_exported_with_their_types_and_move_as_etcds_do() -> R
     );
     assert!(delta("etcd_network_client_grpc_received_bytes_total") > 0.0);
     assert!(delta("etcd_network_client_grpc_sent_bytes_total") > 0.0);
+
+    // Raft traffic between the members, by peer id; the leader times its heartbeats'
+    // round trips (it sends one each heartbeat interval: wait for the first answers).
+    let ids: Vec<String> = {
+        let members = client.member_list().await?;
+        members
+            .members()
+            .iter()
+            .map(|m| format!("{:x}", m.id()))
+            .collect()
+    };
+    let leader_id = format!("{:x}", client.status().await?.leader());
+    for peer in ids.iter().filter(|id| **id != leader_id) {
+        let sent = format!("etcd_network_peer_sent_bytes_total{{To=\"{peer}\"}}");
+        let received = format!("etcd_network_peer_received_bytes_total{{From=\"{peer}\"}}");
+        let round_trips =
+            format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{peer}\"}}");
+        assert!(after[leader].value(&sent) > 0.0, "{sent}");
+        assert!(after[leader].value(&received) > 0.0, "{received}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while member_scrape(&cluster, leader)?.value(&round_trips) == 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat round trip to {peer}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 

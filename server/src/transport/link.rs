@@ -259,6 +259,7 @@ async fn stream_messages(
         common.cluster_id.load(Ordering::Relaxed),
         common.local_id,
         queue.clone(),
+        common.metrics.peer(peer_id).sent_bytes.clone(),
     ) {
         Ok(request) => request,
         Err(error) => return broke(error.to_string()),

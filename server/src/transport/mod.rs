@@ -38,6 +38,7 @@ mod backoff;
 mod connect;
 mod error;
 mod link;
+mod metrics;
 mod raft_stream;
 mod service;
 
@@ -127,6 +128,7 @@ struct Common {
     removed: Mutex<std::collections::HashSet<u64>>,
     /// Where snapshot data is streamed from and to (carried in memory without it).
     streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
+    metrics: metrics::PeersMetrics,
 }
 
 impl Common {
@@ -186,6 +188,7 @@ impl PeerTransport {
                 stopping,
                 removed: Mutex::new(Default::default()),
                 streams: Mutex::new(None),
+                metrics: Default::default(),
             }),
             peers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
@@ -274,7 +277,17 @@ impl PeerTransport {
                     link::spawn_snapshot(self.common.clone(), link.urls(), message, &self.runtime);
                     continue;
                 }
+                let heartbeat = message.get_msg_type() == MessageType::MsgHeartbeat;
+                let peer_metrics = self.common.metrics.peer(to);
+                if heartbeat {
+                    peer_metrics.heartbeat_sent();
+                }
                 if let Err(error) = link.queue.try_send(message) {
+                    peer_metrics.sent_failures.increment(1);
+                    if heartbeat {
+                        ::metrics::counter!("etcd_server_heartbeat_send_failures_total")
+                            .increment(1);
+                    }
                     if matches!(error, mpsc::error::TrySendError::Full(_)) {
                         tracing::debug!(peer = to, "peer queue full: dropping a message");
                     }

@@ -117,6 +117,7 @@ pub(super) fn request(
     cluster_id: u64,
     local_id: u64,
     queue: SharedQueue,
+    sent_bytes: metrics::Counter,
 ) -> Result<http::Request<QueueBody>> {
     let uri = format!("{}://{}{RAFT_METHOD_PATH}", url.scheme(), url.authority());
     http::Request::builder()
@@ -126,7 +127,7 @@ pub(super) fn request(
         .header(http::header::TE, "trailers")
         .header(CLUSTER_ID_HEADER, format!("{cluster_id:x}"))
         .header(FROM_HEADER, format!("{local_id:x}"))
-        .body(QueueBody { queue })
+        .body(QueueBody { queue, sent_bytes })
         .map_err(|error| NetError::Url {
             url: url.to_string(),
             reason: error.to_string(),
@@ -137,6 +138,8 @@ pub(super) fn request(
 /// messages in one frame.
 pub(super) struct QueueBody {
     queue: SharedQueue,
+    /// `etcd_network_peer_sent_bytes_total` of the peer.
+    sent_bytes: metrics::Counter,
 }
 
 impl Body for QueueBody {
@@ -165,6 +168,7 @@ impl Body for QueueBody {
             }
         }
         if !frame.is_empty() {
+            self.sent_bytes.increment(frame.len() as u64);
             return Poll::Ready(Some(Ok(Frame::data(frame.freeze()))));
         }
         if queue.is_closed() && queue.is_empty() {
@@ -229,6 +233,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let mut body = QueueBody {
             queue: Arc::new(Mutex::new(rx)),
+            sent_bytes: metrics::Counter::noop(),
         };
         for term in 1..=3 {
             tx.send(heartbeat(2, term)).await.unwrap();

@@ -112,6 +112,7 @@ impl Peer for PeerService {
             return Err(Status::permission_denied(super::MEMBER_REMOVED));
         }
         let mut stream = request.into_inner();
+        let peer_metrics = self.common.metrics.peer(from);
         let stopped = self.stopped();
         tokio::pin!(stopped);
         loop {
@@ -122,7 +123,15 @@ impl Peer for PeerService {
             let Some(chunk) = chunk else {
                 return Ok(Response::new(RaftAck {}));
             };
-            self.deliver(decode(&chunk.message)?)?;
+            // The gRPC framing (5 bytes) and the chunk's field header count too.
+            peer_metrics
+                .received_bytes
+                .increment(chunk.message.len() as u64 + 8);
+            let message = decode(&chunk.message)?;
+            if message.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse {
+                peer_metrics.heartbeat_answered();
+            }
+            self.deliver(message)?;
         }
     }
 
