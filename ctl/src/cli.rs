@@ -33,7 +33,9 @@ fn go_duration(s: &str) -> Result<std::time::Duration, String> {
 #[command(
     name = "concordctl",
     disable_version_flag = true,
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    // pflag: a flag given again takes the later value (lists add to theirs).
+    args_override_self = true
 )]
 pub struct Cli {
     /// gRPC endpoints

@@ -120,7 +120,8 @@ fn channel(cfg: &ClientConfig, endpoints: &[String]) -> Result<Channel, CtlError
             .iter()
             .map(|a| crate::tls::host_port(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let connector = crate::tls::TlsConnector::new(addresses, config);
+        let connector =
+            crate::tls::TlsConnector::new(addresses, config, settings.server_name.as_deref());
         return Ok(endpoint(cfg, first)?.connect_with_connector_lazy(connector));
     }
     match plain.len() {
@@ -179,21 +180,39 @@ impl Client {
         F: Fn(Channel, tonic::Request<T>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        check_send_size(&msg)?;
-        let attempt_loop = async {
-            loop {
-                match send(self.channel.clone(), self.request(msg.clone())).await {
-                    Ok(resp) => return Ok(resp.into_inner()),
-                    Err(status) if should_retry(retry, &status) => {
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
-                    Err(status) => return Err(CtlError::error(status_message(&status))),
-                }
-            }
-        };
-        match tokio::time::timeout(self.command_timeout, attempt_loop).await {
+        match tokio::time::timeout(
+            self.command_timeout,
+            self.call_no_deadline(retry, msg, send),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(CtlError::error("context deadline exceeded")),
+        }
+    }
+
+    /// [`Client::call`] with no deadline, as clientv3 under
+    /// `context.Background()` (`check perf`'s and `check datascale`'s puts).
+    pub async fn call_no_deadline<T, R, F, Fut>(
+        &self,
+        retry: Retry,
+        msg: T,
+        send: F,
+    ) -> Result<R, CtlError>
+    where
+        T: Clone + prost::Message,
+        F: Fn(Channel, tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        check_send_size(&msg)?;
+        loop {
+            match send(self.channel.clone(), self.request(msg.clone())).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if should_retry(retry, &status) => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Err(status) => return Err(CtlError::error(status_message(&status))),
+            }
         }
     }
 

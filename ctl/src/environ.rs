@@ -1,7 +1,7 @@
 //! What etcdctl says about its flags and `ETCDCTL_*` environment when a
 //! command builds its client (`clientConfigFromCmd`, `pkg/flags`):
 //!
-//! - `ETCDCTL_*` variables that name no flag: a warning each
+//! - `ETCDCTL_*` variables that name no flag, or are empty: a warning each
 //!   (`<time> W | pkg/flags: unrecognized environment variable ETCDCTL_FOO=bar`);
 //! - a variable whose flag was also given on the command line: a fatal log
 //!   line (`<time> C | pkg/flags: conflicting environment variable ...`) and
@@ -13,6 +13,76 @@
 //! [`crate::client::Client::connect`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The global flags whose `ETCDCTL_*` value pflag parses as a Go duration.
+const DURATION_FLAGS: &[&str] = &[
+    "dial_timeout",
+    "command_timeout",
+    "keepalive_time",
+    "keepalive_timeout",
+];
+/// The global flags whose `ETCDCTL_*` value pflag parses as a Go bool.
+const BOOL_FLAGS: &[&str] = &[
+    "hex",
+    "insecure_transport",
+    "insecure_skip_tls_verify",
+    "insecure_discovery",
+    "debug",
+];
+
+/// concordctl's command line, reading `ETCDCTL_*` as etcdctl 3.4 does
+/// (`pkg/flags.SetPflagsFromEnv`, whose error etcdctl ignores):
+///
+/// - an empty value is no value: the flag keeps its default;
+/// - a value pflag cannot parse is not an error: pflag's duration and bool
+///   flags store the zero value of a failed parse (`0s`, `false`), so the flag
+///   takes that (seen with etcdctl: `ETCDCTL_DIAL_TIMEOUT=abc etcdctl --debug
+///   get a` lists `ETCDCTL_DIAL_TIMEOUT=0s`).
+///
+/// The same value on the command line stays an error.
+pub fn command() -> clap::Command {
+    command_with_env(|name| std::env::var_os(name))
+}
+
+fn command_with_env(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> clap::Command {
+    let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+    let with_env: Vec<(String, String)> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let name = arg.get_env()?.to_string_lossy().into_owned();
+            Some((arg.get_id().to_string(), name))
+        })
+        .collect();
+    for (id, name) in with_env {
+        let Some(value) = lookup(&name) else {
+            continue;
+        };
+        let value = value.to_string_lossy();
+        let zero = if value.is_empty() {
+            None
+        } else if DURATION_FLAGS.contains(&id.as_str()) {
+            match crate::gofmt::parse_duration(&value) {
+                Ok(_) => continue,
+                Err(_) => Some("0s"),
+            }
+        } else if BOOL_FLAGS.contains(&id.as_str()) {
+            match crate::cli::go_bool(&value) {
+                Ok(_) => continue,
+                Err(_) => Some("false"),
+            }
+        } else {
+            continue;
+        };
+        command = command.mut_arg(id, |arg| {
+            let arg = arg.env(None::<&'static str>);
+            match zero {
+                Some(zero) => arg.default_value(zero),
+                None => arg,
+            }
+        });
+    }
+    command
+}
 
 /// The lines to print when the first client is built, and whether they end
 /// the program.
@@ -97,7 +167,10 @@ pub fn prelude(flags: &[(String, bool, String)], extra: &[&str], debug: bool) ->
             fatal = true;
             break;
         }
-        if key.starts_with("ETCDCTL_") && !known.contains(&key) && key != "ETCDCTL_API" {
+        // pflag uses only non-empty values; an empty one is left over and
+        // warned about like an unknown name.
+        let used = known.contains(&key) && !value.is_empty();
+        if key.starts_with("ETCDCTL_") && !used && key != "ETCDCTL_API" {
             text.push_str(&format!(
                 "{} W | pkg/flags: unrecognized environment variable {key}={}\n",
                 timestamp(),
@@ -116,6 +189,47 @@ pub fn prelude(flags: &[(String, bool, String)], extra: &[&str], debug: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_with(env: &[(&str, &str)], args: &[&str]) -> Result<crate::cli::Cli, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let command =
+            command_with_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()));
+        let matches = command
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        <crate::cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unparsable_environment_values_take_pflags_zero_value() {
+        let cli = parse_with(
+            &[
+                ("ETCDCTL_DIAL_TIMEOUT", "abc"),
+                ("ETCDCTL_INSECURE_TRANSPORT", "maybe"),
+                ("ETCDCTL_WRITE_OUT", ""),
+                ("ETCDCTL_KEEPALIVE_TIME", ""),
+            ],
+            &["concordctl", "get", "a"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.dial_timeout, std::time::Duration::ZERO);
+        assert!(!cli.insecure_transport);
+        assert_eq!(cli.write_out, "simple");
+        assert_eq!(cli.keepalive_time, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unparsable_command_line_values_stay_errors() {
+        let env = [("ETCDCTL_DIAL_TIMEOUT", "abc")];
+        assert!(parse_with(&env, &["concordctl", "--dial-timeout=abc", "get", "a"]).is_err());
+        let cli = parse_with(&env, &["concordctl", "--dial-timeout=1s", "get", "a"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.dial_timeout, std::time::Duration::from_secs(1));
+    }
 
     #[test]
     fn env_names() {

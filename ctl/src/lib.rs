@@ -5,7 +5,7 @@
 //! environment variables with etcdctl's checks and `--debug` dump, DNS SRV
 //! discovery, v3 commands `put get del txn compaction watch lease member
 //! endpoint alarm defrag move-leader snapshot make-mirror lock elect auth user
-//! role check version`, resolved by unique prefix as cobra does), etcdctl's
+//! role check (perf, datascale) version`, resolved by unique prefix as cobra does), etcdctl's
 //! help layout, the `txn` input language, and etcdctl's output formats
 //! (`-w simple|json|fields|table|protobuf`) reproduced byte for byte, with
 //! etcdctl's `Error: ...` lines and exit codes. Long-running commands (watch,
@@ -33,12 +33,12 @@ pub mod gojson;
 pub mod help;
 pub mod kv;
 pub mod printer;
+pub mod progress;
 pub mod resolve;
 pub mod table;
 pub mod tls;
 pub mod txn;
 
-use clap::Parser as _;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use error::{CtlError, ExitCode};
 use std::ffi::OsString;
@@ -63,7 +63,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
             if wants_help(&args) {
                 return print_help(&path);
             }
-            if let Err(e) = cli::Cli::try_parse_from(&args) {
+            if let Err(e) = environ::command().try_get_matches_from(&args) {
                 return usage_error(&e, &path);
             }
             eprintln!("Error: {message}");
@@ -82,7 +82,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     if resolve::is_group(&path) {
         // A group runs without an action and prints its help, once its flags
         // have parsed.
-        if let Err(e) = cli::Cli::try_parse_from(&args)
+        if let Err(e) = environ::command().try_get_matches_from(&args)
             && is_flag_error(&e)
         {
             return usage_error(&e, &path);
@@ -93,7 +93,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         eprintln!("Error: concordctl does not generate shell completion scripts");
         return ExitCode::Error as i32;
     }
-    let parsed = <cli::Cli as clap::CommandFactory>::command()
+    let parsed = environ::command()
         .try_get_matches_from(args)
         .and_then(|m| <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|c| (c, m)));
     let (cli, matches) = match parsed {
@@ -256,10 +256,17 @@ fn client_prelude(cli: &cli::Cli, matches: &clap::ArgMatches, path: &[&str]) -> 
 }
 
 fn tls_settings(cli: &cli::Cli) -> Option<tls::TlsSettings> {
+    // etcdctl's secureCfgFromCmd: under secure discovery the SRV domain is the
+    // TLS server name.
+    let server_name = cli
+        .discovery_srv
+        .as_deref()
+        .filter(|_| !cli.insecure_discovery);
     tls::settings(
         cli.cacert.as_deref(),
         cli.cert.as_deref(),
         cli.key.as_deref(),
+        server_name,
         cli.insecure_transport,
         cli.insecure_skip_tls_verify,
     )

@@ -1,7 +1,10 @@
 //! Client TLS (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`,
 //! `--insecure-transport=false`), with clientv3's rule for which endpoints use
 //! it: `https://` always, `http://` never, scheme-less ones when TLS is
-//! configured.
+//! configured. With `--discovery-srv` and `--insecure-discovery=false`, the
+//! SRV domain is the name every server certificate is checked against
+//! (etcdctl's `secureCfg.serverName`, which becomes `tls.Config.ServerName`),
+//! not the host of each discovered endpoint.
 
 use crate::error::{CtlError, ExitCode};
 use hyper_util::rt::TokioIo;
@@ -22,21 +25,30 @@ pub struct TlsSettings {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub insecure_skip_verify: bool,
+    /// The name server certificates must carry, in place of each endpoint's
+    /// host: the `--discovery-srv` domain under secure discovery.
+    pub server_name: Option<String>,
 }
 
-/// etcdctl configures TLS when a CA or client certificate is given, or when
-/// `--insecure-transport=false` asks for a secure connection anyway (empty
-/// file names count as not given).
+/// etcdctl configures TLS when a CA or client certificate or a server name
+/// is given, or when `--insecure-transport=false` asks for a secure
+/// connection anyway (empty values count as not given).
 pub fn settings(
     cacert: Option<&str>,
     cert: Option<&str>,
     key: Option<&str>,
+    server_name: Option<&str>,
     insecure_transport: bool,
     insecure_skip_verify: bool,
 ) -> Option<TlsSettings> {
     let keep = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
-    let (cacert, cert, key) = (keep(cacert), keep(cert), keep(key));
-    if cacert.is_none() && cert.is_none() && key.is_none() && insecure_transport {
+    let (cacert, cert, key, server_name) = (keep(cacert), keep(cert), keep(key), keep(server_name));
+    if cacert.is_none()
+        && cert.is_none()
+        && key.is_none()
+        && server_name.is_none()
+        && insecure_transport
+    {
         return None;
     }
     Some(TlsSettings {
@@ -44,6 +56,7 @@ pub fn settings(
         cert,
         key,
         insecure_skip_verify,
+        server_name,
     })
 }
 
@@ -197,15 +210,32 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
 pub struct TlsConnector {
     addresses: Arc<Vec<(String, u16)>>,
     tls: tokio_rustls::TlsConnector,
+    /// Checked against every server's certificate when set; else each host.
+    server_name: Option<Arc<str>>,
 }
 
 impl TlsConnector {
-    pub fn new(addresses: Vec<(String, u16)>, config: Arc<rustls::ClientConfig>) -> Self {
+    pub fn new(
+        addresses: Vec<(String, u16)>,
+        config: Arc<rustls::ClientConfig>,
+        server_name: Option<&str>,
+    ) -> Self {
         Self {
             addresses: Arc::new(addresses),
             tls: tokio_rustls::TlsConnector::from(config),
+            server_name: server_name.map(Arc::from),
         }
     }
+}
+
+/// The name a server's certificate must carry: the configured server name,
+/// else the host dialled (Go's `tls.Config.ServerName` over the authority).
+pub fn verified_name(
+    server_name: Option<&str>,
+    host: &str,
+) -> Result<rustls::pki_types::ServerName<'static>, std::io::Error> {
+    rustls::pki_types::ServerName::try_from(server_name.unwrap_or(host).to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 type Connecting =
@@ -223,6 +253,7 @@ impl tonic::codegen::Service<http::Uri> for TlsConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let addresses = self.addresses.clone();
         let tls = self.tls.clone();
+        let server_name = self.server_name.clone();
         Box::pin(async move {
             let mut last_error =
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no endpoints to dial");
@@ -230,8 +261,7 @@ impl tonic::codegen::Service<http::Uri> for TlsConnector {
                 let attempt = async {
                     let tcp = TcpStream::connect((host.as_str(), *port)).await?;
                     tcp.set_nodelay(true)?;
-                    let name = rustls::pki_types::ServerName::try_from(host.clone())
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    let name = verified_name(server_name.as_deref(), host)?;
                     tls.connect(name, tcp).await
                 };
                 match attempt.await {
@@ -266,6 +296,21 @@ mod tests {
         assert_eq!(host_port("[::1]:2379").unwrap(), ("::1".to_owned(), 2379));
         assert_eq!(host_port("h:1/x").unwrap(), ("h".to_owned(), 1));
         assert!(host_port("nohost").is_err());
+    }
+
+    #[test]
+    fn a_server_name_alone_configures_tls_and_names_every_server() {
+        let configured = settings(None, None, None, Some("example.com"), true, false);
+        assert_eq!(
+            configured.and_then(|s| s.server_name).as_deref(),
+            Some("example.com")
+        );
+        // Empty values are no values.
+        assert!(settings(None, Some(""), None, Some(""), true, false).is_none());
+        let name = verified_name(Some("example.com"), "10.0.0.1").unwrap();
+        assert_eq!(name.to_str(), "example.com");
+        let name = verified_name(None, "localhost").unwrap();
+        assert_eq!(name.to_str(), "localhost");
     }
 
     #[test]

@@ -80,6 +80,33 @@ fn environment_and_debug_match_etcdctl() {
                 "b",
             ],
         ),
+        // values pflag cannot parse: ignored, the flag left at pflag's zero
+        // value (0s, false); an empty value is no value, warned about
+        (
+            &[("ETCDCTL_DIAL_TIMEOUT", "abc"), ("ETCDCTL_HEX", "maybe")],
+            &["--debug", "--endpoints=127.0.0.1:1", "get", "a"],
+        ),
+        (
+            &[
+                ("ETCDCTL_INSECURE_TRANSPORT", "x"),
+                ("ETCDCTL_KEEPALIVE_TIME", "1x"),
+            ],
+            &["--debug", "--endpoints=127.0.0.1:1", "get", "a"],
+        ),
+        (
+            &[("ETCDCTL_WRITE_OUT", ""), ("ETCDCTL_DEBUG", "yes")],
+            &["--endpoints=127.0.0.1:1", "get", "a"],
+        ),
+        (
+            &[("ETCDCTL_COMMAND_TIMEOUT", "zz")],
+            &[
+                "--command-timeout=1s",
+                "--endpoints=127.0.0.1:1",
+                "get",
+                "a",
+            ],
+        ),
+        (&[("ETCDCTL_DIAL_TIMEOUT", "abc")], &["version"]),
         // DNS SRV discovery through the machine's resolver: both clients ask
         // the same nameserver for the same names and report it alike.
         (&[], &["--discovery-srv", "example.invalid", "get", "a"]),

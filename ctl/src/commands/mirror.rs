@@ -48,6 +48,7 @@ pub(super) async fn make_mirror(
         Some(&a.dest_cacert),
         Some(&a.dest_cert),
         Some(&a.dest_key),
+        None,
         a.dest_insecure_transport,
         false,
     );

@@ -51,6 +51,7 @@ fn bytes_args(args: &[OsString]) -> Vec<Vec<u8>> {
     args.iter().map(|a| a.as_bytes().to_vec()).collect()
 }
 
+mod check;
 mod cluster;
 mod elect;
 mod kv;
@@ -122,9 +123,7 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         Command::Migrate(_) => Err(CtlError::error(
             "migrate (v2 store to mvcc) is not supported by concordctl",
         )),
-        Command::Check(_) => Err(CtlError::error(
-            "check perf and check datascale are not supported by concordctl yet",
-        )),
+        Command::Check(a) => check::check(a.command, ctx).await,
         Command::Version => {
             let text =
                 format!("etcdctl version: {ETCDCTL_COMPAT_VERSION}\nAPI version: {API_VERSION}\n");

@@ -49,6 +49,11 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     pub fn generate() -> TlsFiles {
+        Self::generate_for(&["localhost"], true)
+    }
+
+    /// Certificates naming only these DNS names (and 127.0.0.1 if `loopback_ip`).
+    pub fn generate_for(names: &[&str], loopback_ip: bool) -> TlsFiles {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, pem: String| {
             let path = dir.path().join(name);
@@ -63,10 +68,13 @@ impl TlsFiles {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf = |name: &str, usage: rcgen::ExtendedKeyUsagePurpose| {
-            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            if loopback_ip {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            }
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, name);
@@ -201,6 +209,8 @@ impl Etcd {
             let status = Command::new(concord_tests::etcdctl())
                 .args(["--endpoints", self.endpoint(), "--command-timeout", "1s"])
                 .args(&self.ctl_flags)
+                // Readiness, not the certificate's names (some name no address).
+                .arg("--insecure-skip-tls-verify")
                 .args(["endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
