@@ -12,9 +12,11 @@ use concord_proto::etcdserverpb::ResponseHeader;
 use parking_lot::RwLock;
 use prost::Message;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::driver::RaftHandle;
 use crate::etcd_error::EtcdError;
+use crate::state::auth::AuthInfo;
 use crate::state::backend::Backend;
 use crate::state::membership::Membership;
 
@@ -26,6 +28,8 @@ pub struct Core {
     pub raft: RaftHandle,
     pub backend: Arc<Backend>,
     pub membership: Arc<RwLock<Membership>>,
+    /// Who makes a request, and the auth store that decides what they may do.
+    pub auth: Arc<Authenticator>,
     request_timeout: Duration,
     /// etcd's `etcd_server_proposals_pending` and `etcd_server_proposals_failed_total`.
     proposals_pending: metrics::Gauge,
@@ -40,6 +44,7 @@ impl Core {
         raft: RaftHandle,
         backend: Arc<Backend>,
         membership: Arc<RwLock<Membership>>,
+        auth: Arc<Authenticator>,
     ) -> Core {
         let request_timeout = request_timeout(&config);
         Core {
@@ -49,6 +54,7 @@ impl Core {
             raft,
             backend,
             membership,
+            auth,
             request_timeout,
             proposals_pending: metrics::gauge!("etcd_server_proposals_pending"),
             proposals_failed: metrics::counter!("etcd_server_proposals_failed_total"),
@@ -96,19 +102,88 @@ impl Core {
         }
     }
 
-    /// Proposes a write through raft (a follower's raft hands it to the leader) and
-    /// returns its result once it is applied on this member, so the caller's next local
-    /// read sees it.
+    /// Who sent a gRPC request (etcd's `AuthInfoFromCtx`): its `token` metadata, or with
+    /// `--client-cert-auth` its certificate's common name; nobody is an empty identity,
+    /// which auth, once enabled, refuses as "user name is empty".
+    pub async fn identify<T>(&self, request: &tonic::Request<T>) -> Result<AuthInfo, EtcdError> {
+        let token = request
+            .metadata()
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let certificate_name = request
+            .extensions()
+            .get::<crate::listener::ConnectionInfo>()
+            .and_then(|c| c.common_name());
+        self.identify_parts(token.as_deref(), certificate_name)
+            .await
+    }
+
+    /// [`Core::identify`] from a token and a certificate name (the HTTP faces' entry).
+    pub async fn identify_parts(
+        &self,
+        token: Option<&str>,
+        certificate_name: Option<String>,
+    ) -> Result<AuthInfo, EtcdError> {
+        match self.auth.identify(token, certificate_name.clone()) {
+            Ok(info) => Ok(info.unwrap_or_default()),
+            Err(error) if token.is_some() && self.raft.status.leader() != 0 => {
+                // A simple token another member issued may not be applied here yet:
+                // catch up with the leader once before calling it invalid.
+                if self.linearizable_barrier().await.is_err() {
+                    return Err(error);
+                }
+                Ok(self
+                    .auth
+                    .identify(token, certificate_name)?
+                    .unwrap_or_default())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// etcd's admin check of requests that never enter the log (snapshot, defragment,
+    /// hash, member changes): the sender must hold the root role.
+    pub async fn require_admin<T>(&self, request: &tonic::Request<T>) -> Result<(), EtcdError> {
+        let info = self.identify(request).await?;
+        self.auth.store.check_admin(&info)
+    }
+
+    /// Proposes a client's write made by `who`: the entry carries the user and the auth
+    /// revision the request was checked at, and the apply decides (etcd's
+    /// `authApplierV3`), so a request proposed under an older auth state is refused.
+    pub async fn propose_as(
+        &self,
+        who: &AuthInfo,
+        request: internal_request::Request,
+    ) -> Result<ApplyResult, EtcdError> {
+        let header = RequestHeader {
+            id: 0,
+            username: who.username.clone(),
+            auth_revision: who.revision,
+        };
+        self.propose_with(Some(header), request).await
+    }
+
+    /// Proposes the member's own request (lease expiry, attributes): it carries no
+    /// user and needs no permission. Client requests go through [`Core::propose_as`].
     pub async fn propose(
         &self,
         request: internal_request::Request,
     ) -> Result<ApplyResult, EtcdError> {
+        self.propose_with(None, request).await
+    }
+
+    /// Proposes a write through raft (a follower's raft hands it to the leader) and
+    /// returns its result once it is applied on this member, so the caller's next local
+    /// read sees it.
+    async fn propose_with(
+        &self,
+        header: Option<RequestHeader>,
+        request: internal_request::Request,
+    ) -> Result<ApplyResult, EtcdError> {
         let request = InternalRequest {
-            header: Some(RequestHeader {
-                id: 0,
-                username: String::new(),
-                auth_revision: 0,
-            }),
+            header,
             request: Some(request),
         };
         let data = request.encode_to_vec();

@@ -29,4 +29,7 @@ pub enum Error {
         "member {0:x} was removed from the cluster: start it with a fresh data dir after `member add`"
     )]
     Removed(u64),
+    /// `--auth-token` options that cannot make tokens (etcd's "auth: ..." texts).
+    #[error("{0}")]
+    AuthToken(String),
 }

@@ -64,6 +64,20 @@ etcd_errors! {
     auth_not_enabled => FailedPrecondition, "etcdserver: authentication is not enabled";
     invalid_auth_token => Unauthenticated, "etcdserver: invalid auth token";
     auth_failed => InvalidArgument, "etcdserver: authentication failed, invalid user ID or password";
+    root_user_not_exist => FailedPrecondition, "etcdserver: root user does not exist";
+    root_role_not_exist => FailedPrecondition, "etcdserver: root user does not have root role";
+    user_already_exist => FailedPrecondition, "etcdserver: user name already exists";
+    user_empty => InvalidArgument, "etcdserver: user name is empty";
+    user_not_found => FailedPrecondition, "etcdserver: user name not found";
+    role_already_exist => FailedPrecondition, "etcdserver: role name already exists";
+    role_not_found => FailedPrecondition, "etcdserver: role name not found";
+    role_empty => InvalidArgument, "etcdserver: role name is empty";
+    role_not_granted => FailedPrecondition, "etcdserver: role is not granted to the user";
+    permission_not_granted => FailedPrecondition, "etcdserver: permission is not granted to the role";
+    invalid_auth_mgmt => InvalidArgument, "etcdserver: invalid auth management";
+    auth_old_revision => InvalidArgument, "etcdserver: revision of auth store is old";
+    // auth.ErrNoPasswordUser has no gRPC twin: etcd sends its text with code Unknown.
+    no_password_user => Unknown, "auth: authentication failed, password was given for no password user";
 }
 
 impl EtcdError {

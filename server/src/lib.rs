@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod driver;

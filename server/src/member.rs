@@ -316,6 +316,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         known_peers: shared_membership.read().ids(),
     };
     let leases = Arc::new(LeaseKeeper::new(&config, local_id));
+    let auth_store = Arc::new(crate::state::auth::AuthStore::new(config.auth_token_ttl));
+    let authenticator = Arc::new(
+        crate::auth::Authenticator::new(&config, auth_store.clone()).map_err(Error::AuthToken)?,
+    );
     let snapshots = Arc::new(
         SnapshotFiles::new(config.data_dir.join("member").join("snap-stream"))
             .map_err(Error::Io)?,
@@ -327,6 +331,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         local_id,
         initial.clone(),
         leases.clone(),
+        auth_store,
         snapshots,
         Box::new(observer),
     )?;
@@ -386,6 +391,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         raft.clone(),
         backend.clone(),
         shared_membership.clone(),
+        authenticator,
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -450,7 +456,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .add_service(LeaseServer::new(grpc::lease::LeaseService::new(
             core.clone(),
             leases.clone(),
-        )));
+        )))
+        .add_service(concord_proto::etcdserverpb::auth_server::AuthServer::new(
+            grpc::auth::AuthService::new(core.clone()),
+        ));
         let routes = grpc::metrics_layer::instrument(routes);
         let routes = grpc::learner_gate(routes, core.raft.status.clone());
         let listener = crate::listener::bind(url).await?;

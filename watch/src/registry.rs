@@ -1045,6 +1045,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Refuses a create request the registry never saw (the server's permission
+    /// check): etcd's `created` + `canceled` response with `reason` and watch id -1.
+    pub fn refuse_create(&mut self, stream: StreamId, reason: String) {
+        let response = Outgoing {
+            revision: self.last_published,
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Default::default()
+        };
+        self.push_control(stream, response);
+    }
+
     fn push_control(&mut self, stream: StreamId, response: Outgoing) {
         if let Some(stream) = self.streams.get_mut(&stream) {
             push_and_wake(&mut self.due_wakes, stream, response, false);

@@ -29,6 +29,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.core.require_admin(&request).await?;
         Ok(Response::new(
             reconfig::add(&self.core, request.into_inner()).await?,
         ))
@@ -38,6 +39,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.core.require_admin(&request).await?;
         Ok(Response::new(
             reconfig::remove(&self.core, request.into_inner()).await?,
         ))
@@ -47,6 +49,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.core.require_admin(&request).await?;
         Ok(Response::new(
             reconfig::update(&self.core, request.into_inner()).await?,
         ))
@@ -72,6 +75,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.core.require_admin(&request).await?;
         Ok(Response::new(
             reconfig::promote(&self.core, request.into_inner()).await?,
         ))

@@ -36,10 +36,13 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
+        let auth = &self.core.auth.store;
+        auth.check_range(&who, &request.key, &request.range_end)?;
         if !request.serializable {
             if self
                 .core
@@ -55,11 +58,16 @@ impl Kv for KvService {
         let store = self.core.backend.store();
         let mut response = store.range(&request).map_err(EtcdError::from)?;
         drop(store);
+        // etcd's doSerialize: the auth state must not have changed under the read.
+        if who.revision != 0 && who.revision != auth.revision() {
+            return Err(EtcdError::auth_old_revision().into());
+        }
         self.core.complete_header(&mut response.header);
         Ok(Response::new(response))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         // etcd's checkPutRequest, before the request reaches raft (so before a lease is
         // looked up: `--ignore-lease --lease=<none>` is "lease is provided", not "not found").
@@ -74,7 +82,7 @@ impl Kv for KvService {
         }
         let result = self
             .core
-            .propose(internal_request::Request::Put(request))
+            .propose_as(&who, internal_request::Request::Put(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Put(put) => Some(put),
@@ -88,13 +96,14 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
         let result = self
             .core
-            .propose(internal_request::Request::DeleteRange(request))
+            .propose_as(&who, internal_request::Request::DeleteRange(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::DeleteRange(delete) => Some(delete),
@@ -105,11 +114,12 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         self.check_txn(&request)?;
         let result = self
             .core
-            .propose(internal_request::Request::Txn(request))
+            .propose_as(&who, internal_request::Request::Txn(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Txn(txn) => Some(txn),
@@ -123,10 +133,11 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         let result = self
             .core
-            .propose(internal_request::Request::Compaction(request))
+            .propose_as(&who, internal_request::Request::Compaction(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::Compaction(compaction) => Some(compaction),

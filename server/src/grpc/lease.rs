@@ -266,6 +266,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let mut request = request.into_inner();
         if request.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::lease_ttl_too_large().into());
@@ -275,7 +276,7 @@ impl Lease for LeaseService {
         }
         let result = self
             .core
-            .propose(internal_request::Request::LeaseGrant(request))
+            .propose_as(&who, internal_request::Request::LeaseGrant(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::LeaseGrant(grant) => Some(grant),
@@ -289,10 +290,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         let result = self
             .core
-            .propose(internal_request::Request::LeaseRevoke(request))
+            .propose_as(&who, internal_request::Request::LeaseRevoke(request))
             .await?;
         let mut response = expect_result(result, |r| match r {
             apply_result::Result::LeaseRevoke(revoke) => Some(revoke),

@@ -147,10 +147,12 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.core.require_admin(&_request).await?;
         Err(not_yet("defragment"))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.core.require_admin(&_request).await?;
         let store = self.core.backend.store();
         let (hash, _, revision) = store.hash_kv(0).map_err(EtcdError::from)?;
         Ok(Response::new(HashResponse {
@@ -163,6 +165,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.core.require_admin(&request).await?;
         let request = request.into_inner();
         let store = self.core.backend.store();
         // compact_revision is -1 for a store never compacted, as etcd reports it.
@@ -182,8 +185,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.core.require_admin(&request).await?;
         // The view is taken now (free, never blocking writes); the file is built and
         // sent off the async threads. The generation is held so that a raft snapshot
         // installed meanwhile cannot delete the files the view reads.

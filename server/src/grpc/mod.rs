@@ -1,5 +1,6 @@
 //! etcd's gRPC services, each a thin layer over [`crate::core::Core`].
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;

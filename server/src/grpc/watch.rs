@@ -104,6 +104,19 @@ impl WatchServer {
         if require_leader {
             self.core.require_leader()?;
         }
+        // Who the stream's creates are checked as (etcd reads the stream's token at
+        // every create, so a later auth change counts).
+        let identity = StreamIdentity {
+            token: request
+                .metadata()
+                .get("token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            certificate_name: request
+                .extensions()
+                .get::<crate::listener::ConnectionInfo>()
+                .and_then(|c| c.common_name()),
+        };
         let signal = Arc::new(Signal::default());
         let waker = signal.clone();
         let id = self
@@ -123,6 +136,7 @@ impl WatchServer {
             request.into_inner(),
             signal,
             require_leader,
+            identity,
         ));
         Ok(Response::new(outbound))
     }
@@ -205,6 +219,7 @@ async fn serve_requests(
     mut inbound: Streaming<WatchRequest>,
     signal: Arc<Signal>,
     require_leader: bool,
+    identity: StreamIdentity,
 ) {
     // etcd ends a leader-requiring stream once its member has seen no leader for
     // three election timeouts in a row.
@@ -215,7 +230,7 @@ async fn serve_requests(
         tokio::select! {
             _ = signal.body_gone.notified() => return,
             message = inbound.message() => match message {
-                Ok(Some(request)) => handle(&hub, id, request),
+                Ok(Some(request)) => handle(&core, &hub, id, request, &identity),
                 Ok(None) => return signal.end(None),
                 Err(status) => {
                     tracing::debug!("watch stream ended: {status}");
@@ -236,9 +251,42 @@ async fn serve_requests(
     }
 }
 
-fn handle(hub: &WatchHub, id: StreamId, request: WatchRequest) {
+/// The token and certificate a watch stream was opened with.
+struct StreamIdentity {
+    token: Option<String>,
+    certificate_name: Option<String>,
+}
+
+/// etcd's `isWatchPermitted`: read permission on the watched key or range.
+fn watch_permitted(
+    core: &Core,
+    identity: &StreamIdentity,
+    create: &concord_proto::etcdserverpb::WatchCreateRequest,
+) -> Result<(), EtcdError> {
+    let who = core
+        .auth
+        .identify(identity.token.as_deref(), identity.certificate_name.clone())?
+        .unwrap_or_default();
+    core.auth
+        .store
+        .check_range(&who, &create.key, &create.range_end)
+}
+
+fn handle(
+    core: &Core,
+    hub: &WatchHub,
+    id: StreamId,
+    request: WatchRequest,
+    identity: &StreamIdentity,
+) {
     match request.request_union {
-        Some(RequestUnion::CreateRequest(create)) => hub.create(id, &create),
+        Some(RequestUnion::CreateRequest(create)) => match watch_permitted(core, identity, &create)
+        {
+            Ok(()) => hub.create(id, &create),
+            Err(error) => {
+                hub.with_registry(|registry| registry.refuse_create(id, error.message));
+            }
+        },
         Some(RequestUnion::CancelRequest(cancel)) => {
             hub.with_registry(|registry| registry.cancel(id, cancel.watch_id));
         }

@@ -15,6 +15,7 @@ use concord_raft_core::{BoxError, Committed, StateMachine};
 use prost::Message;
 use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
 
+use super::auth::{Access, AuthInfo, AuthStore, is_auth_request};
 use super::backend::Backend;
 use super::leases::LeaseKeeper;
 use super::membership::Membership;
@@ -55,6 +56,7 @@ pub struct Machine {
     /// Events of the round being applied, published after its batch commits.
     pending_events: Vec<Event>,
     leases: Arc<LeaseKeeper>,
+    auth: Arc<AuthStore>,
     snapshots: Arc<SnapshotFiles>,
 }
 
@@ -66,17 +68,20 @@ fn applied() -> ApplyResult {
 }
 
 impl Machine {
-    /// The state machine over `backend`, with the leases rebuilt from it.
+    /// The state machine over `backend`, with the leases and the auth store rebuilt
+    /// from it.
     pub fn new(
         backend: Arc<Backend>,
         member_id: u64,
         initial_membership: Membership,
         leases: Arc<LeaseKeeper>,
+        auth: Arc<AuthStore>,
         snapshots: Arc<SnapshotFiles>,
         observer: Box<dyn ApplyObserver>,
     ) -> Result<Machine, concord_mvcc::Error> {
         let membership = Membership::load(&backend.store())?;
         leases.recover(&backend.store())?;
+        auth.recover(&backend.store())?;
         Ok(Machine {
             backend,
             member_id,
@@ -86,12 +91,25 @@ impl Machine {
             event_sink: None,
             pending_events: Vec::new(),
             leases,
+            auth,
             snapshots,
         })
     }
 
     fn check_lease(&self, id: i64) -> Result<(), EtcdError> {
         self.leases.check_lease(id)
+    }
+
+    /// etcd's `checkLeasePuts`: whoever writes through a lease (attaches a key to it or
+    /// revokes it) must be allowed to write every key it carries.
+    fn check_lease_keys(&self, info: &AuthInfo, id: i64) -> Result<(), EtcdError> {
+        if id == 0 || !self.auth.is_enabled() {
+            return Ok(());
+        }
+        match self.leases.time_to_live(id, true) {
+            Some(status) => self.auth.check_keys_writable(info, &status.keys),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the keys attached to leases in step with a write's events.
@@ -114,11 +132,31 @@ impl Machine {
         request: InternalRequest,
     ) -> Result<apply_result::Result, EtcdError> {
         use internal_request::Request as R;
+        let header = request.header;
         let Some(request) = request.request else {
             return Err(EtcdError::internal("empty internal request"));
         };
+        // A client's request carries who made it; the member's own requests (lease
+        // expiry, attributes) carry no header and need no permission, as etcd's
+        // internally issued root token.
+        let info = header.map(|h| AuthInfo {
+            username: h.username,
+            revision: h.auth_revision,
+        });
+        if is_auth_request(&request) {
+            return self
+                .auth
+                .apply(batch, info.as_ref(), request, std::time::Instant::now());
+        }
         match request {
             R::Put(put) => {
+                if let Some(info) = &info {
+                    self.auth.check_op(info, &put.key, b"", Access::Write)?;
+                    self.check_lease_keys(info, put.lease)?;
+                    if put.prev_kv {
+                        self.auth.check_op(info, &put.key, b"", Access::Read)?;
+                    }
+                }
                 self.check_lease(put.lease)?;
                 let (response, events) = batch.put(&put)?;
                 self.observe_leased_keys(&events);
@@ -126,12 +164,18 @@ impl Machine {
                 Ok(apply_result::Result::Put(response))
             }
             R::DeleteRange(delete) => {
+                if let Some(info) = &info {
+                    self.auth.check_delete(info, &delete)?;
+                }
                 let (response, events) = batch.delete_range(&delete)?;
                 self.observe_leased_keys(&events);
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::DeleteRange(response))
             }
             R::Txn(txn) => {
+                if let Some(info) = &info {
+                    self.auth.check_txn(info, &txn)?;
+                }
                 check_txn_leases(&txn, &|id| self.check_lease(id))?;
                 let (response, events) = batch.txn(&txn)?;
                 self.observe_leased_keys(&events);
@@ -172,6 +216,9 @@ impl Machine {
                 Ok(apply_result::Result::LeaseGrant(response))
             }
             R::LeaseRevoke(revoke) => {
+                if let Some(info) = &info {
+                    self.check_lease_keys(info, revoke.id)?;
+                }
                 let (response, events) = self.leases.apply_revoke(batch, &revoke)?;
                 self.pending_events.extend(events);
                 Ok(apply_result::Result::LeaseRevoke(response))
@@ -373,6 +420,7 @@ impl Machine {
         let store = self.backend.store();
         self.membership = Membership::load(&store).map_err(boxed)?;
         self.leases.recover(&store).map_err(boxed)?;
+        self.auth.recover(&store).map_err(boxed)?;
         if let Some(sink) = &mut self.event_sink {
             sink.store_replaced(store.current_revision());
         }
