@@ -105,6 +105,19 @@ impl Cluster {
     }
 
     fn start_on_free_ports(size: usize, extra_args: &[&str]) -> Result<Cluster> {
+        let mut cluster = Self::plan(size, extra_args)?;
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_ready(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// A cluster of `size` members with ports and data dirs chosen but nothing started
+    /// (a test prepares the data dirs, say with `snapshot restore`, then spawns them).
+    pub fn plan(size: usize, extra_args: &[&str]) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let members: Vec<MemberSpec> = (0..size)
             .map(|i| MemberSpec {
@@ -119,20 +132,23 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Ok(Cluster {
             processes: members.iter().map(|_| None).collect(),
             members,
             initial_cluster,
             _dir: dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..size {
-            cluster.spawn(i)?;
-        }
-        for i in 0..size {
-            cluster.wait_ready(i)?;
-        }
-        Ok(cluster)
+        })
+    }
+
+    /// The `--initial-cluster` the members start with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// A directory that lives as long as the cluster (for files a test makes).
+    pub fn scratch_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Starts member `i` (again) with its data dir as it is.

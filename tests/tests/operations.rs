@@ -1,0 +1,280 @@
+//! Operations: snapshots in etcd's file format saved from a running member and restored
+//! into new clusters (from Concord's files and from etcd 3.4.23's), compared revision by
+//! revision with the source.
+
+use std::path::Path;
+
+use concord_tests::side_by_side::{Server, ServerKind};
+use concord_tests::{Cluster, concordctl_binary, etcdctl, run_ctl};
+use etcd_client::{Client, CompactionOptions, GetOptions, PutOptions};
+
+/// Writes a history with overwrites, deletions, a lease with keys and a compaction;
+/// returns (the lease id, the compact revision).
+async fn write_history(client: &mut Client) -> anyhow::Result<(i64, i64)> {
+    for i in 0..120 {
+        client
+            .put(format!("key/{:02}", i % 40), format!("value {i}"), None)
+            .await?;
+        if i % 17 == 0 {
+            client
+                .delete(format!("key/{:02}", (i + 5) % 40), None)
+                .await?;
+        }
+    }
+    let lease = client.lease_grant(600, None).await?.id();
+    client
+        .put("leased", "yes", Some(PutOptions::new().with_lease(lease)))
+        .await?;
+    let compact_at = client
+        .get("key/00", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision())
+        - 30;
+    client
+        .compact(compact_at, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    for i in 0..20 {
+        client
+            .put(format!("late/{i}"), "after the compaction", None)
+            .await?;
+    }
+    client
+        .delete(
+            "key/1",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    Ok((lease, compact_at))
+}
+
+/// Every key at every revision from `from` to `to`, as (revision, key, value, create,
+/// mod, version, lease) rows, read serializably from one member.
+async fn history(client: &mut Client, from: i64, to: i64) -> anyhow::Result<Vec<String>> {
+    let mut rows = Vec::new();
+    for rev in from..=to {
+        let got = client
+            .get(
+                "",
+                Some(
+                    GetOptions::new()
+                        .with_all_keys()
+                        .with_revision(rev)
+                        .with_serializable(),
+                ),
+            )
+            .await?;
+        for kv in got.kvs() {
+            rows.push(format!(
+                "{rev} {:?}={:?} c{} m{} v{} l{}",
+                kv.key_str()?,
+                kv.value_str()?,
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+                kv.lease()
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+fn ctl(binary: &Path, endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let (ok, out, err) = run_ctl(binary, &[endpoint.to_string()], args, None)?;
+    anyhow::ensure!(ok, "{} {args:?} failed: {out}{err}", binary.display());
+    Ok(out + &err)
+}
+
+/// Restores `file` into every member of `cluster` and starts them.
+fn restore_and_start(cluster: &mut Cluster, file: &Path) -> anyhow::Result<()> {
+    let initial_cluster = cluster.initial_cluster().to_string();
+    for i in 0..cluster.members.len() {
+        let member = cluster.members[i].clone();
+        let out = ctl(
+            &concordctl_binary(),
+            "http://127.0.0.1:1",
+            &[
+                "snapshot",
+                "restore",
+                &file.to_string_lossy(),
+                "--name",
+                &member.name,
+                "--data-dir",
+                &member.data_dir.to_string_lossy(),
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-token",
+                "concord-tests",
+                "--initial-advertise-peer-urls",
+                &member.peer_url(),
+            ],
+        )?;
+        assert!(out.contains("added member"), "{out}");
+    }
+    for i in 0..cluster.members.len() {
+        cluster.spawn(i)?;
+    }
+    for i in 0..cluster.members.len() {
+        cluster.wait_ready(i)?;
+    }
+    Ok(())
+}
+
+/// Waits until the restored cluster elected a leader (its members serve serializable
+/// reads before that).
+async fn wait_for_leader(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.leader().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_saved_snapshot_restores_into_three_members_with_every_revision() -> anyhow::Result<()> {
+    let source = Cluster::start(1)?;
+    let mut client = source.client().await?;
+    let (lease, compact_at) = write_history(&mut client).await?;
+    let current = client
+        .get("x", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let file = source.scratch_dir().join("backup.db");
+    let endpoint = source.endpoints()[0].clone();
+    let out = ctl(
+        &concordctl_binary(),
+        &endpoint,
+        &["snapshot", "save", &file.to_string_lossy()],
+    )?;
+    assert!(out.contains("Snapshot saved at"), "{out}");
+    // etcd's own tool reads the file: its revision is the source's.
+    let status = ctl(
+        &etcdctl(),
+        &endpoint,
+        &["snapshot", "status", "-w", "json", &file.to_string_lossy()],
+    )?;
+    assert!(
+        status.contains(&format!("\"revision\":{current}")),
+        "{status}"
+    );
+    let ours = ctl(
+        &concordctl_binary(),
+        &endpoint,
+        &["snapshot", "status", "-w", "json", &file.to_string_lossy()],
+    )?;
+    assert_eq!(
+        ours.trim(),
+        status.lines().last().unwrap_or_default().trim()
+    );
+
+    let expected = history(&mut client, compact_at, current).await?;
+    let source_hash = client.hash_kv(current).await?.hash();
+    let source_member = client.status().await?.header().map_or(0, |h| h.member_id());
+
+    let mut restored = Cluster::plan(3, &[])?;
+    restore_and_start(&mut restored, &file)?;
+    wait_for_leader(&restored).await?;
+    for i in 0..3 {
+        let mut member = restored.member_client(i).await?;
+        assert_eq!(
+            history(&mut member, compact_at, current).await?,
+            expected,
+            "member {i}"
+        );
+        // History below the compaction stays compacted.
+        let below = member
+            .get(
+                "key/00",
+                Some(GetOptions::new().with_revision(compact_at - 1)),
+            )
+            .await;
+        assert!(format!("{below:?}").contains("compacted"), "{below:?}");
+        assert_eq!(
+            member.hash_kv(current).await?.hash(),
+            source_hash,
+            "member {i}"
+        );
+        let ttl = member.lease_time_to_live(lease, None).await?;
+        assert!(ttl.ttl() > 0, "the lease came back: {ttl:?}");
+        assert_ne!(
+            member.status().await?.header().map_or(0, |h| h.member_id()),
+            source_member
+        );
+    }
+    // The new cluster takes writes, at the revision after the source's.
+    let mut writer = restored.client().await?;
+    let put = writer.put("new", "write", None).await?;
+    assert_eq!(put.header().map(|h| h.revision()), Some(current + 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_saved_from_etcd_restores_with_identical_reads() -> anyhow::Result<()> {
+    let etcd = Server::start(ServerKind::Etcd, &[])?;
+    let mut client = Client::connect([etcd.endpoint()], None).await?;
+    let (lease, compact_at) = write_history(&mut client).await?;
+    let current = client
+        .get("x", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("from-etcd.db");
+    ctl(
+        &etcdctl(),
+        &etcd.endpoint(),
+        &["snapshot", "save", &file.to_string_lossy()],
+    )?;
+    let expected = history(&mut client, compact_at, current).await?;
+    let etcd_hash = client.hash_kv(current).await?.hash();
+
+    let mut restored = Cluster::plan(1, &[])?;
+    restore_and_start(&mut restored, &file)?;
+    wait_for_leader(&restored).await?;
+    let mut member = restored.member_client(0).await?;
+    assert_eq!(history(&mut member, compact_at, current).await?, expected);
+    assert_eq!(member.hash_kv(current).await?.hash(), etcd_hash);
+    assert!(member.lease_time_to_live(lease, None).await?.ttl() > 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_or_truncated_snapshot_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
+    let source = Cluster::start(1)?;
+    let mut client = source.client().await?;
+    client.put("a", "1", None).await?;
+    let endpoint = source.endpoints()[0].clone();
+    let file = source.scratch_dir().join("good.db");
+    ctl(
+        &concordctl_binary(),
+        &endpoint,
+        &["snapshot", "save", &file.to_string_lossy()],
+    )?;
+    let bytes = std::fs::read(&file)?;
+
+    let mut damaged = bytes.clone();
+    damaged[..512].fill(0);
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    for (name, content, expect) in [
+        ("damaged.db", damaged, "expected sha256"),
+        ("truncated.db", truncated, "missing its sha256"),
+    ] {
+        let path = source.scratch_dir().join(name);
+        std::fs::write(&path, content)?;
+        let data_dir = source.scratch_dir().join(format!("{name}.concord"));
+        let (ok, out, err) = run_ctl(
+            &concordctl_binary(),
+            std::slice::from_ref(&endpoint),
+            &[
+                "snapshot",
+                "restore",
+                &path.to_string_lossy(),
+                "--data-dir",
+                &data_dir.to_string_lossy(),
+            ],
+            None,
+        )?;
+        assert!(!ok, "{name} was accepted: {out}{err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!data_dir.exists(), "{name}: a data dir was written");
+    }
+    Ok(())
+}
