@@ -61,7 +61,10 @@ pub async fn run_expiry(
             tokio::spawn(async move {
                 let request = internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id });
                 match propose_as_leader(&core, request).await {
-                    Ok(()) => tracing::debug!("revoked expired lease {id:x}"),
+                    Ok(()) => {
+                        metrics::counter!("etcd_debugging_server_lease_expired_total").increment(1);
+                        tracing::debug!("revoked expired lease {id:x}")
+                    }
                     Err(error) => tracing::debug!("revoking expired lease {id:x}: {error}"),
                 }
             });

@@ -76,8 +76,12 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         self.core.require_admin(&request).await?;
-        Ok(Response::new(
-            reconfig::promote(&self.core, request.into_inner()).await?,
-        ))
+        // Counted by the leader, which a follower forwards the request to.
+        let leading = self.core.raft.status.is_leader();
+        let promoted = reconfig::promote(&self.core, request.into_inner()).await?;
+        if leading {
+            metrics::counter!("etcd_server_learner_promote_successes").increment(1);
+        }
+        Ok(Response::new(promoted))
     }
 }

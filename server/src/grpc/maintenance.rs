@@ -45,6 +45,7 @@ fn send_snapshot(
     sender: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> Result<(), Status> {
     use std::io::{Read, Seek, SeekFrom};
+    let started = std::time::Instant::now();
     static EXPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let internal = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
     let number = EXPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -94,6 +95,7 @@ fn send_snapshot(
         version: String::new(),
     }));
     tracing::info!("successfully sent database snapshot to client [{total} bytes]");
+    metrics::histogram!("etcd_disk_backend_snapshot_duration_seconds").record(started.elapsed());
     Ok(())
 }
 
@@ -154,7 +156,9 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.core.require_admin(&_request).await?;
         let store = self.core.backend.store();
+        let started = std::time::Instant::now();
         let (hash, _, revision) = store.hash_kv(0).map_err(EtcdError::from)?;
+        metrics::histogram!("etcd_mvcc_hash_duration_seconds").record(started.elapsed());
         Ok(Response::new(HashResponse {
             header: Some(self.core.header(revision)),
             hash,
@@ -169,8 +173,10 @@ impl Maintenance for MaintenanceService {
         let request = request.into_inner();
         let store = self.core.backend.store();
         // compact_revision is -1 for a store never compacted, as etcd reports it.
+        let started = std::time::Instant::now();
         let (hash, compact_revision, hash_revision) =
             store.hash_kv(request.revision).map_err(EtcdError::from)?;
+        metrics::histogram!("etcd_mvcc_hash_rev_duration_seconds").record(started.elapsed());
         let revision = store.current_revision();
         Ok(Response::new(HashKvResponse {
             header: Some(self.core.header(revision)),

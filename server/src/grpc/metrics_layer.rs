@@ -168,9 +168,10 @@ struct Shared {
     methods: HashMap<String, Arc<MethodMetrics>>,
     received_bytes: Counter,
     sent_bytes: Counter,
-    /// `etcd_server_client_requests_total` by (client API version, unary?): the
-    /// version comes from the client, so series are made as versions are seen.
-    client_requests: RwLock<HashMap<(String, bool), Counter>>,
+    /// `etcd_server_client_requests_total` by client API version, for unary calls
+    /// and streams: the version comes from the client, so series are made as
+    /// versions are seen.
+    client_requests: RwLock<HashMap<String, [Counter; 2]>>,
 }
 
 /// Clients' versions beyond this many distinct ones count as "unknown" (the label
@@ -218,27 +219,26 @@ impl Shared {
     }
 
     fn count_client_request(&self, version: &str, unary: bool) {
-        let key = (version.to_string(), unary);
-        if let Some(counter) = self.client_requests.read().get(&key) {
-            counter.increment(1);
+        let kind = usize::from(!unary);
+        if let Some(counters) = self.client_requests.read().get(version) {
+            counters[kind].increment(1);
             return;
         }
         let mut known = self.client_requests.write();
-        let key = if known.len() >= MAX_CLIENT_VERSIONS && !known.contains_key(&key) {
-            ("unknown".to_string(), unary)
+        let version = if known.len() >= MAX_CLIENT_VERSIONS && !known.contains_key(version) {
+            "unknown"
         } else {
-            key
+            version
         };
-        let kind = if unary { "unary" } else { "stream" };
-        known
-            .entry(key.clone())
-            .or_insert_with(|| {
+        known.entry(version.to_string()).or_insert_with(|| {
+            ["unary", "stream"].map(|kind| {
                 counter!(
                     "etcd_server_client_requests_total",
-                    "client_api_version" => key.0,
+                    "client_api_version" => version.to_string(),
                     "type" => kind
                 )
             })
+        })[kind]
             .increment(1);
     }
 }

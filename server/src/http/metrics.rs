@@ -753,6 +753,85 @@ mod tests {
         }
     }
 
+    /// What recording costs one put on the leader, with the handles the crates hold
+    /// and the Prometheus recorder installed: the gRPC layer (method lookup, started,
+    /// client version, a message and its bytes each way, handled), the pending gauge
+    /// up and down, the slow-apply clock, and, at worst one per put, an mvcc batch's
+    /// counts and commit timing and a WAL write's bytes and fsync timing. Run with
+    /// `cargo test -p concord-server --lib cost_of_recording -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_recording_a_put() {
+        use std::collections::HashMap;
+        use std::hint::black_box;
+        use std::time::Instant;
+        let handle = install().expect("recorder installed");
+        let labels = [("grpc_method", "Put"), ("grpc_service", "etcdserverpb.KV")];
+        let started = metrics::counter!("grpc_server_started_total", &labels);
+        let handled = metrics::counter!("grpc_server_handled_total", &labels);
+        let received = metrics::counter!("grpc_server_msg_received_total", &labels);
+        let sent = metrics::counter!("grpc_server_msg_sent_total", &labels);
+        let bytes_in = metrics::counter!("etcd_network_client_grpc_received_bytes_total");
+        let bytes_out = metrics::counter!("etcd_network_client_grpc_sent_bytes_total");
+        let clients = parking_lot::RwLock::new(HashMap::from([(
+            "3.4".to_string(),
+            metrics::counter!("etcd_server_client_requests_total"),
+        )]));
+        let methods: HashMap<String, std::sync::Arc<u64>> = (0..43)
+            .map(|i| {
+                (
+                    format!("/etcdserverpb.Service{i}/Method"),
+                    std::sync::Arc::new(i),
+                )
+            })
+            .chain([("/etcdserverpb.KV/Put".to_string(), std::sync::Arc::new(99))])
+            .collect();
+        let pending = metrics::gauge!("etcd_server_proposals_pending");
+        let puts = [
+            metrics::counter!("etcd_mvcc_put_total"),
+            metrics::counter!("etcd_debugging_mvcc_put_total"),
+        ];
+        let put_size = metrics::gauge!("etcd_debugging_mvcc_total_put_size_in_bytes");
+        let keys = metrics::gauge!("etcd_debugging_mvcc_keys_total");
+        let commit = metrics::histogram!("etcd_disk_backend_commit_duration_seconds");
+        let wal_bytes = metrics::gauge!("etcd_disk_wal_write_bytes_total");
+        let fsync = metrics::histogram!("etcd_disk_wal_fsync_duration_seconds");
+        const PUTS: u32 = 1_000_000;
+        let begin = Instant::now();
+        for _ in 0..PUTS {
+            let method = methods.get(black_box("/etcdserverpb.KV/Put")).cloned();
+            black_box(method);
+            started.increment(1);
+            if let Some(c) = clients.read().get(black_box("3.4")) {
+                c.increment(1);
+            }
+            received.increment(1);
+            bytes_in.increment(black_box(40));
+            pending.increment(1.0);
+            let apply = Instant::now();
+            puts[0].increment(1);
+            puts[1].increment(1);
+            put_size.increment(40.0);
+            keys.increment(1.0);
+            black_box(apply.elapsed());
+            let timed = Instant::now();
+            commit.record(timed.elapsed().as_secs_f64());
+            wal_bytes.increment(100.0);
+            let timed = Instant::now();
+            fsync.record(timed.elapsed().as_secs_f64());
+            pending.decrement(1.0);
+            sent.increment(1);
+            bytes_out.increment(black_box(30));
+            handled.increment(1);
+            if black_box(false) {
+                handle.run_upkeep();
+            }
+        }
+        let per_put = begin.elapsed() / PUTS;
+        handle.run_upkeep();
+        println!("recording one put costs {per_put:?}");
+    }
+
     #[test]
     fn process_metrics_read_proc() {
         let mut text = String::new();

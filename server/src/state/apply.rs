@@ -327,10 +327,15 @@ impl StateMachine for Machine {
                     // Only this code writes entries, so one that does not decode means
                     // the log is corrupt: stop the member rather than diverge.
                     let request = InternalRequest::decode(data.as_slice()).map_err(boxed)?;
+                    let started = std::time::Instant::now();
                     let result = match self.apply_request(&mut batch, request) {
                         Ok(result) => result,
                         Err(error) => apply_result::Result::Error(error.to_apply_error()),
                     };
+                    // etcd's slow apply: one request taking over 100 ms.
+                    if started.elapsed() > std::time::Duration::from_millis(100) {
+                        metrics::counter!("etcd_server_slow_apply_total").increment(1);
+                    }
                     ApplyResult {
                         result: Some(result),
                     }
