@@ -520,6 +520,23 @@ impl Store {
         Ok(allocated_bytes(&self.dir)?)
     }
 
+    /// etcd's Defragment, without its pause: flushes the memtables, then rewrites every
+    /// table of both keyspaces in one major compaction, which drops the versions that
+    /// compactions and overwrites left behind (and the journals the flush made
+    /// obsolete), so the files on disk shrink to the live data. Readers and the writer
+    /// go on meanwhile: fjall compacts beside them and swaps the tables in when done;
+    /// only versions an open [`crate::StoreView`] still sees are kept. Blocks the caller
+    /// until done. (The store keeps no blob files, so there is no blob garbage to
+    /// collect.)
+    pub fn defragment(&self) -> Result<(), Error> {
+        for keyspace in [&self.kv, &self.meta] {
+            keyspace.rotate_memtable_and_wait()?;
+            keyspace.major_compact()?;
+        }
+        self.table_reads.release_replaced_tables(&self.kv);
+        Ok(())
+    }
+
     /// `fsync`s the journal: everything committed so far survives power loss.
     pub fn persist(&self) -> Result<(), Error> {
         self.db.persist(PersistMode::SyncAll)?;

@@ -98,13 +98,21 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         },
         Command::Alarm(a) => alarm(a.command, ctx).await,
         Command::Defrag(a) if !a.data_dir.is_empty() => {
-            // etcdctl opens the bolt file itself; Concord's data directory
-            // is not a bolt file, so there is nothing to defragment offline.
-            ctx.emit_err(&format!(
-                "Failed to defragment etcd data[{}] (offline defragmentation of a data directory is not supported by concordctl; omit --data-dir to defragment a running member)\n",
-                a.data_dir
-            ))?;
-            Err(CtlError::silent(ExitCode::Error))
+            // Offline: the store of a data dir no member is running on.
+            let store = std::path::Path::new(&a.data_dir).join("member").join("db");
+            let result = concord_server::state::backend::Backend::open(store, Default::default())
+                .and_then(|backend| backend.store().defragment());
+            match result {
+                Ok(()) => ctx
+                    .emit(format!("Finished defragmenting etcd data[{}]\n", a.data_dir).as_bytes()),
+                Err(e) => {
+                    ctx.emit_err(&format!(
+                        "Failed to defragment etcd data[{}] ({e})\n",
+                        a.data_dir
+                    ))?;
+                    Err(CtlError::silent(ExitCode::Error))
+                }
+            }
         }
         Command::Defrag(a) => defrag(a.cluster, ctx).await,
         Command::MoveLeader { args } => move_leader(args, ctx).await,

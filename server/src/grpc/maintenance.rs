@@ -1,6 +1,6 @@
-//! The Maintenance service: status, hashes, leader transfer and snapshots (etcd's file
-//! format, see `state::etcd_snapshot`). Defragmentation and downgrades answer
-//! `Unimplemented` with a message saying so.
+//! The Maintenance service: status, hashes, leader transfer, snapshots (etcd's file
+//! format, see `state::etcd_snapshot`) and defragmentation without a pause. Downgrades
+//! answer `Unimplemented` with a message saying so.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -149,8 +149,21 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.core.require_admin(&_request).await?;
-        Err(not_yet("defragment"))
+        // A major compaction beside the running store (see `Store::defragment`): no
+        // request waits for it, only this call does.
+        let generation = self.core.backend.store();
+        let before = generation.db_size().unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            generation.defragment()?;
+            let after = generation.db_size()?;
+            tracing::info!("defragmented the store: {before} -> {after} bytes on disk");
+            Ok::<_, concord_mvcc::Error>(())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(EtcdError::from)?;
+        // etcd answers Defragment without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
