@@ -388,12 +388,14 @@ impl Printer {
     }
 
     /// `member add|update|remove|promote`: a one-line summary in simple
-    /// format, the raw response in json; etcdctl 3.4 has no fields/table form.
+    /// format, the raw response in json and protobuf (`protobuf`, encoded);
+    /// etcdctl 3.4 has no fields/table form.
     pub fn member_change(
         &self,
         verb: MemberChange,
         id: u64,
         header: Option<&pb::ResponseHeader>,
+        protobuf: Vec<u8>,
         json: impl FnOnce() -> String,
     ) -> Result<Output, CtlError> {
         match self.fmt() {
@@ -408,6 +410,7 @@ impl Printer {
                 text(format!("Member {id:16x} {what} cluster {cluster:16x}\n"))
             }
             Format::Json => text(json() + "\n"),
+            Format::Protobuf => Ok(protobuf),
             other => Err(other.unsupported()),
         }
     }

@@ -38,8 +38,9 @@
 //!
 //! Variables, expanded in arguments and standard input with each server's own value:
 //! `$LEASE_1`, `$LEASE_2`, ... are the lease ids that `lease grant` steps printed, in order
-//! (hex, as etcdctl takes them), `$MEMBER_ID` is the member's id (hex), and `$DIR` is an
-//! empty directory of the run's own.
+//! (hex, as etcdctl takes them), `$ADDED_1`, `$ADDED_2`, ... the ids of the members that
+//! `member add` steps added (hex), `$MEMBER_ID` is the member's id (hex), `$PEER_URL` its
+//! peer URL, and `$DIR` is an empty directory of the run's own.
 //!
 //! # What is compared
 //!
@@ -585,7 +586,12 @@ impl Server {
             peer_port: self.peer_port,
             dir: dir.path().to_string_lossy().into_owned(),
             leases: Vec::new(),
+            added_members: Vec::new(),
         };
+        vars.insert(
+            "PEER_URL".to_owned(),
+            format!("http://127.0.0.1:{}", self.peer_port),
+        );
         let mut raw = Vec::with_capacity(script.steps.len());
         let mut elapsed = Vec::with_capacity(script.steps.len());
         for step in &script.steps {
@@ -598,6 +604,13 @@ impl Server {
             {
                 context.leases.push(id);
                 vars.insert(format!("LEASE_{}", context.leases.len()), format!("{id:x}"));
+            }
+            if step.is_command(&["member", "add"])
+                && let Some(id) = added_member(step, &output.stdout)
+            {
+                context.added_members.push(id);
+                let n = context.added_members.len();
+                vars.insert(format!("ADDED_{n}"), format!("{id:x}"));
             }
             raw.push(output);
             elapsed.push(start.elapsed());
@@ -799,6 +812,63 @@ fn granted_lease(step: &Step, stdout: &[u8]) -> Option<u64> {
     }
 }
 
+/// The id of the member a `member add` step added, in any of etcdctl's formats.
+fn added_member(step: &Step, stdout: &[u8]) -> Option<u64> {
+    if step.output_format() == "protobuf" {
+        // MemberAddResponse.member (2) -> Member.ID (1).
+        let member = protobuf_field(stdout, 2)?;
+        let mut at = 0;
+        while at < member.len() {
+            let tag = read_varint(member, &mut at)?;
+            match (tag >> 3, tag & 7) {
+                (1, 0) => return read_varint(member, &mut at),
+                (_, 0) => {
+                    read_varint(member, &mut at)?;
+                }
+                (_, 2) => {
+                    let len = usize::try_from(read_varint(member, &mut at)?).ok()?;
+                    at += len;
+                }
+                _ => return None,
+            }
+        }
+        return None;
+    }
+    let text = String::from_utf8_lossy(stdout);
+    match step.output_format() {
+        "json" => json_number(&text, "\"member\":{\"ID\":"),
+        "fields" => json_number(&text, "\"ID\" :"),
+        _ => {
+            let at = text.find("Member ")? + "Member ".len();
+            let hex = text[at..].trim_start().split(' ').next()?;
+            u64::from_str_radix(hex, 16).ok()
+        }
+    }
+}
+
+/// The bytes of the first top-level length-delimited field `field`.
+fn protobuf_field(bytes: &[u8], field: u64) -> Option<&[u8]> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let tag = read_varint(bytes, &mut at)?;
+        match tag & 7 {
+            0 => {
+                read_varint(bytes, &mut at)?;
+            }
+            2 => {
+                let len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+                let raw = bytes.get(at..at.checked_add(len)?)?;
+                if tag >> 3 == field {
+                    return Some(raw);
+                }
+                at += len;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 struct RawOutput {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -889,6 +959,8 @@ pub struct MaskContext {
     pub dir: String,
     /// Lease ids in the order `lease grant` steps printed them.
     pub leases: Vec<u64>,
+    /// Member ids in the order `member add` steps printed them.
+    pub added_members: Vec<u64>,
 }
 
 /// A named rule for what legitimately differs between two servers.
@@ -908,6 +980,17 @@ pub const MASKERS: &[Masker] = &[
             let mut text = text.to_owned();
             for (i, id) in cx.leases.iter().enumerate() {
                 text = replace_number(&text, *id, &format!("<LEASE_{}>", i + 1));
+            }
+            text
+        },
+    },
+    Masker {
+        name: "added-member-ids",
+        what: "each member id a `member add` printed (hex and decimal) -> <ADDED_n>",
+        apply: |text, _, cx| {
+            let mut text = text.to_owned();
+            for (i, id) in cx.added_members.iter().enumerate() {
+                text = replace_number(&text, *id, &format!("<ADDED_{}>", i + 1));
             }
             text
         },
@@ -1086,6 +1169,54 @@ pub const MASKERS: &[Masker] = &[
         },
     },
     Masker {
+        name: "member-order",
+        what: "the order of members (etcd sorts them by their random ids): the entries of \
+               `ETCD_INITIAL_CLUSTER`, json `members` arrays, and the rows of `member list` \
+               (simple and table), sorted",
+        apply: |text, step, _| {
+            let text = map_lines(text, |line| {
+                match line.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+                    Some(rest) => {
+                        let mut parts: Vec<&str> = rest.trim_end_matches('"').split(',').collect();
+                        parts.sort_unstable();
+                        format!("ETCD_INITIAL_CLUSTER=\"{}\"", parts.join(","))
+                    }
+                    None => sort_json_array(line, "\"members\":["),
+                }
+            });
+            if !step.is_command(&["member"]) {
+                return text;
+            }
+            match step.output_format() {
+                "protobuf" => return sort_protobuf_blocks(&text),
+                "fields" => return sort_field_blocks(&text),
+                _ => {}
+            }
+            if !step.is_command(&["member", "list"]) {
+                return text;
+            }
+            match step.output_format() {
+                "simple" => {
+                    let mut lines: Vec<&str> = text.lines().collect();
+                    lines.sort_unstable();
+                    lines.iter().map(|l| format!("{l}\n")).collect()
+                }
+                "table" => {
+                    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                    // Rows between the header's rule and the closing rule.
+                    // Compared without the padding (it follows the widths of the
+                    // unmasked ids).
+                    if lines.len() > 4 {
+                        let end = lines.len() - 1;
+                        lines[3..end].sort_by_key(|l| l.replace(' ', ""));
+                    }
+                    lines.iter().map(|l| format!("{l}\n")).collect()
+                }
+                _ => text,
+            }
+        },
+    },
+    Masker {
         name: "table-padding",
         what: "in `-w table` output, the padding of cells and the length of rules (they \
                follow the widths of masked cells)",
@@ -1181,7 +1312,12 @@ fn replace_number(text: &str, value: u64, with: &str) -> String {
     });
     // Short hex forms would match ordinary words; server ids and lease ids are long.
     if value >= 1 << 32 {
-        for hex in [format!("{value:016x}"), format!("{value:x}")] {
+        // `%16x` pads with spaces: the padding goes with the number.
+        for hex in [
+            format!("{value:>16x}"),
+            format!("{value:016x}"),
+            format!("{value:x}"),
+        ] {
             text = replace_token(&text, &hex, with, |c| c.is_ascii_alphanumeric());
         }
     }
@@ -1258,6 +1394,87 @@ fn sort_list(text: &str, open: &str, close: &str, separator: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Sorts runs of top-level `N { ... }` blocks of the same field in a protobuf dump
+/// (repeated messages whose order is the server's: members by random id).
+fn sort_protobuf_blocks(text: &str) -> String {
+    let mut items: Vec<String> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        match items.last_mut() {
+            Some(last) if line.starts_with(' ') || line.starts_with('}') => last.push_str(line),
+            _ => items.push(line.to_owned()),
+        }
+    }
+    sort_runs(&mut items, |item| {
+        item.split_once(" {\n").map(|(field, _)| field.to_owned())
+    });
+    items.concat()
+}
+
+/// Sorts the blank-line-ended blocks of `-w fields` output after the header's
+/// four lines (members, in the server's order).
+fn sort_field_blocks(text: &str) -> String {
+    let mut lines = text.split_inclusive('\n');
+    let mut out: String = lines.by_ref().take(4).collect();
+    let mut items: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in lines {
+        if open && let Some(last) = items.last_mut() {
+            last.push_str(line);
+        } else {
+            items.push(line.to_owned());
+        }
+        open = line != "\n" && line.starts_with('"');
+    }
+    sort_runs(&mut items, |item| {
+        item.starts_with("\"ID\" :").then(|| "member".to_owned())
+    });
+    out.push_str(&items.concat());
+    out
+}
+
+/// Sorts each run of consecutive items that share a key.
+fn sort_runs(items: &mut [String], key: impl Fn(&str) -> Option<String>) {
+    let mut start = 0;
+    while start < items.len() {
+        let Some(k) = key(&items[start]) else {
+            start += 1;
+            continue;
+        };
+        let mut end = start + 1;
+        while end < items.len() && key(&items[end]).as_ref() == Some(&k) {
+            end += 1;
+        }
+        items[start..end].sort_unstable();
+        start = end;
+    }
+}
+
+/// Sorts the top-level elements of the JSON array that follows `marker`.
+fn sort_json_array(line: &str, marker: &str) -> String {
+    let Some(start) = line.find(marker).map(|i| i + marker.len()) else {
+        return line.to_owned();
+    };
+    let (mut depth, mut elem_start, mut elems, mut end) = (0i32, start, Vec::new(), line.len());
+    for (i, b) in line.bytes().enumerate().skip(start) {
+        match b {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b']' => {
+                elems.push(&line[elem_start..i]);
+                end = i;
+                break;
+            }
+            b',' if depth == 0 => {
+                elems.push(&line[elem_start..i]);
+                elem_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elems.sort_unstable();
+    format!("{}{}{}", &line[..start], elems.join(","), &line[end..])
 }
 
 fn is_go_duration(s: &str) -> bool {

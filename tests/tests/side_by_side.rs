@@ -42,6 +42,7 @@ scripts!(
     lease,
     watch,
     cluster,
+    member,
     maintenance,
     errors
 );

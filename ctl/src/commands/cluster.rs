@@ -88,18 +88,22 @@ pub(super) async fn member_add(
         })
         .await?;
     let new_id = resp.member.as_ref().map_or(0, |m| m.id);
-    let out =
-        ctx.printer
-            .member_change(MemberChange::Added, new_id, resp.header.as_ref(), || {
-                crate::gojson::Obj::new()
-                    .msg("header", resp.header.as_ref().map(crate::gojson::header))
-                    .msg("member", resp.member.as_ref().map(crate::gojson::member))
-                    .msgs(
-                        "members",
-                        resp.members.iter().map(crate::gojson::member).collect(),
-                    )
-                    .finish()
-            })?;
+    let out = ctx.printer.member_change(
+        MemberChange::Added,
+        new_id,
+        resp.header.as_ref(),
+        prost::Message::encode_to_vec(&resp),
+        || {
+            crate::gojson::Obj::new()
+                .msg("header", resp.header.as_ref().map(crate::gojson::header))
+                .msg("member", resp.member.as_ref().map(crate::gojson::member))
+                .msgs(
+                    "members",
+                    resp.members.iter().map(crate::gojson::member).collect(),
+                )
+                .finish()
+        },
+    )?;
     ctx.emit(&out)?;
     if ctx.printer.format == Some(Format::Simple) {
         // The environment a new member needs to join, from the latest member list.
@@ -157,11 +161,13 @@ pub(super) async fn member_update(
                 .await
         })
         .await?;
-    let out = ctx
-        .printer
-        .member_change(MemberChange::Updated, id, resp.header.as_ref(), || {
-            members_json(resp.header.as_ref(), &resp.members)
-        })?;
+    let out = ctx.printer.member_change(
+        MemberChange::Updated,
+        id,
+        resp.header.as_ref(),
+        prost::Message::encode_to_vec(&resp),
+        || members_json(resp.header.as_ref(), &resp.members),
+    )?;
     ctx.emit(&out)
 }
 
@@ -183,11 +189,13 @@ pub(super) async fn member_remove(
             },
         )
         .await?;
-    let out = ctx
-        .printer
-        .member_change(MemberChange::Removed, id, resp.header.as_ref(), || {
-            members_json(resp.header.as_ref(), &resp.members)
-        })?;
+    let out = ctx.printer.member_change(
+        MemberChange::Removed,
+        id,
+        resp.header.as_ref(),
+        prost::Message::encode_to_vec(&resp),
+        || members_json(resp.header.as_ref(), &resp.members),
+    )?;
     ctx.emit(&out)
 }
 
@@ -209,11 +217,13 @@ pub(super) async fn member_promote(
             },
         )
         .await?;
-    let out =
-        ctx.printer
-            .member_change(MemberChange::Promoted, id, resp.header.as_ref(), || {
-                members_json(resp.header.as_ref(), &resp.members)
-            })?;
+    let out = ctx.printer.member_change(
+        MemberChange::Promoted,
+        id,
+        resp.header.as_ref(),
+        prost::Message::encode_to_vec(&resp),
+        || members_json(resp.header.as_ref(), &resp.members),
+    )?;
     ctx.emit(&out)
 }
 
