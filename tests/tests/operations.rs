@@ -348,3 +348,54 @@ async fn a_defragment_during_writes_loses_nothing() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restored_snapshot_keeps_users_roles_and_auth_enabled() -> anyhow::Result<()> {
+    let source = Cluster::start(1)?;
+    let mut client = source.client().await?;
+    client.put("secret", "kept", None).await?;
+    client.user_add("root", "rootpw", None).await?;
+    client.user_grant_role("root", "root").await?;
+    client.role_add("reader").await?;
+    client.user_add("alice", "alicepw", None).await?;
+    client.user_grant_role("alice", "reader").await?;
+    client.auth_enable().await?;
+
+    let endpoint = source.endpoints()[0].clone();
+    let file = source.scratch_dir().join("auth.db");
+    let out = ctl(
+        &concordctl_binary(),
+        &endpoint,
+        &[
+            "--user",
+            "root:rootpw",
+            "snapshot",
+            "save",
+            &file.to_string_lossy(),
+        ],
+    )?;
+    assert!(out.contains("Snapshot saved at"), "{out}");
+
+    let mut restored = Cluster::plan(1, &[])?;
+    restore_and_start(&mut restored, &file)?;
+    wait_for_leader(&restored).await?;
+    let endpoints = restored.endpoints();
+    // Auth is on: an anonymous read is refused, root's password still works.
+    let mut anonymous = Client::connect(endpoints.clone(), None).await?;
+    let refused = anonymous.get("secret", None).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let mut root = Client::connect(
+        endpoints,
+        Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+    )
+    .await?;
+    assert_eq!(
+        root.get("secret", None).await?.kvs()[0].value_str()?,
+        "kept"
+    );
+    let alice = root.user_get("alice").await?;
+    assert_eq!(alice.roles(), ["reader".to_string()]);
+    let roles = root.role_list().await?;
+    assert!(roles.roles().contains(&"reader".to_string()), "{roles:?}");
+    Ok(())
+}

@@ -33,11 +33,11 @@ use crate::etcd_error::EtcdError;
 pub const ROOT_USER: &str = "root";
 pub const ROOT_ROLE: &str = "root";
 
-const AUTH_TABLE: &str = "auth";
-const USERS_TABLE: &str = "auth_users";
-const ROLES_TABLE: &str = "auth_roles";
-const ENABLED_KEY: &[u8] = b"enabled";
-const REVISION_KEY: &[u8] = b"revision";
+pub(crate) const AUTH_TABLE: &str = "auth";
+pub(crate) const USERS_TABLE: &str = "auth_users";
+pub(crate) const ROLES_TABLE: &str = "auth_roles";
+pub(crate) const ENABLED_KEY: &[u8] = b"enabled";
+pub(crate) const REVISION_KEY: &[u8] = b"revision";
 
 /// Who makes a request: the user a token or certificate names, and the auth revision
 /// the token was checked at (0: no user at all).

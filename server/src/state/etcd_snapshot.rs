@@ -10,7 +10,8 @@
 //! - `meta`: `consistent_index` (8 bytes BE), and once compacted `scheduledCompactRev` and
 //!   `finishedCompactRev` (the revision key of `{main: rev}`);
 //! - `lease`: the id (8 bytes BE) → `leasepb.Lease {ID, TTL, RemainingTTL}`;
-//! - `auth` (`authRevision`, `enabled`), `authUsers`, `authRoles`;
+//! - `auth` (`authRevision`, `enabled`), `authUsers`, `authRoles` (users and roles as
+//!   `authpb` messages keyed by name: the auth store's own encoding, so copied as is);
 //! - `members`: the id in hex → the member as JSON; `members_removed`: hex id →
 //!   `removed`; `cluster`: `clusterVersion`; `alarm`: one key per raised alarm.
 //!
@@ -30,6 +31,7 @@ use concord_proto::etcdserverpb::Member;
 use prost::Message;
 
 use crate::error::Error;
+use crate::state::auth;
 use crate::state::backend::MEMBER_LOCAL_TABLE;
 use crate::state::leases::LEASE_KEYSPACE;
 use crate::state::membership::Membership;
@@ -67,14 +69,32 @@ pub fn write_snapshot<W: Read + Write + Seek>(
     writer.begin_bucket(b"alarm")?;
     writer.end_bucket()?;
 
+    // The auth store keeps etcd's own encodings: the revision as 8 bytes BE, enabled
+    // as one byte, users and roles as authpb messages keyed by name.
+    let auth = view.side_table(auth::AUTH_TABLE)?;
+    let auth_value = |key: &[u8]| {
+        auth.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.clone())
+    };
     writer.begin_bucket(b"auth")?;
     // etcd's auth store commits revision 1 when it is created.
-    writer.put(b"authRevision", &1u64.to_be_bytes())?;
+    let revision = auth_value(auth::REVISION_KEY).unwrap_or_else(|| 1u64.to_be_bytes().to_vec());
+    writer.put(b"authRevision", &revision)?;
+    if let Some(enabled) = auth_value(auth::ENABLED_KEY) {
+        writer.put(b"enabled", &enabled)?;
+    }
     writer.end_bucket()?;
-    writer.begin_bucket(b"authRoles")?;
-    writer.end_bucket()?;
-    writer.begin_bucket(b"authUsers")?;
-    writer.end_bucket()?;
+    for (bucket, table) in [
+        (&b"authRoles"[..], auth::ROLES_TABLE),
+        (b"authUsers", auth::USERS_TABLE),
+    ] {
+        writer.begin_bucket(bucket)?;
+        for (key, value) in view.side_table(table)? {
+            writer.put(&key, &value)?;
+        }
+        writer.end_bucket()?;
+    }
 
     writer.begin_bucket(b"cluster")?;
     let version = view
@@ -265,7 +285,8 @@ pub struct Restored {
 
 /// Builds a fresh member data dir at `data_dir` (which must not exist) from an etcd
 /// snapshot file: the store with every revision, the compaction point and the leases;
-/// the member's new identity computed from the flags as etcd computes it. The cluster's
+/// users, roles and whether auth is enabled; the member's new identity computed from
+/// the flags as etcd computes it. The cluster's
 /// membership comes from `--initial-cluster` when the member starts, as after etcd's
 /// restore. Everything is written under a temporary sibling directory that is renamed
 /// into place at the end, so a failure leaves nothing behind.
@@ -376,6 +397,29 @@ fn write_restored<S: ReadAt>(
                 &LeaseRecord::key(lease.id),
                 &record.encode_value(),
             )?;
+        }
+    }
+    if let Some(bucket) = db.bucket(b"auth")? {
+        for (name, key) in [
+            (&b"authRevision"[..], auth::REVISION_KEY),
+            (b"enabled", auth::ENABLED_KEY),
+        ] {
+            if let Some(value) = bucket.get(name)? {
+                import.side_entry(auth::AUTH_TABLE, key, &value)?;
+            }
+        }
+    }
+    for (bucket, table) in [
+        (&b"authRoles"[..], auth::ROLES_TABLE),
+        (b"authUsers", auth::USERS_TABLE),
+    ] {
+        if let Some(bucket) = db.bucket(bucket)? {
+            for entry in bucket.iter() {
+                let entry = entry?;
+                if let concord_bolt::Value::Data(value) = &entry.value {
+                    import.side_entry(table, &entry.key, value)?;
+                }
+            }
         }
     }
     // etcd finishes a scheduled compaction when it opens the backend: so does
