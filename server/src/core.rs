@@ -19,6 +19,7 @@ use crate::etcd_error::EtcdError;
 use crate::state::auth::AuthInfo;
 use crate::state::backend::Backend;
 use crate::state::membership::Membership;
+use crate::state::v2::SharedV2Store;
 
 /// The member as the services see it.
 pub struct Core {
@@ -30,6 +31,8 @@ pub struct Core {
     pub membership: Arc<RwLock<Membership>>,
     /// Who makes a request, and the auth store that decides what they may do.
     pub auth: Arc<Authenticator>,
+    /// The v2 keys store (read by the v2 HTTP face; written only by apply).
+    pub v2: SharedV2Store,
     request_timeout: Duration,
     /// etcd's `etcd_server_proposals_pending` and `etcd_server_proposals_failed_total`.
     proposals_pending: metrics::Gauge,
@@ -45,6 +48,7 @@ impl Core {
         backend: Arc<Backend>,
         membership: Arc<RwLock<Membership>>,
         auth: Arc<Authenticator>,
+        v2: SharedV2Store,
     ) -> Core {
         let request_timeout = request_timeout(&config);
         Core {
@@ -55,6 +59,7 @@ impl Core {
             backend,
             membership,
             auth,
+            v2,
             request_timeout,
             proposals_pending: metrics::gauge!("etcd_server_proposals_pending"),
             proposals_failed: metrics::counter!("etcd_server_proposals_failed_total"),

@@ -342,6 +342,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     )
     .map_err(Error::Io)?;
     machine.set_event_sink(watch_hub.event_sink());
+    let v2_store = machine.v2_store();
 
     let mut node_config = NodeConfig::new(local_id);
     node_config.election_tick = config.election_ticks();
@@ -392,6 +393,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         backend.clone(),
         shared_membership.clone(),
         authenticator,
+        v2_store,
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -502,6 +504,13 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         leases.clone(),
         shutdown_rx.clone(),
     )));
+    if config.enable_v2 {
+        tasks.push(tokio::spawn(crate::http::v2::run_expiry(
+            core.clone(),
+            core.v2.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
 
     Ok(RunningMember {
         core,

@@ -33,6 +33,15 @@ pub const SYSTEM_PACKAGES: &[SystemPackage] = &[
         name: "etcd-client",
         installs: "/usr/bin/etcdctl",
     },
+    // The v2 client the v2 tests run, and curl for the v2 HTTP API.
+    SystemPackage {
+        name: "python3-etcd",
+        installs: "/usr/lib/python3/dist-packages/etcd/__init__.py",
+    },
+    SystemPackage {
+        name: "curl",
+        installs: "/usr/bin/curl",
+    },
 ];
 
 /// A Debian package and one file it installs.

@@ -220,8 +220,8 @@ pub const FLAGS: &[FlagSpec] = &[
     flag(
         "enable-v2",
         Bool,
-        "true",
-        "Accept etcd V2 client requests on /v2/keys.",
+        "false",
+        "Accept etcd V2 client requests.",
     ),
     flag(
         "cert-file",

@@ -1,5 +1,7 @@
 //! The HTTP endpoints served on the client port beside gRPC: `/version`, `/health`,
-//! `/livez`, `/readyz`.
+//! `/livez`, `/readyz`; etcd's v2 API under `/v2` with `--enable-v2`.
+
+pub mod v2;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 pub mod metrics;
 
 pub fn router(core: Arc<Core>) -> Router {
+    let v2 = v2::routes(&core);
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
@@ -21,6 +24,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/readyz", get(readyz))
         .with_state(core.clone())
         .merge(metrics::router(core))
+        .merge(v2)
 }
 
 /// What `--listen-metrics-urls` serves: `/metrics` and `/health`, as etcd does.

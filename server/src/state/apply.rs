@@ -20,6 +20,7 @@ use super::backend::Backend;
 use super::leases::LeaseKeeper;
 use super::membership::Membership;
 use super::snapshots::{SnapshotFiles, incoming_file};
+use super::v2::{SharedV2Store, V2Store};
 use crate::etcd_error::EtcdError;
 
 /// Receives the events of every committed apply round, in revision order, exactly once:
@@ -58,6 +59,7 @@ pub struct Machine {
     leases: Arc<LeaseKeeper>,
     auth: Arc<AuthStore>,
     snapshots: Arc<SnapshotFiles>,
+    v2: SharedV2Store,
 }
 
 /// The result of an entry that answers nothing of its own.
@@ -82,6 +84,7 @@ impl Machine {
         let membership = Membership::load(&backend.store())?;
         leases.recover(&backend.store())?;
         auth.recover(&backend.store())?;
+        let v2 = Arc::new(parking_lot::Mutex::new(V2Store::load(&backend.store())?));
         Ok(Machine {
             backend,
             member_id,
@@ -93,7 +96,13 @@ impl Machine {
             leases,
             auth,
             snapshots,
+            v2,
         })
+    }
+
+    /// The v2 store, for the v2 HTTP face.
+    pub fn v2_store(&self) -> SharedV2Store {
+        self.v2.clone()
     }
 
     fn check_lease(&self, id: i64) -> Result<(), EtcdError> {
@@ -227,6 +236,9 @@ impl Machine {
                 self.leases.apply_checkpoint(batch, &checkpoint);
                 Ok(apply_result::Result::Applied(Applied {}))
             }
+            R::V2(request) => Ok(apply_result::Result::V2(super::v2::apply_committed(
+                &self.v2, batch, &request,
+            ))),
             _ => Err(EtcdError::not_capable()),
         }
     }
@@ -426,6 +438,8 @@ impl Machine {
         self.membership = Membership::load(&store).map_err(boxed)?;
         self.leases.recover(&store).map_err(boxed)?;
         self.auth.recover(&store).map_err(boxed)?;
+        let v2 = V2Store::load(&store).map_err(boxed)?;
+        self.v2.lock().replace_with(v2);
         if let Some(sink) = &mut self.event_sink {
             sink.store_replaced(store.current_revision());
         }

@@ -31,5 +31,6 @@ pub mod etcd_snapshot;
 pub mod leases;
 pub mod membership;
 pub mod snapshots;
+pub mod v2;
 
 pub use apply::{ApplyObserver, EventSink, Machine};

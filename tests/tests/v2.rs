@@ -1,0 +1,562 @@
+//! etcd 3.4's v2 API against real `concord` members: the keys API's JSON byte for byte
+//! (as read off Debian's etcd 3.4.23 with --enable-v2, indexes aside: etcd's count its
+//! own membership writes too), watches, TTL expiry decided by the leader, the cluster
+//! endpoints, and Debian's python3-etcd (the v2 client) as a user would run it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use concord_tests::Cluster;
+
+/// One HTTP exchange through curl: status, headers (lower-cased names), body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn curl(url: &str, args: &[&str]) -> Result<Reply> {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .context("run curl")?;
+    let text = String::from_utf8(out.stdout)?;
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no HTTP reply from {url}: {text:?}");
+    };
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+fn v2_cluster(size: usize) -> Result<Cluster> {
+    let cluster = Cluster::start_with(size, &["--enable-v2"])?;
+    for i in 0..size {
+        cluster.wait_ready(i)?;
+    }
+    Ok(cluster)
+}
+
+fn keys(cluster: &Cluster, i: usize, path: &str) -> String {
+    format!("{}/v2/keys{path}", cluster.members[i].client_url())
+}
+
+/// Waits until a member answers v2 reads (it has a leader and its routes are up).
+fn wait_v2(cluster: &Cluster, i: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(reply) = curl(&keys(cluster, i, "/"), &["-d", "quorum=true", "-G"])
+            && reply.status == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("member {i} never served v2");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn v2_is_off_by_default_as_in_etcd() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    cluster.wait_ready(0)?;
+    let reply = curl(&keys(&cluster, 0, "/foo"), &[])?;
+    assert_eq!(reply.status, 404);
+    Ok(())
+}
+
+#[test]
+fn keys_api_answers_as_etcd_does() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let url = |p: &str| keys(&cluster, 0, p);
+
+    let set = curl(&url("/foo"), &["-XPUT", "-d", "value=bar"])?;
+    assert_eq!(set.status, 201);
+    assert_eq!(
+        set.body,
+        "{\"action\":\"set\",\"node\":{\"key\":\"/foo\",\"value\":\"bar\",\"modifiedIndex\":1,\"createdIndex\":1}}\n"
+    );
+    assert_eq!(set.header("x-etcd-index"), Some("1"));
+    assert!(set.header("x-raft-index").is_some() && set.header("x-raft-term").is_some());
+    assert!(set.header("x-etcd-cluster-id").is_some());
+
+    let again = curl(&url("/foo"), &["-XPUT", "-d", "value=baz"])?;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body,
+        "{\"action\":\"set\",\"node\":{\"key\":\"/foo\",\"value\":\"baz\",\"modifiedIndex\":2,\"createdIndex\":2},\"prevNode\":{\"key\":\"/foo\",\"value\":\"bar\",\"modifiedIndex\":1,\"createdIndex\":1}}\n"
+    );
+
+    let missing = curl(&url("/nope"), &[])?;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.body,
+        "{\"errorCode\":100,\"message\":\"Key not found\",\"cause\":\"/nope\",\"index\":2}\n"
+    );
+
+    // compareAndSwap: a failed compare, then a good one; update and create.
+    let failed = curl(
+        &url("/foo"),
+        &["-XPUT", "-d", "value=x", "-d", "prevValue=no"],
+    )?;
+    assert_eq!(failed.status, 412);
+    assert_eq!(
+        failed.body,
+        "{\"errorCode\":101,\"message\":\"Compare failed\",\"cause\":\"[no != baz]\",\"index\":2}\n"
+    );
+    let cas = curl(
+        &url("/foo"),
+        &["-XPUT", "-d", "value=x", "-d", "prevIndex=2"],
+    )?;
+    assert!(
+        cas.body.starts_with("{\"action\":\"compareAndSwap\""),
+        "{}",
+        cas.body
+    );
+    let exists = curl(
+        &url("/foo"),
+        &["-XPUT", "-d", "value=x", "-d", "prevExist=false"],
+    )?;
+    assert_eq!(exists.status, 412);
+    assert!(
+        exists.body.starts_with(
+            "{\"errorCode\":105,\"message\":\"Key already exists\",\"cause\":\"/foo\""
+        )
+    );
+    let update = curl(
+        &url("/foo"),
+        &["-XPUT", "-d", "value=y", "-d", "prevExist=true"],
+    )?;
+    assert!(update.body.starts_with("{\"action\":\"update\""));
+    let cad = curl(&url("/foo?prevValue=no"), &["-XDELETE"])?;
+    assert_eq!(cad.status, 412);
+    let cad = curl(&url("/foo?prevValue=y"), &["-XDELETE"])?;
+    assert_eq!(
+        cad.body,
+        "{\"action\":\"compareAndDelete\",\"node\":{\"key\":\"/foo\",\"modifiedIndex\":5,\"createdIndex\":2},\"prevNode\":{\"key\":\"/foo\",\"value\":\"y\",\"modifiedIndex\":4,\"createdIndex\":2}}\n"
+    );
+
+    // Directories: implicit, explicit, hidden, listings, delete rules.
+    curl(&url("/dir/b"), &["-XPUT", "-d", "value=2"])?;
+    curl(&url("/dir/a/deep"), &["-XPUT", "-d", "value=1"])?;
+    curl(&url("/dir/_hidden"), &["-XPUT", "-d", "value=h"])?;
+    let mkdir = curl(&url("/empty"), &["-XPUT", "-d", "dir=true"])?;
+    assert_eq!(
+        mkdir.body,
+        "{\"action\":\"set\",\"node\":{\"key\":\"/empty\",\"dir\":true,\"modifiedIndex\":9,\"createdIndex\":9}}\n"
+    );
+    let list = curl(&url("/dir?sorted=true"), &[])?;
+    assert_eq!(
+        list.body,
+        "{\"action\":\"get\",\"node\":{\"key\":\"/dir\",\"dir\":true,\"nodes\":[{\"key\":\"/dir/a\",\"dir\":true,\"modifiedIndex\":7,\"createdIndex\":7},{\"key\":\"/dir/b\",\"value\":\"2\",\"modifiedIndex\":6,\"createdIndex\":6}],\"modifiedIndex\":6,\"createdIndex\":6}}\n"
+    );
+    let deep = curl(&url("/dir?recursive=true&sorted=true"), &[])?;
+    assert!(
+        deep.body.contains("\"nodes\":[{\"key\":\"/dir/a/deep\""),
+        "{}",
+        deep.body
+    );
+    let hidden = curl(&url("/dir/_hidden"), &[])?;
+    assert!(hidden.body.contains("\"value\":\"h\""));
+    let not_file = curl(&url("/dir"), &["-XDELETE"])?;
+    assert_eq!(
+        (not_file.status, &not_file.body[..15]),
+        (403, "{\"errorCode\":10")
+    );
+    assert!(not_file.body.contains("\"errorCode\":102"));
+    let not_empty = curl(&url("/dir?dir=true"), &["-XDELETE"])?;
+    assert!(
+        not_empty
+            .body
+            .contains("\"errorCode\":108,\"message\":\"Directory not empty\"")
+    );
+    let rmdir = curl(&url("/empty?dir=true"), &["-XDELETE"])?;
+    assert!(
+        rmdir
+            .body
+            .starts_with("{\"action\":\"delete\",\"node\":{\"key\":\"/empty\",\"dir\":true")
+    );
+    let rm = curl(&url("/dir?recursive=true"), &["-XDELETE"])?;
+    assert_eq!(rm.status, 200);
+    assert_eq!(curl(&url("/dir/b"), &[])?.status, 404);
+    let not_dir = curl(&url("/dir2"), &["-XPUT", "-d", "value=f"])?;
+    assert_eq!(not_dir.status, 201);
+    let under_file = curl(&url("/dir2/x"), &["-XPUT", "-d", "value=f"])?;
+    assert!(
+        under_file
+            .body
+            .contains("\"errorCode\":104,\"message\":\"Not a directory\",\"cause\":\"/dir2\"")
+    );
+
+    // In-order keys, quorum reads, bad input.
+    let post = curl(&url("/queue"), &["-XPOST", "-d", "value=job"])?;
+    assert_eq!(post.status, 201);
+    assert!(
+        post.body
+            .contains("\"key\":\"/queue/00000000000000000013\""),
+        "{}",
+        post.body
+    );
+    let quorum = curl(&url("/queue?quorum=true&recursive=true"), &[])?;
+    assert!(quorum.body.contains("\"value\":\"job\""));
+    let bad = curl(&url("/foo?prevIndex=x"), &["-XPUT", "-d", "value=1"])?;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.body,
+        "{\"errorCode\":203,\"message\":\"The given index in POST form is not a number\",\"cause\":\"invalid value for \\\"prevIndex\\\"\",\"index\":0}\n"
+    );
+    let refresh = curl(&url("/foo"), &["-XPUT", "-d", "refresh=true"])?;
+    assert!(refresh.body.contains("\"errorCode\":212"));
+    let root = curl(&url("/"), &["-XDELETE", "-d", "recursive=true", "-G"])?;
+    assert!(
+        root.body
+            .contains("\"errorCode\":107,\"message\":\"Root is read only\"")
+    );
+    let patch = curl(&url("/foo"), &["-XPATCH"])?;
+    assert_eq!(patch.status, 405);
+    Ok(())
+}
+
+#[test]
+fn v2_and_v3_keyspaces_are_separate() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut client = cluster.client().await?;
+        client.put("/v3only", "v", None).await?;
+        curl(&keys(&cluster, 0, "/v2only"), &["-XPUT", "-d", "value=v"])?;
+        assert_eq!(curl(&keys(&cluster, 0, "/v3only"), &[])?.status, 404);
+        let got = client.get("/v2only", None).await?;
+        assert!(got.kvs().is_empty());
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn ttl_refresh_and_expiry_with_an_expire_event() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let url = |p: &str| keys(&cluster, 0, p);
+    let set = curl(&url("/t"), &["-XPUT", "-d", "value=v", "-d", "ttl=100"])?;
+    assert!(set.body.contains("\"ttl\":100,"), "{}", set.body);
+    assert!(set.body.contains("\"expiration\":\"20"));
+    let refreshed = curl(
+        &url("/t"),
+        &[
+            "-XPUT",
+            "-d",
+            "ttl=1",
+            "-d",
+            "refresh=true",
+            "-d",
+            "prevExist=true",
+        ],
+    )?;
+    assert!(
+        refreshed.body.contains("\"value\":\"v\""),
+        "{}",
+        refreshed.body
+    );
+    assert!(
+        refreshed.body.ends_with("\"refresh\":true}\n"),
+        "{}",
+        refreshed.body
+    );
+    let index: u64 = refreshed.header("x-etcd-index").context("index")?.parse()?;
+    // The next event on /t is its expiry, whenever the leader decides it.
+    let expired = curl(&url(&format!("/t?wait=true&waitIndex={}", index + 1)), &[])?;
+    assert!(
+        expired.body.starts_with(&format!(
+            "{{\"action\":\"expire\",\"node\":{{\"key\":\"/t\",\"modifiedIndex\":{},\"createdIndex\":1}},\"prevNode\":{{\"key\":\"/t\",\"value\":\"v\",\"expiration\":",
+            index + 1
+        )),
+        "{}",
+        expired.body
+    );
+    assert_eq!(curl(&url("/t"), &[])?.status, 404);
+    // Setting without a TTL removes it.
+    curl(&url("/p"), &["-XPUT", "-d", "value=v", "-d", "ttl=1"])?;
+    let permanent = curl(&url("/p"), &["-XPUT", "-d", "value=w"])?;
+    assert!(!permanent.body.contains("\"ttl\":1,\"modifiedIndex\":5"));
+    let stats = curl(
+        &format!("{}/v2/stats/store", cluster.members[0].client_url()),
+        &[],
+    )?;
+    assert!(stats.body.contains("\"expireCount\":1,"), "{}", stats.body);
+    Ok(())
+}
+
+#[test]
+fn watches_long_poll_replay_stream_and_clear() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let base = keys(&cluster, 0, "");
+    let waiter = {
+        let url = format!("{base}/w?wait=true&recursive=true");
+        std::thread::spawn(move || curl(&url, &[]))
+    };
+    // The waiter registers before the write at the next index: it must see it.
+    std::thread::sleep(Duration::from_millis(300));
+    curl(&format!("{base}/w/child"), &["-XPUT", "-d", "value=1"])?;
+    let seen = waiter.join().expect("waiter thread")?;
+    assert!(
+        seen.body
+            .starts_with("{\"action\":\"set\",\"node\":{\"key\":\"/w/child\""),
+        "{}",
+        seen.body
+    );
+    // Replay from history by waitIndex.
+    let replay = curl(&format!("{base}/w/child?wait=true&waitIndex=1"), &[])?;
+    assert!(replay.body.contains("\"modifiedIndex\":1"));
+    // Fill the history past its window with python3-etcd, then ask for a cleared index.
+    python(&cluster, "for i in range(1005):\n    c.write('/fill', i)\n")?;
+    let cleared = curl(&format!("{base}/w?wait=true&waitIndex=2"), &[])?;
+    assert_eq!(cleared.status, 400);
+    assert_eq!(
+        cleared.body,
+        "{\"errorCode\":401,\"message\":\"The event in requested index is outdated and cleared\",\"cause\":\"the requested history has been cleared [7/2]\",\"index\":1006}\n"
+    );
+    // A stream watch gets every event, in order.
+    let stream = {
+        let url = format!("{base}/s?wait=true&stream=true&recursive=true");
+        std::thread::spawn(move || curl(&url, &["--max-time", "3"]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        curl(&format!("{base}/s/{i}"), &["-XPUT", "-d", "value=1"])?;
+    }
+    let streamed = stream.join().expect("stream thread")?;
+    let lines: Vec<&str> = streamed.body.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", streamed.body);
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.contains(&format!("\"key\":\"/s/{i}\"")), "{line}");
+    }
+    Ok(())
+}
+
+/// Runs a python3-etcd script with `c`, a client of member 0.
+fn python(cluster: &Cluster, script: &str) -> Result<String> {
+    let port = cluster.members[0].client_port;
+    let program = format!("import etcd\nc = etcd.Client(host='127.0.0.1', port={port})\n{script}");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &program])
+        .output()
+        .context("run python3 (apt-get install python3-etcd)")?;
+    if !out.status.success() {
+        bail!(
+            "python3-etcd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn python_etcd_client_works_against_concord() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let out = python(
+        &cluster,
+        r#"
+import threading
+c.write('/py/a', 'one')
+print(c.read('/py/a').value)
+c.test_and_set('/py/a', 'two', 'one')
+try:
+    c.test_and_set('/py/a', 'three', 'one')
+except ValueError as e:
+    print('cas failed', e)
+c.write('/py/dir', None, dir=True)
+c.write('/py/dir/x', '1')
+print(sorted(ch.key for ch in c.read('/py', recursive=True).leaves))
+r = c.write('/py/ttl', 'gone', ttl=1)
+ev = c.read('/py/ttl', wait=True, waitIndex=r.modifiedIndex + 1, timeout=30)
+print(ev.action)
+try:
+    c.read('/py/ttl')
+except etcd.EtcdKeyNotFound:
+    print('expired')
+print(c.read('/py/a', wait=True, waitIndex=1).value)
+def later():
+    import time; time.sleep(0.5); c.write('/py/w', 'woke')
+threading.Thread(target=later).start()
+print(c.read('/py/w', wait=True, timeout=30).value)
+print(c.machines)
+c.delete('/py', recursive=True)
+print(c.read('/py/a') if False else 'deleted')
+"#,
+    )?;
+    let url = cluster.members[0].client_url();
+    assert_eq!(
+        out,
+        format!(
+            "one\ncas failed Compare failed : [one != two]\n['/py/a', '/py/dir/x']\nexpire\nexpired\none\nwoke\n['{url}']\ndeleted\n"
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_endpoints_list_members_and_machines() -> Result<()> {
+    let cluster = v2_cluster(3)?;
+    for i in 0..3 {
+        wait_v2(&cluster, i)?;
+    }
+    let base = cluster.members[1].client_url();
+    // Members publish their client URLs through raft once they serve.
+    let mut endpoints = cluster.endpoints();
+    endpoints.sort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let machines = curl(&format!("{base}/v2/machines"), &[])?;
+        let mut listed: Vec<&str> = machines.body.split(", ").collect();
+        listed.sort();
+        if listed == endpoints {
+            break;
+        }
+        assert!(Instant::now() < deadline, "machines: {}", machines.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let members = curl(&format!("{base}/v2/members"), &[])?;
+    assert!(
+        members.body.starts_with("{\"members\":[{\"id\":\""),
+        "{}",
+        members.body
+    );
+    assert_eq!(members.body.matches("\"clientURLs\"").count(), 3);
+    let leader = curl(&format!("{base}/v2/members/leader"), &[])?;
+    assert_eq!(leader.status, 200);
+    let store = curl(&format!("{base}/v2/stats/store"), &[])?;
+    assert!(store.body.starts_with("{\"getsSuccess\":"));
+    let bad = curl(&format!("{base}/v2/members"), &["-XPOST", "-d", "x"])?;
+    assert_eq!(
+        (bad.status, bad.body.as_str()),
+        (415, "{\"message\":\"Bad Content-Type\"}")
+    );
+    Ok(())
+}
+
+/// The highest index a key's events reached, read through a follower.
+fn wait_for_expire(cluster: &Cluster, i: usize, path: &str, from: u64) -> Result<String> {
+    let reply = curl(
+        &keys(cluster, i, &format!("{path}?wait=true&waitIndex={from}")),
+        &[],
+    )?;
+    Ok(reply.body)
+}
+
+#[test]
+fn ttl_expires_after_a_leader_failover() -> Result<()> {
+    let mut cluster = v2_cluster(3)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let leader = runtime.block_on(cluster.leader())?;
+    let other = (leader + 1) % 3;
+    wait_v2(&cluster, other)?;
+    let set = curl(
+        &keys(&cluster, other, "/ttl"),
+        &["-XPUT", "-d", "value=v", "-d", "ttl=3"],
+    )?;
+    assert_eq!(set.status, 201, "{}", set.body);
+    let index: u64 = set.header("x-etcd-index").context("index")?.parse()?;
+    cluster.kill(leader);
+    let new_leader = runtime.block_on(cluster.leader())?;
+    assert_ne!(new_leader, leader);
+    let event = wait_for_expire(&cluster, other, "/ttl", index + 1)?;
+    assert!(event.starts_with("{\"action\":\"expire\""), "{event}");
+    for i in (0..3).filter(|&i| i != leader) {
+        assert_eq!(curl(&keys(&cluster, i, "/ttl"), &[])?.status, 404);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_long_polling_watcher_misses_nothing_across_a_leader_change() -> Result<()> {
+    let mut cluster = v2_cluster(3)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let leader = runtime.block_on(cluster.leader())?;
+    let watcher_member = (leader + 1) % 3;
+    let writer_member = (leader + 2) % 3;
+    wait_v2(&cluster, watcher_member)?;
+    wait_v2(&cluster, writer_member)?;
+    let watch_base = keys(&cluster, watcher_member, "/seq");
+    let start: u64 = curl(&keys(&cluster, watcher_member, "/"), &[])?
+        .header("x-etcd-index")
+        .context("index")?
+        .parse()?;
+    let watcher = std::thread::spawn(move || -> Result<Vec<String>> {
+        // Long-polls as confd does: the next index after the last event seen.
+        let mut next = start + 1;
+        let mut values = Vec::new();
+        while values.len() < 20 {
+            let reply = curl(
+                &format!("{watch_base}?wait=true&recursive=true&waitIndex={next}"),
+                &[],
+            )?;
+            if reply.status != 200 {
+                continue;
+            }
+            let index = reply
+                .body
+                .split("\"modifiedIndex\":")
+                .nth(1)
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|s| s.parse::<u64>().ok())
+                .context("event index")?;
+            let value = reply
+                .body
+                .split("\"value\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default()
+                .to_string();
+            values.push(value);
+            next = index + 1;
+        }
+        Ok(values)
+    });
+    let writer_url = keys(&cluster, writer_member, "/seq/k");
+    for i in 0..20 {
+        if i == 10 {
+            cluster.kill(leader);
+        }
+        // A write that times out during the election is tried again.
+        loop {
+            let reply = curl(&writer_url, &["-XPUT", "-d", &format!("value={i}")])?;
+            if reply.status < 300 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let values = watcher.join().expect("watcher thread")?;
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(values, expected);
+    Ok(())
+}
