@@ -40,6 +40,7 @@ pub struct Core {
 }
 
 impl Core {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         member_id: u64,

@@ -160,7 +160,7 @@ pub fn error(error: &V2Error) -> String {
         out.push_str(",\"cause\":");
         go_string(&mut out, &error.cause);
     }
-    let _ = write!(out, ",\"index\":{}}}\n", error.index);
+    let _ = writeln!(out, ",\"index\":{}}}", error.index);
     out
 }
 

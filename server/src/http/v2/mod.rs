@@ -145,18 +145,21 @@ fn member_change_error(error: &EtcdError, id: &str) -> Response {
     }
 }
 
-fn parse_member_body(headers: &HeaderMap, body: &[u8]) -> Result<MemberRequest, Response> {
+fn parse_member_body(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<MemberRequest, (StatusCode, String)> {
     let json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json {
-        return Err(http_error(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Bad Content-Type",
+            "Bad Content-Type".to_string(),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| http_error(StatusCode::BAD_REQUEST, &e.to_string()))
+    serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// `/v2/members`: list, add, remove, update peer URLs; `/v2/members/leader`.
@@ -202,7 +205,9 @@ async fn members(
         Method::POST => {
             let request = match parse_member_body(&headers, &body) {
                 Ok(request) => request,
-                Err(response) => return with_cluster_id(&core, response),
+                Err((status, message)) => {
+                    return with_cluster_id(&core, http_error(status, &message));
+                }
             };
             let added = crate::reconfig::add(
                 &core,
@@ -245,7 +250,9 @@ async fn members(
             };
             let request = match parse_member_body(&headers, &body) {
                 Ok(request) => request,
-                Err(response) => return with_cluster_id(&core, response),
+                Err((status, message)) => {
+                    return with_cluster_id(&core, http_error(status, &message));
+                }
             };
             let update = MemberUpdateRequest {
                 id,

@@ -32,7 +32,7 @@ pub struct WatcherHub {
 /// How a watch started.
 pub enum WatchStart {
     /// The history already holds a matching event: the answer, and no watcher.
-    Immediate(Event),
+    Immediate(Box<Event>),
     /// Registered: remove it with [`WatcherHub::remove`] when the client goes.
     Registered(u64),
 }
@@ -105,7 +105,7 @@ impl WatcherHub {
             Ok(Some(event)) if !stream => {
                 let mut event = event.clone();
                 event.etcd_index = current_index;
-                Ok(WatchStart::Immediate(event))
+                Ok(WatchStart::Immediate(Box::new(event)))
             }
             Ok(found) => {
                 // A stream gets the event found in history, then the ones after it.
@@ -165,9 +165,7 @@ impl WatcherHub {
                 continue;
             }
             let wkey = watcher.key.as_str();
-            let interested = if wkey == key {
-                true
-            } else if deleted.iter().any(|d| d == wkey) {
+            let interested = if wkey == key || deleted.iter().any(|d| d == wkey) {
                 true
             } else {
                 watcher.recursive && is_ancestor(wkey, key) && !is_hidden(wkey, key)
