@@ -14,6 +14,38 @@ impl Cluster {
     /// `member add` (as a learner if asked) through any member, then starts the new
     /// member and waits until it serves. Returns its index and its member id.
     pub async fn add_member(&mut self, learner: bool) -> Result<(usize, u64)> {
+        let (i, id, initial_cluster) = self.announce_member(learner).await?;
+        self.spawn_member(i, &initial_cluster, "existing")?;
+        self.wait_ready(i)?;
+        let through = (0..self.members.len())
+            .find(|&j| j != i && self.is_running(j))
+            .context("no running member")?;
+        let mut client = self.member_client(through).await?;
+        // Started, as etcd's reconfiguration checks count it: its name is published.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = client.member_list().await?;
+            if list
+                .members()
+                .iter()
+                .any(|m| m.id() == id && !m.name().is_empty())
+            {
+                return Ok((i, id));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "member {id:x} never published its name; log:\n{}",
+                    self.log(i)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `member add` (as a learner if asked) through a running member, with a fresh data
+    /// dir, without starting it: returns its index, its member id, and the
+    /// `--initial-cluster` it must be started with (see [`Cluster::start_added`]).
+    pub async fn announce_member(&mut self, learner: bool) -> Result<(usize, u64, String)> {
         let i = self.members.len();
         let spec = MemberSpec {
             name: format!("m{i}"),
@@ -52,27 +84,13 @@ impl Cluster {
             .join(",");
         self.members.push(spec);
         self.processes.push(None);
-        self.spawn_member(i, &initial_cluster, "existing")?;
-        self.wait_ready(i)?;
-        // Started, as etcd's reconfiguration checks count it: its name is published.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let list = client.member_list().await?;
-            if list
-                .members()
-                .iter()
-                .any(|m| m.id() == id && !m.name().is_empty())
-            {
-                return Ok((i, id));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "member {id:x} never published its name; log:\n{}",
-                    self.log(i)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok((i, id, initial_cluster))
+    }
+
+    /// Starts (or starts again, with its data dir as it is) member `i` that
+    /// [`Cluster::announce_member`] added, with the `initial_cluster` it returned.
+    pub fn start_added(&mut self, i: usize, initial_cluster: &str) -> Result<()> {
+        self.spawn_member(i, initial_cluster, "existing")
     }
 
     /// The member id of member `i`, as it reports itself.

@@ -268,3 +268,298 @@ async fn force_new_cluster_restarts_a_member_alone_with_its_data() -> Result<()>
     client.put("after", "v", None).await?;
     Ok(())
 }
+
+/// Puts `count` keys `{prefix}{n:06}` = `v{n}` in txns of 128 puts (etcd's
+/// `--max-txn-ops`), four txns in flight.
+async fn put_many(cluster: &Cluster, through: usize, prefix: &str, count: usize) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..4 {
+        let mut client = cluster.member_client(through).await?;
+        let prefix = prefix.to_string();
+        tasks.spawn(async move {
+            let mut start = lane * 128;
+            while start < count {
+                let ops: Vec<etcd_client::TxnOp> = (start..(start + 128).min(count))
+                    .map(|n| {
+                        etcd_client::TxnOp::put(format!("{prefix}{n:06}"), format!("v{n}"), None)
+                    })
+                    .collect();
+                client.txn(etcd_client::Txn::new().and_then(ops)).await?;
+                start += 4 * 128;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Reads every key under `prefix` through member `i` (linearizable, in pages), as
+/// key -> value.
+async fn read_all(
+    cluster: &Cluster,
+    i: usize,
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut client = cluster.member_client(i).await?;
+    let end = format!("{}\u{7f}", prefix);
+    let mut from = prefix.to_string();
+    let mut all = std::collections::BTreeMap::new();
+    loop {
+        let page = etcd_client::GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(20_000);
+        let got = client.get(from.clone(), Some(page)).await?;
+        for kv in got.kvs() {
+            all.insert(kv.key_str()?.to_string(), kv.value_str()?.to_string());
+        }
+        match got.kvs().last() {
+            Some(last) if got.more() => from = format!("{}\0", last.key_str()?),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// Waits until member `i` has applied what the leader had committed when the wait began.
+async fn wait_caught_up(cluster: &Cluster, i: usize) -> Result<()> {
+    let leader = cluster.leader().await?;
+    let target = cluster
+        .member_client(leader)
+        .await?
+        .status()
+        .await?
+        .raft_index();
+    for _ in 0..1200 {
+        if let Ok(mut client) = cluster.member_client(i).await
+            && let Ok(status) = client.status().await
+            && status.raft_applied_index() >= target
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("member {i} did not catch up; log:\n{}", cluster.log(i))
+}
+
+/// A writer that puts `live/{n}` = `w{n}` through the members listed in `endpoints`
+/// (round robin) until told to stop; returns the numbers of the puts that were
+/// acknowledged.
+fn spawn_writer(
+    endpoints: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<usize>> {
+    tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut clients: std::collections::HashMap<String, etcd_client::Client> =
+            std::collections::HashMap::new();
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(3));
+        let mut n = 0;
+        while !*stop.borrow() {
+            let listed = endpoints.lock().map(|e| e.clone()).unwrap_or_default();
+            let Some(url) = listed.get(n % listed.len().max(1)).cloned() else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if !clients.contains_key(&url) {
+                match etcd_client::Client::connect([url.clone()], Some(options.clone())).await {
+                    Ok(client) => {
+                        clients.insert(url.clone(), client);
+                    }
+                    Err(_) => {
+                        n += 1;
+                        continue;
+                    }
+                }
+            }
+            let Some(client) = clients.get_mut(&url) else {
+                continue;
+            };
+            if client
+                .put(format!("live/{n:06}"), format!("w{n}"), None)
+                .await
+                .is_ok()
+            {
+                acknowledged.push(n);
+            }
+            n += 1;
+        }
+        acknowledged
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_replacement_of_every_member_under_writes_loses_no_acknowledged_write()
+-> Result<()> {
+    const KEYS: usize = 100_000;
+    // A short log after each snapshot, so every new member catches up from one.
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "100"])?;
+    let leader = cluster.leader().await?;
+    put_many(&cluster, leader, "bulk/", KEYS).await?;
+
+    let endpoints = std::sync::Arc::new(std::sync::Mutex::new(cluster.endpoints()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = spawn_writer(endpoints.clone(), stopped);
+    for old in 0..3 {
+        let old_url = cluster.members[old].client_url();
+        endpoints.lock().unwrap().retain(|e| *e != old_url);
+        // etcd's strict reconfiguration check refuses a removal while a member that just
+        // joined has not been connected for long: try again.
+        let mut removed = cluster.remove_member(old).await;
+        for _ in 0..100 {
+            if removed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            removed = cluster.remove_member(old).await;
+        }
+        removed?;
+        assert_eq!(cluster.wait_exit(old, Duration::from_secs(30))?, Some(0));
+        let (new, _) = cluster.add_member(false).await?;
+        wait_caught_up(&cluster, new).await?;
+        assert!(
+            cluster.log(new).contains("received a snapshot"),
+            "member {new} did not catch up by snapshot; log:\n{}",
+            cluster.log(new)
+        );
+        endpoints
+            .lock()
+            .unwrap()
+            .push(cluster.members[new].client_url());
+    }
+    stop.send(true)?;
+    let acknowledged = writer.await?;
+    assert!(!acknowledged.is_empty(), "no write was acknowledged");
+
+    for member in 3..6 {
+        let bulk = read_all(&cluster, member, "bulk/").await?;
+        assert_eq!(bulk.len(), KEYS, "member {member}");
+        for (n, (key, value)) in bulk.iter().enumerate() {
+            assert_eq!(
+                (key.as_str(), value.as_str()),
+                (format!("bulk/{n:06}").as_str(), format!("v{n}").as_str())
+            );
+        }
+        let live = read_all(&cluster, member, "live/").await?;
+        for n in &acknowledged {
+            assert_eq!(
+                live.get(&format!("live/{n:06}")),
+                Some(&format!("w{n}")),
+                "member {member} lost acknowledged write {n}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether some file or directory under `dir` is named `*{suffix}`.
+fn holds_name_ending(dir: &std::path::Path, suffix: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().ends_with(suffix)
+            || (entry.file_type().is_ok_and(|t| t.is_dir())
+                && holds_name_ending(&entry.path(), suffix))
+    })
+}
+
+/// The size of the largest file in `dir` (0 if none).
+fn largest_file(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_while_receiving_or_installing_a_snapshot_recovers_whole() -> Result<()> {
+    // ~48 MiB, so that receiving and installing take long enough to be caught at.
+    const KEYS: usize = 480;
+    let mut cluster = Cluster::start_with(1, &["--snapshot-count", "10"])?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    let value = |n: usize| format!("{n:06}").repeat(100 * 1024 / 6);
+    for n in 0..KEYS {
+        client.put(format!("big/{n:04}"), value(n), None).await?;
+    }
+    let (i, _, initial_cluster) = cluster.announce_member(false).await?;
+    let data_dir = cluster.members[i].data_dir.clone();
+    let incoming = data_dir.join("member").join("snap-stream");
+
+    // 1. SIGKILL while the snapshot is arriving.
+    cluster.start_added(i, &initial_cluster)?;
+    let mut polls = 0;
+    while largest_file(&incoming) < 1024 * 1024 {
+        polls += 1;
+        assert!(
+            polls < 60_000,
+            "no snapshot arrived; log:\n{}",
+            cluster.log(i)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cluster.kill(i);
+    assert!(
+        !cluster.log(i).contains("received a snapshot"),
+        "killed too late: {}",
+        cluster.log(i)
+    );
+
+    // 2. SIGKILL while the received snapshot is being installed (its staging directory
+    // exists).
+    cluster.start_added(i, &initial_cluster)?;
+    let mut polls = 0;
+    while !holds_name_ending(&data_dir, ".restoring") {
+        polls += 1;
+        assert!(polls < 60_000, "no install began; log:\n{}", cluster.log(i));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cluster.kill(i);
+    assert!(cluster.log(i).contains("received a snapshot"));
+
+    // 3. Started again, it serves either none of the data or all of it, never a part.
+    cluster.start_added(i, &initial_cluster)?;
+    cluster.wait_ready(i)?;
+    let keys_only = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_serializable()
+        .with_count_only();
+    let mut member = cluster.member_client(i).await?;
+    let mut polls = 0;
+    loop {
+        let count = match member.get("big/", Some(keys_only.clone())).await {
+            Ok(got) => got.count() as usize,
+            Err(_) => 0,
+        };
+        assert!(count == 0 || count == KEYS, "a partial store: {count} keys");
+        if count == KEYS {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 600, "never caught up; log:\n{}", cluster.log(i));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_caught_up(&cluster, i).await?;
+    // The same store as the leader's, byte for byte (etcd's HashKV over every revision).
+    let revision = client
+        .get("big/", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let mut leader = cluster.member_client(0).await?;
+    let expected = leader.hash_kv(revision).await?.hash();
+    assert_eq!(member.hash_kv(revision).await?.hash(), expected);
+    let got = member.get("big/0007", None).await?;
+    assert_eq!(got.kvs()[0].value(), value(7).as_bytes());
+    assert!(!holds_name_ending(&data_dir, ".restoring"));
+    Ok(())
+}

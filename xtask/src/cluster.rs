@@ -264,6 +264,25 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts one more member, `binary args`, without waiting for it; returns its index.
+    pub fn spawn_member(
+        &mut self,
+        layout: MemberLayout,
+        binary: &Path,
+        args: Vec<String>,
+    ) -> Result<usize> {
+        let mut member = Member {
+            layout,
+            binary: binary.to_path_buf(),
+            args,
+            child: None,
+            paused: false,
+        };
+        member.spawn()?;
+        self.members.push(member);
+        Ok(self.members.len() - 1)
+    }
+
     pub fn layout(&self) -> Vec<MemberLayout> {
         self.members.iter().map(|m| m.layout.clone()).collect()
     }
@@ -342,6 +361,26 @@ impl LocalCluster {
         Ok(member.child.as_ref().map(Child::id).unwrap_or_default())
     }
 
+    /// Starts member `index` (not running) as a new member joining a running cluster, the
+    /// way an operator replaces a machine after `member add`: its data dir emptied, then
+    /// started with `--initial-cluster-state existing` and `initial_cluster` (what `member
+    /// add` printed). Later restarts reuse this command line. Returns the new pid.
+    pub fn start_fresh(&mut self, index: usize, initial_cluster: &str) -> Result<u32> {
+        let member = self.member(index)?;
+        if member.child.is_some() {
+            bail!("member {} is still running", member.layout.name);
+        }
+        let data_dir = &member.layout.data_dir;
+        if data_dir.exists() {
+            std::fs::remove_dir_all(data_dir)
+                .with_context(|| format!("remove {}", data_dir.display()))?;
+        }
+        set_flag(&mut member.args, "--initial-cluster", initial_cluster);
+        set_flag(&mut member.args, "--initial-cluster-state", "existing");
+        member.spawn()?;
+        Ok(member.child.as_ref().map(Child::id).unwrap_or_default())
+    }
+
     /// SIGSTOP to member `index`: it keeps its sockets but does nothing until resumed.
     pub fn pause(&mut self, index: usize) -> Result<()> {
         let member = self.member(index)?;
@@ -406,6 +445,14 @@ impl LocalCluster {
     }
 }
 
+/// Sets `flag`'s value in a command line of `--flag value` pairs (appended if absent).
+pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(at) if at + 1 < args.len() => args[at + 1] = value.to_string(),
+        _ => args.extend([flag.to_string(), value.to_string()]),
+    }
+}
+
 /// `kill -<signal> <pid>` (the workspace forbids `unsafe`, so no direct `kill(2)`).
 fn send_signal(pid: u32, signal: &str) -> Result<()> {
     let status = Command::new("kill")
@@ -445,6 +492,27 @@ fn wait_accepting(member: &MemberLayout, limit: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_replaced_or_appended() {
+        let mut args: Vec<String> = ["--name", "m0", "--initial-cluster-state", "new"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        set_flag(&mut args, "--initial-cluster-state", "existing");
+        set_flag(&mut args, "--initial-cluster", "m0=http://127.0.0.1:2380");
+        assert_eq!(
+            args,
+            [
+                "--name",
+                "m0",
+                "--initial-cluster-state",
+                "existing",
+                "--initial-cluster",
+                "m0=http://127.0.0.1:2380"
+            ]
+        );
+    }
 
     #[test]
     fn procfile_ports() {

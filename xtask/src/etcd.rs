@@ -20,15 +20,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use concord_proto::etcdserverpb::cluster_client::ClusterClient;
 use concord_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use concord_proto::etcdserverpb::kv_client::KvClient;
 use concord_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord_proto::etcdserverpb::watch_client::WatchClient;
 use concord_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse, request_op,
-    watch_request,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, MemberAddRequest, MemberAddResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, StatusRequest, StatusResponse,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    request_op, watch_request,
 };
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -159,13 +161,15 @@ pub fn put_op(key: &str, value: &str) -> RequestOp {
     }
 }
 
-/// The KV, Watch and Maintenance services of one member; clones share its connection.
+/// The KV, Watch, Maintenance and Cluster services of one member; clones share its
+/// connection.
 #[derive(Clone)]
 pub struct Client {
     url: String,
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
+    cluster: ClusterClient<Channel>,
 }
 
 impl Client {
@@ -176,7 +180,8 @@ impl Client {
             url: url(endpoint),
             kv: KvClient::new(channel.clone()),
             watch: WatchClient::new(channel.clone()),
-            maintenance: MaintenanceClient::new(channel),
+            maintenance: MaintenanceClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
         })
     }
 
@@ -230,6 +235,39 @@ impl Client {
             &self.url,
             "Status",
             self.maintenance.status(StatusRequest {}),
+        )
+        .await
+    }
+
+    /// Cluster.MemberAdd of a member (a learner if asked) that will listen on `peer_urls`.
+    pub async fn member_add(
+        &mut self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberAddResponse> {
+        let request = MemberAddRequest {
+            peer_ur_ls: peer_urls,
+            is_learner,
+        };
+        answer(&self.url, "MemberAdd", self.cluster.member_add(request)).await
+    }
+
+    pub async fn member_remove(&mut self, id: u64) -> Result<MemberRemoveResponse> {
+        let request = MemberRemoveRequest { id };
+        answer(
+            &self.url,
+            "MemberRemove",
+            self.cluster.member_remove(request),
+        )
+        .await
+    }
+
+    pub async fn member_promote(&mut self, id: u64) -> Result<MemberPromoteResponse> {
+        let request = MemberPromoteRequest { id };
+        answer(
+            &self.url,
+            "MemberPromote",
+            self.cluster.member_promote(request),
         )
         .await
     }

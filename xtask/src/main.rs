@@ -7,6 +7,7 @@
 //! cargo xtask bench [--endpoints 127.0.0.1:2379,...] WORKLOAD [--clients 1] [--conns 1] [--total 10000]
 //!                   [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids 1,2]
 //! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
+//! cargo xtask bench --snapshot [--size-mib 1024] [--val-size 102400] [--no-build] [--binary PATH]
 //! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
 //!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
 //!                   [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
@@ -32,6 +33,7 @@ mod cluster;
 mod compare;
 mod etcd;
 mod procfs;
+mod snapshot_bench;
 mod stats;
 mod test;
 mod tidy;
@@ -56,6 +58,8 @@ const USAGE: &str = "usage:
   cargo xtask bench [--endpoints A,B] WORKLOAD [--clients N] [--conns M] [--total K]
                     [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids P,Q]
   cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
+  cargo xtask bench --snapshot [--size-mib 1024] [--val-size 102400] [--no-build] [--binary PATH]
+                    (a new member caught up from a snapshot: time, sender and receiver RSS)
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
                     [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
                     [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
@@ -240,7 +244,36 @@ fn cluster_command(raw: &[String]) -> Result<()> {
 }
 
 fn bench_command(raw: &[String]) -> Result<()> {
-    let args = Args::parse(raw, &["compare", "no-build"])?;
+    let args = Args::parse(raw, &["compare", "snapshot", "no-build"])?;
+    if args.switch("snapshot") {
+        args.reject_unknown(&["snapshot", "size-mib", "val-size", "no-build", "binary"])?;
+        let binary = args.path_or("binary", concord_binary());
+        if !args.switch("no-build") && args.string("binary").is_none() {
+            build_concord()?;
+        }
+        let size_mib: u64 = args.get_or("size-mib", 1024)?;
+        let val_size: usize = args.get_or("val-size", 100 * 1024)?;
+        if size_mib == 0 || val_size == 0 || val_size > 1024 * 1024 {
+            bail!("--size-mib must be positive and --val-size between 1 and 1048576");
+        }
+        let config = snapshot_bench::SnapshotBenchConfig {
+            binary,
+            root: target_dir().join("xtask-bench-snapshot"),
+            size_bytes: size_mib * 1024 * 1024,
+            val_size,
+        };
+        let runtime = runtime()?;
+        let mut stop_signals = {
+            let _context = runtime.enter();
+            StopSignals::install()?
+        };
+        return runtime.block_on(async {
+            tokio::select! {
+                r = snapshot_bench::run(&config) => r,
+                _ = stop_signals.received() => bail!("interrupted; members stopped"),
+            }
+        });
+    }
     if args.switch("compare") {
         args.reject_unknown(&["compare", "members", "total", "no-build", "etcd"])?;
         let members: usize = args.get_or("members", 3)?;

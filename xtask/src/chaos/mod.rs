@@ -8,7 +8,8 @@
 //! 2. the cluster ([`crate::cluster::LocalCluster`], Concord or Debian's etcd) on free ports;
 //! 3. clients ([`workload`]) and watchers ([`watchers`]) start, recording into a [`History`];
 //! 4. the nemesis ([`nemesis`]) runs a seeded schedule of faults (kill -9 and restart, SIGSTOP
-//!    and SIGCONT, blackhole, delay, dropped connections), each healed after a few seconds;
+//!    and SIGCONT, blackhole, delay, dropped connections, each healed after a few seconds; a
+//!    member replaced by a fresh one, directly or through a learner that is then promoted);
 //! 5. a final quiet period with everything healed lets pending requests settle; then the
 //!    clients stop, the watchers catch up to the final revision (confirmed by a progress
 //!    notification), the cluster stops, and [`check::check`] judges the history.
@@ -257,7 +258,7 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
         cluster: cluster.clone(),
         network: network.clone(),
         status_clients,
-        member_ids,
+        member_ids: Mutex::new(member_ids),
         started: clock_instant(&clock),
         members: config.members,
         verbose: true,

@@ -6,6 +6,13 @@
 //! the members, so a majority is never lost for longer than a fault lasts. Who the "leader" is
 //! can only be known when the fault starts: the plan says "the leader" and the injector asks
 //! the members (Maintenance.Status).
+//!
+//! Membership faults change the cluster the way an operator does, while the load runs: a
+//! member is replaced (`member remove`, its process gone and its data dir emptied, `member
+//! add` of a fresh member on the same ports, started with `--initial-cluster-state
+//! existing`), or replaced through a learner (added as a learner, started, and promoted once
+//! the leader finds it in sync). The new member keeps its predecessor's slot (name, ports,
+//! proxy), so clients and the network need not learn of it; only its raft id changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +23,7 @@ use tokio::time::Instant;
 
 use super::proxy::{LinkFault, Links, Network};
 use crate::cluster::LocalCluster;
-use crate::etcd::Client;
+use crate::etcd::{Client, Options};
 use crate::stats::SplitMix64;
 
 /// Which members a fault hits: `members` (a minority, chosen by the plan), with the first one
@@ -60,6 +67,11 @@ pub enum Fault {
     Drop(Victims),
     /// Cut and refuse connections on one link.
     DropLink(usize, usize),
+    /// Remove a member and add a fresh one (empty data dir) in its place.
+    Replace(usize),
+    /// Remove a member, add a fresh one in its place as a learner, start it, and promote
+    /// it once it is in sync.
+    Learner(usize),
 }
 
 impl Fault {
@@ -71,6 +83,8 @@ impl Fault {
             Fault::Isolate(_) => "isolate",
             Fault::Delay { .. } => "delay",
             Fault::Drop(_) | Fault::DropLink(..) => "drop",
+            Fault::Replace(_) => "replace",
+            Fault::Learner(_) => "learner",
         }
     }
 
@@ -80,7 +94,10 @@ impl Fault {
             Fault::Delay {
                 victims: Some(v), ..
             } => v.leader,
-            Fault::Delay { victims: None, .. } | Fault::DropLink(..) => false,
+            Fault::Delay { victims: None, .. }
+            | Fault::DropLink(..)
+            | Fault::Replace(_)
+            | Fault::Learner(_) => false,
         }
     }
 }
@@ -92,6 +109,12 @@ pub struct Step {
     pub hold: Duration,
     pub fault: Fault,
 }
+
+/// How long a membership change may take: the call (retried through every member), and the
+/// new member's catching up.
+const MEMBERSHIP_LIMIT: Duration = Duration::from_secs(60);
+/// Bound on one membership call.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Before the first fault the clients and watchers get going.
 const FIRST_FAULT_AT: Duration = Duration::from_secs(2);
@@ -124,8 +147,17 @@ pub fn plan(members: usize, active: Duration, seed: u64) -> Vec<Step> {
     }
     let mut at = FIRST_FAULT_AT;
     loop {
-        let roll = rng.below(100);
+        let roll = rng.below(116);
         let (fault, hold) = match roll {
+            // The hold of a membership fault starts once the new member has caught up.
+            100..108 => (
+                Fault::Replace(rng.below(members as u64) as usize),
+                millis_between(&mut rng, 1000, 3000),
+            ),
+            108.. => (
+                Fault::Learner(rng.below(members as u64) as usize),
+                millis_between(&mut rng, 1000, 3000),
+            ),
             0..25 => (
                 Fault::Kill(pick_victims(&mut rng, members)),
                 millis_between(&mut rng, 500, 4000),
@@ -146,7 +178,7 @@ pub fn plan(members: usize, active: Duration, seed: u64) -> Vec<Step> {
                     millis_between(&mut rng, 1000, 6000),
                 )
             }
-            _ => {
+            80..100 => {
                 let fault = if rng.below(2) == 0 {
                     Fault::Drop(pick_victims(&mut rng, members))
                 } else {
@@ -198,9 +230,10 @@ pub struct Crash {
 pub struct Nemesis {
     pub cluster: Arc<Mutex<LocalCluster>>,
     pub network: Arc<Network>,
-    /// Status clients, one per member, and each member's raft id (from Status).
+    /// Status clients, one per member, and each member's raft id (from Status; a replaced
+    /// member's slot takes its successor's id).
     pub status_clients: Vec<Client>,
-    pub member_ids: Vec<u64>,
+    pub member_ids: Mutex<Vec<u64>>,
     pub started: Instant,
     pub members: usize,
     /// Prints the schedule as it happens.
@@ -301,12 +334,17 @@ impl Nemesis {
         for step in steps {
             self.wait_until(step.at, &mut report).await;
             let leader = if step.fault.aims_at_leader() {
-                find_leader(&self.status_clients, &self.member_ids).await
+                find_leader(&self.status_clients, &self.ids()).await
             } else {
                 None
             };
             let kind = step.fault.kind();
-            match self.inject(&step.fault, leader) {
+            let injected = match step.fault {
+                Fault::Replace(member) => self.replace(member, false, &mut report).await,
+                Fault::Learner(member) => self.replace(member, true, &mut report).await,
+                _ => self.inject(&step.fault, leader),
+            };
+            match injected {
                 Ok(description) => {
                     *report.injected.entry(kind).or_default() += 1;
                     if step.fault.aims_at_leader() && leader.is_some() {
@@ -338,6 +376,162 @@ impl Nemesis {
             .map(|m| self.name(*m))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.member_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A client of member `through` for membership calls, which wait for a raft round (and
+    /// on etcd, for the new member's first contact) longer than the run's request timeout.
+    fn admin_client(&self, through: usize) -> Result<Client> {
+        let endpoint = self.cluster().layout()[through].client_url();
+        Client::connect(&endpoint, &Options::under_faults(ADMIN_TIMEOUT))
+    }
+
+    /// Repeats a membership call through the other members until one accepts it: right
+    /// after a fault etcd refuses removals ("unhealthy cluster") until every member has
+    /// been connected for a while, and a member may be down or not the leader's peer yet.
+    async fn retry<T, F, Fut>(&self, what: &str, except: usize, mut call: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + MEMBERSHIP_LIMIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            for through in (0..self.members).filter(|&m| m != except) {
+                match call(self.admin_client(through)?).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(e) => last = Some(e),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow::anyhow!("no member to ask"))
+            .context(format!("{what} within {MEMBERSHIP_LIMIT:?}")))
+    }
+
+    /// [`Fault::Replace`] or [`Fault::Learner`] of `member`: done when the new member has
+    /// caught up with the leader (and, as a learner, was promoted).
+    async fn replace(
+        &self,
+        member: usize,
+        learner: bool,
+        report: &mut NemesisReport,
+    ) -> Result<String> {
+        // A member that a previous fault left stopped or paused is healed first.
+        self.heal(report).await;
+        let old_id = self.ids()[member];
+        self.retry("member remove", member, |mut client| async move {
+            client.member_remove(old_id).await
+        })
+        .await?;
+        // Gone for good (a removed member may exit by itself first; kill reaps it then).
+        self.cluster().kill(member)?;
+        self.network.set_pid(member, None);
+        let layout = self.cluster().layout();
+        let peer_url = layout[member].advertised_peer_url();
+        let added = self
+            .retry("member add", member, |mut client| {
+                let peer_url = peer_url.clone();
+                async move { client.member_add(vec![peer_url], learner).await }
+            })
+            .await?;
+        let new_id = added.member.as_ref().map_or(0, |m| m.id);
+        // What `member add` prints as ETCD_INITIAL_CLUSTER: the named members and the new one.
+        let initial_cluster = added
+            .members
+            .iter()
+            .flat_map(|m| {
+                let name = if m.id == new_id {
+                    layout[member].name.clone()
+                } else {
+                    m.name.clone()
+                };
+                m.peer_ur_ls
+                    .iter()
+                    .map(move |url| format!("{name}={url}"))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|entry| !entry.starts_with('='))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pid = self.cluster().start_fresh(member, &initial_cluster)?;
+        self.network.set_pid(member, Some(pid));
+        self.member_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[member] = new_id;
+        self.say(&format!(
+            "{} {:x} removed; {:x} added{} in its place and started",
+            self.name(member),
+            old_id,
+            new_id,
+            if learner { " as a learner" } else { "" }
+        ));
+        self.wait_caught_up(member).await?;
+        if learner {
+            // Refused ("not in sync") until the leader has seen it match the log.
+            self.retry("member promote", member, |mut client| async move {
+                client.member_promote(new_id).await
+            })
+            .await?;
+        }
+        Ok(format!(
+            "{} replaced by {new_id:x}{}, caught up",
+            self.name(member),
+            if learner {
+                " (a learner, promoted)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// Waits until `member` has applied what the leader had committed when the wait began.
+    async fn wait_caught_up(&self, member: usize) -> Result<()> {
+        let deadline = Instant::now() + MEMBERSHIP_LIMIT;
+        let mut target = None;
+        loop {
+            if target.is_none() {
+                for (i, client) in self.status_clients.iter().enumerate() {
+                    if i == member {
+                        continue;
+                    }
+                    let mut client = client.clone();
+                    if let Ok(Ok(status)) =
+                        tokio::time::timeout(Duration::from_secs(1), client.status()).await
+                        && status.leader != 0
+                        && status
+                            .header
+                            .as_ref()
+                            .is_some_and(|h| h.member_id == status.leader)
+                    {
+                        target = Some(status.raft_index);
+                        break;
+                    }
+                }
+            }
+            let mut client = self.status_clients[member].clone();
+            if let (Some(target), Ok(Ok(status))) = (
+                target,
+                tokio::time::timeout(Duration::from_secs(1), client.status()).await,
+            ) && status.raft_applied_index >= target
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} did not catch up within {MEMBERSHIP_LIMIT:?}",
+                    self.name(member)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn inject(&self, fault: &Fault, leader: Option<usize>) -> Result<String> {
@@ -398,6 +592,9 @@ impl Nemesis {
                     self.names(&chosen),
                     leader_note(&chosen)
                 )
+            }
+            Fault::Replace(_) | Fault::Learner(_) => {
+                anyhow::bail!("membership faults are injected by Nemesis::replace")
             }
             Fault::DropLink(a, b) => {
                 let mut links = Links::default();
@@ -469,7 +666,7 @@ impl Nemesis {
             if let Ok(Ok(status)) = answer
                 && let Some(header) = status.header
             {
-                let expected = self.member_ids[member];
+                let expected = self.ids()[member];
                 if header.member_id != expected {
                     let problem = format!(
                         "{} came back as member {:x}, not as itself ({expected:x})",
@@ -501,7 +698,7 @@ mod tests {
         match fault {
             Fault::Kill(v) | Fault::Pause(v) | Fault::Isolate(v) | Fault::Drop(v) => Some(v),
             Fault::Delay { victims, .. } => victims.as_ref(),
-            Fault::DropLink(..) => None,
+            Fault::DropLink(..) | Fault::Replace(_) | Fault::Learner(_) => None,
         }
     }
 
@@ -537,6 +734,9 @@ mod tests {
                     if let Fault::DropLink(a, b) = step.fault {
                         assert!(a < b && b < members);
                     }
+                    if let Fault::Replace(m) | Fault::Learner(m) = step.fault {
+                        assert!(m < members);
+                    }
                     let Some(victims) = victims_of(&step.fault) else {
                         continue;
                     };
@@ -556,7 +756,9 @@ mod tests {
     #[test]
     fn every_kind_of_fault_is_planned() {
         let steps = plan(5, Duration::from_secs(600), 1);
-        for kind in ["kill", "pause", "isolate", "delay", "drop"] {
+        for kind in [
+            "kill", "pause", "isolate", "delay", "drop", "replace", "learner",
+        ] {
             assert!(steps.iter().any(|s| s.fault.kind() == kind), "no {kind}");
         }
         assert!(steps.iter().any(|s| s.fault.aims_at_leader()));
