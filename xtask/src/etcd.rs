@@ -27,10 +27,11 @@ use concord_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord_proto::etcdserverpb::watch_client::WatchClient;
 use concord_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, MemberAddRequest, MemberAddResponse,
-    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, StatusRequest, StatusResponse,
-    TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
-    request_op, watch_request,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse, request_op,
+    watch_request,
 };
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -270,6 +271,12 @@ impl Client {
             self.cluster.member_promote(request),
         )
         .await
+    }
+
+    /// Cluster.MemberList as the member knows it (not linearizable).
+    pub async fn member_list(&mut self) -> Result<MemberListResponse> {
+        let request = MemberListRequest::default();
+        answer(&self.url, "MemberList", self.cluster.member_list(request)).await
     }
 
     /// Opens a Watch stream with one watcher, `create`; returns once the member answered the

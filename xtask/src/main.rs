@@ -11,6 +11,7 @@
 //! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
 //!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
 //!                   [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
+//!                   [--faults kill,pause,isolate,delay,drop,replace,learner]
 //! ```
 //!
 //! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
@@ -63,6 +64,7 @@ const USAGE: &str = "usage:
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
                     [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
                     [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
+                    [--faults kill,pause,isolate,delay,drop,replace,learner]
   (--serializable-gets tests the harness itself: gets read local state, the run must fail)
 WORKLOAD: put | range | range-l | range-s | txn | lease | watch";
 
@@ -362,7 +364,18 @@ fn chaos_command(raw: &[String]) -> Result<()> {
         "data-dir",
         "serializable-gets",
         "snapshot-count",
+        "faults",
     ])?;
+    let faults = args.list("faults");
+    if let Some(unknown) = faults
+        .iter()
+        .find(|f| !chaos::nemesis::KINDS.contains(&f.as_str()))
+    {
+        bail!(
+            "unknown fault {unknown:?} in --faults (one of {})",
+            chaos::nemesis::KINDS.join(",")
+        );
+    }
     if let Some(extra) = args.positionals().first() {
         bail!("unexpected argument {extra:?}\n{USAGE}");
     }
@@ -415,6 +428,7 @@ fn chaos_command(raw: &[String]) -> Result<()> {
         serializable_gets: args.switch("serializable-gets"),
         snapshot_count: args.get_or("snapshot-count", chaos::SNAPSHOT_COUNT)?,
         data_dir,
+        faults,
     };
     let runtime = runtime()?;
     let mut stop_signals = {

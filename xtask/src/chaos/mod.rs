@@ -21,7 +21,7 @@
 pub mod check;
 pub mod history;
 mod identify;
-mod nemesis;
+pub mod nemesis;
 mod proxy;
 mod watchers;
 mod workload;
@@ -64,6 +64,8 @@ pub struct ChaosConfig {
     pub serializable_gets: bool,
     /// Wiped at the start; holds the members' data dirs and logs, and the recorded history.
     pub data_dir: PathBuf,
+    /// Fault kinds to inject (`--faults`); every kind when empty.
+    pub faults: Vec<String>,
 }
 
 /// The key prefix the run writes under and watches.
@@ -246,7 +248,7 @@ async fn run_cluster(config: &ChaosConfig) -> Result<RunOutcome> {
 
     let quiet = final_quiet(config.duration);
     let active = config.duration.saturating_sub(quiet);
-    let steps = nemesis::plan(config.members, active, config.seed);
+    let steps = nemesis::plan_of(config.members, active, config.seed, &config.faults);
     println!(
         "chaos: {} faults planned over {:.0}s (seed {}), then {:.0}s quiet",
         steps.len(),
@@ -449,7 +451,7 @@ fn operation_counts(operations: &[Operation]) -> BTreeMap<&'static str, (usize, 
 const MACHINE_SUMMARY: &str = "chaos-summary";
 
 /// One line of `key=value` words after [`MACHINE_SUMMARY`]: operations that completed (`ok`)
-/// and that did not (`unknown`), faults planned and injected, members that exited on their
+/// and that did not (`unknown`), faults planned and injected (and per kind), members that exited on their
 /// own, watch events delivered, anomalies and their kinds ([`check::AnomalyKind::slug`], or
 /// `none`), and the verdict.
 fn machine_summary(outcome: &RunOutcome, report: &check::CheckReport, passed: bool) -> String {
@@ -460,6 +462,20 @@ fn machine_summary(outcome: &RunOutcome, report: &check::CheckReport, passed: bo
         ("unknown", unknown.to_string()),
         ("faults-planned", outcome.planned_faults.to_string()),
         ("faults-injected", outcome.nemesis.total().to_string()),
+        (
+            "fault-kinds",
+            if outcome.nemesis.injected.is_empty() {
+                "none".to_string()
+            } else {
+                outcome
+                    .nemesis
+                    .injected
+                    .iter()
+                    .map(|(kind, n)| format!("{kind}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+        ),
         ("crashes", outcome.nemesis.crashes.len().to_string()),
         ("watch-events", outcome.history.watch_events().to_string()),
         ("anomalies", report.anomalies.len().to_string()),
@@ -708,8 +724,9 @@ mod tests {
         let mut report = check::CheckReport::default();
         assert_eq!(
             machine_summary(&outcome, &report, true),
-            "chaos-summary ok=2 unknown=1 faults-planned=3 faults-injected=3 crashes=0 \
-             watch-events=0 anomalies=0 anomaly-kinds=none verdict=pass"
+            "chaos-summary ok=2 unknown=1 faults-planned=3 faults-injected=3 \
+             fault-kinds=kill:2,pause:1 crashes=0 watch-events=0 anomalies=0 \
+             anomaly-kinds=none verdict=pass"
         );
         for kind in [
             check::AnomalyKind::StaleRead,

@@ -138,7 +138,18 @@ fn pick_victims(rng: &mut SplitMix64, members: usize) -> Victims {
 }
 
 /// The faults of a run whose faults must all be healed `active` after its start.
+#[cfg(test)]
 pub fn plan(members: usize, active: Duration, seed: u64) -> Vec<Step> {
+    plan_of(members, active, seed, &[])
+}
+
+/// Every fault kind [`Fault::kind`] names.
+pub const KINDS: [&str; 7] = [
+    "kill", "pause", "isolate", "delay", "drop", "replace", "learner",
+];
+
+/// [`plan`] with faults of the kinds in `only` alone (every kind if it is empty).
+pub fn plan_of(members: usize, active: Duration, seed: u64, only: &[String]) -> Vec<Step> {
     let mut rng = SplitMix64::new(seed);
     let mut steps = Vec::new();
     if members < 3 {
@@ -189,6 +200,9 @@ pub fn plan(members: usize, active: Duration, seed: u64) -> Vec<Step> {
                 (fault, millis_between(&mut rng, 500, 4000))
             }
         };
+        if !only.is_empty() && !only.iter().any(|k| k == fault.kind()) {
+            continue;
+        }
         if at + hold > active {
             break;
         }
@@ -461,6 +475,9 @@ impl Nemesis {
             .filter(|entry| !entry.starts_with('='))
             .collect::<Vec<_>>()
             .join(",");
+        // A joining member asks a peer for the cluster and gives up if that peer has not
+        // applied the addition yet (etcd does the same): start it once every peer lists it.
+        self.wait_listed(member, new_id).await?;
         let pid = self.cluster().start_fresh(member, &initial_cluster)?;
         self.network.set_pid(member, Some(pid));
         self.member_ids
@@ -490,6 +507,30 @@ impl Nemesis {
                 ""
             }
         ))
+    }
+
+    /// Waits until every member but `except` lists `id` in its member list.
+    async fn wait_listed(&self, except: usize, id: u64) -> Result<()> {
+        let deadline = Instant::now() + MEMBERSHIP_LIMIT;
+        for (i, client) in self.status_clients.iter().enumerate() {
+            if i == except {
+                continue;
+            }
+            loop {
+                let mut client = client.clone();
+                if let Ok(Ok(list)) =
+                    tokio::time::timeout(Duration::from_secs(1), client.member_list()).await
+                    && list.members.iter().any(|m| m.id == id)
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("{} does not list {id:x}", self.name(i));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until `member` has applied what the leader had committed when the wait began.
@@ -756,9 +797,7 @@ mod tests {
     #[test]
     fn every_kind_of_fault_is_planned() {
         let steps = plan(5, Duration::from_secs(600), 1);
-        for kind in [
-            "kill", "pause", "isolate", "delay", "drop", "replace", "learner",
-        ] {
+        for kind in KINDS {
             assert!(steps.iter().any(|s| s.fault.kind() == kind), "no {kind}");
         }
         assert!(steps.iter().any(|s| s.fault.aims_at_leader()));
@@ -785,6 +824,18 @@ mod tests {
             members: vec![1],
         };
         assert_eq!(not_leader.resolve(Some(2)), vec![1]);
+    }
+
+    #[test]
+    fn a_plan_can_hold_chosen_kinds_only() {
+        let only = ["replace".to_string(), "learner".to_string()];
+        let steps = plan_of(3, Duration::from_secs(120), 5, &only);
+        assert!(steps.len() >= 5);
+        assert!(
+            steps
+                .iter()
+                .all(|s| only.iter().any(|k| k == s.fault.kind()))
+        );
     }
 
     #[test]
