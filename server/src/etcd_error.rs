@@ -89,6 +89,29 @@ impl EtcdError {
         }
     }
 
+    /// grpc-go's text of this error as a status (`rpc error: code = X desc = Y`): what
+    /// etcd puts where it prints a status error as a string (a watch's cancel reason).
+    pub fn go_status_text(&self) -> String {
+        format!("rpc error: code = {:?} desc = {}", self.code, self.message)
+    }
+
+    /// The same refusal as etcd's auth package words it, where etcd hands the
+    /// package's error to gRPC unconverted (Maintenance's admin check): code Unknown,
+    /// "auth: ..." text.
+    pub fn as_auth_package_error(&self) -> EtcdError {
+        let text = match self.message.as_str() {
+            "etcdserver: permission denied" => "auth: permission denied",
+            "etcdserver: user name is empty" => "auth: user name is empty",
+            "etcdserver: user name not found" => "auth: user not found",
+            "etcdserver: invalid auth token" => "auth: invalid auth token",
+            _ => return self.clone(),
+        };
+        EtcdError {
+            code: Code::Unknown,
+            message: text.to_string(),
+        }
+    }
+
     pub fn to_status(&self) -> Status {
         Status::new(self.code, self.message.clone())
     }

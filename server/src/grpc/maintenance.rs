@@ -149,6 +149,10 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.core
+            .require_admin(&_request)
+            .await
+            .map_err(|e| e.as_auth_package_error())?;
         // A major compaction beside the running store (see `Store::defragment`): no
         // request waits for it, only this call does.
         let generation = self.core.backend.store();
@@ -167,7 +171,10 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        self.core.require_admin(&_request).await?;
+        self.core
+            .require_admin(&_request)
+            .await
+            .map_err(|e| e.as_auth_package_error())?;
         let store = self.core.backend.store();
         let started = std::time::Instant::now();
         let (hash, _, revision) = store.hash_kv(0).map_err(EtcdError::from)?;
@@ -182,7 +189,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        self.core.require_admin(&request).await?;
+        self.core
+            .require_admin(&request)
+            .await
+            .map_err(|e| e.as_auth_package_error())?;
         let request = request.into_inner();
         let store = self.core.backend.store();
         // compact_revision is -1 for a store never compacted, as etcd reports it.
@@ -206,7 +216,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.core.require_admin(&request).await?;
+        self.core
+            .require_admin(&request)
+            .await
+            .map_err(|e| e.as_auth_package_error())?;
         // The view is taken now (free, never blocking writes); the file is built and
         // sent off the async threads. The generation is held so that a raft snapshot
         // installed meanwhile cannot delete the files the view reads.

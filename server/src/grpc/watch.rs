@@ -284,7 +284,7 @@ fn handle(
         {
             Ok(()) => hub.create(id, &create),
             Err(error) => {
-                hub.with_registry(|registry| registry.refuse_create(id, error.message));
+                hub.with_registry(|registry| registry.refuse_create(id, error.go_status_text()));
             }
         },
         Some(RequestUnion::CancelRequest(cancel)) => {

@@ -1,0 +1,425 @@
+//! Authentication and authorization against real members: one table of users, roles
+//! with overlapping keys, ranges, prefixes and from-key permissions, and every kind of
+//! request, allowed and denied. The same table runs against Debian's etcd 3.4.23 and
+//! must come out with the same decisions (error texts included); a few decisions are
+//! also asserted outright, so both servers cannot be wrong the same way unnoticed.
+//! Also: restarts keep users, roles and the enabled switch; JWT tokens verify with the
+//! public key.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use concord_tests::Cluster;
+use concord_tests::side_by_side::{Server, ServerKind};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Permission, PutOptions,
+    Txn, TxnOp, WatchOptions,
+};
+
+const USERS: &[(&str, &[&str])] = &[
+    ("alice", &["rw-foo", "read-app"]),
+    ("bob", &["read-a-to-m", "write-k-to-p"]),
+    ("carol", &["write-from-x", "read-app"]),
+    ("dave", &["read-gap"]),
+    ("erin", &[]),
+];
+
+fn permissions() -> Vec<(&'static str, Vec<Permission>)> {
+    vec![
+        ("rw-foo", vec![Permission::read_write("foo")]),
+        ("read-app", vec![Permission::read("/app/").with_prefix()]),
+        (
+            "read-a-to-m",
+            vec![Permission::read("a").with_range_end("m")],
+        ),
+        (
+            "write-k-to-p",
+            vec![Permission::write("k").with_range_end("p")],
+        ),
+        ("write-from-x", vec![Permission::write("x").with_from_key()]),
+        (
+            "read-gap",
+            vec![
+                Permission::read("a").with_range_end("c"),
+                Permission::read("d").with_range_end("f"),
+            ],
+        ),
+    ]
+}
+
+/// Users, roles and a few keys, then auth on: as root while auth is off.
+async fn set_up(endpoint: &str) -> anyhow::Result<()> {
+    let mut root = Client::connect([endpoint], None).await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.role_add("root").await?;
+    root.user_grant_role("root", "root").await?;
+    for (role, perms) in permissions() {
+        root.role_add(role).await?;
+        for perm in perms {
+            root.role_grant_permission(role, perm).await?;
+        }
+    }
+    for (user, roles) in USERS {
+        root.user_add(*user, format!("{user}pw"), None).await?;
+        for role in *roles {
+            root.user_grant_role(*user, *role).await?;
+        }
+    }
+    for key in ["foo", "/app/1", "b", "e", "l", "y"] {
+        root.put(key, "v", None).await?;
+    }
+    root.auth_enable().await?;
+    Ok(())
+}
+
+fn outcome<T>(result: Result<T, etcd_client::Error>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(etcd_client::Error::GRpcStatus(status)) => status.message().to_string(),
+        Err(other) => format!("error: {other}"),
+    }
+}
+
+/// Every request of the table as one user; returns case -> outcome.
+async fn decisions_of(
+    endpoint: &str,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let options = ConnectOptions::new().with_user(user, password);
+    let mut c = Client::connect([endpoint], Some(options)).await?;
+    let mut out = BTreeMap::new();
+    let mut record = |case: &str, result: String| {
+        out.insert(format!("{user}: {case}"), result);
+    };
+
+    // Reads.
+    record("get foo", outcome(c.get("foo", None).await));
+    record("get /app/1", outcome(c.get("/app/1", None).await));
+    record(
+        "get prefix /app/",
+        outcome(c.get("/app/", Some(GetOptions::new().with_prefix())).await),
+    );
+    record(
+        "get [b, e)",
+        outcome(c.get("b", Some(GetOptions::new().with_range("e"))).await),
+    );
+    record(
+        "get [a, m)",
+        outcome(c.get("a", Some(GetOptions::new().with_range("m"))).await),
+    );
+    record(
+        "get [a, c)",
+        outcome(c.get("a", Some(GetOptions::new().with_range("c"))).await),
+    );
+    record("get e", outcome(c.get("e", None).await));
+    record(
+        "get from y",
+        outcome(c.get("y", Some(GetOptions::new().with_from_key())).await),
+    );
+    record(
+        "serializable get l",
+        outcome(
+            c.get("l", Some(GetOptions::new().with_serializable()))
+                .await,
+        ),
+    );
+
+    // Writes.
+    record("put foo", outcome(c.put("foo", "w", None).await));
+    record(
+        "put foo prev_kv",
+        outcome(
+            c.put("foo", "w", Some(PutOptions::new().with_prev_key()))
+                .await,
+        ),
+    );
+    record("put l", outcome(c.put("l", "w", None).await));
+    record(
+        "put l prev_kv",
+        outcome(
+            c.put("l", "w", Some(PutOptions::new().with_prev_key()))
+                .await,
+        ),
+    );
+    record("put zz", outcome(c.put("zz", "w", None).await));
+    record("put /app/2", outcome(c.put("/app/2", "w", None).await));
+    record("delete foo", outcome(c.delete("foo", None).await));
+    record(
+        "delete [k, o)",
+        outcome(
+            c.delete("k", Some(DeleteOptions::new().with_range("o")))
+                .await,
+        ),
+    );
+    record(
+        "delete [k, o) prev_kv",
+        outcome(
+            c.delete(
+                "k",
+                Some(DeleteOptions::new().with_range("o").with_prev_key()),
+            )
+            .await,
+        ),
+    );
+    record(
+        "delete from x",
+        outcome(
+            c.delete("x", Some(DeleteOptions::new().with_from_key()))
+                .await,
+        ),
+    );
+
+    // Txns: compares and both branches count.
+    let txn = Txn::new()
+        .when([Compare::value("foo", CompareOp::Equal, "nope")])
+        .and_then([TxnOp::put("foo", "t", None)])
+        .or_else([TxnOp::get("foo", None)]);
+    record("txn compare foo, put/get foo", outcome(c.txn(txn).await));
+    let txn = Txn::new()
+        .when([Compare::value("foo", CompareOp::Equal, "nope")])
+        .and_then([TxnOp::put("foo", "t", None)])
+        .or_else([TxnOp::put("l", "t", None)]);
+    record("txn put foo else put l", outcome(c.txn(txn).await));
+    let txn = Txn::new()
+        .when([Compare::version("l", CompareOp::Greater, 0)])
+        .and_then([TxnOp::put("l", "t", None)]);
+    record("txn compare l, put l", outcome(c.txn(txn).await));
+    let txn = Txn::new().and_then([TxnOp::get("/app/", Some(GetOptions::new().with_prefix()))]);
+    record("txn get prefix /app/", outcome(c.txn(txn).await));
+
+    // Auth management: admin only, except one's own user and roles.
+    record("user get self", outcome(c.user_get(user).await));
+    record("user get alice", outcome(c.user_get("alice").await));
+    record("role get read-app", outcome(c.role_get("read-app").await));
+    record("user list", outcome(c.user_list().await));
+    record("role list", outcome(c.role_list().await));
+    record("role add", outcome(c.role_add(format!("new-{user}")).await));
+
+    // Watch: checked at creation, the refusal a canceled create.
+    for (case, key, options) in [
+        ("watch foo", "foo", None),
+        (
+            "watch prefix /app/",
+            "/app/",
+            Some(WatchOptions::new().with_prefix()),
+        ),
+        (
+            "watch [a, m)",
+            "a",
+            Some(WatchOptions::new().with_range("m")),
+        ),
+    ] {
+        let result = match c.watch(key, options).await {
+            Ok(mut stream) => match stream.message().await {
+                Ok(Some(response)) if response.canceled() => response.cancel_reason().to_string(),
+                Ok(Some(_)) => "ok".into(),
+                Ok(None) => "stream ended".into(),
+                Err(error) => outcome::<()>(Err(error)),
+            },
+            Err(error) => outcome::<()>(Err(error)),
+        };
+        record(case, result);
+    }
+
+    // Maintenance: hash is admin only, compaction is not checked.
+    let mut maintenance = c.maintenance_client();
+    record("hash", outcome(maintenance.hash().await));
+    Ok(out)
+}
+
+/// Leases: revoking one writes every key attached to it.
+async fn lease_decisions(endpoint: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let root_options = ConnectOptions::new().with_user("root", "rootpw");
+    let mut root = Client::connect([endpoint], Some(root_options)).await?;
+    for (user, key) in [
+        ("alice", "foo"),
+        ("alice", "l"),
+        ("bob", "l"),
+        ("bob", "foo"),
+    ] {
+        let lease = root.lease_grant(60, None).await?.id();
+        root.put(key, "leased", Some(PutOptions::new().with_lease(lease)))
+            .await?;
+        let options = ConnectOptions::new().with_user(user, format!("{user}pw"));
+        let mut c = Client::connect([endpoint], Some(options)).await?;
+        out.insert(
+            format!("{user}: revoke lease on {key}"),
+            outcome(c.lease_revoke(lease).await),
+        );
+        let lease = root.lease_grant(60, None).await?.id();
+        root.put(key, "leased", Some(PutOptions::new().with_lease(lease)))
+            .await?;
+        out.insert(
+            format!("{user}: put zz with the lease on {key}"),
+            outcome(
+                c.put("zz", "w", Some(PutOptions::new().with_lease(lease)))
+                    .await,
+            ),
+        );
+    }
+    let mut nobody = Client::connect([endpoint], None).await?;
+    out.insert(
+        "nobody: get foo".into(),
+        outcome(nobody.get("foo", None).await),
+    );
+    out.insert(
+        "nobody: put foo".into(),
+        outcome(nobody.put("foo", "x", None).await),
+    );
+    let wrong = ConnectOptions::new().with_user("alice", "wrong");
+    out.insert(
+        "alice with a wrong password".into(),
+        outcome(Client::connect([endpoint], Some(wrong)).await),
+    );
+    let unknown = ConnectOptions::new().with_user("nobody", "x");
+    out.insert(
+        "an unknown user".into(),
+        outcome(Client::connect([endpoint], Some(unknown)).await),
+    );
+    Ok(out)
+}
+
+async fn table(kind: ServerKind) -> anyhow::Result<BTreeMap<String, String>> {
+    let server = Server::start(kind, &[])?;
+    let endpoint = server.endpoint();
+    set_up(&endpoint).await?;
+    let mut all = BTreeMap::new();
+    for (user, _) in USERS {
+        all.extend(decisions_of(&endpoint, user, &format!("{user}pw")).await?);
+    }
+    all.extend(decisions_of(&endpoint, "root", "rootpw").await?);
+    all.extend(lease_decisions(&endpoint).await?);
+    drop(server);
+    Ok(all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_decisions_match_etcd() -> anyhow::Result<()> {
+    let ours = table(ServerKind::Concord).await?;
+    let theirs = table(ServerKind::Etcd).await?;
+    let mut differences = Vec::new();
+    for (case, expected) in &theirs {
+        let got = ours.get(case).map(String::as_str).unwrap_or("<missing>");
+        if got != expected {
+            differences.push(format!("{case}: etcd {expected:?}, concord {got:?}"));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "decisions differ from etcd 3.4.23:\n{}",
+        differences.join("\n")
+    );
+    // Sanity: the table does decide both ways, with etcd's texts.
+    let denied = "etcdserver: permission denied";
+    for (case, want) in [
+        ("alice: put foo", "ok"),
+        ("alice: put l", denied),
+        ("alice: get prefix /app/", "ok"),
+        ("bob: get [b, e)", "ok"),
+        ("bob: put l prev_kv", "ok"),
+        ("bob: delete [k, o) prev_kv", denied),
+        ("carol: delete from x", "ok"),
+        ("carol: get from y", denied),
+        ("dave: get [a, c)", "ok"),
+        ("dave: get [b, e)", denied),
+        ("dave: user get self", "ok"),
+        ("dave: user get alice", denied),
+        (
+            "erin: watch foo",
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied",
+        ),
+        ("alice: watch prefix /app/", "ok"),
+        ("alice: txn put foo else put l", denied),
+        ("root: user list", "ok"),
+        ("alice: revoke lease on l", denied),
+        ("nobody: get foo", "etcdserver: user name is empty"),
+        (
+            "alice with a wrong password",
+            "etcdserver: authentication failed, invalid user ID or password",
+        ),
+    ] {
+        assert_eq!(ours.get(case).map(String::as_str), Some(want), "{case}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_keep_users_roles_and_the_switch() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    let endpoint = cluster.endpoints()[0].clone();
+    set_up(&endpoint).await?;
+    cluster.stop(0);
+    cluster.spawn(0)?;
+    cluster.wait_ready(0)?;
+    // Still enabled: no user is no access.
+    let mut anonymous = Client::connect([endpoint.as_str()], None).await?;
+    let error = outcome(anonymous.get("foo", None).await);
+    assert_eq!(error, "etcdserver: user name is empty");
+    let options = ConnectOptions::new().with_user("root", "rootpw");
+    let mut root = Client::connect([endpoint.as_str()], Some(options)).await?;
+    let mut users = root.user_list().await?.users().to_vec();
+    users.sort();
+    assert_eq!(users, ["alice", "bob", "carol", "dave", "erin", "root"]);
+    let role = root.role_get("read-gap").await?;
+    assert_eq!(role.permissions().len(), 2);
+    let options = ConnectOptions::new().with_user("alice", "alicepw");
+    let mut alice = Client::connect([endpoint.as_str()], Some(options)).await?;
+    alice.put("foo", "after restart", None).await?;
+    assert_eq!(
+        outcome(alice.put("l", "x", None).await),
+        "etcdserver: permission denied"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let private = dir.path().join("jwt.key");
+    let public = dir.path().join("jwt.pub");
+    let status = Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&private)
+        .arg("2048")
+        .output()?;
+    anyhow::ensure!(status.status.success(), "openssl genrsa failed");
+    let status = Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .output()?;
+    anyhow::ensure!(status.status.success(), "openssl rsa -pubout failed");
+    let token_flag = format!(
+        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+        public.display(),
+        private.display()
+    );
+    let cluster = Cluster::start_with(1, &["--auth-token", &token_flag])?;
+    let endpoint = cluster.endpoints()[0].clone();
+    let mut root = Client::connect([endpoint.as_str()], None).await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.auth_enable().await?;
+    let mut auth = Client::connect([endpoint.as_str()], None)
+        .await?
+        .auth_client();
+    let token = auth.authenticate("root".into(), "rootpw".into()).await?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&std::fs::read(&public)?)?;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        token.token(),
+        &key,
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256),
+    )?
+    .claims;
+    assert_eq!(claims["username"], "root");
+    assert!(claims["revision"].as_u64().is_some_and(|r| r > 1));
+    assert!(claims["exp"].as_u64().is_some());
+    // And the server takes it.
+    let options = ConnectOptions::new().with_user("root", "rootpw");
+    let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
+    client.put("k", "v", None).await?;
+    Ok(())
+}
