@@ -43,6 +43,7 @@ scripts!(
     watch,
     cluster,
     member,
+    formats,
     maintenance,
     errors
 );

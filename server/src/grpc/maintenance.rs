@@ -261,9 +261,8 @@ impl Maintenance for MaintenanceService {
         let deadline = tokio::time::Instant::now() + self.core.config.election_timeout * 2;
         while tokio::time::Instant::now() < deadline {
             if self.core.raft.status.leader() == target {
-                return Ok(Response::new(MoveLeaderResponse {
-                    header: Some(self.core.header(self.core.current_revision())),
-                }));
+                // etcd answers a leader move with an empty response, no header.
+                return Ok(Response::new(MoveLeaderResponse::default()));
             }
             tokio::time::sleep(self.core.config.heartbeat_interval).await;
         }
