@@ -55,10 +55,24 @@ pub mod concordpb {
     include!(concat!(env!("OUT_DIR"), "/concordpb.rs"));
 }
 
+pub mod http_routes;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every file above, for
 /// reflection (e.g. the HTTP/JSON gateway with prost-reflect).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/concord_descriptor.bin"));
+
+/// Every message and service above, for reflection: protobuf JSON with prost-reflect's
+/// serde support (the HTTP/JSON gateway). Decoded once.
+#[cfg(feature = "json")]
+pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        // The set was produced by protox from our own files at build time: it decodes.
+        prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+            .expect("the build's own descriptor set decodes")
+    })
+}
 
 #[cfg(test)]
 mod tests {
@@ -152,6 +166,20 @@ mod tests {
             concordpb::InternalRequest::decode(bytes.as_slice()).unwrap(),
             req
         );
+    }
+
+    #[test]
+    fn every_http_route_names_a_described_method() {
+        let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        for route in http_routes::HTTP_ROUTES {
+            let (package, service) = route.service.split_once('.').unwrap();
+            let found = fds.file.iter().filter(|f| f.package() == package).any(|f| {
+                f.service.iter().any(|s| {
+                    s.name() == service && s.method.iter().any(|m| m.name() == route.method)
+                })
+            });
+            assert!(found, "{route:?} names no method of our protos");
+        }
     }
 
     #[test]

@@ -548,11 +548,23 @@ pub async fn serve<F>(
 ) where
     F: Future<Output = ()>,
 {
+    serve_with(listener, tls, grpc, http, HttpOptions::default(), shutdown).await;
+}
+
+/// [`serve`] with the given [`HttpOptions`].
+pub async fn serve_with<F>(
+    listener: BoundListener,
+    tls: Option<Arc<ServerConfig>>,
+    grpc: Routes,
+    http: Option<axum::Router>,
+    options: HttpOptions,
+    shutdown: F,
+) where
+    F: Future<Output = ()>,
+{
     let local_addr = listener.local_addr;
     let http = http.unwrap_or_default();
-    if let Err(error) =
-        serve_combined(listener, tls, grpc, http, HttpOptions::default(), shutdown).await
-    {
+    if let Err(error) = serve_combined(listener, tls, grpc, http, options, shutdown).await {
         warn!(%local_addr, %error, "listener stopped");
     }
 }
@@ -633,6 +645,9 @@ where
     connections.shutdown().await;
     Ok(())
 }
+
+mod in_process;
+pub use in_process::{InProcessTarget, in_process_channel};
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,8 @@ use concord_proto::etcdserverpb::{
     Member, cluster_server::ClusterServer, kv_server::KvServer,
     maintenance_server::MaintenanceServer,
 };
+use concord_proto::v3electionpb::election_server::ElectionServer;
+use concord_proto::v3lockpb::lock_server::LockServer;
 use concord_raft_core::{Node, NodeConfig, Role};
 use concord_storage_wal::{WalOptions, WalStorage};
 use parking_lot::RwLock;
@@ -441,6 +443,14 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     let max_message =
         (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
     for url in &config.listen_client_urls {
+        // The JSON gateway, Lock and Election call this listener's own services, as
+        // etcd's do: the gateway over one connection with the client's stream limit.
+        let own_services = crate::listener::InProcessTarget::default();
+        let services_channel = crate::listener::in_process_channel(own_services.clone(), None);
+        let gateway_channel = crate::listener::in_process_channel(
+            own_services.clone(),
+            Some(config.max_concurrent_streams),
+        );
         let routes = tonic::service::Routes::new(
             KvServer::new(grpc::kv::KvService::new(core.clone()))
                 .max_decoding_message_size(max_message),
@@ -461,9 +471,16 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         )))
         .add_service(concord_proto::etcdserverpb::auth_server::AuthServer::new(
             grpc::auth::AuthService::new(core.clone()),
-        ));
+        ))
+        .add_service(LockServer::new(grpc::lock::LockService::new(
+            services_channel.clone(),
+        )))
+        .add_service(ElectionServer::new(grpc::election::ElectionService::new(
+            services_channel,
+        )));
         let routes = grpc::metrics_layer::instrument(routes);
         let routes = grpc::learner_gate(routes, core.raft.status.clone());
+        let _ = own_services.set(routes.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
         let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
@@ -471,11 +488,16 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         } else {
             None
         };
-        tasks.push(tokio::spawn(crate::listener::serve(
+        let options = crate::listener::HttpOptions {
+            max_concurrent_streams: Some(config.max_concurrent_streams),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(crate::listener::serve_with(
             listener,
             tls,
             routes,
-            Some(crate::http::router(core.clone())),
+            Some(crate::http::router(core.clone(), gateway_channel)),
+            options,
             wait_for_shutdown(shutdown_rx.clone()),
         )));
     }

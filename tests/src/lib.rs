@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod http_json;
 pub mod membership;
 pub mod side_by_side;
 

@@ -42,6 +42,16 @@ pub const SYSTEM_PACKAGES: &[SystemPackage] = &[
         name: "curl",
         installs: "/usr/bin/curl",
     },
+    // The JSON gateway's and the locks' python clients (tests/tests/gateway.rs,
+    // lock_election.rs).
+    SystemPackage {
+        name: "python3-etcd3gw",
+        installs: "/usr/lib/python3/dist-packages/etcd3gw/__init__.py",
+    },
+    SystemPackage {
+        name: "python3-etcd3",
+        installs: "/usr/lib/python3/dist-packages/etcd3/__init__.py",
+    },
 ];
 
 /// A Debian package and one file it installs.

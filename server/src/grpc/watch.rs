@@ -226,12 +226,16 @@ async fn serve_requests(
     let mut leader_check = tokio::time::interval(core.config.election_timeout);
     leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leaderless_checks = 0;
+    // etcd keeps a stream whose client closed its sending side, with its watchers, until
+    // the client goes away (the JSON gateway closes it after a request body's last
+    // request, and its curl users then wait for events).
+    let mut requests_open = true;
     loop {
         tokio::select! {
             _ = signal.body_gone.notified() => return,
-            message = inbound.message() => match message {
+            message = inbound.message(), if requests_open => match message {
                 Ok(Some(request)) => handle(&core, &hub, id, request, &identity),
-                Ok(None) => return signal.end(None),
+                Ok(None) => requests_open = false,
                 Err(status) => {
                     tracing::debug!("watch stream ended: {status}");
                     return signal.end(None);

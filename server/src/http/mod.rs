@@ -1,6 +1,9 @@
 //! The HTTP endpoints served on the client port beside gRPC: `/version`, `/health`,
-//! `/livez`, `/readyz`; etcd's v2 API under `/v2` with `--enable-v2`.
+//! `/livez`, `/readyz`; etcd's v2 API under `/v2` with `--enable-v2`; etcd's JSON gateway
+//! under `/v3/` ([`gateway`]).
 
+pub mod gateway;
+pub mod metrics;
 pub mod v2;
 
 use std::sync::Arc;
@@ -13,9 +16,9 @@ use axum::routing::get;
 use crate::core::Core;
 use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
 
-pub mod metrics;
-
-pub fn router(core: Arc<Core>) -> Router {
+/// The client port's HTTP routes; the JSON gateway calls the member's services over
+/// `gateway_channel` (see [`gateway`]).
+pub fn router(core: Arc<Core>, gateway_channel: tonic::transport::Channel) -> Router {
     let v2 = v2::routes(&core);
     Router::new()
         .route("/version", get(version))
@@ -25,6 +28,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(core.clone())
         .merge(metrics::router(core))
         .merge(v2)
+        .merge(gateway::router(gateway_channel))
 }
 
 /// What `--listen-metrics-urls` serves: `/metrics` and `/health`, as etcd does.
