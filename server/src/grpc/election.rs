@@ -253,7 +253,7 @@ async fn observe(
                 .await
                 .map_err(|_| Stopped)
         };
-        send(header.clone(), leader.clone()).await?;
+        send(header, leader.clone()).await?;
         // Every value the leader proclaims, until its key goes.
         let mut watch = client
             .watch(&leader.key, Vec::new(), header.revision + 1)
@@ -264,7 +264,7 @@ async fn observe(
                 if event.r#type == EventType::Delete as i32 {
                     break 'leader;
                 }
-                send(header.clone(), event.kv.unwrap_or_default()).await?;
+                send(header, event.kv.unwrap_or_default()).await?;
             }
         }
     }

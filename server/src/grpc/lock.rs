@@ -60,7 +60,7 @@ impl Lock for LockService {
             failure: vec![range_op(&key), first_created_op(&prefix)],
         };
         let response = client.txn(txn).await?;
-        let header = response.header.clone();
+        let header = response.header;
         let my_revision = if response.succeeded {
             header.as_ref().map_or(0, |h| h.revision)
         } else {
