@@ -17,7 +17,7 @@
 //!
 //! Writing reads a consistent [`StoreView`] record by record into the streaming bolt
 //! writer; reading walks the file's pages on demand. Neither holds the store in memory.
-//! No tokio here: concordctl's restore runs this on its own.
+//! Synchronous like all of `state`: concordctl's restore calls it with no async runtime.
 
 use std::io::{Read, Seek, Write};
 use std::path::Path;
