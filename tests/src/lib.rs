@@ -351,3 +351,29 @@ pub fn run_ctl(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// Runs `/usr/bin/python3 -c script args...` (a Debian python client as a user runs it).
+/// The script proves it ran to its end by printing `marker` on a line of its own; returns
+/// what it printed before that line. A failed exit or a missing marker is an error that
+/// carries the script's stdout and stderr.
+pub fn run_python(script: &str, args: &[&str], marker: &str) -> Result<String> {
+    let output = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .context("run /usr/bin/python3")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let before_marker = stdout
+        .split_inclusive('\n')
+        .position(|line| line.trim_end_matches('\n') == marker)
+        .map(|at| stdout.split_inclusive('\n').take(at).collect::<String>());
+    match before_marker {
+        Some(printed) if output.status.success() => Ok(printed),
+        _ => bail!(
+            "python3 script failed ({}; marker {marker:?} expected):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            output.status
+        ),
+    }
+}

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use concord_tests::Cluster;
 use concord_tests::http_json::{JsonStream, b64, post, post_ok, unb64};
+use concord_tests::{Cluster, run_python};
 use etcd_client::{Client, GetOptions, LeaderKey, LockOptions, ProclaimOptions, ResignOptions};
 use serde_json::json;
 
@@ -319,17 +319,6 @@ assert gl.is_acquired()
 assert gl.release() is True
 print("python locks ok")
 "#;
-    let output = tokio::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(port.to_string())
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success() && stdout.contains("python locks ok"),
-        "python locks failed:\n{stdout}\n{stderr}"
-    );
+    run_python(script, &[&port.to_string()], "python locks ok")?;
     Ok(())
 }

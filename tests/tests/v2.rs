@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use concord_tests::Cluster;
+use concord_tests::{Cluster, run_python};
 
 /// One HTTP exchange through curl: status, headers (lower-cased names), body.
 struct Reply {
@@ -361,21 +361,13 @@ fn watches_long_poll_replay_stream_and_clear() -> Result<()> {
     Ok(())
 }
 
-/// Runs a python3-etcd script with `c`, a client of member 0.
+/// Runs a python3-etcd script with `c`, a client of member 0; returns what it printed.
 fn python(cluster: &Cluster, script: &str) -> Result<String> {
     let port = cluster.members[0].client_port;
-    let program = format!("import etcd\nc = etcd.Client(host='127.0.0.1', port={port})\n{script}");
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &program])
-        .output()
-        .context("run python3 (apt-get install python3-etcd)")?;
-    if !out.status.success() {
-        bail!(
-            "python3-etcd failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    let program = format!(
+        "import etcd\nc = etcd.Client(host='127.0.0.1', port={port})\n{script}\nprint('python3-etcd ok')\n"
+    );
+    run_python(&program, &[], "python3-etcd ok")
 }
 
 #[test]
