@@ -8,6 +8,7 @@ use std::path::Path;
 use fjall::{Keyspace, Readable};
 
 use crate::error::Error;
+use crate::metrics::OpenRead;
 use crate::revision::{Revision, decode_revision_key, encode_revision_key};
 use crate::store::{
     META_APPLIED_INDEX, META_COMPACT_REV, META_CURRENT_REV, MetaEntry, NEVER_COMPACTED, Store,
@@ -29,6 +30,7 @@ pub struct StoreView {
     current_revision: i64,
     compact_revision: i64,
     applied_index: u64,
+    _open: OpenRead,
 }
 
 impl std::fmt::Debug for StoreView {
@@ -97,6 +99,7 @@ impl Store {
             current_revision: self.current_revision(),
             compact_revision: self.etcd_compact_revision(),
             applied_index: self.applied_index(),
+            _open: self.metrics.open_read(),
         }
     }
 

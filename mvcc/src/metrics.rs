@@ -22,6 +22,12 @@ pub(crate) struct StoreMetrics {
     pub(crate) keys: Gauge,
     /// `etcd_disk_backend_commit_duration_seconds`: one write batch's commit.
     pub(crate) commit_seconds: Histogram,
+    /// `etcd_mvcc_db_open_read_transactions`: consistent views open now.
+    open_reads: Gauge,
+    /// `etcd_disk_backend_defrag_duration_seconds`: one defragmentation that succeeded.
+    pub(crate) defrag_seconds: Histogram,
+    /// `etcd_disk_defrag_inflight`: 1 while a defragmentation runs.
+    defrag_inflight: Gauge,
 }
 
 impl StoreMetrics {
@@ -41,7 +47,23 @@ impl StoreMetrics {
             put_size: gauge!("etcd_debugging_mvcc_total_put_size_in_bytes"),
             keys: gauge!("etcd_debugging_mvcc_keys_total"),
             commit_seconds: histogram!("etcd_disk_backend_commit_duration_seconds"),
+            open_reads: gauge!("etcd_mvcc_db_open_read_transactions"),
+            defrag_seconds: histogram!("etcd_disk_backend_defrag_duration_seconds"),
+            defrag_inflight: gauge!("etcd_disk_defrag_inflight"),
         }
+    }
+
+    /// Counts a consistent view of the backend as an open read transaction while the
+    /// returned guard lives (etcd counts its backend's open bolt read transactions).
+    pub(crate) fn open_read(&self) -> OpenRead {
+        self.open_reads.increment(1.0);
+        OpenRead(self.open_reads.clone())
+    }
+
+    /// Shows a defragmentation in flight while the returned guard lives.
+    pub(crate) fn defragmenting(&self) -> Defragmenting {
+        self.defrag_inflight.set(1.0);
+        Defragmenting(self.defrag_inflight.clone())
     }
 
     /// One read request (a `Range` outside a write).
@@ -61,6 +83,24 @@ impl StoreMetrics {
         if ops.live_keys_delta != 0 {
             self.keys.increment(ops.live_keys_delta as f64);
         }
+    }
+}
+
+/// An open read transaction, counted until dropped (see [`StoreMetrics::open_read`]).
+pub(crate) struct OpenRead(Gauge);
+
+impl Drop for OpenRead {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// A defragmentation in flight (see [`StoreMetrics::defragmenting`]).
+pub(crate) struct Defragmenting(Gauge);
+
+impl Drop for Defragmenting {
+    fn drop(&mut self) {
+        self.0.set(0.0);
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use fjall::{Keyspace, Readable};
 
 use crate::error::Error;
+use crate::metrics::OpenRead;
 use crate::store::{MetaEntry, Store, StoreOptions, meta_user_key};
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAPSHOT-1\n";
@@ -41,6 +42,7 @@ pub struct SnapshotReader {
     ended: bool,
     /// Keeps the view the iterators read from.
     _view: fjall::Snapshot,
+    _open: OpenRead,
 }
 
 impl SnapshotReader {
@@ -137,6 +139,7 @@ impl Store {
             crc: crc32c::crc32c(MAGIC),
             ended: false,
             _view: view,
+            _open: self.metrics.open_read(),
         }
     }
 
@@ -273,6 +276,7 @@ impl Store {
             let _writer = self.writer.lock();
             self.db.snapshot()
         };
+        let _open = self.metrics.open_read();
         let mut out = MAGIC.to_vec();
         for (tag, keyspace) in [(TAG_KV, &self.kv), (TAG_META, &self.meta)] {
             for guard in snapshot.iter(keyspace) {

@@ -373,6 +373,7 @@ impl Store {
             let rev = if rev <= 0 { current } else { rev };
             (self.db.snapshot(), state.index.keep_set(rev), compact, rev)
         };
+        let _open = self.metrics.open_read();
         let upper = encode_revision_key(Revision::new(rev.saturating_add(1), 0), false);
         let mut crc = crc32c::crc32c(b"key");
         for guard in snapshot.range(&self.kv, ..upper) {
@@ -529,11 +530,14 @@ impl Store {
     /// until done. (The store keeps no blob files, so there is no blob garbage to
     /// collect.)
     pub fn defragment(&self) -> Result<(), Error> {
+        let _inflight = self.metrics.defragmenting();
+        let started = std::time::Instant::now();
         for keyspace in [&self.kv, &self.meta] {
             keyspace.rotate_memtable_and_wait()?;
             keyspace.major_compact()?;
         }
         self.table_reads.release_replaced_tables(&self.kv);
+        self.metrics.defrag_seconds.record(started.elapsed());
         Ok(())
     }
 

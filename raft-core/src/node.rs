@@ -887,11 +887,17 @@ impl<S: LogStore> Node<S> {
         let meta: SnapshotMetadata = snapshot.get_metadata().clone();
         let data = snapshot.take_data();
         snapshot.data = data.clone();
-        self.raw
+        // etcd's `etcd_server_snapshot_apply_in_progress_total`: 1 while it installs.
+        let in_progress = metrics::gauge!("etcd_server_snapshot_apply_in_progress_total");
+        in_progress.set(1.0);
+        let installed = self
+            .raw
             .mut_store()
             .apply_snapshot(snapshot)
-            .map_err(storage_err)?;
-        sm.restore(&meta, &data).map_err(sm_err)?;
+            .map_err(storage_err)
+            .and_then(|()| sm.restore(&meta, &data).map_err(sm_err));
+        in_progress.set(0.0);
+        installed?;
         self.applied = meta.index;
         self.last_snapshot_index = meta.index;
         self.snapshot_conf = meta.get_conf_state().clone();

@@ -444,9 +444,13 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
     for url in &config.listen_client_urls {
         // The JSON gateway, Lock and Election call this listener's own services, as
-        // etcd's do: the gateway over one connection with the client's stream limit.
+        // etcd's do: the gateway over one connection with the client's stream limit,
+        // through the gRPC metrics (etcd's dials its own gRPC server); Lock and Election
+        // around them (etcd's call its servers' functions).
         let own_services = crate::listener::InProcessTarget::default();
-        let services_channel = crate::listener::in_process_channel(own_services.clone(), None);
+        let uncounted_services = crate::listener::InProcessTarget::default();
+        let services_channel =
+            crate::listener::in_process_channel(uncounted_services.clone(), None);
         let gateway_channel = crate::listener::in_process_channel(
             own_services.clone(),
             Some(config.max_concurrent_streams),
@@ -478,7 +482,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .add_service(ElectionServer::new(grpc::election::ElectionService::new(
             services_channel,
         )));
-        let routes = grpc::metrics_layer::instrument(routes);
+        let _ =
+            uncounted_services.set(grpc::learner_gate(routes.clone(), core.raft.status.clone()));
+        let routes = grpc::metrics_layer::instrument(routes, config.metrics_extensive);
         let routes = grpc::learner_gate(routes, core.raft.status.clone());
         let _ = own_services.set(routes.clone());
         let listener = crate::listener::bind(url).await?;

@@ -111,9 +111,12 @@ pub(crate) fn write(dir: &Path, snapshot: &Snapshot, origin: Origin) -> Result<P
     let path = dir.join(file_name(meta.index, meta.term));
     let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(meta.index, meta.term)));
     let bytes = encode(snapshot, origin)?;
+    // etcd's `etcd_snap_fsync_duration_seconds` times writing and syncing the file.
+    let writing = std::time::Instant::now();
     let mut file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
     file.write_all(&bytes).map_err(|e| Error::io(&temp, e))?;
     file.sync_all().map_err(|e| Error::sync(&temp, e))?;
+    metrics::histogram!("etcd_snap_fsync_duration_seconds").record(writing.elapsed());
     drop(file);
     fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
     fsync_dir(dir)?;

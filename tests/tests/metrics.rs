@@ -400,3 +400,320 @@ fn metrics_answer_without_a_leader_on_both_listeners() -> Result<()> {
     assert_eq!(http_get(member.metrics_port, "/version")?.0, 404);
     Ok(())
 }
+
+/// A series' change between two scrapes (absent counts as 0: labelled series appear
+/// on their first event).
+fn grew(before: &Scrape, after: &Scrape, series: &str) -> f64 {
+    after.samples.get(series).copied().unwrap_or(0.0)
+        - before.samples.get(series).copied().unwrap_or(0.0)
+}
+
+fn started(method: &str, service: &str, kind: &str) -> String {
+    format!(
+        "grpc_server_started_total{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+    )
+}
+
+/// Waits until member `i`'s scrape satisfies `ready`; returns that scrape.
+async fn wait_scrape(
+    cluster: &Cluster,
+    i: usize,
+    what: &str,
+    ready: impl Fn(&Scrape) -> bool,
+) -> Result<Scrape> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scrape = member_scrape(cluster, i)?;
+        if ready(&scrape) {
+            return Ok(scrape);
+        }
+        if Instant::now() > deadline {
+            let mut lines: Vec<_> = scrape
+                .samples
+                .iter()
+                .filter(|(series, _)| {
+                    series.starts_with("etcd_network")
+                        || series.starts_with("etcd_snap")
+                        || series.starts_with("etcd_mvcc_db")
+                })
+                .map(|(series, value)| format!("{series} {value}"))
+                .collect();
+            lines.sort();
+            bail!(
+                "member {i}: {what} never happened; scrape:\n{}",
+                lines.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the gRPC metrics count is what reaches the client port's gRPC server, as
+/// etcd 3.4.23 counts it: its gateway dials the member's own gRPC server (`curl
+/// /v3/kv/put` counts one `Put`, with client version "unknown"), while its Lock and
+/// Election services call KV, Lease and Watch as functions (`/v3/lock/lock` counts one
+/// `Lock` and no `Txn`, `Range` or `Watch`).
+#[tokio::test]
+async fn gateway_calls_are_counted_and_lock_and_election_internals_are_not() -> Result<()> {
+    use concord_tests::http_json::{b64, post_ok};
+    let cluster = Cluster::start(1)?;
+    cluster.leader().await?;
+    let endpoint = cluster.members[0].client_url();
+    let before = member_scrape(&cluster, 0)?;
+    post_ok(
+        &endpoint,
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{}","value":"{}"}}"#, b64("gw"), b64("1")),
+    )
+    .await?;
+    let lease = post_ok(&endpoint, "/v3/lease/grant", r#"{"TTL":60}"#).await?;
+    let lease_id = lease["ID"].as_str().context("lease ID")?.to_string();
+    let locked = post_ok(
+        &endpoint,
+        "/v3/lock/lock",
+        &format!(r#"{{"name":"{}","lease":"{lease_id}"}}"#, b64("gw-lock")),
+    )
+    .await?;
+    let key = locked["key"].as_str().context("lock key")?.to_string();
+    post_ok(
+        &endpoint,
+        "/v3/lock/unlock",
+        &format!(r#"{{"key":"{key}"}}"#),
+    )
+    .await?;
+    // Lock and Election over gRPC, as a client calls them.
+    let mut client = cluster.member_client(0).await?;
+    let grant = client.lease_grant(60, None).await?;
+    let lock = client
+        .lock(
+            "grpc-lock",
+            Some(etcd_client::LockOptions::new().with_lease(grant.id())),
+        )
+        .await?;
+    client.unlock(lock.key()).await?;
+    client.campaign("grpc-election", "me", grant.id()).await?;
+    let after = member_scrape(&cluster, 0)?;
+
+    let counted =
+        |method: &str, service: &str| grew(&before, &after, &started(method, service, "unary"));
+    assert_eq!(counted("Put", "etcdserverpb.KV"), 1.0, "the gateway's put");
+    assert_eq!(counted("LeaseGrant", "etcdserverpb.Lease"), 2.0);
+    assert_eq!(counted("Lock", "v3lockpb.Lock"), 2.0);
+    assert_eq!(counted("Unlock", "v3lockpb.Lock"), 2.0);
+    assert_eq!(counted("Campaign", "v3electionpb.Election"), 1.0);
+    // Lock, Unlock and Campaign put, read, delete and wait on keys: none of it counts.
+    for method in ["Range", "Txn", "DeleteRange"] {
+        assert_eq!(counted(method, "etcdserverpb.KV"), 0.0, "{method}");
+    }
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            &started("Watch", "etcdserverpb.Watch", "bidi_stream")
+        ),
+        0.0
+    );
+    let handled_put = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
+    assert_eq!(grew(&before, &after, handled_put), 1.0);
+    // The gateway sends no client version: its four calls count as "unknown".
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            r#"etcd_server_client_requests_total{client_api_version="unknown",type="unary"}"#
+        ),
+        4.0
+    );
+    Ok(())
+}
+
+/// `--metrics=extensive` adds go-grpc-prometheus's handling-time histogram, with its
+/// buckets (Prometheus's defaults) and labels, as etcd 3.4.23 shows it; `basic` (the
+/// default) leaves it out.
+#[tokio::test]
+async fn extensive_metrics_add_the_grpc_handling_time_histogram() -> Result<()> {
+    let basic = Cluster::start(1)?;
+    basic.leader().await?;
+    basic.member_client(0).await?.put("k", "v", None).await?;
+    let scrape = member_scrape(&basic, 0)?;
+    assert!(!scrape.types.contains_key("grpc_server_handling_seconds"));
+    drop(basic);
+
+    let cluster = Cluster::start_with(1, &["--metrics", "extensive"])?;
+    cluster.leader().await?;
+    let before = member_scrape(&cluster, 0)?;
+    assert_eq!(
+        before
+            .types
+            .get("grpc_server_handling_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+    cluster.member_client(0).await?.put("k", "v", None).await?;
+    let after = member_scrape(&cluster, 0)?;
+    let labels = r#"grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary""#;
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            &format!("grpc_server_handling_seconds_count{{{labels}}}")
+        ),
+        1.0
+    );
+    let bounds = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ];
+    for le in bounds {
+        let bucket = format!("grpc_server_handling_seconds_bucket{{{labels},le=\"{le}\"}}");
+        assert!(after.samples.contains_key(&bucket), "{bucket}");
+    }
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            &format!("grpc_server_handling_seconds_bucket{{{labels},le=\"+Inf\"}}")
+        ),
+        1.0
+    );
+    // Every method is there from the start, at zero, as go-grpc-prometheus registers them.
+    assert_eq!(
+        after.value(r#"grpc_server_handling_seconds_count{grpc_method="Defragment",grpc_service="etcdserverpb.Maintenance",grpc_type="unary"}"#),
+        0.0
+    );
+    Ok(())
+}
+
+/// A defragmentation is timed, and a client's snapshot holds a read transaction open
+/// until the client goes away.
+#[tokio::test(flavor = "multi_thread")]
+async fn defragmentation_and_open_read_transactions_are_recorded() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    // Bigger than what the stream buffers, so an unread snapshot keeps the server busy.
+    for i in 0..80 {
+        client
+            .put(format!("big-{i:02}"), vec![b'x'; 100 * 1024], None)
+            .await?;
+    }
+    let before = member_scrape(&cluster, 0)?;
+    assert_eq!(before.value("etcd_mvcc_db_open_read_transactions"), 0.0);
+    client.defragment().await?;
+    let after = member_scrape(&cluster, 0)?;
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            "etcd_disk_backend_defrag_duration_seconds_count"
+        ),
+        1.0
+    );
+    assert!(after.value("etcd_disk_backend_defrag_duration_seconds_sum") > 0.0);
+    assert_eq!(after.value("etcd_disk_defrag_inflight"), 0.0);
+
+    let mut snapshot = client.snapshot().await?;
+    let first = snapshot
+        .message()
+        .await?
+        .context("a first snapshot chunk")?;
+    assert!(first.remaining_bytes() > 0);
+    let open = member_scrape(&cluster, 0)?;
+    assert_eq!(open.value("etcd_mvcc_db_open_read_transactions"), 1.0);
+    drop(snapshot);
+    drop(client);
+    wait_scrape(&cluster, 0, "the snapshot's read transaction ending", |s| {
+        s.value("etcd_mvcc_db_open_read_transactions") == 0.0
+    })
+    .await?;
+    Ok(())
+}
+
+/// A new member catches up from a snapshot: the leader counts it sent, the new member
+/// counts it received and times its `.snap.db` file's save and fsync, and both time the
+/// raft snapshot files they write (the leader's every `--snapshot-count` entries, the
+/// new member's on install).
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_sent_to_a_new_member_are_recorded_on_both_sides() -> Result<()> {
+    let mut cluster = Cluster::start_with(1, &["--snapshot-count", "10"])?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    for i in 0..40 {
+        client
+            .put(format!("big-{i:02}"), vec![b'x'; 10 * 1024], None)
+            .await?;
+    }
+    let leader_id = format!("{:x}", cluster.member_id(0).await?);
+    let leader_before = member_scrape(&cluster, 0)?;
+    assert!(leader_before.value("etcd_snap_fsync_duration_seconds_count") >= 1.0);
+    let (i, id) = cluster.add_member(false).await?;
+    let new_id = format!("{id:x}");
+    let sent = format!("etcd_network_snapshot_send_success{{To=\"{new_id}\"}}");
+    let leader_after = wait_scrape(&cluster, 0, "a snapshot sent", |s| {
+        s.samples.get(&sent).is_some_and(|&n| n >= 1.0)
+    })
+    .await?;
+    assert!(
+        leader_after.value(&format!(
+            "etcd_network_snapshot_send_total_duration_seconds_count{{To=\"{new_id}\"}}"
+        )) >= 1.0
+    );
+    let received = format!("etcd_network_snapshot_receive_success{{From=\"{leader_id}\"}}");
+    let member = wait_scrape(&cluster, i, "a snapshot received", |s| {
+        s.samples.get(&received).is_some_and(|&n| n >= 1.0)
+    })
+    .await?;
+    assert!(member.value("etcd_snap_db_fsync_duration_seconds_count") >= 1.0);
+    assert!(member.value("etcd_snap_db_save_total_duration_seconds_count") >= 1.0);
+    assert!(member.value("etcd_snap_fsync_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        member.value("etcd_server_snapshot_apply_in_progress_total"),
+        0.0
+    );
+    assert!(
+        member.value(&format!(
+            "etcd_network_snapshot_receive_total_duration_seconds_count{{From=\"{leader_id}\"}}"
+        )) >= 1.0
+    );
+    Ok(())
+}
+
+/// Each member counts its peers active while a raft stream to them is up, and counts a
+/// disconnection when one goes away (labels `Local` and `Remote`, as etcd's).
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_are_active_until_they_disconnect() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    cluster.leader().await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(format!("{:x}", cluster.member_id(i).await?));
+    }
+    let active = |local: usize, remote: usize| {
+        format!(
+            "etcd_network_active_peers{{Local=\"{}\",Remote=\"{}\"}}",
+            ids[local], ids[remote]
+        )
+    };
+    let disconnected = |local: usize, remote: usize| {
+        format!(
+            "etcd_network_disconnected_peers_total{{Local=\"{}\",Remote=\"{}\"}}",
+            ids[local], ids[remote]
+        )
+    };
+    for i in 0..3 {
+        let peers: Vec<String> = (0..3).filter(|&j| j != i).map(|j| active(i, j)).collect();
+        wait_scrape(&cluster, i, "both peers active", |s| {
+            peers.iter().all(|p| s.samples.get(p) == Some(&1.0))
+        })
+        .await?;
+    }
+    let before = member_scrape(&cluster, 0)?;
+    cluster.kill(2);
+    let (gone, dropped) = (active(0, 2), disconnected(0, 2));
+    let after = wait_scrape(&cluster, 0, "member 2 disconnected", |s| {
+        s.samples.get(&gone) == Some(&0.0)
+    })
+    .await?;
+    assert!(grew(&before, &after, &dropped) >= 1.0, "{dropped}");
+    assert_eq!(after.value(&active(0, 1)), 1.0);
+    Ok(())
+}

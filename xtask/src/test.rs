@@ -52,6 +52,12 @@ pub const SYSTEM_PACKAGES: &[SystemPackage] = &[
         name: "python3-etcd3",
         installs: "/usr/lib/python3/dist-packages/etcd3/__init__.py",
     },
+    // Scrapes a cluster and runs etcd's Grafana dashboard queries
+    // (tests/tests/prometheus.rs).
+    SystemPackage {
+        name: "prometheus",
+        installs: "/usr/bin/prometheus",
+    },
 ];
 
 /// A Debian package and one file it installs.

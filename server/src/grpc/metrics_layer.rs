@@ -3,7 +3,16 @@
 //! code), `grpc_server_msg_received_total` and `grpc_server_msg_sent_total`, each
 //! labelled `grpc_method`, `grpc_service`, `grpc_type` (and `grpc_code`), plus etcd's
 //! `etcd_network_client_grpc_{received,sent}_bytes_total` (message payload bytes, as
-//! etcd's codec counts them) and `etcd_server_client_requests_total`.
+//! etcd's codec counts them) and `etcd_server_client_requests_total`. With etcd's
+//! `--metrics=extensive`, also `grpc_server_handling_seconds`: each call's time from its
+//! start to its status (a stream's whole life), as go-grpc-prometheus's handling-time
+//! histogram measures it.
+//!
+//! What is counted is what reaches the client port's gRPC server, as etcd counts it:
+//! the JSON gateway's calls are (etcd's gateway dials its own gRPC server), the calls
+//! Lock and Election make to the member's KV, Lease and Watch are not (etcd's make them
+//! as function calls, through `v3client`). Read off etcd 3.4.23: `curl /v3/kv/put`
+//! counts one `Put`, and `curl /v3/lock/lock` one `Lock` and nothing else.
 //!
 //! Every method's series are registered once, at zero, when the layer is built (as
 //! go-grpc-prometheus pre-registers a server's methods); a call then costs a lookup in
@@ -18,6 +27,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -25,7 +35,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Buf;
 use http_body::{Frame, SizeHint};
-use metrics::{Counter, counter};
+use metrics::{Counter, Histogram, counter, histogram};
 use parking_lot::RwLock;
 
 /// How a method streams (go-grpc-prometheus's `grpc_type`; etcd has no client streams).
@@ -161,6 +171,8 @@ struct MethodMetrics {
     handled: [Counter; 17],
     received: Counter,
     sent: Counter,
+    /// `grpc_server_handling_seconds`, under `--metrics=extensive` only.
+    handling: Option<Histogram>,
 }
 
 /// Handles shared by every call.
@@ -179,7 +191,7 @@ struct Shared {
 const MAX_CLIENT_VERSIONS: usize = 32;
 
 impl Shared {
-    fn new() -> Self {
+    fn new(extensive: bool) -> Self {
         let mut methods = HashMap::new();
         for (service, list) in METHODS {
             for &(method, call_type) in *list {
@@ -206,6 +218,8 @@ impl Shared {
                         handled,
                         received: counter!("grpc_server_msg_received_total", &labels),
                         sent: counter!("grpc_server_msg_sent_total", &labels),
+                        handling: extensive
+                            .then(|| histogram!("grpc_server_handling_seconds", &labels)),
                     }),
                 );
             }
@@ -243,9 +257,10 @@ impl Shared {
     }
 }
 
-/// Wraps the client port's gRPC routes in the metrics layer.
-pub fn instrument(routes: tonic::service::Routes) -> tonic::service::Routes {
-    let shared = Arc::new(Shared::new());
+/// Wraps the client port's gRPC routes in the metrics layer; `extensive` (etcd's
+/// `--metrics=extensive`) adds the handling-time histogram.
+pub fn instrument(routes: tonic::service::Routes, extensive: bool) -> tonic::service::Routes {
+    let shared = Arc::new(Shared::new(extensive));
     let layer = axum::middleware::from_fn(move |request: Request, next: Next| {
         observe(shared.clone(), request, next)
     });
@@ -274,6 +289,7 @@ async fn observe(shared: Arc<Shared>, request: Request, next: Next) -> Response 
     });
     let mut call = Call {
         method: Some(method.clone()),
+        started: method.handling.as_ref().map(|_| Instant::now()),
     };
     let response = next.run(request).await;
     if let Some(code) = status_code(response.headers()) {
@@ -307,14 +323,20 @@ fn status_code(headers: &http::HeaderMap) -> Option<usize> {
 /// A call not yet counted as handled; counts it `Canceled` if dropped unfinished.
 struct Call {
     method: Option<Arc<MethodMetrics>>,
+    /// When it started, if its handling time is measured.
+    started: Option<Instant>,
 }
 
 impl Call {
     fn finish(&mut self, code: usize) {
-        if let Some(method) = self.method.take()
-            && let Some(counter) = method.handled.get(code)
-        {
+        let Some(method) = self.method.take() else {
+            return;
+        };
+        if let Some(counter) = method.handled.get(code) {
             counter.increment(1);
+        }
+        if let (Some(histogram), Some(started)) = (&method.handling, self.started) {
+            histogram.record(started.elapsed().as_secs_f64());
         }
     }
 }
@@ -439,7 +461,7 @@ mod tests {
 
     #[test]
     fn every_method_is_registered_once() {
-        let shared = Shared::new();
+        let shared = Shared::new(false);
         let count: usize = METHODS.iter().map(|(_, list)| list.len()).sum();
         assert_eq!(shared.methods.len(), count);
         assert_eq!(

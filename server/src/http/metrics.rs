@@ -416,6 +416,12 @@ pub const FAMILIES: &[Family] = &[
         Counter,
         "Total number of gRPC stream messages sent by the server.",
     ),
+    // Under --metrics=extensive only (its series exist only then).
+    labelled(
+        "grpc_server_handling_seconds",
+        Histogram,
+        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+    ),
 ];
 
 /// etcd's histogram buckets (`prometheus.ExponentialBuckets(start, 2, count)`), so
@@ -437,6 +443,12 @@ const BUCKETS: &[(&str, f64, usize)] = &[
         0.1,
         10,
     ),
+];
+
+/// go-grpc-prometheus's handling-time buckets (Prometheus's `DefBuckets`), which etcd
+/// keeps.
+const GRPC_HANDLING_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// How often histogram samples are folded into their buckets between scrapes (the
@@ -470,6 +482,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                     )
                     .ok()?;
             }
+            builder = builder
+                .set_buckets_for_metric(
+                    Matcher::Full("grpc_server_handling_seconds".to_string()),
+                    GRPC_HANDLING_BUCKETS,
+                )
+                .ok()?;
             let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 Err(error) => {
@@ -747,7 +765,11 @@ mod tests {
 
     #[test]
     fn every_bucketed_family_is_a_histogram() {
-        for (name, _, _) in BUCKETS {
+        let names = BUCKETS
+            .iter()
+            .map(|(name, _, _)| name)
+            .chain([&"grpc_server_handling_seconds"]);
+        for name in names {
             let family = FAMILIES.iter().find(|f| f.name == *name);
             assert_eq!(family.map(|f| f.kind), Some(Kind::Histogram), "{name}");
         }

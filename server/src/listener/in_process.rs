@@ -2,7 +2,9 @@
 //! JSON gateway (and its server-side Lock and Election services) dial the member's own
 //! gRPC server, so their calls pass the same stack as a client's (the learner gate, the
 //! services' checks) and, for the gateway, count against `--max-concurrent-streams` on
-//! one HTTP/2 connection as etcd's do.
+//! one HTTP/2 connection as etcd's do. Which routes a channel reaches decides what the
+//! gRPC metrics count: the member wires the gateway to the instrumented routes and Lock
+//! and Election to the same services without the metrics layer, as etcd counts them.
 
 use std::sync::{Arc, OnceLock};
 

@@ -112,6 +112,7 @@ async fn run(
             None => Ended::Failed,
             Some(url) => match raft_stream::connect(url, common.client_tls.clone()).await {
                 Ok(connection) => {
+                    let _active = super::metrics::ActivePeer::new(common.local_id, peer_id);
                     if !was_connected {
                         info!(peer = %format_args!("{peer_id:x}"), %url, "peer connected");
                     }
@@ -329,7 +330,9 @@ pub(super) fn spawn_snapshot(
 ) {
     runtime.spawn(async move {
         let to = message.to;
+        let started = std::time::Instant::now();
         let delivered = send_snapshot(&common, &urls, message).await;
+        super::metrics::snapshot_sent(to, delivered, started.elapsed());
         common.report(Inbound::SnapshotReport { to, delivered });
     });
 }

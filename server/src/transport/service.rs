@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use concord_proto::concordpb::peer_server::Peer;
@@ -139,6 +140,28 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftAck>, Status> {
+        let from = header_id(request.metadata(), FROM_HEADER).unwrap_or(0);
+        let started = Instant::now();
+        let received = self.receive_snapshot(request, started).await;
+        super::metrics::snapshot_received(from, received.is_ok(), started.elapsed());
+        received
+    }
+
+    async fn member_info(
+        &self,
+        _request: Request<MemberInfoRequest>,
+    ) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new((self.member_info)()))
+    }
+}
+
+impl PeerService {
+    /// Receives one snapshot transfer (begun at `started`) and hands it to raft.
+    async fn receive_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+        started: Instant,
+    ) -> Result<Response<RaftAck>, Status> {
         self.check_cluster(request.metadata())?;
         let mut stream = request.into_inner();
         let stopped = self.stopped();
@@ -198,20 +221,15 @@ impl Peer for PeerService {
         );
         match file {
             Some((file, descriptor)) => {
+                let syncing = Instant::now();
                 file.sync_all()
                     .map_err(|e| Status::internal(format!("snapshot file: {e}")))?;
+                super::metrics::snapshot_file_saved(syncing.elapsed(), started.elapsed());
                 message.mut_snapshot().set_data(descriptor.into());
             }
             None => message.mut_snapshot().set_data(data.freeze()),
         }
         self.deliver(message)?;
         Ok(Response::new(RaftAck {}))
-    }
-
-    async fn member_info(
-        &self,
-        _request: Request<MemberInfoRequest>,
-    ) -> Result<Response<MemberInfoResponse>, Status> {
-        Ok(Response::new((self.member_info)()))
     }
 }

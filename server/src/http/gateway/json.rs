@@ -8,6 +8,12 @@
 //! - in: proto or JSON (lowerCamel) field names, integers as numbers or strings, enums
 //!   by name or number, `null` for "not set", unknown fields ignored (grpc-gateway's
 //!   decoder allows them).
+//!
+//! Strings are escaped as Go's `encoding/json` escapes them (jsonpb writes strings with
+//! it), which serde_json does not do by itself: `<`, `>`, `&`, U+2028 and U+2029 as
+//! `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`, and backspace and form feed as
+//! `\u0008` and `\u000c` (read off etcd 3.4.23, built with go1.19, answering
+//! `/v3/auth/user/list` and a malformed body).
 
 use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
@@ -35,11 +41,61 @@ pub fn protobuf_to_json(desc: &MessageDescriptor, protobuf: &[u8]) -> Result<Vec
         .skip_default_fields(true)
         .stringify_64_bit_integers(true)
         .use_enum_numbers(false);
-    let mut serializer = serde_json::Serializer::new(Vec::new());
+    let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), GoEscapes);
     message
         .serialize_with_options(&mut serializer, &options)
         .map_err(|e| e.to_string())?;
     Ok(serializer.into_inner())
+}
+
+/// `text` as a JSON string escaped as Go's `encoding/json` does (for the error bodies
+/// grpc-gateway writes with the same marshaler).
+pub fn go_json_string(text: &str) -> String {
+    let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), GoEscapes);
+    serde::Serializer::serialize_str(&mut serializer, text).expect("writing to a Vec cannot fail");
+    String::from_utf8(serializer.into_inner()).expect("serde_json writes UTF-8")
+}
+
+/// serde_json's compact output with Go's string escapes (see the module doc).
+struct GoEscapes;
+
+impl serde_json::ser::Formatter for GoEscapes {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        let mut plain_from = 0;
+        for (at, c) in fragment.char_indices() {
+            let escape = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[plain_from..at])?;
+            writer.write_all(escape.as_bytes())?;
+            plain_from = at + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[plain_from..])
+    }
+
+    fn write_char_escape<W>(
+        &mut self,
+        writer: &mut W,
+        char_escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        use serde_json::ser::CharEscape;
+        match char_escape {
+            CharEscape::Backspace => writer.write_all(b"\\u0008"),
+            CharEscape::FormFeed => writer.write_all(b"\\u000c"),
+            other => serde_json::ser::CompactFormatter.write_char_escape(writer, other),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +138,30 @@ mod tests {
         assert_eq!(
             String::from_utf8(json).unwrap(),
             r#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"2","raft_term":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}"#
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_go_escapes_them() {
+        // etcd 3.4.23's /v3/auth/user/list for a user named "a<b>&c", and for one
+        // named "q\b\f\u0001\u2028\u007f\"\\/x" (DEL and `/` stay as they are).
+        assert_eq!(go_json_string("a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
+        assert_eq!(
+            go_json_string("q\u{8}\u{c}\u{1}\u{2028}\u{2029}\u{7f}\"\\/x"),
+            "\"q\\u0008\\u000c\\u0001\\u2028\\u2029\u{7f}\\\"\\\\/x\""
+        );
+        let response = concord_proto::etcdserverpb::AuthUserListResponse {
+            header: None,
+            users: vec!["a<b>&c".to_string()],
+        };
+        let json = protobuf_to_json(
+            &message("etcdserverpb.AuthUserListResponse"),
+            &response.encode_to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"users":["a\u003cb\u003e\u0026c"]}"#
         );
     }
 

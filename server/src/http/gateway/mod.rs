@@ -289,7 +289,7 @@ fn http_status(code: Code) -> StatusCode {
 fn error_body(status: &Status) -> String {
     let mut fields = Vec::new();
     if !status.message().is_empty() {
-        let message = serde_json::Value::from(status.message()).to_string();
+        let message = json::go_json_string(status.message());
         fields.push(format!("\"error\":{message}"));
         fields.push(format!("\"message\":{message}"));
     }
@@ -312,7 +312,7 @@ fn stream_error_chunk(status: &Status) -> Bytes {
     }
     fields.push(format!("\"http_code\":{}", http.as_u16()));
     if !status.message().is_empty() {
-        let message = serde_json::Value::from(status.message()).to_string();
+        let message = json::go_json_string(status.message());
         fields.push(format!("\"message\":{message}"));
     }
     let reason = serde_json::Value::from(http.canonical_reason().unwrap_or_default());
