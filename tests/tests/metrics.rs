@@ -481,6 +481,7 @@ async fn gateway_calls_are_counted_and_lock_and_election_internals_are_not() -> 
         &format!(r#"{{"key":"{key}"}}"#),
     )
     .await?;
+    let gateway_done = member_scrape(&cluster, 0)?;
     // Lock and Election over gRPC, as a client calls them.
     let mut client = cluster.member_client(0).await?;
     let grant = client.lease_grant(60, None).await?;
@@ -519,7 +520,7 @@ async fn gateway_calls_are_counted_and_lock_and_election_internals_are_not() -> 
     assert_eq!(
         grew(
             &before,
-            &after,
+            &gateway_done,
             r#"etcd_server_client_requests_total{client_api_version="unknown",type="unary"}"#
         ),
         4.0
