@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use concord_proto::etcdserverpb as pb;
 use concord_proto::mvccpb;
-use std::fmt::Write as _;
+use concord_server::http::v2::json::go_string;
 
 /// Builds one JSON object, skipping empty values as `omitempty` does.
 #[derive(Default)]
@@ -22,7 +22,7 @@ impl Obj {
 
     fn key(&mut self, name: &str) {
         self.buf.push(if self.buf.is_empty() { '{' } else { ',' });
-        push_string(&mut self.buf, name);
+        go_string(&mut self.buf, name);
         self.buf.push(':');
     }
 
@@ -111,29 +111,8 @@ impl Obj {
 /// A JSON string the way Go's encoder writes it (HTML-safe escaping).
 pub fn string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    push_string(&mut out, s);
+    go_string(&mut out, s);
     out
-}
-
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Base64 (standard alphabet, padded) as a JSON string, as Go encodes `[]byte`.

@@ -532,13 +532,13 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         leases.clone(),
         shutdown_rx.clone(),
     )));
-    if config.enable_v2 {
-        tasks.push(tokio::spawn(crate::http::v2::run_expiry(
-            core.clone(),
-            core.v2.clone(),
-            shutdown_rx.clone(),
-        )));
-    }
+    // The v2 store is kept (and its TTLs expired) whether or not its routes are on,
+    // as etcd keeps it.
+    tasks.push(tokio::spawn(crate::http::v2::run_expiry(
+        core.clone(),
+        core.v2.clone(),
+        shutdown_rx.clone(),
+    )));
 
     Ok(RunningMember {
         core,

@@ -213,11 +213,13 @@ impl Machine {
                     member.peer_ur_ls = update.peer_ur_ls;
                     self.membership.upsert(member, batch);
                     self.observer.membership_changed(&self.membership);
+                    self.v2_internal(batch, |v2| v2.member_raft_attributes_updated(update.id));
                 }
                 Ok(apply_result::Result::Applied(Applied {}))
             }
             R::ClusterVersionSet(version) => {
                 batch.meta_put("cluster", b"version", version.version.as_bytes());
+                self.v2_internal(batch, V2Store::cluster_version_set);
                 Ok(apply_result::Result::Applied(Applied {}))
             }
             R::LeaseGrant(grant) => {
@@ -253,6 +255,7 @@ impl Machine {
         member.client_ur_ls = attrs.client_urls;
         self.membership.upsert(member.clone(), batch);
         self.observer.membership_changed(&self.membership);
+        self.v2_internal(batch, |v2| v2.member_attributes_set(member.id));
         if member.id == self.member_id {
             self.observer.published(&member);
         }
@@ -274,7 +277,13 @@ impl Machine {
             match single.change_type {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                     let is_learner = single.change_type == ConfChangeType::AddLearnerNode;
-                    let mut member = self.membership.get(id).cloned().unwrap_or_else(|| Member {
+                    let known = self.membership.get(id).cloned();
+                    if known.is_some() {
+                        self.v2_internal(batch, |v2| v2.member_raft_attributes_updated(id));
+                    } else {
+                        self.v2_internal(batch, |v2| v2.member_added(id));
+                    }
+                    let mut member = known.unwrap_or_else(|| Member {
                         id,
                         ..Default::default()
                     });
@@ -285,7 +294,9 @@ impl Machine {
                     self.membership.upsert(member, batch);
                 }
                 ConfChangeType::RemoveNode => {
-                    self.membership.remove(id, batch);
+                    if self.membership.remove(id, batch).is_some() {
+                        self.v2_internal(batch, |v2| v2.member_removed(id));
+                    }
                 }
             }
         }
@@ -414,6 +425,10 @@ impl StateMachine for Machine {
             let store = self.backend.store();
             let mut batch = store.write_batch();
             self.initial_membership.save_all(&mut batch);
+            // etcd applies one conf change per founding member, each a v2 write.
+            for id in self.initial_membership.ids() {
+                self.v2_internal(&mut batch, |v2| v2.member_added(id));
+            }
             batch.set_applied_index(meta.index);
             batch.commit().map_err(boxed)?;
             self.membership = self.initial_membership.clone();
@@ -432,6 +447,14 @@ impl StateMachine for Machine {
 }
 
 impl Machine {
+    /// A membership write that etcd also makes in its v2 store (see
+    /// `state::v2::internal`), written into the round's batch.
+    fn v2_internal(&self, batch: &mut WriteBatch<'_>, write: impl FnOnce(&mut V2Store)) {
+        let mut v2 = self.v2.lock();
+        write(&mut v2);
+        v2.write_changes(batch);
+    }
+
     /// Everything kept beside the store follows a store that a snapshot replaced.
     fn after_restore(&mut self) -> Result<(), BoxError> {
         let store = self.backend.store();

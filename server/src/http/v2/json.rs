@@ -6,7 +6,9 @@ use std::fmt::Write;
 
 use crate::state::v2::{Event, NodeView, V2Error};
 
-/// A string as Go's encoder writes it (`<`, `>`, `&`, U+2028 and U+2029 escaped).
+/// A string as Go's encoder writes it (`<`, `>`, `&`, U+2028 and U+2029 escaped): the
+/// one escaper for every JSON Concord prints as Go would (the v2 API, concordctl's
+/// `-w json`).
 pub fn go_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {

@@ -15,7 +15,7 @@ use super::json;
 use crate::core::Core;
 use crate::state::v2::{
     ECODE_INDEX_NAN, ECODE_INVALID_FIELD, ECODE_PREV_VALUE_REQUIRED, ECODE_RAFT_INTERNAL,
-    ECODE_REFRESH_TTL_REQUIRED, ECODE_REFRESH_VALUE, ECODE_TTL_NAN, Event, Method as V2Method,
+    ECODE_REFRESH_TTL_REQUIRED, ECODE_REFRESH_VALUE, ECODE_TTL_NAN, ECODE_UNAUTHORIZED, Event, Method as V2Method,
     Request, SharedV2Store, V2Error, WatchStart,
 };
 
@@ -208,6 +208,7 @@ fn parse(method: &Method, path: &str, form: &Form, now: i64) -> Result<KeyReques
             recursive,
             sorted,
             time: 0,
+            internal: false,
         },
         wait,
         since,
@@ -294,6 +295,7 @@ pub async fn keys(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Response {
     let core = &state.core;
@@ -309,6 +311,21 @@ pub async fn keys(
         Ok(parsed) => parsed,
         Err(error) => return error_response(core, &error),
     };
+    let allowed = super::auth::AuthStore::new(&state)
+        .has_key_prefix_access(
+            &method,
+            &headers,
+            &extensions,
+            &path,
+            parsed.request.recursive,
+        )
+        .await;
+    if !allowed {
+        return error_response(
+            core,
+            &V2Error::new(ECODE_UNAUTHORIZED, "Insufficient credentials", 0),
+        );
+    }
     if method == Method::GET && parsed.wait {
         return watch(&state, &parsed).await;
     }

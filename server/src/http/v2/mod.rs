@@ -2,7 +2,8 @@
 //! [`keys`]), `/v2/members`, `/v2/machines` and `/v2/stats/{self,leader,store}`, plus
 //! the leader's task that expires v2 TTLs through raft.
 
-mod json;
+mod auth;
+pub mod json;
 pub mod keys;
 
 use std::sync::Arc;
@@ -48,7 +49,54 @@ pub fn router(core: Arc<Core>, store: SharedV2Store) -> Router {
         .route("/v2/stats/self", any(stats_self))
         .route("/v2/stats/leader", any(stats_leader))
         .route("/v2/stats/store", any(stats_store))
+        .merge(auth::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(core.config.cors.clone()),
+            cors,
+        ))
         .with_state(V2State { core, store })
+}
+
+/// etcd's CORS handling (`--cors`, default `*`): the allowed origin (`*` when every
+/// origin is) is named in the answer's Access-Control headers, and an OPTIONS
+/// preflight is answered at once with 200.
+async fn cors(
+    State(origins): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = |origin: &str| {
+        origins.iter().all(|o| o.is_empty())
+            || origins.iter().any(|o| o == "*" || o == origin)
+    };
+    let origin = if allowed("*") {
+        Some("*".to_string())
+    } else {
+        request
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .filter(|origin| allowed(origin))
+            .map(str::to_string)
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        Response::new(Body::empty())
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        let headers = response.headers_mut();
+        headers.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        headers.insert("access-control-allow-origin", origin);
+        headers.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
+    response
 }
 
 /// Go's http.Error for a method the route does not take.
@@ -168,6 +216,7 @@ async fn members(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Response {
     let core = state.core.clone();
@@ -176,6 +225,12 @@ async fn members(
         Method::GET | Method::POST | Method::DELETE | Method::PUT
     ) {
         return method_not_allowed("GET,POST,DELETE,PUT");
+    }
+    if !auth::AuthStore::new(&state)
+        .has_write_root_access(&method, &headers, &extensions)
+        .await
+    {
+        return auth::no_auth();
     }
     let rest = uri
         .path()
@@ -348,7 +403,24 @@ async fn stats_store(State(state): State<V2State>, method: Method) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// The leader's v2 expiry: once a node's expiration has passed on the leader's clock,
+/// The leader records the cluster version once, as etcd's leader does on its first
+/// commit (a v2 write in etcd, so it moves the v2 index: see `state::v2::internal`).
+async fn decide_cluster_version(core: &Core) {
+    let recorded = core.backend.store().meta_get("cluster", b"version");
+    if !matches!(recorded, Ok(None)) {
+        return;
+    }
+    let request = concord_proto::concordpb::internal_request::Request::ClusterVersionSet(
+        concord_proto::concordpb::ClusterVersionSetRequest {
+            version: crate::grpc::CLUSTER_VERSION.to_string(),
+        },
+    );
+    if let Err(error) = crate::lease_expiry::propose_as_leader(core, request).await {
+        tracing::debug!("setting the cluster version: {error}");
+    }
+}
+
+/// The leader's v2 tasks: the cluster version, then the expiry: once a node's expiration has passed on the leader's clock,
 /// proposes a sync with that time, and every member expires the same nodes at the
 /// same indexes. Does nothing on followers.
 pub async fn run_expiry(
@@ -366,6 +438,7 @@ pub async fn run_expiry(
         if !core.raft.status.is_leader() {
             continue;
         }
+        decide_cluster_version(&core).await;
         let now = keys::now_nanos();
         let due = store.lock().next_expiration().is_some_and(|at| at <= now);
         if !due {

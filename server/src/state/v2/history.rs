@@ -83,7 +83,7 @@ impl WatcherHub {
         Ok(self
             .history
             .iter()
-            .filter(|e| e.index() >= since && !e.refresh)
+            .filter(|e| e.index() >= since && !e.refresh && !e.internal)
             .find(|e| history_matches(e, key, recursive)))
     }
 
@@ -118,7 +118,7 @@ impl WatcherHub {
                     let later: Vec<Event> = self
                         .history
                         .iter()
-                        .filter(|e| e.index() >= since && !e.refresh)
+                        .filter(|e| e.index() >= since && !e.refresh && !e.internal)
                         .filter(|e| history_matches(e, key, recursive))
                         .cloned()
                         .collect();

@@ -28,6 +28,7 @@
 //! ```
 
 mod history;
+mod internal;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +41,7 @@ pub use history::{HISTORY_CAPACITY, WatchSink, WatchStart, WatcherHub};
 pub const NODES_TABLE: &str = "v2";
 pub const INDEX_TABLE: &str = "v2_index";
 pub const EVENTS_TABLE: &str = "v2_events";
+pub use internal::AUTH_TABLE;
 const INDEX_KEY: &[u8] = b"current";
 
 /// Expirations before 2000-01-01 mean "permanent" (etcd's minExpireTime).
@@ -193,6 +195,10 @@ pub struct Event {
     pub etcd_index: u64,
     #[serde(default)]
     pub refresh: bool,
+    /// A write outside the user keys (etcd's membership under `/0`): it holds its
+    /// index and its slot in the history, but no `/v2/keys` watcher sees it.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 impl Event {
@@ -208,6 +214,7 @@ impl Event {
             prev_node: None,
             etcd_index: 0,
             refresh: false,
+            internal: false,
         }
     }
 
@@ -251,6 +258,8 @@ pub struct Request {
     pub sorted: bool,
     /// The leader's time of a `Sync`, Unix nanoseconds.
     pub time: i64,
+    /// A write to etcd's v2 auth tree (`/2/...`), not to the user keys.
+    pub internal: bool,
 }
 
 /// Operation counters (`/v2/stats/store`), local to the member.
@@ -286,6 +295,10 @@ pub struct V2Store {
     dirty: BTreeSet<String>,
     events_added: Vec<Event>,
     events_dropped: Vec<u64>,
+    /// etcd's v2 auth tree (`/2`): path to value, `None` for a directory.
+    auth_nodes: BTreeMap<String, Option<String>>,
+    /// Auth paths changed since the last `write_changes`.
+    auth_dirty: BTreeSet<String>,
 }
 
 /// etcd's path.Clean(path.Join("/", p)).
@@ -371,6 +384,17 @@ impl V2Store {
             events.push(event);
         }
         v2.hub.restore(events);
+        for (key, value) in store.meta_scan(AUTH_TABLE)? {
+            let (Ok(path), Ok(node)) = (
+                String::from_utf8(key),
+                serde_json::from_slice::<Option<String>>(&value),
+            ) else {
+                return Err(concord_mvcc::Error::Corrupt(
+                    "undecodable v2 auth node in the store".into(),
+                ));
+            };
+            v2.auth_nodes.insert(path, node);
+        }
         Ok(v2)
     }
 
@@ -399,6 +423,13 @@ impl V2Store {
         }
         for index in std::mem::take(&mut self.events_dropped) {
             batch.meta_delete(EVENTS_TABLE, &index.to_be_bytes());
+        }
+        for path in std::mem::take(&mut self.auth_dirty) {
+            match self.auth_nodes.get(&path).map(serde_json::to_vec) {
+                Some(Ok(bytes)) => batch.meta_put(AUTH_TABLE, path.as_bytes(), &bytes),
+                Some(Err(error)) => tracing::error!("encoding a v2 auth node: {error}"),
+                None => batch.meta_delete(AUTH_TABLE, path.as_bytes()),
+            }
         }
     }
 
@@ -575,6 +606,9 @@ impl V2Store {
 
     /// Applies one committed v2 request. `Ok(None)` for a sync.
     pub fn apply(&mut self, request: &Request) -> Result<Option<Event>, V2Error> {
+        if request.internal {
+            return self.apply_auth_write(request).map(Some);
+        }
         let path = clean_path(&request.path);
         let expire = expiration(request.expiration);
         let result = match request.method {
@@ -948,15 +982,21 @@ impl V2Store {
                 return Err(V2Error::new(ECODE_DIR_NOT_EMPTY, path, self.index));
             }
         }
+        Ok(self.remove_with_event(path, &node, Action::Delete))
+    }
+
+    /// Removes the node at `path` and everything below it at the next index, and
+    /// publishes the `action` event (delete, compareAndDelete, expire) that says so.
+    fn remove_with_event(&mut self, path: &str, node: &Node, action: Action) -> Event {
         let next = self.index + 1;
-        let mut event = Event::new(Action::Delete, path, next, node.created);
+        let mut event = Event::new(action, path, next, node.created);
         event.etcd_index = next;
         event.prev_node = Some(self.flat_view(path));
         event.node.dir = node.dir;
         let removed = self.remove_tree(path);
         self.set_index(next);
         self.publish(&event, &removed);
-        Ok(event)
+        event
     }
 
     fn compare_and_delete(
@@ -972,14 +1012,7 @@ impl V2Store {
         if let Some(error) = Self::compare_fail(&node, prev_value, prev_index, self.index) {
             return Err(error);
         }
-        let next = self.index + 1;
-        let mut event = Event::new(Action::CompareAndDelete, path, next, node.created);
-        event.etcd_index = next;
-        event.prev_node = Some(self.flat_view(path));
-        let removed = self.remove_tree(path);
-        self.set_index(next);
-        self.publish(&event, &removed);
-        Ok(event)
+        Ok(self.remove_with_event(path, &node, Action::CompareAndDelete))
     }
 
     /// Removes every node whose expiration is at or before `cutoff`, soonest first,
@@ -993,15 +1026,8 @@ impl V2Store {
                 self.ttl.remove(&(at, path));
                 continue;
             };
-            let next = self.index + 1;
-            let mut event = Event::new(Action::Expire, &path, next, node.created);
-            event.etcd_index = next;
-            event.prev_node = Some(self.flat_view(&path));
-            event.node.dir = node.dir;
-            let removed = self.remove_tree(&path);
-            self.set_index(next);
             self.stats.expire_count += 1;
-            self.publish(&event, &removed);
+            self.remove_with_event(&path, &node, Action::Expire);
         }
     }
 }
@@ -1033,6 +1059,7 @@ impl Request {
             recursive: proto.recursive,
             sorted: proto.sorted,
             time: proto.time,
+            internal: proto.internal,
         }
     }
 
@@ -1057,6 +1084,7 @@ impl Request {
             recursive: self.recursive,
             sorted: self.sorted,
             time: self.time,
+            internal: self.internal,
         }
     }
 }
