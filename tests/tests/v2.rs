@@ -317,7 +317,12 @@ fn ttl_refresh_and_expiry_with_an_expire_event() -> Result<()> {
     // Setting without a TTL removes it.
     curl(&url("/p"), &["-XPUT", "-d", "value=v", "-d", "ttl=1"])?;
     let permanent = curl(&url("/p"), &["-XPUT", "-d", "value=w"])?;
-    assert!(!permanent.body.contains("\"ttl\""), "{}", permanent.body);
+    let (node, prev) = permanent
+        .body
+        .split_once("\"prevNode\"")
+        .context("a prevNode")?;
+    assert!(!node.contains("\"ttl\""), "{}", permanent.body);
+    assert!(prev.contains("\"ttl\""), "{}", permanent.body);
     let stats = curl(
         &format!("{}/v2/stats/store", cluster.members[0].client_url()),
         &[],
@@ -349,7 +354,11 @@ fn watches_long_poll_replay_stream_and_clear() -> Result<()> {
     // The bootstrap's membership writes (indexes 1 to 3) are in the history too, but no
     // watcher of the keys sees them.
     let replay = curl(&format!("{base}/w/child?wait=true&waitIndex=1"), &[])?;
-    assert!(replay.body.contains("\"modifiedIndex\":4"), "{}", replay.body);
+    assert!(
+        replay.body.contains("\"modifiedIndex\":4"),
+        "{}",
+        replay.body
+    );
     // Fill the history past its window with python3-etcd, then ask for a cleared index.
     python(&cluster, "for i in range(1005):\n    c.write('/fill', i)\n")?;
     let cleared = curl(&format!("{base}/w?wait=true&waitIndex=2"), &[])?;
@@ -565,5 +574,165 @@ fn a_long_polling_watcher_misses_nothing_across_a_leader_change() -> Result<()> 
     let values = watcher.join().expect("watcher thread")?;
     let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     assert_eq!(values, expected);
+    Ok(())
+}
+
+/// The v2 auth API as etcd 3.4.23 answers it (each body read off etcd run with the same
+/// requests): users and roles, the switch, basic auth on the keys, root only for
+/// members and auth writes, the guest role for requests without credentials, and
+/// every auth write at an index of its own.
+#[test]
+fn v2_auth_api_answers_as_etcd_does() -> Result<()> {
+    let cluster = v2_cluster(1)?;
+    wait_v2(&cluster, 0)?;
+    let base = cluster.members[0].client_url();
+    let auth = |p: &str| format!("{base}/v2/auth{p}");
+    let put = |url: &str, body: &str| curl(url, &["-XPUT", "-d", body]);
+
+    curl(&keys(&cluster, 0, "/foo"), &["-XPUT", "-d", "value=bar"])?;
+    let user = put(&auth("/users/foo"), r#"{"user":"foo", "password":"pass"}"#)?;
+    assert_eq!(
+        (user.status, user.body.as_str()),
+        (201, "{\"user\":\"foo\",\"roles\":null}\n")
+    );
+    let role = put(
+        &auth("/roles/foo"),
+        r#"{"role":"foo", "permissions": {"kv": {"read": ["/foo/*"]}}}"#,
+    )?;
+    assert_eq!(
+        (role.status, role.body.as_str()),
+        (
+            201,
+            "{\"role\":\"foo\",\"permissions\":{\"kv\":{\"read\":[\"/foo/*\"],\"write\":null}}}\n"
+        )
+    );
+    let granted = put(&auth("/users/foo"), r#"{"user": "foo", "grant": ["foo"]}"#)?;
+    assert_eq!(
+        (granted.status, granted.body.as_str()),
+        (200, "{\"user\":\"foo\",\"roles\":[\"foo\"]}\n")
+    );
+    let again = put(&auth("/users/foo"), r#"{"user": "foo", "grant": ["foo"]}"#)?;
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (
+            409,
+            "{\"message\":\"auth: Granting duplicate role foo for user foo\"}"
+        )
+    );
+    let root = put(&auth("/users/root"), r#"{"user": "root", "password": "a"}"#)?;
+    assert_eq!(root.body, "{\"user\":\"root\",\"roles\":[\"root\"]}\n");
+    let roles = curl(&auth("/roles"), &[])?;
+    assert_eq!(
+        roles.body,
+        "{\"roles\":[{\"role\":\"foo\",\"permissions\":{\"kv\":{\"read\":[\"/foo/*\"],\"write\":null}}},{\"role\":\"root\",\"permissions\":{\"kv\":{\"read\":[\"/*\"],\"write\":[\"/*\"]}}}]}\n"
+    );
+    let foo = curl(&auth("/users/foo"), &[])?;
+    assert_eq!(
+        foo.body,
+        "{\"user\":\"foo\",\"roles\":[{\"role\":\"foo\",\"permissions\":{\"kv\":{\"read\":[\"/foo/*\"],\"write\":null}}}]}\n"
+    );
+    let missing = curl(&auth("/users/nobody"), &[])?;
+    assert_eq!(
+        (missing.status, missing.body.as_str()),
+        (404, "{\"message\":\"auth: User nobody does not exist.\"}")
+    );
+
+    let enabled = curl(&auth("/enable"), &["-XPUT"])?;
+    assert_eq!((enabled.status, enabled.body.as_str()), (200, ""));
+    // /foo at 4; the auth tree's four directories and switch, foo, role foo, the
+    // grant, root, the guest role made on enabling, the switch: 14, as on etcd.
+    let read = curl(&keys(&cluster, 0, "/foo/"), &["-u", "root:a"])?;
+    assert_eq!(read.header("x-etcd-index"), Some("14"));
+    assert!(read.body.contains("\"value\":\"bar\""), "{}", read.body);
+    let as_foo = curl(&keys(&cluster, 0, "/foo/"), &["-u", "foo:pass"])?;
+    assert_eq!(as_foo.status, 200);
+    let wrong = curl(&keys(&cluster, 0, "/foo/"), &["-u", "foo:"])?;
+    assert_eq!(
+        (wrong.status, wrong.body.as_str()),
+        (
+            401,
+            "{\"errorCode\":110,\"message\":\"The request requires user authentication\",\"cause\":\"Insufficient credentials\",\"index\":0}\n"
+        )
+    );
+    let foo_writes = curl(
+        &keys(&cluster, 0, "/foo/x"),
+        &["-XPUT", "-d", "value=1", "-u", "foo:pass"],
+    )?;
+    assert_eq!(foo_writes.status, 401);
+    // Without credentials the guest role decides: all keys until it is narrowed.
+    assert_eq!(curl(&keys(&cluster, 0, "/foo"), &[])?.status, 200);
+    let narrowed = curl(
+        &auth("/roles/guest"),
+        &[
+            "-XPUT",
+            "-u",
+            "root:a",
+            "-d",
+            r#"{"role":"guest","revoke":{"kv":{"read":["/*"],"write":["/*"]}}}"#,
+        ],
+    )?;
+    assert_eq!(
+        narrowed.body,
+        "{\"role\":\"guest\",\"permissions\":{\"kv\":{\"read\":[],\"write\":[]}}}\n"
+    );
+    assert_eq!(curl(&keys(&cluster, 0, "/foo"), &[])?.status, 401);
+    assert_eq!(curl(&auth("/users"), &[])?.status, 401);
+    let member_add = curl(
+        &format!("{base}/v2/members"),
+        &[
+            "-XPOST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"peerURLs":["http://127.0.0.1:1"]}"#,
+        ],
+    )?;
+    assert_eq!(
+        (member_add.status, member_add.body.as_str()),
+        (401, "{\"message\":\"Insufficient credentials\"}")
+    );
+    let root_gone = curl(&auth("/users/root"), &["-XDELETE", "-u", "root:a"])?;
+    assert_eq!(
+        root_gone.body,
+        "{\"message\":\"auth: Cannot delete root user while auth is enabled.\"}"
+    );
+    let state = curl(&auth("/enable"), &[])?;
+    assert_eq!(state.body, "{\"enabled\":true}\n");
+    let disabled = curl(&auth("/enable"), &["-XDELETE", "-u", "root:a"])?;
+    assert_eq!(disabled.status, 200);
+    assert_eq!(curl(&keys(&cluster, 0, "/foo"), &[])?.status, 200);
+    Ok(())
+}
+
+/// etcd's `--cors` (default `*`): every v2 answer names the allowed origin, and a
+/// preflight OPTIONS is answered at once.
+#[test]
+fn v2_answers_carry_cors_headers() -> Result<()> {
+    let cluster = Cluster::start_with(1, &["--enable-v2", "--cors", "http://app.example"])?;
+    cluster.wait_ready(0)?;
+    wait_v2(&cluster, 0)?;
+    let url = keys(&cluster, 0, "/k");
+    let allowed = curl(&url, &["-H", "Origin: http://app.example"])?;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-methods"),
+        Some("POST, GET, OPTIONS, PUT, DELETE")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-headers"),
+        Some("accept, content-type, authorization")
+    );
+    let other = curl(&url, &["-H", "Origin: http://elsewhere"])?;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let preflight = curl(&url, &["-XOPTIONS", "-H", "Origin: http://app.example"])?;
+    assert_eq!((preflight.status, preflight.body.as_str()), (200, ""));
+
+    let open = v2_cluster(1)?;
+    wait_v2(&open, 0)?;
+    let any = curl(&keys(&open, 0, "/k"), &[])?;
+    assert_eq!(any.header("access-control-allow-origin"), Some("*"));
     Ok(())
 }

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{V2State, error_response, propose};
 use crate::core::Core;
-use crate::state::v2::{ECODE_KEY_NOT_FOUND, ECODE_NODE_EXIST, Method as V2Method, Request, V2Error};
+use crate::state::v2::{
+    ECODE_KEY_NOT_FOUND, ECODE_NODE_EXIST, Method as V2Method, Request, V2Error,
+};
 
 const AUTH_PREFIX: &str = "/v2/auth";
 /// Where etcd keeps the v2 auth tree in its v2 store.
@@ -109,9 +111,9 @@ fn sorted(set: std::collections::BTreeSet<String>) -> Option<Vec<String>> {
 
 impl Permissions {
     fn is_empty(permissions: &Option<Permissions>) -> bool {
-        permissions.as_ref().is_none_or(|p| {
-            is_empty_list(&p.kv.read) && is_empty_list(&p.kv.write)
-        })
+        permissions
+            .as_ref()
+            .is_none_or(|p| is_empty_list(&p.kv.read) && is_empty_list(&p.kv.write))
     }
 }
 
@@ -162,15 +164,18 @@ impl RwPermission {
     }
 
     fn list(&self, write: bool) -> impl Iterator<Item = &String> {
-        if write { &self.write } else { &self.read }.iter().flatten()
+        if write { &self.write } else { &self.read }
+            .iter()
+            .flatten()
     }
 
     /// etcd's HasAccess: a glob ending in `*` matches by prefix, any other exactly.
     fn has_access(&self, key: &str, write: bool) -> bool {
-        self.list(write).any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None => key == pattern,
-        })
+        self.list(write)
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == pattern,
+            })
     }
 
     /// etcd's HasRecursiveAccess: only globs ending in `*` cover a whole tree.
@@ -251,10 +256,12 @@ impl From<V2Error> for Failure {
 }
 
 /// Runs bcrypt off the async threads.
-async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(job).await.map_err(|e| {
-        Failure::auth(StatusCode::INTERNAL_SERVER_ERROR, format!("bcrypt: {e}"))
-    })
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Failure::auth(StatusCode::INTERNAL_SERVER_ERROR, format!("bcrypt: {e}")))
 }
 
 async fn hash_password(password: String) -> Result<String, Failure> {
@@ -333,13 +340,22 @@ impl<'a> AuthStore<'a> {
             return Ok(());
         }
         for dir in ["", "/users/", "/roles/"] {
-            match self.write(V2Method::Put, dir, String::new(), true, Some(false)).await {
+            match self
+                .write(V2Method::Put, dir, String::new(), true, Some(false))
+                .await
+            {
                 Err(e) if !e.is_store_code(ECODE_NODE_EXIST) => return Err(e),
                 _ => {}
             }
         }
         match self
-            .write(V2Method::Put, "/enabled", "false".into(), false, Some(false))
+            .write(
+                V2Method::Put,
+                "/enabled",
+                "false".into(),
+                false,
+                Some(false),
+            )
             .await
         {
             Err(e) if !e.is_store_code(ECODE_NODE_EXIST) => Err(e),
@@ -379,9 +395,8 @@ impl<'a> AuthStore<'a> {
                 format!("User {name} does not exist."),
             ));
         };
-        let mut user: User = serde_json::from_str(&json).map_err(|e| {
-            Failure::auth(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })?;
+        let mut user: User = serde_json::from_str(&json)
+            .map_err(|e| Failure::auth(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         if user.user == "root" {
             attach_root_role(&mut user);
         }
@@ -519,7 +534,10 @@ impl<'a> AuthStore<'a> {
 
     async fn enable(&self) -> Result<(), Failure> {
         if self.auth_enabled() {
-            return Err(Failure::auth(StatusCode::CONFLICT, "already enabled".into()));
+            return Err(Failure::auth(
+                StatusCode::CONFLICT,
+                "already enabled".into(),
+            ));
         }
         if self.get_user("root", true).await.is_err() {
             return Err(Failure::auth(
@@ -535,7 +553,10 @@ impl<'a> AuthStore<'a> {
 
     async fn disable(&self) -> Result<(), Failure> {
         if !self.auth_enabled() {
-            return Err(Failure::auth(StatusCode::CONFLICT, "already disabled".into()));
+            return Err(Failure::auth(
+                StatusCode::CONFLICT,
+                "already disabled".into(),
+            ));
         }
         self.set_resource("/enabled", "false".into(), true).await
     }
@@ -543,7 +564,8 @@ impl<'a> AuthStore<'a> {
     /// The user a request authenticates as: its client certificate's common name
     /// (with `--client-cert-auth` and no Authorization header) or its basic auth.
     async fn user_of(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<User> {
-        if headers.get("authorization").is_none() && self.core().config.client_tls.client_cert_auth {
+        if headers.get("authorization").is_none() && self.core().config.client_tls.client_cert_auth
+        {
             let name = extensions
                 .get::<crate::listener::ConnectionInfo>()
                 .and_then(|c| c.common_name())?;
@@ -563,12 +585,9 @@ impl<'a> AuthStore<'a> {
         if !self.auth_enabled() {
             return true;
         }
-        self.user_of(headers, extensions).await.is_some_and(|user| {
-            user.roles
-                .iter()
-                .flatten()
-                .any(|role| role == ROOT_ROLE)
-        })
+        self.user_of(headers, extensions)
+            .await
+            .is_some_and(|user| user.roles.iter().flatten().any(|role| role == ROOT_ROLE))
     }
 
     /// etcd's hasWriteRootAccess: reads are free, writes need root.
@@ -746,12 +765,19 @@ pub async fn enable(
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    if let Some(refused) = allow(&method, &[Method::GET, Method::PUT, Method::DELETE], "GET,PUT,DELETE") {
+    if let Some(refused) = allow(
+        &method,
+        &[Method::GET, Method::PUT, Method::DELETE],
+        "GET,PUT,DELETE",
+    ) {
         return refused;
     }
     let store = AuthStore::new(&state);
     let core = &state.core;
-    if !store.has_write_root_access(&method, &headers, &extensions).await {
+    if !store
+        .has_write_root_access(&method, &headers, &extensions)
+        .await
+    {
         return no_auth();
     }
     let outcome = match method {
@@ -792,7 +818,11 @@ pub async fn users(
         Ok(Some(name)) => name,
         Err(response) => return response,
     };
-    if let Some(refused) = allow(&method, &[Method::GET, Method::PUT, Method::DELETE], "GET,PUT,DELETE") {
+    if let Some(refused) = allow(
+        &method,
+        &[Method::GET, Method::PUT, Method::DELETE],
+        "GET,PUT,DELETE",
+    ) {
         return refused;
     }
     if !store.has_root_access(&headers, &extensions).await {
@@ -914,7 +944,11 @@ pub async fn roles(
         Ok(Some(name)) => name,
         Err(response) => return response,
     };
-    if let Some(refused) = allow(&method, &[Method::GET, Method::PUT, Method::DELETE], "GET,PUT,DELETE") {
+    if let Some(refused) = allow(
+        &method,
+        &[Method::GET, Method::PUT, Method::DELETE],
+        "GET,PUT,DELETE",
+    ) {
         return refused;
     }
     if !store.has_root_access(&headers, &extensions).await {
@@ -922,7 +956,11 @@ pub async fn roles(
     }
     let result = match method {
         Method::GET => store.get_role(&name, false).await.map(|role| {
-            encoded(core, StatusCode::OK, serde_json::to_string(&role).unwrap_or_default())
+            encoded(
+                core,
+                StatusCode::OK,
+                serde_json::to_string(&role).unwrap_or_default(),
+            )
         }),
         Method::PUT => put_role(&store, &name, &body).await,
         _ => store

@@ -15,8 +15,8 @@ use super::json;
 use crate::core::Core;
 use crate::state::v2::{
     ECODE_INDEX_NAN, ECODE_INVALID_FIELD, ECODE_PREV_VALUE_REQUIRED, ECODE_RAFT_INTERNAL,
-    ECODE_REFRESH_TTL_REQUIRED, ECODE_REFRESH_VALUE, ECODE_TTL_NAN, ECODE_UNAUTHORIZED, Event, Method as V2Method,
-    Request, SharedV2Store, V2Error, WatchStart,
+    ECODE_REFRESH_TTL_REQUIRED, ECODE_REFRESH_VALUE, ECODE_TTL_NAN, ECODE_UNAUTHORIZED, Event,
+    Method as V2Method, Request, SharedV2Store, V2Error, WatchStart,
 };
 
 pub const KEYS_PREFIX: &str = "/v2/keys";

@@ -66,8 +66,7 @@ async fn cors(
     next: axum::middleware::Next,
 ) -> Response {
     let allowed = |origin: &str| {
-        origins.iter().all(|o| o.is_empty())
-            || origins.iter().any(|o| o == "*" || o == origin)
+        origins.iter().all(|o| o.is_empty()) || origins.iter().any(|o| o == "*" || o == origin)
     };
     let origin = if allowed("*") {
         Some("*".to_string())

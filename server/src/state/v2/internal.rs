@@ -36,13 +36,19 @@ fn member_key(id: u64) -> String {
 impl V2Store {
     /// A member joined (etcd's mustSaveMemberToStore: create its `raftAttributes`).
     pub fn member_added(&mut self, id: u64) {
-        self.internal_write(Action::Create, &format!("{}/raftAttributes", member_key(id)));
+        self.internal_write(
+            Action::Create,
+            &format!("{}/raftAttributes", member_key(id)),
+        );
     }
 
     /// A member's peer URLs changed or a learner was promoted (etcd's
     /// mustUpdateMemberInStore: update its `raftAttributes`).
     pub fn member_raft_attributes_updated(&mut self, id: u64) {
-        self.internal_write(Action::Update, &format!("{}/raftAttributes", member_key(id)));
+        self.internal_write(
+            Action::Update,
+            &format!("{}/raftAttributes", member_key(id)),
+        );
     }
 
     /// A member published its name and client URLs (etcd's

@@ -319,3 +319,71 @@ fn persisted_state_loads_back_identically() {
     assert_eq!(loaded.hub.history().count(), 4);
     assert_eq!(loaded.get("/c", false, false).unwrap_err().code, 100);
 }
+
+#[test]
+fn membership_writes_take_indexes_no_watcher_sees() {
+    let mut s = V2Store::default();
+    // A one-member bootstrap, as etcd 3.4.23 numbers it: added, published, version.
+    s.member_added(0x628170c800dbcee);
+    s.member_attributes_set(0x628170c800dbcee);
+    s.cluster_version_set();
+    assert_eq!(s.index(), 3);
+    assert_eq!((s.stats.create_success, s.stats.set_success), (1, 2));
+    let root = s.get("/", true, false).unwrap();
+    assert_eq!(root.node.nodes, Some(Vec::new()));
+    // A watcher of everything from index 1 waits for the first key's write.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    let start = s
+        .watch(
+            "/",
+            true,
+            false,
+            1,
+            Box::new(move |e: &Event| {
+                sink_seen.lock().unwrap().push(e.index());
+                true
+            }),
+        )
+        .unwrap();
+    assert!(matches!(start, WatchStart::Registered(_)));
+    s.member_removed(7);
+    assert_eq!(s.index(), 5, "a removal is a delete and a create");
+    apply(&mut s, put("/k", "v")).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![6]);
+}
+
+#[test]
+fn auth_tree_writes_follow_etcds_prev_exist_rules() {
+    let mut s = V2Store::default();
+    let write = |method: Method, path: &str, value: &str, prev_exist: Option<bool>| Request {
+        method,
+        path: path.into(),
+        value: value.into(),
+        prev_exist,
+        internal: true,
+        ..Request::default()
+    };
+    let created = apply(&mut s, write(Method::Put, "/2/users/a", "{}", Some(false))).unwrap();
+    assert!(created.internal);
+    assert_eq!(s.index(), 1);
+    let exists = apply(&mut s, write(Method::Put, "/2/users/a", "{}", Some(false))).unwrap_err();
+    assert_eq!((exists.code, exists.index), (ECODE_NODE_EXIST, 1));
+    let missing = apply(&mut s, write(Method::Put, "/2/users/b", "{}", Some(true))).unwrap_err();
+    assert_eq!(missing.code, ECODE_KEY_NOT_FOUND);
+    apply(
+        &mut s,
+        write(Method::Put, "/2/users/a", "{\"x\":1}", Some(true)),
+    )
+    .unwrap();
+    assert_eq!(s.auth_node("/2/users/a"), Some(Some("{\"x\":1}")));
+    assert_eq!(s.auth_children("/2/users"), vec!["a".to_string()]);
+    // The user keys never see the auth tree.
+    assert_eq!(
+        s.get("/2", false, false).unwrap_err().code,
+        ECODE_KEY_NOT_FOUND
+    );
+    apply(&mut s, write(Method::Delete, "/2/users/a", "", Some(true))).unwrap();
+    assert_eq!(s.auth_node("/2/users/a"), None);
+    assert_eq!(s.index(), 3);
+}
