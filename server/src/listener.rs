@@ -251,6 +251,23 @@ enum RawStream {
     Unix(UnixStream),
 }
 
+impl RawStream {
+    /// Whether the client's first byte is a TLS handshake record's (0x16), read
+    /// without taking it; a client silent past the handshake timeout counts as TLS
+    /// (the handshake then times out). A Unix socket is taken as TLS.
+    async fn opens_with_tls(&self) -> bool {
+        const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+        let RawStream::Tcp(tcp) = self else {
+            return true;
+        };
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
+            _ => true,
+        }
+    }
+}
+
 impl AcceptedStream {
     /// What the connection's requests will see as [`ConnectionInfo`].
     pub fn info(&self) -> &ConnectionInfo {
@@ -487,6 +504,10 @@ pub struct HttpOptions {
     /// After shutdown, how long open requests (watches, streams) may take to finish
     /// before their connections are closed.
     pub drain_timeout: Duration,
+    /// With TLS set, a TCP connection that does not open with a TLS handshake is
+    /// served in the clear: etcd serves an `http` and an `https` URL of the same
+    /// address from one listener.
+    pub plain_too: bool,
 }
 
 impl Default for HttpOptions {
@@ -498,6 +519,7 @@ impl Default for HttpOptions {
             keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
             keepalive_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(5),
+            plain_too: false,
         }
     }
 }
@@ -607,6 +629,11 @@ where
                 let options = options.clone();
                 let (grpc, http) = (grpc.clone(), http.clone());
                 connections.spawn(async move {
+                    let acceptor = if options.plain_too && !tcp.opens_with_tls().await {
+                        None
+                    } else {
+                        acceptor
+                    };
                     let Some(stream) = establish(tcp, remote_addr, local_addr, acceptor).await
                     else {
                         return;

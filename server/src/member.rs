@@ -442,7 +442,22 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     // --max-request-bytes with etcd's own error.
     let max_message =
         (config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES).max(HARD_MESSAGE_CAP_BYTES);
+    let mut bound_addresses = Vec::new();
     for url in &config.listen_client_urls {
+        // An http and an https URL of one address share one listener, as in etcd.
+        let address = (url.host_str(), url.port_or_known_default());
+        if bound_addresses.contains(&address) {
+            continue;
+        }
+        bound_addresses.push(address);
+        let same_address = || {
+            config
+                .listen_client_urls
+                .iter()
+                .filter(move |u| (u.host_str(), u.port_or_known_default()) == address)
+        };
+        let secure = same_address().any(|u| u.scheme() == "https" || u.scheme() == "unixs");
+        let insecure = same_address().any(|u| u.scheme() != "https" && u.scheme() != "unixs");
         // The JSON gateway, Lock and Election call this listener's own services, as
         // etcd's do: the gateway over one connection with the client's stream limit,
         // through the gRPC metrics (etcd's dials its own gRPC server); Lock and Election
@@ -489,13 +504,10 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         let _ = own_services.set(routes.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));
-        let tls = if url.scheme() == "https" || url.scheme() == "unixs" {
-            client_tls.clone()
-        } else {
-            None
-        };
+        let tls = if secure { client_tls.clone() } else { None };
         let options = crate::listener::HttpOptions {
             max_concurrent_streams: Some(config.max_concurrent_streams),
+            plain_too: secure && insecure,
             ..Default::default()
         };
         tasks.push(tokio::spawn(crate::listener::serve_with(

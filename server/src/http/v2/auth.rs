@@ -816,7 +816,9 @@ pub async fn users(
             return list_users(&store).await;
         }
         Ok(Some(name)) => name,
-        Err(response) => return response,
+        Err(InvalidPath) => {
+            return super::http_error(StatusCode::BAD_REQUEST, "Invalid path");
+        }
     };
     if let Some(refused) = allow(
         &method,
@@ -942,7 +944,9 @@ pub async fn roles(
             return list_roles(&store).await;
         }
         Ok(Some(name)) => name,
-        Err(response) => return response,
+        Err(InvalidPath) => {
+            return super::http_error(StatusCode::BAD_REQUEST, "Invalid path");
+        }
     };
     if let Some(refused) = allow(
         &method,
@@ -1017,15 +1021,18 @@ async fn put_role(store: &AuthStore<'_>, name: &str, body: &[u8]) -> Result<Resp
     Ok(encoded(core, StatusCode::OK, json))
 }
 
+/// A path below a collection's member (etcd's "Invalid path").
+struct InvalidPath;
+
 /// The name in `/v2/auth/{users,roles}/{name}` (None for the collection itself), as
 /// etcd splits the cleaned path; deeper paths are etcd's "Invalid path".
-fn resource_name(path: &str) -> Result<Option<String>, Response> {
+fn resource_name(path: &str) -> Result<Option<String>, InvalidPath> {
     let sub = crate::state::v2::clean_path(path.get(AUTH_PREFIX.len()..).unwrap_or(""));
     let pieces: Vec<&str> = sub.split('/').collect();
     match pieces.as_slice() {
         [_, _] => Ok(None),
         [_, _, name] => Ok(Some(name.to_string())),
-        _ => Err(super::http_error(StatusCode::BAD_REQUEST, "Invalid path")),
+        _ => Err(InvalidPath),
     }
 }
 
