@@ -283,12 +283,11 @@ impl<'a> WriteBatch<'a> {
         }
         // fjall copies the bytes either way; keeping ours lets a failed commit
         // roll the index back (in Drop) like any discarded batch.
+        let mut written_bytes = 0u64;
         for change in &self.changes {
-            batch.insert(
-                &store.kv,
-                encode_revision_key(change.rev, change.tombstone),
-                change.encoded.as_slice(),
-            );
+            let key = encode_revision_key(change.rev, change.tombstone);
+            written_bytes += (key.len() + change.encoded.len()) as u64;
+            batch.insert(&store.kv, key, change.encoded.as_slice());
         }
         batch.insert(
             &store.meta,
@@ -333,6 +332,7 @@ impl<'a> WriteBatch<'a> {
         }
         self.finished = true;
         store.metrics.record(&self.ops);
+        store.live_bytes.fetch_add(written_bytes, Ordering::AcqRel);
 
         // Only now remove the compacted history: a reader that looked at the
         // index before the publish may still be fetching it, and retries when a
@@ -340,13 +340,24 @@ impl<'a> WriteBatch<'a> {
         // repaired at open.
         if !dead.is_empty() {
             let mut batch = store.db.batch();
+            // What the removal frees, for the in-use size: one point read per revision
+            // removed (etcd's compaction reads the keys it deletes too).
+            let mut freed = 0u64;
             for (rev, tombstone) in &dead {
-                batch.remove(&store.kv, encode_revision_key(*rev, *tombstone));
+                let key = encode_revision_key(*rev, *tombstone);
+                freed += crate::store::stored_bytes(&store.kv, &key)?;
+                batch.remove(&store.kv, key);
             }
             if let Err(e) = batch.commit() {
                 store.poisoned.store(true, Ordering::Release);
                 return Err(e.into());
             }
+            store
+                .live_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                    Some(live.saturating_sub(freed))
+                })
+                .ok();
         }
         store.table_reads.release_replaced_tables(&store.kv);
         Ok(())

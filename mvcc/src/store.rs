@@ -100,6 +100,10 @@ pub struct Store {
     /// Held by the one open [`WriteBatch`].
     pub(crate) writer: Mutex<()>,
     pub(crate) poisoned: AtomicBool,
+    /// Bytes (revision key + encoded value) of the revisions the store keeps: what a
+    /// defragment would leave of the `kv` keyspace. Grows at each commit, shrinks by
+    /// what a compaction removes (see [`Store::db_size_in_use`]).
+    pub(crate) live_bytes: AtomicU64,
     /// Our own search structures over the `kv` tables (see `get_from_tables`).
     pub(crate) table_reads: TableReads,
     pub(crate) metrics: StoreMetrics,
@@ -180,8 +184,10 @@ impl Store {
 
         let mut index = KeyIndex::default();
         let mut newest = 0i64;
+        let mut live_bytes = 0u64;
         for guard in kv.iter() {
             let (key, value) = guard.into_inner()?;
+            live_bytes += (key.len() + value.len()) as u64;
             let (rev, tombstone) = decode_revision_key(&key)
                 .ok_or_else(|| Error::Corrupt(format!("bad revision key {key:?}")))?;
             let kv = read::decode_kv(&value)?;
@@ -209,7 +215,9 @@ impl Store {
         if !dead.is_empty() {
             let mut batch = db.batch();
             for (rev, tombstone) in &dead {
-                batch.remove(&kv, encode_revision_key(*rev, *tombstone));
+                let key = encode_revision_key(*rev, *tombstone);
+                live_bytes = live_bytes.saturating_sub(stored_bytes(&kv, &key)?);
+                batch.remove(&kv, key);
             }
             batch.commit()?;
         }
@@ -234,6 +242,7 @@ impl Store {
             applied_index: AtomicU64::new(applied_index),
             writer: Mutex::new(()),
             poisoned: AtomicBool::new(false),
+            live_bytes: AtomicU64::new(live_bytes),
             table_reads,
             metrics,
         })
@@ -513,11 +522,38 @@ impl Store {
         Ok(out)
     }
 
-    /// Bytes on disk (journal and tables).
+    /// The store's size as etcd's quota and `Status.dbSize` count a bolt file: the
+    /// bytes of its tables on disk, plus the writes not yet flushed to a table (held
+    /// in memtables, and on disk only in the journal). In memory, so cheap enough to
+    /// ask on every write.
     ///
-    /// Counts the bytes the files really occupy: fjall's journal is a sparse,
-    /// pre-sized file whose apparent length says nothing about the data.
+    /// The journal itself is not counted: it is the store's write-ahead log, like
+    /// etcd's `member/wal` (which etcd does not count either), and its part already in
+    /// tables is dead weight fjall recycles when the journal rotates (at 64 MB). So
+    /// after [`Store::defragment`] the size is that of the live data, as a
+    /// defragmented bolt file's is. [`Store::files_size`] is the size of every file.
     pub fn db_size(&self) -> Result<u64, Error> {
+        Ok(self.tables_size() + self.db.write_buffer_size())
+    }
+
+    /// The part of [`Store::db_size`] in use (etcd's `dbSizeInUse`, the bolt file minus
+    /// its free pages): the revisions the store keeps (keys and values, as stored) and
+    /// its side tables, without what compactions and overwrites left behind for a
+    /// defragment to reclaim. Never more than the db size.
+    pub fn db_size_in_use(&self) -> u64 {
+        let live = self.live_bytes.load(Ordering::Acquire) + self.meta.disk_space();
+        live.min(self.db_size().unwrap_or(u64::MAX))
+    }
+
+    /// Bytes of the tables of every keyspace on disk (tables a defragment replaced
+    /// are gone once no reader holds them).
+    fn tables_size(&self) -> u64 {
+        self.kv.disk_space() + self.meta.disk_space()
+    }
+
+    /// Bytes of everything in the store's directory, the journal included (what `du`
+    /// says). The journal is preallocated sparse, so its unwritten tail counts nothing.
+    pub fn files_size(&self) -> Result<u64, Error> {
         Ok(allocated_bytes(&self.dir)?)
     }
 
@@ -635,6 +671,13 @@ pub(crate) fn rev_to_u64(v: i64) -> u64 {
 }
 
 /// Bytes allocated on disk for every file below `dir`.
+/// Bytes a stored `kv` entry occupies (key and value), 0 if it is not there.
+pub(crate) fn stored_bytes(kv: &Keyspace, key: &[u8]) -> Result<u64, Error> {
+    Ok(kv
+        .size_of(key)?
+        .map_or(0, |value| (key.len() as u64) + u64::from(value)))
+}
+
 fn allocated_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;

@@ -16,6 +16,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::driver::RaftHandle;
 use crate::etcd_error::EtcdError;
+use crate::state::alarms::Alarms;
 use crate::state::auth::AuthInfo;
 use crate::state::backend::Backend;
 use crate::state::membership::Membership;
@@ -33,6 +34,8 @@ pub struct Core {
     pub auth: Arc<Authenticator>,
     /// The v2 keys store (read by the v2 HTTP face; written only by apply).
     pub v2: SharedV2Store,
+    /// The raised alarms and the backend quota (written only by apply).
+    pub alarms: Arc<Alarms>,
     request_timeout: Duration,
     /// etcd's `etcd_server_proposals_pending` and `etcd_server_proposals_failed_total`.
     proposals_pending: metrics::Gauge,
@@ -50,6 +53,7 @@ impl Core {
         membership: Arc<RwLock<Membership>>,
         auth: Arc<Authenticator>,
         v2: SharedV2Store,
+        alarms: Arc<Alarms>,
     ) -> Core {
         let request_timeout = request_timeout(&config);
         Core {
@@ -61,6 +65,7 @@ impl Core {
             membership,
             auth,
             v2,
+            alarms,
             request_timeout,
             proposals_pending: metrics::gauge!("etcd_server_proposals_pending"),
             proposals_failed: metrics::counter!("etcd_server_proposals_failed_total"),
@@ -153,6 +158,26 @@ impl Core {
     pub async fn require_admin<T>(&self, request: &tonic::Request<T>) -> Result<(), EtcdError> {
         let info = self.identify(request).await?;
         self.auth.store.check_admin(&info)
+    }
+
+    /// etcd's quotaKVServer / quotaLeaseServer check, before a put, txn or lease grant
+    /// of `cost` bytes is proposed: if it would take this member's store past its
+    /// quota, this member raises the NOSPACE alarm through raft and the request gets
+    /// "database space exceeded".
+    pub async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
+        let size = self.backend.store().db_size().unwrap_or(0);
+        if self.alarms.quota().fits(size, cost) {
+            return Ok(());
+        }
+        let raise = concord_proto::etcdserverpb::AlarmRequest {
+            action: concord_proto::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.member_id,
+            alarm: concord_proto::etcdserverpb::AlarmType::Nospace as i32,
+        };
+        if let Err(error) = self.propose(internal_request::Request::Alarm(raise)).await {
+            tracing::warn!("cannot raise the NOSPACE alarm: {}", error.message);
+        }
+        Err(EtcdError::no_space())
     }
 
     /// Proposes a client's write made by `who`: the entry carries the user and the auth

@@ -24,6 +24,7 @@ use crate::core::Core;
 use crate::driver::{self, Command, DriverObserver, MessageSink};
 use crate::error::Error;
 use crate::grpc::{self, ETCD_VERSION};
+use crate::state::alarms::{Alarms, Quota};
 use crate::state::backend::{Backend, MEMBER_LOCAL_TABLE};
 use crate::state::leases::LeaseKeeper;
 use crate::state::membership::{Membership, cluster_id, member_id};
@@ -328,12 +329,22 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     );
     transport.set_snapshot_streams(Arc::new(SnapshotStreamsOf(snapshots.clone())));
     let received_snapshots = snapshots.clone();
+    let alarms = Arc::new(Alarms::new(Quota::new(config.quota_backend_bytes)));
+    match config.quota_backend_bytes {
+        None => tracing::info!("disabled backend quota"),
+        Some(quota) if quota > crate::config::MAX_QUOTA_BYTES => tracing::warn!(
+            "quota exceeds the maximum value: quota-size-bytes {quota}, quota-maximum-size-bytes {}",
+            crate::config::MAX_QUOTA_BYTES
+        ),
+        Some(quota) => tracing::info!("enabled backend quota: quota-size-bytes {quota}"),
+    }
     let mut machine = Machine::new(
         backend.clone(),
         local_id,
         initial.clone(),
         leases.clone(),
         auth_store,
+        alarms.clone(),
         snapshots,
         Box::new(observer),
     )?;
@@ -396,6 +407,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         shared_membership.clone(),
         authenticator,
         v2_store,
+        alarms,
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use concord_tests::side_by_side::{Server, ServerKind};
 use concord_tests::{Cluster, concordctl_binary, etcdctl, run_ctl};
-use etcd_client::{Client, CompactionOptions, GetOptions, PutOptions};
+use etcd_client::{
+    AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, GetOptions, PutOptions,
+};
 
 /// Writes a history with overwrites, deletions, a lease with keys and a compaction;
 /// returns (the lease id, the compact revision).
@@ -397,5 +399,226 @@ async fn a_restored_snapshot_keeps_users_roles_and_auth_enabled() -> anyhow::Res
     assert_eq!(alice.roles(), ["reader".to_string()]);
     let roles = root.role_list().await?;
     assert!(roles.roles().contains(&"reader".to_string()), "{roles:?}");
+    Ok(())
+}
+
+/// `/health` as a client sees it: (HTTP status, body).
+async fn health(endpoint: &str) -> anyhow::Result<(u16, String)> {
+    let answer = concord_tests::http_json::request(endpoint, "GET", "/health", "", &[]).await?;
+    Ok((answer.status, answer.body))
+}
+
+/// The alarms a member lists, as (member id, type) pairs.
+async fn alarms(client: &mut Client) -> anyhow::Result<Vec<(u64, AlarmType)>> {
+    let listed = client
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await?;
+    Ok(listed
+        .alarms()
+        .iter()
+        .map(|a| (a.member_id(), a.alarm()))
+        .collect())
+}
+
+fn is_no_space(error: &etcd_client::Error) -> bool {
+    error
+        .to_string()
+        .contains("etcdserver: mvcc: database space exceeded")
+}
+
+#[tokio::test]
+async fn past_the_quota_every_member_refuses_writes_until_compact_defrag_and_disarm()
+-> anyhow::Result<()> {
+    // An empty member is far under 256 KiB; 4 KiB values pass it after some 60 puts.
+    let cluster = Cluster::start_with(3, &["--quota-backend-bytes", "262144"])?;
+    wait_for_leader(&cluster).await?;
+    let mut client = cluster.client().await?;
+    client.put("small", "fits", None).await?;
+    let value = "b".repeat(4096);
+    let mut refused = None;
+    for _ in 0..10_000 {
+        if let Err(error) = client.put("big", value.as_str(), None).await {
+            refused = Some(error);
+            break;
+        }
+    }
+    let refused = refused.expect("the quota is never reached");
+    assert!(is_no_space(&refused), "{refused}");
+
+    // NOSPACE went through raft: every member lists it, refuses puts, txns that put and
+    // lease grants, and still serves reads, deletes and read-only txns.
+    let mut raised_by = Vec::new();
+    for i in 0..3 {
+        let mut member = cluster.member_client(i).await?;
+        let listed = alarms(&mut member).await?;
+        assert!(
+            !listed.is_empty() && listed.iter().all(|(_, t)| *t == AlarmType::Nospace),
+            "member {i}: {listed:?}"
+        );
+        raised_by = listed;
+        let put = member
+            .put("other", "x", None)
+            .await
+            .expect_err("put allowed");
+        assert!(is_no_space(&put), "{put}");
+        let grant = member
+            .lease_grant(60, None)
+            .await
+            .expect_err("grant allowed");
+        assert!(is_no_space(&grant), "{grant}");
+        let txn = etcd_client::Txn::new().and_then([etcd_client::TxnOp::put("t", "v", None)]);
+        let refused_txn = member.txn(txn).await.expect_err("txn allowed");
+        assert!(is_no_space(&refused_txn), "{refused_txn}");
+        let read_txn = etcd_client::Txn::new().and_then([etcd_client::TxnOp::get("small", None)]);
+        member.txn(read_txn).await?;
+        let got = member.get("small", None).await?;
+        assert_eq!(got.kvs()[0].value(), b"fits");
+        let status = member.status().await?;
+        let texts: Vec<String> = raised_by
+            .iter()
+            .map(|(id, _)| format!("memberID:{id} alarm:NOSPACE "))
+            .collect();
+        assert_eq!(status.errors(), texts.as_slice());
+        let (code, body) = health(&cluster.members[i].client_url()).await?;
+        assert_eq!((code, body.as_str()), (503, "{\"health\":\"false\"}\n"));
+    }
+    client.delete("small", None).await?;
+
+    // Compact away the overwritten values and defragment every member: each store is
+    // back under the quota, the alarm can be disarmed, and writes work again.
+    let revision = client
+        .get("big", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let before = cluster.member_client(0).await?.status().await?.db_size();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    for i in 0..3 {
+        cluster.member_client(i).await?.defragment().await?;
+    }
+    let after = cluster.member_client(0).await?.status().await?;
+    assert!(
+        after.db_size() < before / 4 && after.db_size() < 262_144,
+        "db size {before} -> {}",
+        after.db_size()
+    );
+    for (member, alarm) in raised_by {
+        let mut options = AlarmOptions::new();
+        options.with_member(member);
+        let disarmed = client
+            .alarm(AlarmAction::Deactivate, alarm, Some(options))
+            .await?;
+        assert_eq!(disarmed.alarms().len(), 1);
+    }
+    for i in 0..3 {
+        let mut member = cluster.member_client(i).await?;
+        assert!(alarms(&mut member).await?.is_empty());
+        member.put(format!("after/{i}"), "written", None).await?;
+        let (code, body) = health(&cluster.members[i].client_url()).await?;
+        assert_eq!((code, body.as_str()), (200, "{\"health\":\"true\"}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn alarms_survive_a_restart_and_corrupt_refuses_every_write() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    let mut client = cluster.client().await?;
+    client.put("key", "before", None).await?;
+    let member_id = client.status().await?.header().map_or(0, |h| h.member_id());
+    let mut options = AlarmOptions::new();
+    options.with_member(member_id);
+    let raised = client
+        .alarm(AlarmAction::Activate, AlarmType::Nospace, Some(options))
+        .await?;
+    assert_eq!(raised.alarms().len(), 1);
+    assert_eq!(raised.alarms()[0].member_id(), member_id);
+
+    assert_eq!(cluster.stop(0), Some(0));
+    cluster.spawn(0)?;
+    cluster.wait_ready(0)?;
+    cluster.leader().await?;
+    let mut client = cluster.client().await?;
+    assert_eq!(
+        alarms(&mut client).await?,
+        vec![(member_id, AlarmType::Nospace)]
+    );
+    let refused = client
+        .put("key", "after", None)
+        .await
+        .expect_err("put allowed");
+    assert!(is_no_space(&refused), "{refused}");
+
+    // CORRUPT (raised by member 0, as etcd's periodic check does) refuses writes,
+    // deletes and compactions; reads go on.
+    client
+        .alarm(AlarmAction::Activate, AlarmType::Corrupt, None)
+        .await?;
+    let corrupt = |e: etcd_client::Error| e.to_string().contains("etcdserver: corrupt cluster");
+    assert!(corrupt(
+        client.put("key", "x", None).await.expect_err("put")
+    ));
+    assert!(corrupt(
+        client.delete("key", None).await.expect_err("delete")
+    ));
+    assert!(corrupt(client.compact(1, None).await.expect_err("compact")));
+    assert_eq!(client.get("key", None).await?.kvs()[0].value(), b"before");
+
+    // Disarming both lets writes through again.
+    client
+        .alarm(AlarmAction::Deactivate, AlarmType::Corrupt, None)
+        .await?;
+    let mut options = AlarmOptions::new();
+    options.with_member(member_id);
+    client
+        .alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options))
+        .await?;
+    assert!(alarms(&mut client).await?.is_empty());
+    client.put("key", "after", None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn compaction_frees_in_use_bytes_and_defragment_shrinks_the_db() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let mut client = cluster.client().await?;
+    let value = "x".repeat(10_000);
+    let mut revision = 0;
+    for i in 0..400 {
+        revision = client
+            .put(format!("key/{}", i % 4), value.as_str(), None)
+            .await?
+            .header()
+            .map_or(0, |h| h.revision());
+    }
+    let full = client.status().await?;
+    assert!(full.db_size() > 4_000_000, "{}", full.db_size());
+    assert!(full.raft_used_db_size() <= full.db_size());
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    let compacted = client.status().await?;
+    // 396 of the 400 values are garbage now: in use falls at once, the size only after
+    // a defragment.
+    assert!(
+        compacted.raft_used_db_size() < 200_000,
+        "in use {} after the compaction",
+        compacted.raft_used_db_size()
+    );
+    client.defragment().await?;
+    let defragmented = client.status().await?;
+    assert!(
+        defragmented.db_size() < full.db_size() / 10,
+        "db size {} -> {}",
+        full.db_size(),
+        defragmented.db_size()
+    );
+    assert!(defragmented.raft_used_db_size() <= defragmented.db_size());
+    for i in 0..4 {
+        let got = client.get(format!("key/{i}"), None).await?;
+        assert_eq!(got.kvs()[0].value(), value.as_bytes());
+    }
     Ok(())
 }

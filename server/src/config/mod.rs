@@ -108,7 +108,9 @@ pub struct Config {
     pub initial_cluster: Vec<(String, Vec<Url>)>,
     pub initial_cluster_state: ClusterState,
     pub initial_cluster_token: String,
-    pub quota_backend_bytes: u64,
+    /// `--quota-backend-bytes`: `None` when negative (no quota, as etcd), etcd's
+    /// 2 GiB when 0.
+    pub quota_backend_bytes: Option<u64>,
     pub max_txn_ops: u64,
     pub max_request_bytes: u64,
     pub max_concurrent_streams: u32,
@@ -143,7 +145,7 @@ pub struct Config {
 
 /// The default backend quota when `--quota-backend-bytes` is 0 (etcd's 2 GiB).
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// The largest quota etcd allows (8 GiB); larger values are capped with a warning.
+/// The largest quota etcd recommends (8 GiB); larger values are kept, with etcd's warning.
 pub const MAX_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
 /// What `main` should do after reading its arguments.
@@ -378,8 +380,9 @@ impl Config {
         };
         let quota = v.signed("quota-backend-bytes")?;
         let quota_backend_bytes = match quota {
-            q if q <= 0 => DEFAULT_QUOTA_BYTES,
-            q => (q as u64).min(MAX_QUOTA_BYTES),
+            q if q < 0 => None,
+            0 => Some(DEFAULT_QUOTA_BYTES),
+            q => Some(q as u64),
         };
         let auto_compaction = parse_auto_compaction(
             &v.text("auto-compaction-mode"),
@@ -682,7 +685,7 @@ mod tests {
         assert_eq!(config.election_ticks(), 10);
         assert_eq!(config.max_request_bytes, 1_572_864);
         assert_eq!(config.max_txn_ops, 128);
-        assert_eq!(config.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
+        assert_eq!(config.quota_backend_bytes, Some(DEFAULT_QUOTA_BYTES));
         assert_eq!(config.snapshot_count, 10_000);
         assert_eq!(config.min_lease_ttl_seconds(), 2);
         assert_eq!(config.initial_cluster_state, ClusterState::New);

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{Core, expect_result};
 use crate::etcd_error::EtcdError;
+use crate::state::alarms::Quota;
 
 pub struct KvService {
     core: Arc<Core>,
@@ -67,6 +68,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        // etcd's quotaKVServer checks the quota before anything else.
+        let cost = Quota::put_cost(request.get_ref());
+        self.core.check_quota(cost).await?;
         let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         // etcd's checkPutRequest, before the request reaches raft (so before a lease is
@@ -114,6 +118,8 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let cost = Quota::txn_cost(request.get_ref());
+        self.core.check_quota(cost).await?;
         let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         self.check_txn(&request)?;

@@ -266,6 +266,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd's quotaLeaseServer checks the quota before anything else.
+        let cost = crate::state::alarms::Quota::lease_grant_cost(request.get_ref());
+        self.core.check_quota(cost).await?;
         let who = self.core.identify(&request).await?;
         let mut request = request.into_inner();
         if request.ttl > MAX_LEASE_TTL {

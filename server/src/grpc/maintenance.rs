@@ -5,20 +5,22 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use concord_proto::concordpb::{apply_result, internal_request};
 use concord_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
-    maintenance_server::Maintenance,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse, maintenance_server::Maintenance,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::core::Core;
+use crate::core::{Core, expect_result};
 use crate::driver::Command;
 use crate::etcd_error::EtcdError;
 use crate::grpc::ETCD_VERSION;
+use crate::state::alarms::alarm_status_text;
 
 pub struct MaintenanceService {
     core: Arc<Core>,
@@ -105,17 +107,25 @@ fn not_yet(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// Every action goes through raft, GET included, as etcd's does (so a GET answered
+    /// by any member reflects every alarm raised before it). etcd's maintenance server
+    /// answers Alarm without a header (`etcdctl alarm list -w json` prints `{}` against
+    /// etcd 3.4.23, and `-w fields` dereferences the missing header). No permission is
+    /// needed, as in etcd 3.4; a token given must still be valid.
     async fn alarm(
         &self,
-        _request: Request<AlarmRequest>,
+        request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm can be raised in this version, so the list is truly empty. etcd's
-        // maintenance server answers Alarm without a header (`etcdctl alarm list -w json`
-        // prints `{}` against etcd 3.4.23, and `-w fields` dereferences the missing header).
-        Ok(Response::new(AlarmResponse {
-            header: None,
-            alarms: Vec::new(),
-        }))
+        let who = self.core.identify(&request).await?;
+        let result = self
+            .core
+            .propose_as(&who, internal_request::Request::Alarm(request.into_inner()))
+            .await?;
+        let response = expect_result(result, |r| match r {
+            apply_result::Result::Alarm(alarm) => Some(alarm),
+            _ => None,
+        })?;
+        Ok(Response::new(response))
     }
 
     async fn status(
@@ -124,10 +134,23 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let store = self.core.backend.store();
         let db_size = store.db_size().map_err(EtcdError::from)? as i64;
+        let db_size_in_use = store.db_size_in_use() as i64;
         let revision = store.current_revision();
         drop(store);
         let status = &self.core.raft.status;
         use std::sync::atomic::Ordering;
+        // etcd lists "no leader" and every raised alarm among the errors.
+        let mut errors = Vec::new();
+        if status.leader() == 0 {
+            errors.push(EtcdError::no_leader().message);
+        }
+        errors.extend(
+            self.core
+                .alarms
+                .list(AlarmType::None)
+                .iter()
+                .map(alarm_status_text),
+        );
         Ok(Response::new(StatusResponse {
             header: Some(self.core.header(revision)),
             version: ETCD_VERSION.to_string(),
@@ -136,11 +159,15 @@ impl Maintenance for MaintenanceService {
             raft_index: status.commit_index.load(Ordering::Acquire),
             raft_term: status.term(),
             raft_applied_index: status.applied_index.load(Ordering::Acquire),
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors,
+            db_size_in_use,
             is_learner: status.is_learner.load(Ordering::Acquire),
             storage_version: String::new(),
-            db_size_quota: self.core.config.quota_backend_bytes as i64,
+            db_size_quota: self
+                .core
+                .config
+                .quota_backend_bytes
+                .map_or(0, |quota| quota as i64),
             downgrade_info: None,
         }))
     }

@@ -570,21 +570,24 @@ fn refresh_member_gauges(core: &Core) {
         .set(status.commit_index.load(Ordering::Acquire) as f64);
     metrics::gauge!("etcd_server_proposals_applied_total")
         .set(status.applied_index.load(Ordering::Acquire) as f64);
-    metrics::gauge!("etcd_server_quota_backend_bytes").set(core.config.quota_backend_bytes as f64);
+    // etcd shows a disabled quota as the negative flag value it was given.
+    let quota = core.config.quota_backend_bytes.map_or(-1.0, |q| q as f64);
+    metrics::gauge!("etcd_server_quota_backend_bytes").set(quota);
     metrics::gauge!("etcd_server_id", "server_id" => format!("{:x}", core.member_id)).set(1.0);
     let store = core.backend.store();
     metrics::gauge!("etcd_debugging_mvcc_current_revision").set(store.current_revision() as f64);
     metrics::gauge!("etcd_debugging_mvcc_compact_revision").set(store.compact_revision() as f64);
     match store.db_size() {
         Ok(bytes) => {
-            // fjall has no free pages kept inside its files: all it holds is in use.
             for name in [
                 "etcd_mvcc_db_total_size_in_bytes",
                 "etcd_debugging_mvcc_db_total_size_in_bytes",
-                "etcd_mvcc_db_total_size_in_use_in_bytes",
             ] {
                 metrics::gauge!(name).set(bytes as f64);
             }
+            // What compactions left for a defragment to reclaim is not in use.
+            metrics::gauge!("etcd_mvcc_db_total_size_in_use_in_bytes")
+                .set(store.db_size_in_use() as f64);
         }
         Err(error) => tracing::debug!("db size for metrics: {error}"),
     }

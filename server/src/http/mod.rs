@@ -9,12 +9,14 @@ pub mod v2;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use concord_proto::etcdserverpb::AlarmType;
 
 use crate::core::Core;
 use crate::grpc::{CLUSTER_VERSION, ETCD_VERSION};
+use crate::state::alarms::alarm_name;
 
 /// The client port's HTTP routes; the JSON gateway calls the member's services over
 /// `gateway_channel` (see [`gateway`]).
@@ -47,16 +49,39 @@ async fn version() -> (StatusCode, [(&'static str, &'static str); 1], String) {
     )
 }
 
-/// etcd 3.4's /health: healthy when a leader is known and a linearizable read succeeds;
-/// the body is `{"health":"true"}` (or `"false"`, with 503), as etcd 3.4.23 writes it.
+/// etcd 3.4's /health: unhealthy while an alarm is raised (unless named in an
+/// `exclude` query parameter), else healthy when a leader is known and a linearizable
+/// read succeeds. The body is `{"health":"true"}`, or `{"health":"false"}` and a newline
+/// with 503 (Go's `http.Error`), as etcd 3.4.23 writes them; both as `text/plain`, the
+/// type Go sniffs for them.
 pub(crate) async fn health(
     State(core): State<Arc<Core>>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let healthy = match core.linearizable_barrier().await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!("/health error: {}", error.message);
-            false
+    Query(query): Query<Vec<(String, String)>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let excluded: Vec<&str> = query
+        .iter()
+        .filter(|(name, _)| name == "exclude")
+        .map(|(_, alarm)| alarm.as_str())
+        .collect();
+    let alarm = core
+        .alarms
+        .list(AlarmType::None)
+        .into_iter()
+        .find(|a| !excluded.contains(&alarm_name(a.alarm)));
+    let healthy = if let Some(alarm) = alarm {
+        tracing::warn!(
+            "/health error due to {}",
+            crate::state::alarms::alarm_status_text(&alarm)
+        );
+        false
+    } else {
+        match core.linearizable_barrier().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!("/health error: {}", error.message);
+                false
+            }
         }
     };
     let outcome = if healthy {
@@ -68,15 +93,20 @@ pub(crate) async fn health(
     if healthy {
         (
             StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"health\":\"true\"}".to_string(),
+            [("content-type", "text/plain; charset=utf-8")],
+            "{\"health\":\"true\"}",
         )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            [("content-type", "text/plain; charset=utf-8")],
-            "{\"health\":\"false\"}\n".to_string(),
+            [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-content-type-options", "nosniff"),
+            ],
+            "{\"health\":\"false\"}\n",
         )
+            .into_response()
     }
 }
 

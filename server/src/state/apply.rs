@@ -15,6 +15,7 @@ use concord_raft_core::{BoxError, Committed, StateMachine};
 use prost::Message;
 use raft::eraftpb::{ConfChangeType, SnapshotMetadata};
 
+use super::alarms::Alarms;
 use super::auth::{Access, AuthInfo, AuthStore, is_auth_request};
 use super::backend::Backend;
 use super::leases::LeaseKeeper;
@@ -58,6 +59,7 @@ pub struct Machine {
     pending_events: Vec<Event>,
     leases: Arc<LeaseKeeper>,
     auth: Arc<AuthStore>,
+    alarms: Arc<Alarms>,
     snapshots: Arc<SnapshotFiles>,
     v2: SharedV2Store,
 }
@@ -70,20 +72,23 @@ fn applied() -> ApplyResult {
 }
 
 impl Machine {
-    /// The state machine over `backend`, with the leases and the auth store rebuilt
-    /// from it.
+    /// The state machine over `backend`, with the leases, the auth store and the
+    /// alarms rebuilt from it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: Arc<Backend>,
         member_id: u64,
         initial_membership: Membership,
         leases: Arc<LeaseKeeper>,
         auth: Arc<AuthStore>,
+        alarms: Arc<Alarms>,
         snapshots: Arc<SnapshotFiles>,
         observer: Box<dyn ApplyObserver>,
     ) -> Result<Machine, concord_mvcc::Error> {
         let membership = Membership::load(&backend.store())?;
         leases.recover(&backend.store())?;
         auth.recover(&backend.store())?;
+        alarms.recover(&backend.store())?;
         let v2 = Arc::new(parking_lot::Mutex::new(V2Store::load(&backend.store())?));
         Ok(Machine {
             backend,
@@ -95,6 +100,7 @@ impl Machine {
             pending_events: Vec::new(),
             leases,
             auth,
+            alarms,
             snapshots,
             v2,
         })
@@ -140,7 +146,6 @@ impl Machine {
         batch: &mut WriteBatch<'_>,
         request: InternalRequest,
     ) -> Result<apply_result::Result, EtcdError> {
-        use internal_request::Request as R;
         let header = request.header;
         let Some(request) = request.request else {
             return Err(EtcdError::internal("empty internal request"));
@@ -157,6 +162,29 @@ impl Machine {
                 .auth
                 .apply(batch, info.as_ref(), request, std::time::Instant::now());
         }
+        self.alarms.refuse(&request)?;
+        // etcd's quotaApplierV3: a put, txn or grant that takes this member's store
+        // past its quota is applied (as on every member) but answered NOSPACE.
+        let cost = Alarms::cost(&request);
+        let fits = cost == 0
+            || self
+                .alarms
+                .quota()
+                .fits(self.backend.store().db_size().unwrap_or(0), cost);
+        let result = self.apply_kv_request(batch, info, request)?;
+        if !fits {
+            return Err(EtcdError::no_space());
+        }
+        Ok(result)
+    }
+
+    fn apply_kv_request(
+        &mut self,
+        batch: &mut WriteBatch<'_>,
+        info: Option<AuthInfo>,
+        request: internal_request::Request,
+    ) -> Result<apply_result::Result, EtcdError> {
+        use internal_request::Request as R;
         match request {
             R::Put(put) => {
                 if let Some(info) = &info {
@@ -241,6 +269,9 @@ impl Machine {
             R::V2(request) => Ok(apply_result::Result::V2(super::v2::apply_committed(
                 &self.v2, batch, &request,
             ))),
+            R::Alarm(alarm) => Ok(apply_result::Result::Alarm(
+                self.alarms.apply(batch, &alarm),
+            )),
             _ => Err(EtcdError::not_capable()),
         }
     }
@@ -461,6 +492,7 @@ impl Machine {
         self.membership = Membership::load(&store).map_err(boxed)?;
         self.leases.recover(&store).map_err(boxed)?;
         self.auth.recover(&store).map_err(boxed)?;
+        self.alarms.recover(&store).map_err(boxed)?;
         let v2 = V2Store::load(&store).map_err(boxed)?;
         self.v2.lock().replace_with(v2);
         if let Some(sink) = &mut self.event_sink {

@@ -8,7 +8,7 @@
 //! # fn example(config: &concord_server::config::Config) -> Result<(), concord_mvcc::Error> {
 //! use std::sync::Arc;
 //! use concord_server::state::{Machine, ApplyObserver, backend::Backend, leases::LeaseKeeper,
-//!     auth::AuthStore, membership::Membership, snapshots::SnapshotFiles};
+//!     alarms::{Alarms, Quota}, auth::AuthStore, membership::Membership, snapshots::SnapshotFiles};
 //! # struct Quiet;
 //! # impl ApplyObserver for Quiet {
 //! #     fn membership_changed(&mut self, _: &Membership) {}
@@ -18,12 +18,14 @@
 //! let leases = Arc::new(LeaseKeeper::new(config, 1));
 //! let snapshots = Arc::new(SnapshotFiles::new("m1.concord/member/snap-stream".into()).map_err(concord_mvcc::Error::from)?);
 //! let auth = Arc::new(AuthStore::new(config.auth_token_ttl));
-//! let machine = Machine::new(backend, 1, Membership::default(), leases, auth, snapshots, Box::new(Quiet))?;
+//! let alarms = Arc::new(Alarms::new(Quota::new(config.quota_backend_bytes)));
+//! let machine = Machine::new(backend, 1, Membership::default(), leases, auth, alarms, snapshots, Box::new(Quiet))?;
 //! // raft-core's `Node::handle_ready(&mut machine, ..)` applies committed entries to it
 //! // and hands each entry's `ApplyResult` to the outcome of the proposal that wrote it.
 //! # drop(machine); Ok(()) }
 //! ```
 
+pub mod alarms;
 mod apply;
 pub mod auth;
 pub mod backend;
