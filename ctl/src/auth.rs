@@ -93,14 +93,49 @@ fn one_arg<'a>(args: &'a [String], message: &str) -> Result<&'a str, CtlError> {
     }
 }
 
-/// speakeasy's prompt as etcdctl uses it: the prompt on stdout, one line from
-/// stdin, then the newline the hidden input did not echo.
+/// The terminal's echo, off while a password is typed (speakeasy runs `stty -echo` on
+/// stdin around etcdctl's prompts) and back on when this is dropped. When stdin is no
+/// terminal (a pipe, a file) nothing changes and its lines are read as they come.
+pub(crate) struct EchoOff {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl EchoOff {
+    pub(crate) fn new() -> EchoOff {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        // Fails (ENOTTY) unless stdin is a terminal.
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            let _ = tcsetattr(&stdin, OptionalActions::Now, &quiet);
+        }
+        EchoOff { saved }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let stdin = std::io::stdin();
+            let _ =
+                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
+        }
+    }
+}
+
+/// speakeasy's prompt as etcdctl uses it: the prompt on stdout, one line from stdin
+/// with the terminal's echo off, then the newline the hidden input did not echo.
 fn ask(ctx: &mut Context<'_>, prompt: &str) -> Result<String, CtlError> {
     emit(ctx, prompt)?;
     let mut line = String::new();
-    ctx.stdin
-        .read_line(&mut line)
-        .map_err(|e| CtlError::bad_args(format!("failed to ask password: {e}")))?;
+    {
+        let _echo_off = EchoOff::new();
+        ctx.stdin
+            .read_line(&mut line)
+            .map_err(|e| CtlError::bad_args(format!("failed to ask password: {e}")))?;
+    }
     emit(ctx, "\n")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -295,9 +295,12 @@ fn credentials(
     let _ = write!(err, "Password: ");
     let _ = err.flush();
     let mut line = String::new();
-    stdin
-        .read_line(&mut line)
-        .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
+    {
+        let _echo_off = auth::EchoOff::new();
+        stdin
+            .read_line(&mut line)
+            .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
+    }
     // The typed password is not echoed, so end the prompt's line ourselves.
     let _ = writeln!(err);
     Ok(Some((

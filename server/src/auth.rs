@@ -18,7 +18,62 @@ use tokio::sync::Semaphore;
 
 use crate::config::{AuthTokenKind, Config};
 use crate::etcd_error::EtcdError;
+use crate::listener::{ConnectionInfo, InProcessCall};
 use crate::state::auth::{AuthInfo, AuthStore};
+
+/// The metadata that carries a client's certificate name on the calls the member makes
+/// on that client's behalf (Lock and Election run on the member's own KV, Watch and
+/// Lease services). It is believed only on the in-process connection, which no client
+/// can reach; on any other connection it is ignored.
+pub const CALLER_CERTIFICATE_NAME: &str = "concord-caller-certificate-name";
+
+/// What a gRPC request carries that can name its sender (etcd's `AuthInfoFromCtx` and
+/// `AuthInfoFromTLS` read the same): a token and a client certificate's common name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The `token` metadata, else `authorization` (the JSON gateway passes the HTTP
+    /// `Authorization` header on under that name), as etcd looks them up.
+    pub token: Option<String>,
+    pub certificate_name: Option<String>,
+}
+
+impl Credentials {
+    pub fn of<T>(request: &tonic::Request<T>) -> Credentials {
+        let text = |key: &str| {
+            request
+                .metadata()
+                .get(key)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let extensions = request.extensions();
+        let certificate_name = if extensions.get::<InProcessCall>().is_some() {
+            text(CALLER_CERTIFICATE_NAME)
+        } else {
+            extensions
+                .get::<ConnectionInfo>()
+                .and_then(ConnectionInfo::common_name)
+        };
+        Credentials {
+            token: text("token").or_else(|| text("authorization")),
+            certificate_name,
+        }
+    }
+
+    /// The metadata that hands these credentials on to a call the member makes for the
+    /// sender over its in-process connection.
+    pub fn to_metadata(&self) -> tonic::metadata::MetadataMap {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let mut insert = |key: &'static str, value: &Option<String>| {
+            if let Some(value) = value.as_deref().and_then(|v| v.parse().ok()) {
+                metadata.insert(key, value);
+            }
+        };
+        insert("token", &self.token);
+        insert(CALLER_CERTIFICATE_NAME, &self.certificate_name);
+        metadata
+    }
+}
 
 /// etcd's claims: who, at which auth revision, until when.
 #[derive(Debug, Serialize, Deserialize)]

@@ -113,20 +113,13 @@ impl Core {
         }
     }
 
-    /// Who sent a gRPC request (etcd's `AuthInfoFromCtx`): its `token` metadata, or with
-    /// `--client-cert-auth` its certificate's common name; nobody is an empty identity,
-    /// which auth, once enabled, refuses as "user name is empty".
+    /// Who sent a gRPC request (etcd's `AuthInfoFromCtx`): its token (`token` or the
+    /// gateway's `authorization` metadata), or with `--client-cert-auth` its
+    /// certificate's common name; nobody is an empty identity, which auth, once enabled,
+    /// refuses as "user name is empty".
     pub async fn identify<T>(&self, request: &tonic::Request<T>) -> Result<AuthInfo, EtcdError> {
-        let token = request
-            .metadata()
-            .get("token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let certificate_name = request
-            .extensions()
-            .get::<crate::listener::ConnectionInfo>()
-            .and_then(|c| c.common_name());
-        self.identify_parts(token.as_deref(), certificate_name)
+        let credentials = crate::auth::Credentials::of(request);
+        self.identify_parts(credentials.token.as_deref(), credentials.certificate_name)
             .await
     }
 

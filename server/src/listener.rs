@@ -674,7 +674,7 @@ where
 }
 
 mod in_process;
-pub use in_process::{InProcessTarget, in_process_channel};
+pub use in_process::{InProcessCall, InProcessTarget, in_process_channel};
 
 #[cfg(test)]
 mod tests;

@@ -587,6 +587,79 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     fs::rename(&temporary, path).map_err(io_error)
 }
 
+/// A TLS failure somewhere in `error`'s chain, in the words Go's TLS uses (etcd's
+/// logs show these, and etcd's tests look for them): an alert the other side sent is
+/// "remote error: tls: <alert>". None when the chain holds no TLS error.
+pub fn go_tls_error_text(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        // An `io::Error` hides the error it wraps from `source()`.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(error), wrapped].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                candidate.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("remote error: tls: {}", go_alert_text(*alert)));
+            }
+        }
+        // h2 keeps only the text of the I/O errors it passes on: rustls's
+        // "received fatal alert: <name>".
+        if let Some(alert) = error
+            .to_string()
+            .split_once("received fatal alert: ")
+            .and_then(|(_, name)| alert_named(name.trim()))
+        {
+            return Some(format!("remote error: tls: {}", go_alert_text(alert)));
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// The alert whose rustls name (its `Debug`) is `name`.
+fn alert_named(name: &str) -> Option<rustls::AlertDescription> {
+    (0..=u8::MAX)
+        .map(rustls::AlertDescription::from)
+        .find(|alert| format!("{alert:?}") == name)
+}
+
+/// Go's `crypto/tls` names of the alerts a handshake can end with.
+fn go_alert_text(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CloseNotify => "close notify",
+        A::UnexpectedMessage => "unexpected message",
+        A::BadRecordMac => "bad record MAC",
+        A::RecordOverflow => "record overflow",
+        A::HandshakeFailure => "handshake failure",
+        A::BadCertificate => "bad certificate",
+        A::UnsupportedCertificate => "unsupported certificate",
+        A::CertificateRevoked => "revoked certificate",
+        A::CertificateExpired => "expired certificate",
+        A::CertificateUnknown => "unknown certificate",
+        A::IllegalParameter => "illegal parameter",
+        A::UnknownCA => "unknown certificate authority",
+        A::AccessDenied => "access denied",
+        A::DecodeError => "error decoding message",
+        A::DecryptError => "error decrypting message",
+        A::ProtocolVersion => "protocol version not supported",
+        A::InsufficientSecurity => "insufficient security level",
+        A::InternalError => "internal error",
+        A::UserCanceled => "user canceled",
+        A::NoRenegotiation => "no renegotiation",
+        A::MissingExtension => "missing extension",
+        A::UnsupportedExtension => "unsupported extension",
+        A::UnrecognisedName => "unrecognized name",
+        A::CertificateRequired => "certificate required",
+        A::NoApplicationProtocol => "no application protocol",
+        other => return format!("alert({})", u8::from(other)),
+    }
+    .to_string()
+}
+
 /// The name a client certificate must carry (etcd allows one or the other).
 #[derive(Clone, Debug)]
 enum AllowedName {
@@ -643,9 +716,22 @@ impl ClientCertVerifier for AllowedNameVerifier {
         if self.name_allowed(end_entity) {
             Ok(verified)
         } else {
-            // etcd's text for the same refusal.
-            Err(rustls::Error::General(
-                "client certificate authentication failed".into(),
+            // etcd's text for the same refusal, logged here since the handshake error
+            // carries rustls's own words; the refusal is a `bad_certificate` alert, as
+            // Go's TLS sends when etcd's check fails ("remote error: tls: bad
+            // certificate" on the other side).
+            let presented = webpki::EndEntityCert::try_from(end_entity)
+                .ok()
+                .and_then(|cert| common_name(cert.subject()).map(<[u8]>::to_vec))
+                .map(|cn| String::from_utf8_lossy(&cn).into_owned())
+                .unwrap_or_default();
+            warn!(
+                allowed = ?self.allowed,
+                common_name = %presented,
+                "rejected connection: client certificate authentication failed"
+            );
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
             ))
         }
     }

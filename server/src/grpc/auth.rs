@@ -36,16 +36,34 @@ impl AuthService {
         self.core.complete_header(header(&mut response));
         Ok(Response::new(response))
     }
+
+    /// Takes the password out of a request, and puts its bcrypt hash in (when `needed`
+    /// and the client did not send a hash itself), so that no password enters the log.
+    async fn hash_password(
+        &self,
+        password: &mut String,
+        hashed: &mut String,
+        needed: bool,
+    ) -> Result<(), EtcdError> {
+        let password = std::mem::take(password);
+        if needed && hashed.is_empty() {
+            *hashed = self.core.auth.hash_password(password).await?;
+        }
+        Ok(())
+    }
 }
 
-/// The body of an RPC that proposes its request as it came.
+/// The body of an RPC that proposes its request, as it came or as `inner` made it.
 macro_rules! relay {
     ($self:ident, $request:ident, $variant:ident) => {{
         let inner = $request.get_ref().clone();
+        relay!($self, $request, $variant, inner)
+    }};
+    ($self:ident, $request:ident, $variant:ident, $inner:expr) => {{
         $self
             .run(
                 &$request,
-                internal_request::Request::$variant(inner),
+                internal_request::Request::$variant($inner),
                 |r| match r {
                     apply_result::Result::$variant(response) => Some(response),
                     _ => None,
@@ -153,21 +171,13 @@ impl Auth for AuthService {
             return Err(EtcdError::user_empty().into());
         }
         let no_password = inner.options.as_ref().is_some_and(|o| o.no_password);
-        if !no_password && inner.hashed_password.is_empty() {
-            let password = std::mem::take(&mut inner.password);
-            inner.hashed_password = self.core.auth.hash_password(password).await?;
-        }
-        inner.password.clear();
-        self.run(
-            &request,
-            internal_request::Request::AuthUserAdd(inner),
-            |r| match r {
-                apply_result::Result::AuthUserAdd(response) => Some(response),
-                _ => None,
-            },
-            |r| &mut r.header,
+        self.hash_password(
+            &mut inner.password,
+            &mut inner.hashed_password,
+            !no_password,
         )
-        .await
+        .await?;
+        relay!(self, request, AuthUserAdd, inner)
     }
 
     async fn user_change_password(
@@ -175,21 +185,9 @@ impl Auth for AuthService {
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
         let mut inner = request.get_ref().clone();
-        if inner.hashed_password.is_empty() {
-            let password = std::mem::take(&mut inner.password);
-            inner.hashed_password = self.core.auth.hash_password(password).await?;
-        }
-        inner.password.clear();
-        self.run(
-            &request,
-            internal_request::Request::AuthUserChangePassword(inner),
-            |r| match r {
-                apply_result::Result::AuthUserChangePassword(response) => Some(response),
-                _ => None,
-            },
-            |r| &mut r.header,
-        )
-        .await
+        self.hash_password(&mut inner.password, &mut inner.hashed_password, true)
+            .await?;
+        relay!(self, request, AuthUserChangePassword, inner)
     }
 
     /// etcd's Authenticate: the password is checked here (off the async workers), the

@@ -100,7 +100,7 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let request = request.into_inner();
         let lease = client.session_lease(request.lease).await?;
         let prefix = [request.name.as_slice(), b"/"].concat();
@@ -148,7 +148,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let request = request.into_inner();
         let leader = request
             .leader
@@ -163,7 +163,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let prefix = [request.into_inner().name.as_slice(), b"/"].concat();
         match current_leader(&client, &prefix).await? {
             (header, Some(kv)) => Ok(Response::new(LeaderResponse {
@@ -180,7 +180,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let prefix = [request.into_inner().name.as_slice(), b"/"].concat();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -197,7 +197,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let leader = request
             .into_inner()
             .leader

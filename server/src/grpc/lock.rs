@@ -1,7 +1,8 @@
 //! etcd's server-side Lock service (`v3lockpb.Lock`), built as etcd builds it: on the
 //! member's own KV, Watch and Lease services, called over an in-process connection
-//! ([`crate::listener::in_process_channel`]) with the caller's auth metadata, so every
-//! step passes the same checks as a client's.
+//! ([`crate::listener::in_process_channel`]) as the caller (its token, or its client
+//! certificate's name), so every step passes the same permission checks as the
+//! caller's own requests would, as etcd's `v3lock` does through its in-process client.
 //!
 //! `Lock(name, lease)` writes the key `name/<lease in hex>` with the lease (a fresh
 //! 60-second lease when none is given, as etcd's session does), then waits until every
@@ -49,7 +50,7 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let request = request.into_inner();
         let lease = client.session_lease(request.lease).await?;
         let prefix = [request.name.as_slice(), b"/"].concat();
@@ -90,7 +91,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let client = OwnClient::new(self.channel.clone(), request.metadata());
+        let client = OwnClient::new(self.channel.clone(), &request);
         let key = request.into_inner().key;
         let response = client
             .delete(DeleteRangeRequest {
@@ -218,14 +219,10 @@ pub(crate) struct OwnClient {
 }
 
 impl OwnClient {
-    /// Carries over the metadata that identifies the caller (`token`, `authorization`).
-    pub(crate) fn new(channel: Channel, caller: &MetadataMap) -> OwnClient {
-        let mut metadata = MetadataMap::new();
-        for key in ["token", "authorization"] {
-            if let Some(value) = caller.get(key) {
-                metadata.insert(key, value.clone());
-            }
-        }
+    /// Carries over what identifies the caller: its token, and its certificate's name
+    /// (which the in-process connection cannot show by itself).
+    pub(crate) fn new<T>(channel: Channel, caller: &Request<T>) -> OwnClient {
+        let metadata = crate::auth::Credentials::of(caller).to_metadata();
         OwnClient { channel, metadata }
     }
 

@@ -106,17 +106,7 @@ impl WatchServer {
         }
         // Who the stream's creates are checked as (etcd reads the stream's token at
         // every create, so a later auth change counts).
-        let identity = StreamIdentity {
-            token: request
-                .metadata()
-                .get("token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            certificate_name: request
-                .extensions()
-                .get::<crate::listener::ConnectionInfo>()
-                .and_then(|c| c.common_name()),
-        };
+        let identity = crate::auth::Credentials::of(&request);
         let signal = Arc::new(Signal::default());
         let waker = signal.clone();
         let id = self
@@ -219,7 +209,7 @@ async fn serve_requests(
     mut inbound: Streaming<WatchRequest>,
     signal: Arc<Signal>,
     require_leader: bool,
-    identity: StreamIdentity,
+    identity: crate::auth::Credentials,
 ) {
     // etcd ends a leader-requiring stream once its member has seen no leader for
     // three election timeouts in a row.
@@ -255,16 +245,10 @@ async fn serve_requests(
     }
 }
 
-/// The token and certificate a watch stream was opened with.
-struct StreamIdentity {
-    token: Option<String>,
-    certificate_name: Option<String>,
-}
-
 /// etcd's `isWatchPermitted`: read permission on the watched key or range.
 fn watch_permitted(
     core: &Core,
-    identity: &StreamIdentity,
+    identity: &crate::auth::Credentials,
     create: &concord_proto::etcdserverpb::WatchCreateRequest,
 ) -> Result<(), EtcdError> {
     let who = core
@@ -281,7 +265,7 @@ fn handle(
     hub: &WatchHub,
     id: StreamId,
     request: WatchRequest,
-    identity: &StreamIdentity,
+    identity: &crate::auth::Credentials,
 ) {
     match request.request_union {
         Some(RequestUnion::CreateRequest(create)) => match watch_permitted(core, identity, &create)

@@ -15,6 +15,11 @@ use tracing::debug;
 
 use super::{ConnectionInfo, UNIX_PLACEHOLDER_ADDR, route};
 
+/// Marks a request that came over an in-process connection: the member's own call
+/// (the gateway's, or Lock's and Election's on a client's behalf), never a client's.
+#[derive(Clone, Copy, Debug)]
+pub struct InProcessCall;
+
 /// In-memory pipe buffer per direction.
 const PIPE_BYTES: usize = 1024 * 1024;
 
@@ -49,7 +54,8 @@ async fn serve(io: tokio::io::DuplexStream, routes: Routes, max_concurrent_strea
         peer_certificates: None,
     };
     let http = axum::Router::new();
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+        request.extensions_mut().insert(InProcessCall);
         route(grpc.clone(), http.clone(), info.clone(), request)
     });
     let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

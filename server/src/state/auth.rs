@@ -333,8 +333,7 @@ impl AuthStore {
                     roles: Vec::new(),
                     options: Some(options),
                 };
-                state.put_user(batch, user);
-                state.commit_revision(batch);
+                state.save_user(batch, user);
                 Out::AuthUserAdd(pb::AuthUserAddResponse::default())
             }
             R::AuthUserDelete(request) => {
@@ -350,30 +349,20 @@ impl AuthStore {
                 Out::AuthUserDelete(pb::AuthUserDeleteResponse::default())
             }
             R::AuthUserChangePassword(request) => {
-                let mut user = state
-                    .users
-                    .get(&request.name)
-                    .cloned()
-                    .ok_or_else(EtcdError::user_not_found)?;
+                let mut user = state.user_to_change(&request.name)?;
                 user.password = request.hashed_password.into_bytes();
-                state.put_user(batch, user);
-                state.commit_revision(batch);
+                state.save_user(batch, user);
                 self.forget_tokens_of(&request.name);
                 Out::AuthUserChangePassword(pb::AuthUserChangePasswordResponse::default())
             }
             R::AuthUserGrantRole(request) => {
-                let mut user = state
-                    .users
-                    .get(&request.user)
-                    .cloned()
-                    .ok_or_else(EtcdError::user_not_found)?;
+                let mut user = state.user_to_change(&request.user)?;
                 if request.role != ROOT_ROLE && !state.roles.contains_key(&request.role) {
                     return Err(EtcdError::role_not_found());
                 }
                 if let Err(at) = user.roles.binary_search(&request.role) {
                     user.roles.insert(at, request.role);
-                    state.put_user(batch, user);
-                    state.commit_revision(batch);
+                    state.save_user(batch, user);
                 }
                 Out::AuthUserGrantRole(pb::AuthUserGrantRoleResponse::default())
             }
@@ -381,27 +370,18 @@ impl AuthStore {
                 if state.enabled && request.name == ROOT_USER && request.role == ROOT_ROLE {
                     return Err(EtcdError::invalid_auth_mgmt());
                 }
-                let mut user = state
-                    .users
-                    .get(&request.name)
-                    .cloned()
-                    .ok_or_else(EtcdError::user_not_found)?;
+                let mut user = state.user_to_change(&request.name)?;
                 let before = user.roles.len();
                 user.roles.retain(|r| *r != request.role);
                 if user.roles.len() == before {
                     return Err(EtcdError::role_not_granted());
                 }
-                state.put_user(batch, user);
-                state.commit_revision(batch);
+                state.save_user(batch, user);
                 Out::AuthUserRevokeRole(pb::AuthUserRevokeRoleResponse::default())
             }
             R::AuthUserGet(request) => {
-                if let Some(info) = info
-                    && let Err(error) = state.check_admin(info)
-                    && request.name != info.username
-                {
-                    return Err(error);
-                }
+                // Anyone may read their own user.
+                state.check_admin_unless(info, |info| request.name == info.username)?;
                 let user = state
                     .users
                     .get(&request.name)
@@ -426,8 +406,7 @@ impl AuthStore {
                     name: request.name.into_bytes(),
                     key_permission: Vec::new(),
                 };
-                state.put_role(batch, role);
-                state.commit_revision(batch);
+                state.save_role(batch, role);
                 Out::AuthRoleAdd(pb::AuthRoleAddResponse::default())
             }
             R::AuthRoleDelete(request) => {
@@ -452,15 +431,13 @@ impl AuthStore {
                 Out::AuthRoleDelete(pb::AuthRoleDeleteResponse::default())
             }
             R::AuthRoleGet(request) => {
-                if let Some(info) = info
-                    && let Err(error) = state.check_admin(info)
-                    && !state
+                // Anyone may read the roles they hold.
+                state.check_admin_unless(info, |info| {
+                    state
                         .users
                         .get(&info.username)
                         .is_some_and(|u| u.roles.contains(&request.role))
-                {
-                    return Err(error);
-                }
+                })?;
                 let role = state
                     .roles
                     .get(&request.role)
@@ -475,11 +452,7 @@ impl AuthStore {
                 roles: state.roles.keys().cloned().collect(),
             }),
             R::AuthRoleGrantPermission(request) => {
-                let mut role = state
-                    .roles
-                    .get(&request.name)
-                    .cloned()
-                    .ok_or_else(EtcdError::role_not_found)?;
+                let mut role = state.role_to_change(&request.name)?;
                 let perm = request.perm.unwrap_or_default();
                 match role
                     .key_permission
@@ -497,24 +470,18 @@ impl AuthStore {
                         role.key_permission.sort_by(|a, b| a.key.cmp(&b.key));
                     }
                 }
-                state.put_role(batch, role);
-                state.commit_revision(batch);
+                state.save_role(batch, role);
                 Out::AuthRoleGrantPermission(pb::AuthRoleGrantPermissionResponse::default())
             }
             R::AuthRoleRevokePermission(request) => {
-                let mut role = state
-                    .roles
-                    .get(&request.role)
-                    .cloned()
-                    .ok_or_else(EtcdError::role_not_found)?;
+                let mut role = state.role_to_change(&request.role)?;
                 let before = role.key_permission.len();
                 role.key_permission
                     .retain(|p| p.key != request.key || p.range_end != request.range_end);
                 if role.key_permission.len() == before {
                     return Err(EtcdError::permission_not_granted());
                 }
-                state.put_role(batch, role);
-                state.commit_revision(batch);
+                state.save_role(batch, role);
                 Out::AuthRoleRevokePermission(pb::AuthRoleRevokePermissionResponse::default())
             }
             _ => return Err(EtcdError::internal("not an auth request")),
@@ -611,6 +578,51 @@ impl AuthState {
         batch.meta_put(ROLES_TABLE, &role.name, &role.encode_to_vec());
         self.roles
             .insert(String::from_utf8_lossy(&role.name).into_owned(), role);
+    }
+
+    /// A copy of the user `name` to change and then [`AuthState::save_user`].
+    fn user_to_change(&self, name: &str) -> Result<User, EtcdError> {
+        self.users
+            .get(name)
+            .cloned()
+            .ok_or_else(EtcdError::user_not_found)
+    }
+
+    /// A copy of the role `name` to change and then [`AuthState::save_role`].
+    fn role_to_change(&self, name: &str) -> Result<Role, EtcdError> {
+        self.roles
+            .get(name)
+            .cloned()
+            .ok_or_else(EtcdError::role_not_found)
+    }
+
+    /// Stores a new or changed user; every such change is a new auth revision.
+    fn save_user(&mut self, batch: &mut WriteBatch<'_>, user: User) {
+        self.put_user(batch, user);
+        self.commit_revision(batch);
+    }
+
+    /// Stores a new or changed role; every such change is a new auth revision.
+    fn save_role(&mut self, batch: &mut WriteBatch<'_>, role: Role) {
+        self.put_role(batch, role);
+        self.commit_revision(batch);
+    }
+
+    /// The admin check of a client's request (`info`; None for the member's own),
+    /// waived when `allowed` says the sender may do it anyway: etcd's UserGet and
+    /// RoleGet, which answer non-root users about themselves and their roles.
+    fn check_admin_unless(
+        &self,
+        info: Option<&AuthInfo>,
+        allowed: impl FnOnce(&AuthInfo) -> bool,
+    ) -> Result<(), EtcdError> {
+        match info {
+            Some(info) => match self.check_admin(info) {
+                Err(error) if !allowed(info) => Err(error),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 
     fn check_admin(&self, info: &AuthInfo) -> Result<(), EtcdError> {

@@ -350,10 +350,38 @@ fn allowed_common_name_is_enforced() {
     let other = build_configs(&pki.settings(&pki.leaf("o", "intruder", &["member"], 12), false));
     handshake(member.client.clone(), server.server.clone(), "localhost").unwrap();
     let error = handshake(other.client.clone(), server.server.clone(), "localhost").unwrap_err();
+    // Refused as Go's TLS refuses it: a bad_certificate alert to the client.
     assert_eq!(
         error,
-        rustls::Error::General("client certificate authentication failed".into())
+        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
     );
+}
+
+#[test]
+fn tls_failures_read_as_gos() {
+    let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+    assert_eq!(
+        go_tls_error_text(&alert).as_deref(),
+        Some("remote error: tls: bad certificate")
+    );
+    // Wrapped in an I/O error, as tokio-rustls passes it on.
+    let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, alert.clone());
+    assert_eq!(
+        go_tls_error_text(&wrapped).as_deref(),
+        Some("remote error: tls: bad certificate")
+    );
+    // Only its text left, as h2 passes I/O errors on.
+    let text = std::io::Error::other(alert.to_string());
+    assert_eq!(
+        go_tls_error_text(&text).as_deref(),
+        Some("remote error: tls: bad certificate")
+    );
+    let unknown_ca = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+    assert_eq!(
+        go_tls_error_text(&unknown_ca).as_deref(),
+        Some("remote error: tls: unknown certificate authority")
+    );
+    assert_eq!(go_tls_error_text(&std::io::Error::other("reset")), None);
 }
 
 #[test]

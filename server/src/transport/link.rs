@@ -132,7 +132,11 @@ async fn run(
                     ended
                 }
                 Err(error) => {
-                    if was_connected {
+                    // A peer refusing our certificate is worth a warning even before the
+                    // first connection (etcd logs the remote TLS error).
+                    let refused = crate::tls::go_tls_error_text(&error);
+                    if was_connected || refused.is_some() {
+                        let error = refused.unwrap_or_else(|| error.to_string());
                         warn!(peer = %format_args!("{peer_id:x}"), %url, %error, "peer unreachable");
                     } else {
                         debug!(peer = %format_args!("{peer_id:x}"), %url, %error, "cannot connect to peer");
@@ -269,7 +273,7 @@ async fn stream_messages(
     // is already gone.
     tokio::select! {
         ready = sender.ready() => if let Err(error) = ready {
-            return broke(error.to_string());
+            return broke(failure_text(&error));
         },
         ended = &mut driving => return broke(connection_end(ended)),
     }
@@ -298,7 +302,7 @@ async fn stream_messages(
                         common.report(Inbound::Unreachable(peer_id));
                         return Ended::Failed;
                     }
-                    Err(error) => return broke(error.to_string()),
+                    Err(error) => return broke(failure_text(&error)),
                 }
             }
             changed = urls.changed() => {
@@ -316,8 +320,14 @@ async fn stream_messages(
 fn connection_end(ended: std::result::Result<(), hyper::Error>) -> String {
     match ended {
         Ok(()) => "connection closed".to_string(),
-        Err(error) => error.to_string(),
+        Err(error) => failure_text(&error),
     }
+}
+
+/// Why a connection failed: a TLS refusal in Go's words ("remote error: tls: bad
+/// certificate", as etcd logs it), else the error itself.
+fn failure_text(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::tls::go_tls_error_text(error).unwrap_or_else(|| error.to_string())
 }
 
 /// Starts sending a `MsgSnapshot` on its own task; reports the outcome as
