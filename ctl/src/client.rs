@@ -26,6 +26,9 @@ fn check_send_size<T: prost::Message>(msg: &T) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// etcd's `ErrAuthNotEnabled`, which Authenticate answers while auth is off.
+const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
+
 /// How long to wait between attempts while no endpoint answers.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between attempts of a request without a deadline.
@@ -152,16 +155,21 @@ impl Client {
                 name: user.clone(),
                 password: password.clone(),
             };
-            let resp = client
+            let authenticated = client
                 .call(Retry::Repeatable, req, |c, r| async move {
                     pb::auth_client::AuthClient::new(c)
                         .max_decoding_message_size(MAX_RECV_MSG_SIZE)
                         .authenticate(r)
                         .await
                 })
-                .await
+                .await;
+            let resp = match authenticated {
+                Ok(resp) => resp,
+                // clientv3.New ignores ErrAuthNotEnabled: the credentials are not needed.
+                Err(e) if e.message == AUTH_NOT_ENABLED => return Ok(client),
                 // clientv3.New fails, and etcdctl exits with ExitBadConnection.
-                .map_err(|e| CtlError::new(ExitCode::BadConnection, e.message))?;
+                Err(e) => return Err(CtlError::new(ExitCode::BadConnection, e.message)),
+            };
             let token = resp.token.parse().map_err(|_| {
                 CtlError::new(
                     ExitCode::BadConnection,
@@ -283,6 +291,9 @@ fn is_connection_error(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable => !status.message().starts_with("etcdserver: "),
         tonic::Code::Unknown => status.message().starts_with("transport error"),
+        // The peer does not speak HTTP/2 (a TLS port answering plain text): grpc-go
+        // keeps reconnecting until the deadline, as for a refused connection.
+        tonic::Code::Internal => status.message().starts_with("h2 protocol error"),
         _ => false,
     }
 }

@@ -568,7 +568,12 @@ impl Printer {
                 fields_header(&mut out, r.header.as_ref());
                 text(out)
             }
-            Format::Protobuf => Ok(r.encode_to_vec()),
+            // clientv3.LeaseRevokeResponse is a type of its own over pb's, without
+            // Marshal: etcdctl refuses it, showing it with Go's `%v`.
+            Format::Protobuf => Err(CtlError::bad_feature(format!(
+                "marshal unsupported for type clientv3.LeaseRevokeResponse ({{{}}})",
+                header_compact_text(r.header.as_ref())
+            ))),
             Format::Table => Err(self.fmt().unsupported()),
         }
     }
@@ -906,6 +911,26 @@ fn fields_del(out: &mut String, r: &pb::DeleteRangeResponse) {
     for kv in &r.prev_kvs {
         fields_kv(out, "Prev", kv);
     }
+}
+
+/// A response header as gogoproto's `String()` writes it (protobuf's compact text:
+/// each set field and a space), `<nil>` for none.
+fn header_compact_text(header: Option<&pb::ResponseHeader>) -> String {
+    let Some(h) = header else {
+        return "<nil>".to_owned();
+    };
+    let mut text = String::new();
+    for (name, value) in [
+        ("cluster_id", h.cluster_id.to_string()),
+        ("member_id", h.member_id.to_string()),
+        ("revision", h.revision.to_string()),
+        ("raft_term", h.raft_term.to_string()),
+    ] {
+        if value != "0" {
+            let _ = write!(text, "{name}:{value} ");
+        }
+    }
+    text
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ async fn get(endpoint: &str, tls: &TlsFiles, server_name: Option<&str>) -> Resul
 #[tokio::test]
 async fn the_srv_domain_is_the_tls_server_name() {
     require_reference_tools();
-    let tls = TlsFiles::generate_for(&[DOMAIN], false);
+    let tls = TlsFiles::generate_for(&[DOMAIN], false).unwrap();
     let etcd = Etcd::start_tls(&tls, false);
     let endpoint = format!("https://{}", etcd.endpoint());
     get(&endpoint, &tls, Some(DOMAIN)).await.unwrap();

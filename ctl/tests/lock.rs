@@ -1,50 +1,22 @@
-//! `lock` and `elect` against a real etcd: exec mode and errors as etcdctl
-//! prints them, mutual exclusion between two concordctl processes, and an
-//! election (campaign, resign, observe) seen identically by both clients.
+//! `lock` and `elect` against a real etcd: mutual exclusion between two
+//! concordctl processes, waiters that are stopped or get the lock as etcdctl's
+//! do, and an election (campaign, resign, observe) seen identically by both
+//! clients. (Single runs, exec mode and errors: `tests/scripts/lock_elect.txt`.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, require_reference_tools, run};
+use common::{CONCORDCTL, Etcd, require_reference_tools};
+use concord_tests::side_by_side::{Server, ServerKind};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn exec_mode_and_errors_match_etcdctl() {
-    require_reference_tools();
-    let etcd = Etcd::start(common::free_port(), common::free_port());
-    for args in [
-        &["lock", "mylock", "echo", "hello"][..],
-        &["lock", "mylock", "false"],
-        &["lock", "mylock", "nonexistent-command-for-test"],
-        &["lock"],
-        &["get", "mylock", "--prefix"],
-    ] {
-        let expected = run("etcdctl", etcd.endpoint(), args, "");
-        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
-        assert_lines_equal(&expected, &actual);
-    }
-    let block = run(
-        CONCORDCTL,
-        etcd.endpoint(),
-        &["lock", "mylock", "echo", "hello"],
-        "",
-    );
-    assert!(block.contains("--- stdout\nhello\n"), "{block}");
-}
-
 /// Number of keys under `prefix/` (holders and waiters of the lock).
-fn lock_keys(etcd: &Etcd, prefix: &str) -> usize {
+fn lock_keys(endpoint: &str, prefix: &str) -> usize {
     let out = Command::new("etcdctl")
-        .args([
-            "--endpoints",
-            etcd.endpoint(),
-            "get",
-            "--prefix",
-            "--keys-only",
-        ])
+        .args(["--endpoints", endpoint, "get", "--prefix", "--keys-only"])
         .arg(format!("{prefix}/"))
         .env("ETCDCTL_API", "3")
         .output()
@@ -91,7 +63,9 @@ fn second_locker_waits_for_the_first() {
         .spawn()
         .unwrap();
     // Once the waiter's own key exists it has queued behind the holder.
-    wait_until("the waiter queues", || lock_keys(&etcd, "contended") == 2);
+    wait_until("the waiter queues", || {
+        lock_keys(etcd.endpoint(), "contended") == 2
+    });
     let mut waiter = waiter;
     assert!(
         waiter.try_wait().unwrap().is_none(),
@@ -110,7 +84,14 @@ fn second_locker_waits_for_the_first() {
     let out = waiter.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "acquired\n");
     assert!(out.status.success());
-    wait_until("both keys are gone", || lock_keys(&etcd, "contended") == 0);
+    wait_until("both keys are gone", || {
+        lock_keys(etcd.endpoint(), "contended") == 0
+    });
+}
+
+/// A fresh Concord member, for the same transcripts side by side with etcd's.
+fn concord() -> Server {
+    Server::start(ServerKind::Concord, &[]).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Reads a child's stdout lines on a thread so the test can wait for them.
@@ -143,10 +124,10 @@ fn interrupt(child: &mut std::process::Child) {
 
 /// Observer output (lease IDs masked) for: candidate A wins with "first",
 /// resigns, then candidate B wins with "second".
-fn election_transcript(tool: &str, etcd: &Etcd) -> Vec<String> {
+fn election_transcript(tool: &str, endpoint: &str) -> Vec<String> {
     let spawn = |args: &[&str]| {
         Command::new(tool)
-            .args(["--endpoints", etcd.endpoint()])
+            .args(["--endpoints", endpoint])
             .args(args)
             .env("ETCDCTL_API", "3")
             .stdout(Stdio::piped())
@@ -176,13 +157,16 @@ fn election_transcript(tool: &str, etcd: &Etcd) -> Vec<String> {
 fn election_campaign_and_observe_match_etcdctl() {
     require_reference_tools();
     let etcd = Etcd::start(common::free_port(), common::free_port());
-    let expected = election_transcript("etcdctl", &etcd);
+    let expected = election_transcript("etcdctl", etcd.endpoint());
     assert_eq!(expected, ["office", "first", "office", "second"]);
-    assert_eq!(election_transcript(CONCORDCTL, &etcd), expected);
-    for args in [&["elect"][..], &["elect", "a"], &["elect", "-l", "a", "b"]] {
-        let expected = run("etcdctl", etcd.endpoint(), args, "");
-        let actual = run(CONCORDCTL, etcd.endpoint(), args, "");
-        assert_lines_equal(&expected, &actual);
+    assert_eq!(election_transcript(CONCORDCTL, etcd.endpoint()), expected);
+    let concord = concord();
+    for tool in ["etcdctl", CONCORDCTL] {
+        assert_eq!(
+            election_transcript(tool, &concord.endpoint()),
+            expected,
+            "{tool} against Concord"
+        );
     }
 }
 
@@ -190,10 +174,15 @@ fn election_campaign_and_observe_match_etcdctl() {
 /// waiter that is stopped while it waits, and a waiter that must get the lock
 /// (or win the election) once the holder lets go. Returns what each process
 /// printed and how it ended, lease IDs masked.
-fn contention_transcript(tool: &str, etcd: &Etcd, command: &[&str], signal: &str) -> Vec<String> {
+fn contention_transcript(
+    tool: &str,
+    endpoint: &str,
+    command: &[&str],
+    signal: &str,
+) -> Vec<String> {
     let spawn = || {
         let mut child = Command::new(tool)
-            .args(["--endpoints", etcd.endpoint()])
+            .args(["--endpoints", endpoint])
             .args(command)
             .env("ETCDCTL_API", "3")
             .stdout(Stdio::piped())
@@ -220,7 +209,7 @@ fn contention_transcript(tool: &str, etcd: &Etcd, command: &[&str], signal: &str
     transcript.push(mask(next_line(&held)));
     let (mut blocked, blocked_lines) = spawn();
     let (mut next, next_lines) = spawn();
-    wait_until("both waiters queue", || lock_keys(etcd, name) == 3);
+    wait_until("both waiters queue", || lock_keys(endpoint, name) == 3);
     for lines in [&blocked_lines, &next_lines] {
         assert!(
             lines.recv_timeout(Duration::from_millis(200)).is_err(),
@@ -241,7 +230,7 @@ fn contention_transcript(tool: &str, etcd: &Etcd, command: &[&str], signal: &str
     ));
     // The stopped waiter's key is gone at once, not when its lease expires.
     wait_until("the stopped waiter withdraws", || {
-        lock_keys(etcd, name) == 2
+        lock_keys(endpoint, name) == 2
     });
 
     stop(&mut holder);
@@ -262,21 +251,29 @@ fn contention_transcript(tool: &str, etcd: &Etcd, command: &[&str], signal: &str
 fn stopped_waiters_withdraw_and_the_next_one_acquires() {
     require_reference_tools();
     let etcd = Etcd::start(common::free_port(), common::free_port());
+    let concord = concord();
     for (command, signal) in [
         (&["lock", "lk"][..], "-INT"),
         (&["lock", "lk2"][..], "-TERM"),
         (&["elect", "el", "p"][..], "-INT"),
         (&["elect", "el2", "p"][..], "-TERM"),
     ] {
-        let expected = contention_transcript("etcdctl", &etcd, command, signal);
+        let expected = contention_transcript("etcdctl", etcd.endpoint(), command, signal);
         assert!(
             expected
                 .iter()
                 .any(|l| l.contains("Error: context canceled")),
             "{expected:?}"
         );
-        let actual = contention_transcript(CONCORDCTL, &etcd, command, signal);
+        let actual = contention_transcript(CONCORDCTL, etcd.endpoint(), command, signal);
         assert_eq!(actual, expected, "{command:?} {signal}");
+        for tool in ["etcdctl", CONCORDCTL] {
+            let actual = contention_transcript(tool, &concord.endpoint(), command, signal);
+            assert_eq!(
+                actual, expected,
+                "{tool} against Concord: {command:?} {signal}"
+            );
+        }
     }
 }
 
@@ -300,13 +297,15 @@ fn lock_survives_a_server_restart() {
     let (mut holder, held) = spawn(&[]);
     assert!(next_line(&held).starts_with("restarted/"));
     let (mut waiter, waited) = spawn(&["echo", "acquired"]);
-    wait_until("the waiter queues", || lock_keys(&etcd, "restarted") == 2);
+    wait_until("the waiter queues", || {
+        lock_keys(etcd.endpoint(), "restarted") == 2
+    });
 
     etcd.restart();
     std::thread::sleep(Duration::from_secs(2));
     assert!(holder.try_wait().unwrap().is_none(), "holder exited");
     assert!(waiter.try_wait().unwrap().is_none(), "waiter exited");
-    assert_eq!(lock_keys(&etcd, "restarted"), 2);
+    assert_eq!(lock_keys(etcd.endpoint(), "restarted"), 2);
 
     interrupt(&mut holder);
     assert_eq!(next_line(&waited), "acquired");

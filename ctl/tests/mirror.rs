@@ -1,13 +1,14 @@
 //! `make-mirror` against real etcd members: the destination ends up exactly as
 //! etcdctl's mirror leaves it (initial copy and followed changes, with each
-//! prefix option), argument errors match, and the mirror survives the
-//! destination and then the source restarting.
+//! prefix option), and the mirror survives the destination and then the source
+//! restarting. (Argument errors: `tests/scripts/mirror.txt`.)
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use common::{CONCORDCTL, Etcd, assert_lines_equal, free_port, require_reference_tools, run};
+use common::{CONCORDCTL, Etcd, free_port, require_reference_tools};
+use concord_tests::side_by_side::assert_same;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -127,29 +128,11 @@ fn destination_matches_etcdctl_mirror() {
         let expected = mirrored("etcdctl", ports, flags, sentinel);
         assert!(expected.contains("\"Key\" : "), "{expected}");
         let actual = mirrored(CONCORDCTL, ports, flags, sentinel);
-        assert_lines_equal(&expected, &actual);
-    }
-}
-
-#[test]
-fn argument_errors_match_etcdctl() {
-    require_reference_tools();
-    let source = Etcd::start(free_port(), free_port());
-    let dest = source.endpoint().to_owned();
-    for args in [
-        &["make-mirror"][..],
-        &["make-mirror", "a:1", "b:2"],
-        &[
-            "make-mirror",
-            "--dest-prefix",
-            "x",
-            "--no-dest-prefix",
-            &dest,
-        ],
-    ] {
-        let expected = run("etcdctl", source.endpoint(), args, "");
-        let actual = run(CONCORDCTL, source.endpoint(), args, "");
-        assert_lines_equal(&expected, &actual);
+        assert_same(
+            &format!("make-mirror {flags:?}"),
+            ("etcdctl", &expected),
+            ("concordctl", &actual),
+        );
     }
 }
 

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 pub mod http_json;
 pub mod membership;
 pub mod side_by_side;
+pub mod tls;
 
 /// The `concord` binary next to the test executable (cargo builds it with the workspace).
 pub fn concord_binary() -> PathBuf {

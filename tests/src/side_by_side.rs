@@ -16,6 +16,8 @@
 //! ```text
 //! # a comment; blank lines are ignored
 //! % server-arg --auto-compaction-retention=0   (before the first step: a flag both servers get)
+//! % tls                         (before the first step) both servers serve clients over TLS
+//! % tls client-cert-auth        ... and require a client certificate signed by the CA
 //! $ put foo bar                 a step: the ctl's arguments, split like a POSIX shell
 //!                               (single and double quotes, backslash); leading NAME=value
 //!                               words set environment variables (ETCDCTL_API=3 by default)
@@ -30,17 +32,28 @@
 //!                               the transcript, and nothing depends on how long output takes.
 //! ! stdin-open                  keep stdin open until the step ends (`watch -i`)
 //! ! ctl etcdctl                 run this step with the real etcdctl even in a concordctl run
+//! ! no-endpoints                run the ctl without the harness's `--endpoints` (the step
+//!                               gives its own, sets `ETCDCTL_ENDPOINTS`, or wants the default)
+//! ! expect Error: x\n           every transcript of this step (stdout, stderr and status,
+//!                               masked, as `SIDE_BY_SIDE_DUMP` shows them) contains this text
+//!                               (`\n` is a newline): two equally broken runs must not agree
+//! ! expect-stdout-bytes 5000000 ... and its stdout is at least this long
 //! ! known-difference #15 why    Concord differs here; the issue that owns it, and why
 //! ! known-difference with concordctl #18 why
 //!                               the same, seen only when concordctl drives (etcdctl hides it)
 //! ! concordctl-gap #14 why      concordctl differs from etcdctl here (concordctl runs only)
 //! ```
 //!
-//! Variables, expanded in arguments and standard input with each server's own value:
+//! Variables, expanded in arguments, environment values and standard input with each
+//! server's own value (`$$` is a plain `$`):
 //! `$LEASE_1`, `$LEASE_2`, ... are the lease ids that `lease grant` steps printed, in order
 //! (hex, as etcdctl takes them), `$ADDED_1`, `$ADDED_2`, ... the ids of the members that
 //! `member add` steps added (hex), `$MEMBER_ID` is the member's id (hex), `$PEER_URL` its
-//! peer URL, and `$DIR` is an empty directory of the run's own.
+//! peer URL, `$ENDPOINT` its client address (`127.0.0.1:port`) and `$URL` its client URL
+//! (`http://` or, with `% tls`, `https://`), and `$DIR` is an empty directory of the run's
+//! own. With `% tls`: `$CA`, `$CERT` and `$KEY` are the CA and the client certificate and
+//! key (PEM files), and the harness's `--endpoints` is `$ENDPOINT`: a step gives the ctl
+//! what TLS flags it wants.
 //!
 //! # What is compared
 //!
@@ -72,7 +85,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Cluster, concordctl_binary, etcd, etcdctl, free_port};
+use crate::tls::TlsFiles;
+use crate::{concord_binary, concordctl_binary, etcd, etcdctl, free_port};
 
 /// Which ctl binary runs a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +155,12 @@ pub struct Step {
     pub end_with_put: Option<String>,
     pub known_difference: Option<Mark>,
     pub concordctl_gap: Option<Mark>,
+    /// Run without the harness's `--endpoints`.
+    pub no_endpoints: bool,
+    /// Texts every transcript of this step contains.
+    pub expects: Vec<String>,
+    /// The least length of the step's stdout, in bytes.
+    pub expect_stdout_bytes: Option<usize>,
 }
 
 impl Step {
@@ -167,16 +187,41 @@ impl Step {
         format
     }
 
-    /// Whether the step's command starts with these words (`["endpoint", "status"]`).
+    /// Whether the step's command starts with these words (`["endpoint", "status"]`), or
+    /// with unique prefixes of them as etcdctl resolves them (`endp st`). The values of
+    /// global flags given as separate words (`--cacert FILE`) are not words of the command.
     pub fn is_command(&self, words: &[&str]) -> bool {
-        let positional: Vec<&str> = self
-            .args
-            .iter()
-            .map(String::as_str)
-            .filter(|a| !a.starts_with('-'))
-            .take(words.len())
-            .collect();
-        positional == words
+        const TAKE_A_VALUE: &[&str] = &[
+            "--cacert",
+            "--cert",
+            "--key",
+            "--endpoints",
+            "--user",
+            "--password",
+            "--command-timeout",
+            "--dial-timeout",
+            "--keepalive-time",
+            "--keepalive-timeout",
+            "--discovery-srv",
+            "-d",
+            "--discovery-srv-name",
+            "-w",
+            "--write-out",
+        ];
+        let mut positional = Vec::new();
+        let mut args = self.args.iter().map(String::as_str);
+        while let Some(arg) = args.next() {
+            if TAKE_A_VALUE.contains(&arg) {
+                args.next();
+            } else if !arg.starts_with('-') {
+                positional.push(arg);
+            }
+        }
+        positional.len() >= words.len()
+            && positional
+                .iter()
+                .zip(words)
+                .all(|(given, word)| !given.is_empty() && word.starts_with(given))
     }
 }
 
@@ -186,7 +231,16 @@ pub struct Script {
     pub name: String,
     /// Flags both servers start with.
     pub server_args: Vec<String>,
+    /// Whether the servers serve clients over TLS, and how.
+    pub tls: Option<TlsMode>,
     pub steps: Vec<Step>,
+}
+
+/// How a `% tls` script's servers serve clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsMode {
+    /// The servers require a client certificate signed by the test CA.
+    pub client_cert_auth: bool,
 }
 
 impl Script {
@@ -264,6 +318,19 @@ impl Script {
                 script.server_args.push(flag.trim().to_owned());
                 continue;
             }
+            if let Some(mode) = trimmed.strip_prefix("% tls") {
+                if !script.steps.is_empty() {
+                    bail!("{origin}: `% tls` belongs before the first step");
+                }
+                script.tls = Some(TlsMode {
+                    client_cert_auth: match mode.trim() {
+                        "" => false,
+                        "client-cert-auth" => true,
+                        other => bail!("{origin}: `% tls [client-cert-auth]`, not {other:?}"),
+                    },
+                });
+                continue;
+            }
             let Some(step) = script.steps.last_mut() else {
                 bail!("{origin}: {trimmed:?} comes before any `$ ` step");
             };
@@ -275,6 +342,17 @@ impl Script {
                 let (word, rest) = directive.split_once(' ').unwrap_or((directive, ""));
                 match word {
                     "stdin-open" => step.stdin_open = true,
+                    "no-endpoints" => step.no_endpoints = true,
+                    "expect" => {
+                        if rest.is_empty() {
+                            bail!("{origin}: expect <text>");
+                        }
+                        step.expects.push(rest.replace("\\n", "\n"));
+                    }
+                    "expect-stdout-bytes" => {
+                        let bytes = rest.trim().parse().with_context(|| origin.clone())?;
+                        step.expect_stdout_bytes = Some(bytes);
+                    }
                     "end-with-put" => {
                         let key = rest.trim();
                         if key.is_empty() {
@@ -397,13 +475,18 @@ fn split_words(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// Expands `$NAME` (uppercase letters, digits, `_`) from `vars`.
+/// Expands `$NAME` (uppercase letters, digits, `_`) from `vars`; `$$` is a `$`.
 fn expand(text: &str, vars: &HashMap<String, String>) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
+        if let Some(after) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
         let len = after
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
             .unwrap_or(after.len());
@@ -438,14 +521,6 @@ impl ServerKind {
     }
 }
 
-enum Process {
-    Etcd {
-        child: Child,
-        dir: tempfile::TempDir,
-    },
-    Concord(Cluster),
-}
-
 /// One fresh single-member server, with the values its outputs are masked by.
 pub struct Server {
     pub kind: ServerKind,
@@ -453,81 +528,129 @@ pub struct Server {
     pub peer_port: u16,
     pub member_id: u64,
     pub cluster_id: u64,
-    process: Process,
+    /// The TLS files the member serves with, and whether it asks for client certificates.
+    tls: Option<(Arc<TlsFiles>, TlsMode)>,
+    child: Child,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Process::Etcd { child, .. } = &mut self.process {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Server {
     /// Starts one member of the kind, named `m0` with cluster token `concord-tests` (as
-    /// [`Cluster`] names its members), and waits until it has a leader.
+    /// [`Cluster`](crate::Cluster) names its members), and waits until it has a leader.
+    /// Both kinds get the same flags (etcd's names), `server_args` last.
     pub fn start(kind: ServerKind, server_args: &[String]) -> Result<Server> {
-        let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
-        let (process, client_port, peer_port) = match kind {
-            ServerKind::Concord => {
-                let cluster = Cluster::start_with(1, &args)?;
-                let (client, peer) = (cluster.members[0].client_port, cluster.members[0].peer_port);
-                (Process::Concord(cluster), client, peer)
+        Self::start_tls(kind, server_args, None)
+    }
+
+    /// [`Server::start`], serving clients over TLS with these files when given.
+    pub fn start_tls(
+        kind: ServerKind,
+        server_args: &[String],
+        tls: Option<(Arc<TlsFiles>, TlsMode)>,
+    ) -> Result<Server> {
+        // `free_port` hands out a port nothing holds at that moment; a test running in
+        // parallel can take it before the member binds it. Such a start is tried again on
+        // other ports, a bounded number of times; any other failure is final.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut server = Self::spawn(kind, server_args, tls.clone())?;
+            match server.wait_ready() {
+                Ok(()) => return Ok(server),
+                Err(_) if attempt < 3 && server.log().contains("address already in use") => {}
+                Err(error) => return Err(error),
             }
-            ServerKind::Etcd => {
-                let dir = tempfile::tempdir()?;
-                let (client, peer) = (free_port(), free_port());
-                let client_url = format!("http://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
-                let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-                let child = Command::new(etcd())
-                    .args(["--name", "m0"])
-                    .arg("--data-dir")
-                    .arg(dir.path().join("m0.etcd"))
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &format!("m0={peer_url}")])
-                    .args(["--initial-cluster-token", "concord-tests"])
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .context("start etcd")?;
-                (Process::Etcd { child, dir }, client, peer)
-            }
+        }
+    }
+
+    fn spawn(
+        kind: ServerKind,
+        server_args: &[String],
+        tls: Option<(Arc<TlsFiles>, TlsMode)>,
+    ) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let (client_port, peer_port) = (free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let (binary, data_dir) = match kind {
+            ServerKind::Etcd => (etcd(), "m0.etcd"),
+            ServerKind::Concord => (concord_binary(), "m0.concord"),
         };
-        let mut server = Server {
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut command = Command::new(binary);
+        command
+            .args(["--name", "m0"])
+            .arg("--data-dir")
+            .arg(dir.path().join(data_dir))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("m0={peer_url}")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "concord-tests"]);
+        if let Some((files, mode)) = &tls {
+            command.args([
+                "--cert-file",
+                &files.server_cert,
+                "--key-file",
+                &files.server_key,
+            ]);
+            if mode.client_cert_auth {
+                command.args(["--client-cert-auth", "--trusted-ca-file", &files.ca]);
+            }
+        }
+        let child = command
+            .args(server_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", kind.name()))?;
+        Ok(Server {
             kind,
             client_port,
             peer_port,
             member_id: 0,
             cluster_id: 0,
-            process,
-        };
-        server.wait_ready()?;
-        Ok(server)
+            tls,
+            child,
+            dir,
+        })
     }
 
+    /// The client URL (`http://` or `https://`).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn log(&self) -> String {
-        match &self.process {
-            Process::Etcd { dir, .. } => {
-                std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
-            }
-            Process::Concord(cluster) => cluster.log(0),
-        }
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// Polls `endpoint status` with the real etcdctl until the member knows a leader, and
-    /// learns its member and cluster ids.
+    /// The real etcdctl, set up to reach this member (for the harness's own calls).
+    fn harness_etcdctl(&self) -> Command {
+        let mut command = Command::new(etcdctl());
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()));
+        if let Some((files, _)) = &self.tls {
+            command.args(["--cacert", &files.ca]);
+            command.args(["--cert", &files.client_cert, "--key", &files.client_key]);
+        }
+        command
+    }
+
+    /// Waits until the member knows a leader, and learns its member and cluster ids.
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -537,7 +660,7 @@ impl Server {
                     self.cluster_id = cluster_id;
                     return Ok(());
                 }
-                Err(last) if Instant::now() > deadline => bail!(
+                Err(last) if Instant::now() > deadline || self.has_exited() => bail!(
                     "{} did not get a leader; last status: {last}\nlog:\n{}",
                     self.kind.name(),
                     self.log()
@@ -547,12 +670,15 @@ impl Server {
         }
     }
 
+    fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// One `endpoint status`: the member and cluster ids once the member knows a leader,
     /// else what etcdctl printed.
     fn probe(&self) -> Result<(u64, u64), String> {
-        let output = Command::new(etcdctl())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
+        let output = self
+            .harness_etcdctl()
             .args(["--command-timeout=1s", "endpoint", "status", "-w", "json"])
             .stdin(Stdio::null())
             .output()
@@ -585,6 +711,7 @@ impl Server {
             client_port: self.client_port,
             peer_port: self.peer_port,
             dir: dir.path().to_string_lossy().into_owned(),
+            tls_dir: String::new(),
             leases: Vec::new(),
             added_members: Vec::new(),
         };
@@ -592,6 +719,21 @@ impl Server {
             "PEER_URL".to_owned(),
             format!("http://127.0.0.1:{}", self.peer_port),
         );
+        vars.insert(
+            "ENDPOINT".to_owned(),
+            format!("127.0.0.1:{}", self.client_port),
+        );
+        vars.insert("URL".to_owned(), self.endpoint());
+        if let Some((files, _)) = &self.tls {
+            context.tls_dir = files.dir().to_string_lossy().into_owned();
+            for (name, path) in [
+                ("CA", &files.ca),
+                ("CERT", &files.client_cert),
+                ("KEY", &files.client_key),
+            ] {
+                vars.insert(name.to_owned(), path.clone());
+            }
+        }
         let mut raw = Vec::with_capacity(script.steps.len());
         let mut elapsed = Vec::with_capacity(script.steps.len());
         for step in &script.steps {
@@ -648,11 +790,27 @@ impl Server {
         Ok(transcript)
     }
 
+    /// Runs one ctl command against this member, as a script step would (the harness's
+    /// `--endpoints`, `ETCDCTL_API=3`, nothing else from the environment), unmasked.
+    pub fn invoke(&self, ctl: Ctl, args: &[&str], stdin: Option<&str>) -> Result<StepOutput> {
+        let step = Step {
+            text: args.join(" "),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            stdin: stdin.map(str::to_owned),
+            ..Step::default()
+        };
+        let raw = self.run_step(&step, ctl, &HashMap::new())?;
+        Ok(StepOutput {
+            stdout: String::from_utf8_lossy(&raw.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&raw.stderr).into_owned(),
+            status: raw.status,
+        })
+    }
+
     /// Puts `key` = [`END_MARKER`] with the real etcdctl, for a step that ends at its event.
     fn put_end_marker(&self, key: &str) -> Result<()> {
-        let output = Command::new(etcdctl())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
+        let output = self
+            .harness_etcdctl()
             .args(["put", key, END_MARKER])
             .output()
             .context("put the end marker")?;
@@ -686,11 +844,17 @@ impl Server {
         }
         command.env("ETCDCTL_API", "3");
         for (key, value) in &step.env {
-            command.env(key, value);
+            command.env(key, expand(value, vars)?);
+        }
+        if !step.no_endpoints {
+            // With TLS, the address alone: the step's flags decide how the ctl dials it.
+            command.arg(match self.tls {
+                Some(_) => format!("--endpoints=127.0.0.1:{}", self.client_port),
+                None => format!("--endpoints={}", self.endpoint()),
+            });
         }
         let mut child = ChildGuard(
             command
-                .arg(format!("--endpoints={}", self.endpoint()))
                 .args(&args)
                 .stdin(if stdin.is_some() || step.stdin_open {
                     Stdio::piped()
@@ -957,6 +1121,8 @@ pub struct MaskContext {
     pub peer_port: u16,
     /// The run's `$DIR`.
     pub dir: String,
+    /// Where the run's TLS files are (`% tls`).
+    pub tls_dir: String,
     /// Lease ids in the order `lease grant` steps printed them.
     pub leases: Vec<u64>,
     /// Member ids in the order `member add` steps printed them.
@@ -1025,12 +1191,15 @@ pub const MASKERS: &[Masker] = &[
     },
     Masker {
         name: "dir",
-        what: "the run's $DIR -> <DIR>",
+        what: "the run's $DIR -> <DIR>, the directory of its TLS files -> <TLS_DIR>",
         apply: |text, _, cx| {
-            if cx.dir.is_empty() {
-                return text.to_owned();
+            let mut text = text.to_owned();
+            for (dir, with) in [(&cx.dir, "<DIR>"), (&cx.tls_dir, "<TLS_DIR>")] {
+                if !dir.is_empty() {
+                    text = text.replace(dir.as_str(), with);
+                }
             }
-            text.replace(&cx.dir, "<DIR>")
+            text
         },
     },
     Masker {
@@ -1169,6 +1338,101 @@ pub const MASKERS: &[Masker] = &[
         },
     },
     Masker {
+        name: "snapshot-file",
+        what: "a snapshot file's hash (it covers the member's random ids) and size (etcd's \
+               own files differ in free pages from member to member): `snapshot status`'s \
+               first and last cells in simple and table, json `hash` and `totalSize`, fields \
+               `Hash` and `Size`; the `size` etcdctl logs when `snapshot save` fetched it",
+        apply: |text, step, _| {
+            if step.is_command(&["snapshot", "save"]) {
+                return mask_until(text, "\"size\":\"", '"', "<SIZE>");
+            }
+            if !step.is_command(&["snapshot", "status"]) {
+                return text.to_owned();
+            }
+            let mut text = text.to_owned();
+            for (key, with) in [
+                ("\"hash\":", "<HASH>"),
+                ("\"Hash\" : ", "<HASH>"),
+                ("\"totalSize\":", "<SIZE>"),
+                ("\"Size\" : ", "<SIZE>"),
+            ] {
+                text = mask_after(&text, key, with);
+            }
+            map_lines(&text, |line| {
+                let is_hex =
+                    |cell: &str| !cell.is_empty() && cell.chars().all(|c| c.is_ascii_hexdigit());
+                match step.output_format() {
+                    "simple" => {
+                        let cells: Vec<&str> = line.split(", ").collect();
+                        if cells.len() == 4 && is_hex(cells[0]) {
+                            format!("<HASH>, {}, {}, <SIZE>", cells[1], cells[2])
+                        } else {
+                            line.to_owned()
+                        }
+                    }
+                    "table" => {
+                        let mut cells: Vec<String> = line.split('|').map(str::to_owned).collect();
+                        if cells.len() == 6 && is_hex(cells[1].trim()) {
+                            cells[1] = " <HASH> ".to_owned();
+                            cells[4] = " <SIZE> ".to_owned();
+                        }
+                        cells.join("|")
+                    }
+                    _ => line.to_owned(),
+                }
+            })
+        },
+    },
+    Masker {
+        name: "log-time",
+        what: "the time at the start of etcdctl's capnslog lines (`2006-01-02 15:04:05.000000 W \
+               | ...`) and of grpc-go's log lines that `--debug` turns on (`INFO: 2006/01/02 \
+               15:04:05 ...`, also `WARNING:` and `ERROR:`) -> <TIME>",
+        apply: |text, _, _| {
+            map_lines(text, |line| {
+                for level in ["INFO: ", "WARNING: ", "ERROR: "] {
+                    if let Some(rest) = line.strip_prefix(level)
+                        && rest.get(..19).is_some_and(|t| is_log_time(t, '/', ' '))
+                    {
+                        return format!("{level}<TIME>{}", &rest[19..]);
+                    }
+                }
+                match line.get(..26) {
+                    Some(time) if is_log_time(time, '-', ' ') => format!("<TIME>{}", &line[26..]),
+                    _ => line.to_owned(),
+                }
+            })
+        },
+    },
+    Masker {
+        name: "grpc-go-log-order",
+        what: "the order of each run of grpc-go's log lines (after log-time): its goroutines \
+               log connection changes as they happen to run; sorted",
+        apply: |text, _, _| {
+            let is_grpc = |line: &str| {
+                ["INFO: <TIME>", "WARNING: <TIME>", "ERROR: <TIME>"]
+                    .iter()
+                    .any(|prefix| line.starts_with(prefix))
+            };
+            let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let mut start = 0;
+            while start < lines.len() {
+                if !is_grpc(lines[start]) {
+                    start += 1;
+                    continue;
+                }
+                let mut end = start;
+                while end < lines.len() && is_grpc(lines[end]) && lines[end].ends_with('\n') {
+                    end += 1;
+                }
+                lines[start..end].sort_unstable();
+                start = end.max(start + 1);
+            }
+            lines.concat()
+        },
+    },
+    Masker {
         name: "member-order",
         what: "the order of members (etcd sorts them by their random ids): the entries of \
                `ETCD_INITIAL_CLUSTER`, json `members` arrays, and the rows of `member list` \
@@ -1244,18 +1508,46 @@ pub const MASKERS: &[Masker] = &[
 ];
 
 /// Applied on top of [`MASKERS`] when concordctl's transcript is compared with etcdctl's.
-pub const CTL_MASKERS: &[Masker] = &[Masker {
-    name: "etcdctl-client-log-lines",
-    what: "the lines etcdctl's Go client library logs on stderr when a call fails \
-           (`{\"level\":\"warn\",...,\"msg\":\"retrying of unary invoker failed\",...}`): \
-           a library's log, not etcdctl's output, which the ctl parity tests leave out too; \
-           the server comparison keeps them (they carry the gRPC code)",
-    apply: |text, _, _| {
-        text.split_inclusive('\n')
-            .filter(|line| !line.starts_with("{\"level\":"))
-            .collect()
+pub const CTL_MASKERS: &[Masker] = &[
+    Masker {
+        name: "etcdctl-client-log-lines",
+        what: "the lines etcdctl's Go client library logs on stderr when a call fails \
+               (`{\"level\":\"warn\",...,\"msg\":\"retrying of unary invoker failed\",...}`): \
+               a library's log, not etcdctl's output; the server comparison keeps them (they \
+               carry the gRPC code)",
+        apply: |text, _, _| {
+            text.split_inclusive('\n')
+                .filter(|line| !line.starts_with("{\"level\":"))
+                .collect()
+        },
     },
-}];
+    Masker {
+        name: "grpc-go-log-lines",
+        what: "grpc-go's own log lines (`INFO: <TIME> [core]Subchannel Connectivity change \
+               to READY`, `WARNING: <TIME> [core]grpc: addrConn.createTransport failed ...`), \
+               which etcdctl's `--debug` turns on: the state of grpc-go's balancer, which \
+               concordctl does not have (the `--debug` flag dump, etcdctl's own, is compared)",
+        apply: |text, _, _| {
+            text.split_inclusive('\n')
+                .filter(|line| {
+                    !["INFO: <TIME>", "WARNING: <TIME>", "ERROR: <TIME>"]
+                        .iter()
+                        .any(|prefix| line.starts_with(prefix))
+                })
+                .collect()
+        },
+    },
+    Masker {
+        name: "stty-complaints",
+        what: "`stty: 'standard input': Inappropriate ioctl for device`: etcdctl's password \
+               prompt runs stty on a standard input that is not a terminal",
+        apply: |text, _, _| {
+            text.split_inclusive('\n')
+                .filter(|line| !line.starts_with("stty: "))
+                .collect()
+        },
+    },
+];
 
 /// Applies every masker in [`MASKERS`].
 pub fn mask(text: &str, step: &Step, context: &MaskContext) -> String {
@@ -1312,12 +1604,15 @@ fn replace_number(text: &str, value: u64, with: &str) -> String {
     });
     // Short hex forms would match ordinary words; server ids and lease ids are long.
     if value >= 1 << 32 {
-        // `%16x` pads with spaces: the padding goes with the number.
-        for hex in [
-            format!("{value:>16x}"),
-            format!("{value:016x}"),
-            format!("{value:x}"),
-        ] {
+        // `%16x` pads with spaces (`Member %16x added`): the padding goes with the
+        // number, where a space stands before it too (a `, ` before a bare id keeps its
+        // space).
+        if value < 1 << 60 {
+            text = replace_token(&text, &format!(" {value:>16x}"), &format!(" {with}"), |c| {
+                c.is_ascii_alphanumeric()
+            });
+        }
+        for hex in [format!("{value:016x}"), format!("{value:x}")] {
             text = replace_token(&text, &hex, with, |c| c.is_ascii_alphanumeric());
         }
     }
@@ -1477,6 +1772,17 @@ fn sort_json_array(line: &str, marker: &str) -> String {
     format!("{}{}{}", &line[..start], elems.join(","), &line[end..])
 }
 
+/// `2006-01-02 15:04:05` (with `date` between the date's parts), optionally followed by
+/// `.000000`: a log line's time.
+fn is_log_time(text: &str, date: char, between: char) -> bool {
+    let pattern: String = format!("0000{date}00{date}00{between}00:00:00.000000");
+    text.len() >= 19
+        && text
+            .chars()
+            .zip(pattern.chars())
+            .all(|(c, p)| if p == '0' { c.is_ascii_digit() } else { c == p })
+}
+
 fn is_go_duration(s: &str) -> bool {
     let unit = s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
     s.len() > unit.len() && ["ns", "µs", "ms", "s", "m", "h"].contains(&unit)
@@ -1591,12 +1897,16 @@ fn quote_bytes(bytes: &[u8]) -> String {
 // Comparing
 
 /// Runs `script` with `ctl` against a fresh etcd and a fresh Concord member at once.
+/// With `% tls`, both servers serve the same certificates.
 pub fn run_both(script: &Script, ctl: Ctl) -> Result<(Transcript, Transcript)> {
+    let tls = match script.tls {
+        Some(mode) => Some((Arc::new(TlsFiles::generate()?), mode)),
+        None => None,
+    };
+    let start = |kind| Server::start_tls(kind, &script.server_args, tls.clone())?.run(script, ctl);
     std::thread::scope(|scope| {
-        let etcd =
-            scope.spawn(|| Server::start(ServerKind::Etcd, &script.server_args)?.run(script, ctl));
-        let concord = scope
-            .spawn(|| Server::start(ServerKind::Concord, &script.server_args)?.run(script, ctl));
+        let etcd = scope.spawn(|| start(ServerKind::Etcd));
+        let concord = scope.spawn(|| start(ServerKind::Concord));
         let etcd = etcd
             .join()
             .map_err(|_| anyhow::anyhow!("the etcd run panicked"))?;
@@ -1675,6 +1985,18 @@ pub fn compare(
     comparison
 }
 
+/// Panics with a line diff unless `right` is `left`, line for line (`what` says what the
+/// two texts are, for the message).
+#[track_caller]
+pub fn assert_same(what: &str, (left_name, left): (&str, &str), (right_name, right): (&str, &str)) {
+    if left != right {
+        panic!(
+            "{what}: {right_name} differs from {left_name}\n{}",
+            line_diff(left, right, left_name, right_name)
+        );
+    }
+}
+
 /// A unified-style line diff: ` ` both, `-` only left, `+` only right.
 pub fn line_diff(left: &str, right: &str, left_name: &str, right_name: &str) -> String {
     let a: Vec<&str> = left.lines().collect();
@@ -1716,6 +2038,17 @@ pub fn line_diff(left: &str, right: &str, left_name: &str, right_name: &str) -> 
 pub fn check(script: &Script, ctl: Ctl) {
     let (etcd_run, concord_run) = run_both(script, ctl)
         .unwrap_or_else(|e| panic!("{}: the {} run failed: {e:#}", script.name, ctl.name()));
+    let mut failures = String::new();
+    for transcript in [&etcd_run, &concord_run] {
+        for failure in unmet_expectations(script, transcript) {
+            let _ = writeln!(
+                failures,
+                "{} against {}: {failure}",
+                ctl.name(),
+                transcript.server.name()
+            );
+        }
+    }
     let name = |server: &str| format!("{} against {server}", ctl.name());
     let mut comparisons = vec![(
         "Concord differs from etcd",
@@ -1739,7 +2072,6 @@ pub fn check(script: &Script, ctl: Ctl) {
             ),
         ));
     }
-    let mut failures = String::new();
     for (title, comparison) in &comparisons {
         for tolerated in &comparison.tolerated {
             eprintln!("{}: {title} (tolerated)\n{tolerated}", script.name);
@@ -1750,7 +2082,8 @@ pub fn check(script: &Script, ctl: Ctl) {
     }
     assert!(
         failures.is_empty(),
-        "{} ({} run): {} step(s) differ\n\n{failures}\nmaskers applied: {}",
+        "{} ({} run): {} step(s) differ or miss what they expect\n\n{failures}\n\
+         maskers applied: {}",
         script.name,
         ctl.name(),
         comparisons
@@ -1768,6 +2101,31 @@ pub fn check(script: &Script, ctl: Ctl) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// The `expect` and `expect-stdout-bytes` lines a transcript does not meet.
+pub fn unmet_expectations(script: &Script, transcript: &Transcript) -> Vec<String> {
+    let mut unmet = Vec::new();
+    for (index, (step, output)) in script.steps.iter().zip(&transcript.steps).enumerate() {
+        let heading = format!("step {} ({}): $ {}", index + 1, step.origin, step.text);
+        let rendered = output.render();
+        for text in &step.expects {
+            if !rendered.contains(text.as_str()) {
+                unmet.push(format!(
+                    "{heading}\n  does not show {text:?}; it printed:\n{rendered}"
+                ));
+            }
+        }
+        if let Some(least) = step.expect_stdout_bytes
+            && output.stdout.len() < least
+        {
+            unmet.push(format!(
+                "{heading}\n  printed {} bytes on stdout, expected at least {least}",
+                output.stdout.len()
+            ));
+        }
+    }
+    unmet
 }
 
 fn ctl_masked(script: &Script, transcript: &Transcript) -> Transcript {

@@ -216,32 +216,47 @@ impl Report {
     }
 }
 
+/// One of `check perf`'s criteria: its measured value, whether it passed, and the line
+/// each outcome prints (etcdctl words them unevenly: only throughput says `FAIL:`).
+struct Criterion {
+    passed: bool,
+    pass: String,
+    fail: String,
+}
+
 /// The perf verdict lines and whether all passed.
 fn perf_verdict(report: &Report, total: Duration, limit: u32) -> (String, bool) {
-    let mut text = report.error_lines();
-    let mut ok = report.errors.is_empty();
     let rps = report.rps(total);
     // Go's int(RPS)+1.
     let shown = rps.trunc() as i64 + 1;
-    if rps / f64::from(limit) <= 0.9 {
-        text.push_str(&format!("FAIL: Throughput too low: {shown} writes/s\n"));
-        ok = false;
-    } else {
-        text.push_str(&format!("PASS: Throughput is {shown} writes/s\n"));
-    }
-    let slowest = report.slowest();
-    if slowest > 0.5 {
-        text.push_str(&format!("Slowest request took too long: {slowest:.6}s\n"));
-        ok = false;
-    } else {
-        text.push_str(&format!("PASS: Slowest request took {slowest:.6}s\n"));
-    }
-    let stddev = report.stddev();
-    if stddev > 0.1 {
-        text.push_str(&format!("Stddev too high: {stddev:.6}s\n"));
-        ok = false;
-    } else {
-        text.push_str(&format!("PASS: Stddev is {stddev:.6}s\n"));
+    let (slowest, stddev) = (report.slowest(), report.stddev());
+    let criteria = [
+        Criterion {
+            passed: rps / f64::from(limit) > 0.9,
+            pass: format!("PASS: Throughput is {shown} writes/s"),
+            fail: format!("FAIL: Throughput too low: {shown} writes/s"),
+        },
+        Criterion {
+            passed: slowest <= 0.5,
+            pass: format!("PASS: Slowest request took {slowest:.6}s"),
+            fail: format!("Slowest request took too long: {slowest:.6}s"),
+        },
+        Criterion {
+            passed: stddev <= 0.1,
+            pass: format!("PASS: Stddev is {stddev:.6}s"),
+            fail: format!("Stddev too high: {stddev:.6}s"),
+        },
+    ];
+    let mut text = report.error_lines();
+    let mut ok = report.errors.is_empty();
+    for criterion in criteria {
+        text.push_str(if criterion.passed {
+            &criterion.pass
+        } else {
+            &criterion.fail
+        });
+        text.push('\n');
+        ok &= criterion.passed;
     }
     text.push_str(if ok { "PASS\n" } else { "FAIL\n" });
     (text, ok)
@@ -457,6 +472,23 @@ async fn after_load(
     Ok(())
 }
 
+/// A resident-memory sample, or etcdctl's FAIL line for the one taken `when` (`before`,
+/// `after`) the puts, and exit status 1.
+fn memory_or_fail(sample: Option<f64>, when: &str, ctx: &mut Context<'_>) -> Result<f64, CtlError> {
+    match sample {
+        Some(bytes) => Ok(bytes),
+        None => {
+            ctx.emit(
+                format!(
+                    "FAIL: Could not read process_resident_memory_bytes {when} the put operations.\n"
+                )
+                .as_bytes(),
+            )?;
+            Err(CtlError::silent(ExitCode::Error))
+        }
+    }
+}
+
 async fn datascale(
     load: &str,
     prefix: &str,
@@ -470,12 +502,7 @@ async fn datascale(
 
     let tls = ctx.config.tls.clone();
     let before = resident_memory(&first, tls.as_ref(), ctx).await?;
-    let Some(before) = before else {
-        ctx.emit(
-            b"FAIL: Could not read process_resident_memory_bytes before the put operations.\n",
-        )?;
-        return Err(CtlError::silent(ExitCode::Error));
-    };
+    let before = memory_or_fail(before, "before", ctx)?;
     ctx.emit(
         format!(
             "Start data scale check for work load [{} key-value pairs, {} bytes per key-value, {} concurrent clients].\n",
@@ -515,12 +542,7 @@ async fn datascale(
     bar.finish(refresher);
 
     let after = resident_memory(&first, tls.as_ref(), ctx).await?;
-    let Some(after) = after else {
-        ctx.emit(
-            b"FAIL: Could not read process_resident_memory_bytes after the put operations.\n",
-        )?;
-        return Err(CtlError::silent(ExitCode::Error));
-    };
+    let after = memory_or_fail(after, "after", ctx)?;
     let deleted = delete_prefix(&clients[0], prefix).await?;
     after_load(&clients[0], deleted, finish, ctx).await?;
     if !report.errors.is_empty() {

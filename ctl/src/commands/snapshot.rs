@@ -169,19 +169,34 @@ fn go_bytes(hex: &str) -> String {
 }
 
 fn read_status(path: &Path) -> Result<Status, CtlError> {
-    if let Err(e) = std::fs::metadata(path) {
-        let reason = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
-            _ => e.to_string(),
-        };
-        return Err(CtlError::error(format!(
-            "stat {}: {reason}",
-            path.display()
-        )));
+    match std::fs::metadata(path) {
+        Err(e) => {
+            let reason = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+                _ => e.to_string(),
+            };
+            return Err(CtlError::error(format!(
+                "stat {}: {reason}",
+                path.display()
+            )));
+        }
+        // bbolt opens the path read-write first, which a directory refuses.
+        Ok(meta) if meta.is_dir() => {
+            return Err(CtlError::error(format!(
+                "open {}: is a directory",
+                path.display()
+            )));
+        }
+        Ok(_) => {}
     }
-    // etcdctl's status opens the file as a bolt database, trailer or not.
-    let db =
-        etcd_snapshot::open_snapshot(path, true).map_err(|e| CtlError::error(e.to_string()))?;
+    // etcdctl's status opens the file as a bolt database, trailer or not; bbolt calls a
+    // file whose meta pages do not hold (too short, not bolt) an "invalid database".
+    let db = etcd_snapshot::open_snapshot(path, true).map_err(|e| match e {
+        concord_server::error::Error::Snapshot(
+            concord_bolt::Error::NotBolt { .. } | concord_bolt::Error::Truncated { .. },
+        ) => CtlError::error("invalid database"),
+        other => CtlError::error(other.to_string()),
+    })?;
     etcd_snapshot::status(&db).map_err(|e| CtlError::error(e.to_string()))
 }
 

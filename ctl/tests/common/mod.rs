@@ -1,10 +1,9 @@
 //! Shared helpers of the integration tests: a real etcd member in a temporary
-//! directory, and running etcdctl or concordctl against it.
+//! directory that a test can kill and restart. Comparing concordctl's output with
+//! etcdctl's is the side-by-side harness's (`concord_tests::side_by_side`).
 
 #![allow(clippy::unwrap_used, dead_code)] // test code; each test file uses a subset
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,8 @@ pub fn require_reference_tools() {
     concord_tests::etcdctl();
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use concord_tests::free_port;
+pub use concord_tests::tls::TlsFiles;
 
 /// One etcd member in a temporary directory, killed on drop.
 pub struct Etcd {
@@ -34,66 +28,6 @@ pub struct Etcd {
     /// Flags etcdctl needs to reach the member (TLS files).
     ctl_flags: Vec<String>,
     _dir: tempfile::TempDir,
-}
-
-/// PEM files of a test CA, a server certificate for 127.0.0.1 and a client
-/// certificate, written to a temporary directory.
-pub struct TlsFiles {
-    pub ca: String,
-    pub server_cert: String,
-    pub server_key: String,
-    pub client_cert: String,
-    pub client_key: String,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsFiles {
-    pub fn generate() -> TlsFiles {
-        Self::generate_for(&["localhost"], true)
-    }
-
-    /// Certificates naming only these DNS names (and 127.0.0.1 if `loopback_ip`).
-    pub fn generate_for(names: &[&str], loopback_ip: bool) -> TlsFiles {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, pem: String| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, pem).unwrap();
-            path.to_str().unwrap().to_owned()
-        };
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "concord test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf = |name: &str, usage: rcgen::ExtendedKeyUsagePurpose| {
-            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            let mut params = rcgen::CertificateParams::new(names).unwrap();
-            if loopback_ip {
-                params
-                    .subject_alt_names
-                    .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-            }
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            params.extended_key_usages = vec![usage];
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-        let (client_cert, client_key) = leaf("root", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-        TlsFiles {
-            ca: write("ca.pem", ca.pem()),
-            server_cert: write("server.pem", server_cert),
-            server_key: write("server-key.pem", server_key),
-            client_cert: write("client.pem", client_cert),
-            client_key: write("client-key.pem", client_key),
-            _dir: dir,
-        }
-    }
 }
 
 impl Etcd {
@@ -231,57 +165,4 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs one client with arguments and standard input; returns a transcript block.
-pub fn run(tool: &str, endpoint: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(tool)
-        .args(["--endpoints", endpoint])
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr: String = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        // etcdctl's zap warnings, and stty complaints from its password prompt
-        .filter(|l| !l.starts_with("{\"level\":") && !l.starts_with("stty: "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    format!(
-        "$ {}\n--- stdout\n{}--- stderr\n{}--- rc={}\n",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        stderr,
-        out.status.code().unwrap_or(-1)
-    )
-}
-
-pub fn assert_lines_equal(expected: &str, actual: &str) {
-    if expected == actual {
-        return;
-    }
-    let diff: Vec<String> = expected
-        .lines()
-        .zip(actual.lines())
-        .enumerate()
-        .filter(|(_, (e, a))| e != a)
-        .take(20)
-        .map(|(i, (e, a))| format!("line {i}:\n  etcdctl:    {e:?}\n  concordctl: {a:?}"))
-        .collect();
-    panic!(
-        "output differs from etcdctl\n{}\n(expected {} lines, got {})\n=== etcdctl\n{expected}\n=== concordctl\n{actual}",
-        diff.join("\n"),
-        expected.lines().count(),
-        actual.lines().count()
-    );
 }

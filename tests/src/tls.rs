@@ -1,0 +1,82 @@
+//! Test certificates: a CA, a server certificate and a client certificate (PEM files in a
+//! temporary directory), for members that serve clients over TLS.
+//!
+//! ```no_run
+//! let tls = concord_tests::tls::TlsFiles::generate().unwrap();
+//! // etcd --cert-file <tls.server_cert> --key-file <tls.server_key> ...
+//! // etcdctl --cacert <tls.ca> --cert <tls.client_cert> --key <tls.client_key> ...
+//! # let _ = tls;
+//! ```
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// PEM files of a test CA, a server certificate and a client certificate (common name
+/// `root`, the name etcd's `--client-cert-auth` takes as the user), written to a
+/// temporary directory that lives as long as this value.
+pub struct TlsFiles {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    /// Certificates for `localhost` and 127.0.0.1.
+    pub fn generate() -> Result<TlsFiles> {
+        Self::generate_for(&["localhost"], true)
+    }
+
+    /// Certificates naming only these DNS names (and 127.0.0.1 if `loopback_ip`).
+    pub fn generate_for(names: &[&str], loopback_ip: bool) -> Result<TlsFiles> {
+        let dir = tempfile::tempdir()?;
+        let write = |name: &str, pem: String| -> Result<String> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).with_context(|| format!("write {}", path.display()))?;
+            Ok(path.to_string_lossy().into_owned())
+        };
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "concord test CA");
+        let ca_key = rcgen::KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+        let leaf = |common_name: &str,
+                    usage: rcgen::ExtendedKeyUsagePurpose|
+         -> Result<(String, String)> {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = rcgen::CertificateParams::new(names)?;
+            if loopback_ip {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+            }
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+            params.extended_key_usages = vec![usage];
+            let key = rcgen::KeyPair::generate()?;
+            let cert = params.signed_by(&key, &ca, &ca_key)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
+        let (client_cert, client_key) = leaf("root", rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
+        Ok(TlsFiles {
+            ca: write("ca.pem", ca.pem())?,
+            server_cert: write("server.pem", server_cert)?,
+            server_key: write("server-key.pem", server_key)?,
+            client_cert: write("client.pem", client_cert)?,
+            client_key: write("client-key.pem", client_key)?,
+            dir,
+        })
+    }
+
+    /// The directory the files are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
