@@ -48,15 +48,8 @@ pub fn protobuf_to_json(desc: &MessageDescriptor, protobuf: &[u8]) -> Result<Vec
     Ok(serializer.into_inner())
 }
 
-/// `text` as a JSON string escaped as Go's `encoding/json` does (for the error bodies
-/// grpc-gateway writes with the same marshaler).
-pub fn go_json_string(text: &str) -> String {
-    let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), GoEscapes);
-    serde::Serializer::serialize_str(&mut serializer, text).expect("writing to a Vec cannot fail");
-    String::from_utf8(serializer.into_inner()).expect("serde_json writes UTF-8")
-}
-
-/// serde_json's compact output with Go's string escapes (see the module doc).
+/// serde_json's compact output with Go's string escapes (see the module doc; the same
+/// escapes as [`crate::http::v2::json::go_string`], which the error bodies use).
 struct GoEscapes;
 
 impl serde_json::ser::Formatter for GoEscapes {
@@ -143,16 +136,14 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_as_go_escapes_them() {
-        // etcd 3.4.23's /v3/auth/user/list for a user named "a<b>&c", and for one
-        // named "q\b\f\u0001\u2028\u007f\"\\/x" (DEL and `/` stay as they are).
-        assert_eq!(go_json_string("a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
-        assert_eq!(
-            go_json_string("q\u{8}\u{c}\u{1}\u{2028}\u{2029}\u{7f}\"\\/x"),
-            "\"q\\u0008\\u000c\\u0001\\u2028\\u2029\u{7f}\\\"\\\\/x\""
-        );
+        // etcd 3.4.23's /v3/auth/user/list for users named "a<b>&c" and
+        // "q\b\f\u0001\u2028\u007f\"\\/x" (DEL and `/` stay as they are).
         let response = concord_proto::etcdserverpb::AuthUserListResponse {
             header: None,
-            users: vec!["a<b>&c".to_string()],
+            users: vec![
+                "a<b>&c".to_string(),
+                "q\u{8}\u{c}\u{1}\u{2028}\u{7f}\"\\/x".to_string(),
+            ],
         };
         let json = protobuf_to_json(
             &message("etcdserverpb.AuthUserListResponse"),
@@ -161,7 +152,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             String::from_utf8(json).unwrap(),
-            r#"{"users":["a\u003cb\u003e\u0026c"]}"#
+            "{\"users\":[\"a\\u003cb\\u003e\\u0026c\",\"q\\u0008\\u000c\\u0001\\u2028\u{7f}\\\"\\\\/x\"]}"
+        );
+        // The error bodies' escaping agrees.
+        let mut error_text = String::new();
+        crate::http::v2::json::go_string(&mut error_text, "a<b>&c\u{8}\u{c}\u{2029}");
+        assert_eq!(
+            error_text,
+            "\"a\\u003cb\\u003e\\u0026c\\u0008\\u000c\\u2029\""
         );
     }
 

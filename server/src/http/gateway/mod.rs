@@ -289,7 +289,7 @@ fn http_status(code: Code) -> StatusCode {
 fn error_body(status: &Status) -> String {
     let mut fields = Vec::new();
     if !status.message().is_empty() {
-        let message = json::go_json_string(status.message());
+        let message = go_json_string(status.message());
         fields.push(format!("\"error\":{message}"));
         fields.push(format!("\"message\":{message}"));
     }
@@ -303,6 +303,14 @@ fn error_response(status: &Status) -> Response {
     json_response(http_status(status.code()), Body::from(error_body(status)))
 }
 
+/// `text` as a JSON string, escaped as Go's encoding/json (grpc-gateway's marshaler)
+/// escapes it.
+fn go_json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    crate::http::v2::json::go_string(&mut out, text);
+    out
+}
+
 /// The last chunk of a stream that failed after it had answered.
 fn stream_error_chunk(status: &Status) -> Bytes {
     let http = http_status(status.code());
@@ -312,7 +320,7 @@ fn stream_error_chunk(status: &Status) -> Bytes {
     }
     fields.push(format!("\"http_code\":{}", http.as_u16()));
     if !status.message().is_empty() {
-        let message = json::go_json_string(status.message());
+        let message = go_json_string(status.message());
         fields.push(format!("\"message\":{message}"));
     }
     let reason = serde_json::Value::from(http.canonical_reason().unwrap_or_default());
