@@ -58,15 +58,38 @@ impl Cluster {
             .find(|&j| self.is_running(j))
             .context("no running member")?;
         let mut client = self.member_client(through).await?;
-        let added = client.member_add([spec.peer_url()], options).await?;
-        let id = added
-            .member()
-            .context("member add answers the member")?
-            .id();
+        // A leader change (the previous removal may have taken the leader) answers "no
+        // leader" for an election's length; an operator tries again, and so does this.
+        // An attempt whose answer was lost may still have been applied: the member list
+        // then already holds the peer URL.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (id, members) = loop {
+            match client.member_add([spec.peer_url()], options.clone()).await {
+                Ok(added) => {
+                    let id = added
+                        .member()
+                        .context("member add answers the member")?
+                        .id();
+                    break (id, added.member_list().to_vec());
+                }
+                Err(error) if Instant::now() < deadline => {
+                    if let Ok(list) = client.member_list().await
+                        && let Some(listed) = list
+                            .members()
+                            .iter()
+                            .find(|m| m.peer_urls().contains(&spec.peer_url()))
+                    {
+                        break (listed.id(), list.members().to_vec());
+                    }
+                    eprintln!("member add: {error}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         // What `etcdctl member add` prints as ETCD_INITIAL_CLUSTER: the named members,
         // and the new one.
-        let initial_cluster = added
-            .member_list()
+        let initial_cluster = members
             .iter()
             .flat_map(|m| {
                 let name = if m.id() == id {
@@ -100,15 +123,32 @@ impl Cluster {
         Ok(status.header().map(|h| h.member_id()).unwrap_or(0))
     }
 
-    /// `member remove` of member `i` through another running member.
+    /// `member remove` of member `i` through another running member, tried again until
+    /// the member list no longer holds it: the answer to a removal of the leader can be
+    /// lost in the leader change it causes, and etcd's strict reconfiguration check
+    /// refuses a removal while a member that just joined has not been connected for long.
     pub async fn remove_member(&mut self, i: usize) -> Result<()> {
         let id = self.member_id(i).await?;
-        let through = (0..self.members.len())
-            .find(|&j| j != i && self.is_running(j))
-            .context("no other running member")?;
-        let mut client = self.member_client(through).await?;
-        client.member_remove(id).await?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut failures = Vec::new();
+        while Instant::now() < deadline {
+            for through in (0..self.members.len()).filter(|&j| j != i && self.is_running(j)) {
+                let Ok(mut client) = self.member_client(through).await else {
+                    continue;
+                };
+                match client.member_remove(id).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) => failures.push(format!("through {through}: {error}")),
+                }
+                if let Ok(list) = client.member_list().await
+                    && !list.members().iter().any(|m| m.id() == id)
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("member {i} ({id:x}) was never removed: {failures:?}")
     }
 
     /// Waits until member `i`'s process ends by itself; returns its exit code.

@@ -268,3 +268,206 @@ async fn force_new_cluster_restarts_a_member_alone_with_its_data() -> Result<()>
     client.put("after", "v", None).await?;
     Ok(())
 }
+
+/// Puts `count` keys `{prefix}{n:06}` = `v{n}` in txns of 128 puts (etcd's
+/// `--max-txn-ops`), four txns in flight.
+async fn put_many(cluster: &Cluster, through: usize, prefix: &str, count: usize) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..4 {
+        let mut client = cluster.member_client(through).await?;
+        let prefix = prefix.to_string();
+        tasks.spawn(async move {
+            let mut start = lane * 128;
+            while start < count {
+                let ops: Vec<etcd_client::TxnOp> = (start..(start + 128).min(count))
+                    .map(|n| {
+                        etcd_client::TxnOp::put(format!("{prefix}{n:06}"), format!("v{n}"), None)
+                    })
+                    .collect();
+                client.txn(etcd_client::Txn::new().and_then(ops)).await?;
+                start += 4 * 128;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Reads every key under `prefix` through member `i` (linearizable, in pages), as
+/// key -> value.
+async fn read_all(
+    cluster: &Cluster,
+    i: usize,
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut client = cluster.member_client(i).await?;
+    let end = format!("{}\u{7f}", prefix);
+    let mut from = prefix.to_string();
+    let mut all = std::collections::BTreeMap::new();
+    loop {
+        let page = etcd_client::GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(20_000);
+        let got = client.get(from.clone(), Some(page)).await?;
+        for kv in got.kvs() {
+            all.insert(kv.key_str()?.to_string(), kv.value_str()?.to_string());
+        }
+        match got.kvs().last() {
+            Some(last) if got.more() => from = format!("{}\0", last.key_str()?),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// Waits until member `i` has applied what the leader had committed when the wait began.
+async fn wait_caught_up(cluster: &Cluster, i: usize) -> Result<()> {
+    let leader = cluster.leader().await?;
+    let target = cluster
+        .member_client(leader)
+        .await?
+        .status()
+        .await?
+        .raft_index();
+    for _ in 0..1200 {
+        if let Ok(mut client) = cluster.member_client(i).await
+            && let Ok(status) = client.status().await
+            && status.raft_applied_index() >= target
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("member {i} did not catch up; log:\n{}", cluster.log(i))
+}
+
+/// A writer that puts `live/{n}` = `w{n}` through the members listed in `endpoints`
+/// (round robin) until told to stop; returns the numbers of the puts that were
+/// acknowledged.
+fn spawn_writer(
+    endpoints: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<usize>> {
+    tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut clients: std::collections::HashMap<String, etcd_client::Client> =
+            std::collections::HashMap::new();
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(3));
+        let mut n = 0;
+        while !*stop.borrow() {
+            let listed = endpoints.lock().map(|e| e.clone()).unwrap_or_default();
+            let Some(url) = listed.get(n % listed.len().max(1)).cloned() else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if !clients.contains_key(&url) {
+                match etcd_client::Client::connect([url.clone()], Some(options.clone())).await {
+                    Ok(client) => {
+                        clients.insert(url.clone(), client);
+                    }
+                    Err(_) => {
+                        n += 1;
+                        continue;
+                    }
+                }
+            }
+            let Some(client) = clients.get_mut(&url) else {
+                continue;
+            };
+            if client
+                .put(format!("live/{n:06}"), format!("w{n}"), None)
+                .await
+                .is_ok()
+            {
+                acknowledged.push(n);
+            }
+            n += 1;
+        }
+        acknowledged
+    })
+}
+
+/// `step`'s outcome, or a failure naming `what` if it takes more than `seconds`: a step
+/// that hangs fails the test with its name instead of stalling the suite.
+async fn within<T>(
+    seconds: u64,
+    what: String,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(seconds), step)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what} took more than {seconds} s"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_replacement_of_every_member_under_writes_loses_no_acknowledged_write()
+-> Result<()> {
+    const KEYS: usize = 100_000;
+    // A short log after each snapshot, so every new member catches up from one.
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "100"])?;
+    let leader = cluster.leader().await?;
+    put_many(&cluster, leader, "bulk/", KEYS).await?;
+
+    let endpoints = std::sync::Arc::new(std::sync::Mutex::new(cluster.endpoints()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = spawn_writer(endpoints.clone(), stopped);
+    for old in 0..3 {
+        let old_url = cluster.members[old].client_url();
+        endpoints.lock().unwrap().retain(|e| *e != old_url);
+        within(
+            120,
+            format!("removing member {old}"),
+            cluster.remove_member(old),
+        )
+        .await??;
+        assert_eq!(cluster.wait_exit(old, Duration::from_secs(30))?, Some(0));
+        let (new, _) = within(
+            180,
+            format!("adding member {}", cluster.members.len()),
+            cluster.add_member(false),
+        )
+        .await??;
+        wait_caught_up(&cluster, new).await?;
+        assert!(
+            cluster.log(new).contains("received a snapshot"),
+            "member {new} did not catch up by snapshot; log:\n{}",
+            cluster.log(new)
+        );
+        endpoints
+            .lock()
+            .unwrap()
+            .push(cluster.members[new].client_url());
+    }
+    stop.send(true)?;
+    let acknowledged = within(60, "stopping the writer".into(), writer).await??;
+    assert!(!acknowledged.is_empty(), "no write was acknowledged");
+
+    for member in 3..6 {
+        let bulk = within(
+            120,
+            format!("reading member {member}"),
+            read_all(&cluster, member, "bulk/"),
+        )
+        .await??;
+        assert_eq!(bulk.len(), KEYS, "member {member}");
+        for (n, (key, value)) in bulk.iter().enumerate() {
+            assert_eq!(
+                (key.as_str(), value.as_str()),
+                (format!("bulk/{n:06}").as_str(), format!("v{n}").as_str())
+            );
+        }
+        let live = read_all(&cluster, member, "live/").await?;
+        for n in &acknowledged {
+            assert_eq!(
+                live.get(&format!("live/{n:06}")),
+                Some(&format!("w{n}")),
+                "member {member} lost acknowledged write {n}"
+            );
+        }
+    }
+    Ok(())
+}
