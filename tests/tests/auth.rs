@@ -3,6 +3,8 @@
 //! request, allowed and denied. The same table runs against Debian's etcd 3.4.23 and
 //! must come out with the same decisions (error texts included); a few decisions are
 //! also asserted outright, so both servers cannot be wrong the same way unnoticed.
+//! The table covers Lock and Election (run as the caller, on the caller's permissions)
+//! and the JSON gateway (the token in the `Authorization` header).
 //! Also: restarts keep users, roles and the enabled switch; JWT tokens verify with the
 //! public key.
 
@@ -10,15 +12,16 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use concord_tests::Cluster;
+use concord_tests::http_json::{self, b64};
 use concord_tests::side_by_side::{Server, ServerKind};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Permission, PutOptions,
-    Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, LockOptions, Permission,
+    PutOptions, ResignOptions, Txn, TxnOp, WatchOptions,
 };
 
 const USERS: &[(&str, &[&str])] = &[
-    ("alice", &["rw-foo", "read-app"]),
-    ("bob", &["read-a-to-m", "write-k-to-p"]),
+    ("alice", &["rw-foo", "read-app", "rw-sync"]),
+    ("bob", &["read-a-to-m", "write-k-to-p", "read-sync"]),
     ("carol", &["write-from-x", "read-app"]),
     ("dave", &["read-gap"]),
     ("erin", &[]),
@@ -27,6 +30,12 @@ const USERS: &[(&str, &[&str])] = &[
 fn permissions() -> Vec<(&'static str, Vec<Permission>)> {
     vec![
         ("rw-foo", vec![Permission::read_write("foo")]),
+        // Lock and election keys live under /sync/.
+        (
+            "rw-sync",
+            vec![Permission::read_write("/sync/").with_prefix()],
+        ),
+        ("read-sync", vec![Permission::read("/sync/").with_prefix()]),
         ("read-app", vec![Permission::read("/app/").with_prefix()]),
         (
             "read-a-to-m",
@@ -225,6 +234,92 @@ async fn decisions_of(
     // Maintenance: hash is admin only, compaction is not checked.
     let mut maintenance = c.maintenance_client();
     record("hash", outcome(maintenance.hash().await));
+
+    // Lock and Election write and read their keys as the caller. A lease grant needs
+    // no permission.
+    let lease = c.lease_grant(60, None).await?.id();
+    let lock = c
+        .lock("/sync/lock", Some(LockOptions::new().with_lease(lease)))
+        .await;
+    let unlock = match &lock {
+        Ok(held) => outcome(c.unlock(held.key().to_vec()).await),
+        Err(_) => "not held".into(),
+    };
+    record("lock /sync/lock", outcome(lock));
+    record("unlock /sync/lock", unlock);
+    record(
+        "lock /elsewhere",
+        outcome(
+            c.lock("/elsewhere", Some(LockOptions::new().with_lease(lease)))
+                .await,
+        ),
+    );
+    let campaign = c.campaign("/sync/election", user, lease).await;
+    record(
+        "leader /sync/election",
+        outcome(c.leader("/sync/election").await),
+    );
+    let resign = match campaign.as_ref().map(|r| r.leader().cloned()) {
+        Ok(Some(leader)) => outcome(
+            c.resign(Some(ResignOptions::new().with_leader(leader)))
+                .await,
+        ),
+        _ => "not leader".into(),
+    };
+    record("campaign /sync/election", outcome(campaign));
+    record("resign /sync/election", resign);
+    c.lease_revoke(lease).await?;
+    Ok(out)
+}
+
+/// The JSON gateway: the token Authenticate answers, sent back in `Authorization`.
+async fn gateway_decisions(endpoint: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let answer = |a: http_json::Answer| format!("{} {}", a.status, a.body);
+    let put = |key: &str| format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key), b64("gw"));
+    for (user, password) in [("alice", "alicepw"), ("bob", "bobpw")] {
+        let login = format!(r#"{{"name":"{user}","password":"{password}"}}"#);
+        let authenticated = http_json::post_ok(endpoint, "/v3/auth/authenticate", &login).await?;
+        let token = authenticated["token"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no token in {authenticated}"))?
+            .to_string();
+        let header = [("authorization", token.as_str())];
+        for key in ["foo", "l"] {
+            let response =
+                http_json::request(endpoint, "POST", "/v3/kv/put", &put(key), &header).await?;
+            out.insert(
+                format!("gateway {user}: put {key}"),
+                // The revision differs between servers; the status and error do not.
+                if response.status == 200 {
+                    "200".into()
+                } else {
+                    answer(response)
+                },
+            );
+        }
+        let range = format!(r#"{{"key":"{}"}}"#, b64("/app/1"));
+        let response =
+            http_json::request(endpoint, "POST", "/v3/kv/range", &range, &header).await?;
+        out.insert(
+            format!("gateway {user}: get /app/1"),
+            format!("{}", response.status),
+        );
+    }
+    let bad = [("authorization", "not-a-token")];
+    out.insert(
+        "gateway: put foo with a bad token".into(),
+        answer(http_json::request(endpoint, "POST", "/v3/kv/put", &put("foo"), &bad).await?),
+    );
+    out.insert(
+        "gateway: put foo without a token".into(),
+        answer(http_json::post(endpoint, "/v3/kv/put", &put("foo")).await?),
+    );
+    let wrong = r#"{"name":"alice","password":"wrong"}"#;
+    out.insert(
+        "gateway: authenticate with a wrong password".into(),
+        answer(http_json::post(endpoint, "/v3/auth/authenticate", wrong).await?),
+    );
     Ok(out)
 }
 
@@ -291,6 +386,7 @@ async fn table(kind: ServerKind) -> anyhow::Result<BTreeMap<String, String>> {
     }
     all.extend(decisions_of(&endpoint, "root", "rootpw").await?);
     all.extend(lease_decisions(&endpoint).await?);
+    all.extend(gateway_decisions(&endpoint).await?);
     drop(server);
     Ok(all)
 }
@@ -333,6 +429,24 @@ async fn rbac_decisions_match_etcd() -> anyhow::Result<()> {
         ("alice: watch prefix /app/", "ok"),
         ("alice: txn put foo else put l", denied),
         ("root: user list", "ok"),
+        ("alice: lock /sync/lock", "ok"),
+        ("alice: unlock /sync/lock", "ok"),
+        ("alice: lock /elsewhere", denied),
+        ("alice: campaign /sync/election", "ok"),
+        ("bob: lock /sync/lock", denied),
+        ("bob: campaign /sync/election", denied),
+        ("bob: leader /sync/election", "election: no leader"),
+        ("erin: leader /sync/election", denied),
+        ("gateway alice: put foo", "200"),
+        ("gateway alice: get /app/1", "200"),
+        (
+            "gateway bob: put foo",
+            r#"403 {"error":"etcdserver: permission denied","message":"etcdserver: permission denied","code":7}"#,
+        ),
+        (
+            "gateway: put foo with a bad token",
+            r#"401 {"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#,
+        ),
         ("alice: revoke lease on l", denied),
         ("nobody: get foo", "etcdserver: user name is empty"),
         (
