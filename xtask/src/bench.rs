@@ -101,6 +101,45 @@ pub struct BenchConfig {
     pub key_size: usize,
     pub val_size: usize,
     pub key_space: u64,
+    /// Watchers sharing one gRPC watch stream (watch workload): etcd's `benchmark watch
+    /// --watch-per-stream`, whose default 100 lays 1,000 watchers out as 10 streams; 1 is
+    /// how most real clients watch (each process, each `watch()` call, its own stream).
+    pub watchers_per_stream: usize,
+    /// Which client drives the load.
+    pub client: ClientKind,
+}
+
+/// etcd's `benchmark watch` default: 100 watchers to a stream.
+pub const DEFAULT_WATCHERS_PER_STREAM: usize = 100;
+
+/// The load generator's client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// xtask's own: requests framed once and sent as bytes, watch responses scanned in
+    /// place ([`unary_client`], [`watch_client`]): the client costs little of the cores it
+    /// shares with the servers.
+    Lean,
+    /// The standard `etcd-client` crate, as users' programs run it (every message encoded
+    /// and decoded, one stream per `watch()` call): `tests/examples/etcd_client_load.rs`,
+    /// driven by [`crate::standard_client`].
+    EtcdClient,
+}
+
+impl ClientKind {
+    pub fn parse(name: &str) -> Result<ClientKind> {
+        match name {
+            "lean" => Ok(ClientKind::Lean),
+            "etcd-client" => Ok(ClientKind::EtcdClient),
+            other => bail!("--client must be lean or etcd-client, not {other:?}"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Lean => "lean",
+            ClientKind::EtcdClient => "etcd-client",
+        }
+    }
 }
 
 impl BenchConfig {
@@ -108,8 +147,15 @@ impl BenchConfig {
         if self.endpoints.is_empty() {
             bail!("no endpoints");
         }
-        if self.clients == 0 || self.conns == 0 || self.total == 0 || self.key_space == 0 {
-            bail!("--clients, --conns, --total and --key-space must be positive");
+        if self.clients == 0
+            || self.conns == 0
+            || self.total == 0
+            || self.key_space == 0
+            || self.watchers_per_stream == 0
+        {
+            bail!(
+                "--clients, --conns, --total, --key-space and --watch-per-stream must be positive"
+            );
         }
         if self.key_size < 20 && self.key_space > 10u64.pow(self.key_size as u32) {
             bail!(
@@ -242,14 +288,14 @@ impl Outcome {
 }
 
 /// CPU time of the server processes at the start of a measured phase.
-struct ProcessProbe {
+pub(crate) struct ProcessProbe {
     pids: Vec<u32>,
     ticks_per_second: u64,
     cpu_before: Vec<f64>,
 }
 
 impl ProcessProbe {
-    fn start(pids: &[u32]) -> ProcessProbe {
+    pub(crate) fn start(pids: &[u32]) -> ProcessProbe {
         let ticks_per_second = procfs::clock_ticks_per_second();
         let cpu_before = pids
             .iter()
@@ -262,7 +308,7 @@ impl ProcessProbe {
         }
     }
 
-    fn finish(&self) -> Vec<ServerFigures> {
+    pub(crate) fn finish(&self) -> Vec<ServerFigures> {
         self.pids
             .iter()
             .zip(&self.cpu_before)
@@ -538,6 +584,9 @@ async fn closed_loop(
 /// Runs one benchmark; `pids` are the server processes to measure.
 pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     cfg.validate()?;
+    if cfg.client == ClientKind::EtcdClient {
+        return crate::standard_client::run(cfg, pids).await;
+    }
     let op = match cfg.workload {
         Workload::WatchFanOut => return watch_fan_out(cfg, pids).await,
         Workload::Put => Op::PutRandom,
@@ -571,20 +620,6 @@ pub async fn run(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     })
 }
 
-/// Watchers sharing one gRPC watch stream, as etcd's `benchmark watch --watch-per-stream`
-/// (default 100: its default 10 streams x 100 watchers is the 1,000-watcher case). Each
-/// watcher gets its own `WatchResponse`s either way; the stream is what the server writes to.
-/// Override with `XTASK_WATCH_PER_STREAM` (1 = a stream per watcher).
-const WATCHERS_PER_STREAM: usize = 100;
-
-fn watchers_per_stream() -> usize {
-    std::env::var("XTASK_WATCH_PER_STREAM")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(WATCHERS_PER_STREAM)
-}
-
 /// What one watch stream's reader has seen, kept apart per stream so readers on different
 /// threads never write to the same counters.
 #[derive(Default)]
@@ -598,7 +633,7 @@ struct StreamTally {
 
 /// Concurrent writers, each a closed loop on its own connection (etcd's `benchmark watch`
 /// runs one per `--clients`, default 1). Override with `XTASK_WATCH_WRITERS`.
-fn watch_writers() -> usize {
+pub(crate) fn watch_writers() -> usize {
     std::env::var("XTASK_WATCH_WRITERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -606,7 +641,7 @@ fn watch_writers() -> usize {
         .unwrap_or(1)
 }
 
-/// `cfg.clients` watchers on one fresh prefix, `watchers_per_stream()` to a gRPC stream, the
+/// `cfg.clients` watchers on one fresh prefix, `cfg.watchers_per_stream` to a gRPC stream, the
 /// streams round-robin over `cfg.conns` connections; one writer on its own connection puts
 /// `cfg.total` keys under the prefix, one at a time (etcd's `benchmark watch` with its default
 /// `--clients 1`). Every event is timed from the moment its put was sent.
@@ -633,7 +668,7 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     let origin = Instant::now();
     let sent_at_nanos: Arc<Vec<AtomicU64>> =
         Arc::new((0..cfg.total).map(|_| AtomicU64::new(0)).collect());
-    let per_stream = watchers_per_stream();
+    let per_stream = cfg.watchers_per_stream;
     let mut readers = Vec::new();
     let mut tallies: Vec<Arc<StreamTally>> = Vec::new();
     let mut opened = 0;
@@ -768,8 +803,12 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
 
 /// Prints a run's settings before it starts.
 pub fn describe(cfg: &BenchConfig) -> String {
+    let layout = match cfg.workload {
+        Workload::WatchFanOut => format!(", watch-per-stream {}", cfg.watchers_per_stream),
+        _ => String::new(),
+    };
     format!(
-        "{} against {}: clients {}, conns {}, total {}, key-size {}, val-size {}, key-space {}",
+        "{} against {}: clients {}, conns {}, total {}, key-size {}, val-size {}, key-space {}{layout}, client {}",
         cfg.workload.name(),
         cfg.endpoints.join(","),
         cfg.clients,
@@ -777,7 +816,8 @@ pub fn describe(cfg: &BenchConfig) -> String {
         cfg.total,
         cfg.key_size,
         cfg.val_size,
-        cfg.key_space
+        cfg.key_space,
+        cfg.client.name()
     )
 }
 
@@ -849,6 +889,8 @@ mod tests {
             key_size: 8,
             val_size: 8,
             key_space: 1000,
+            watchers_per_stream: DEFAULT_WATCHERS_PER_STREAM,
+            client: ClientKind::Lean,
         }
     }
 

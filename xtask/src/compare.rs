@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::bench::{self, BenchConfig, Outcome, Workload};
+use crate::bench::{self, BenchConfig, ClientKind, Outcome, Workload};
 use crate::cluster::{self, Flavor, LocalCluster};
 
 /// Which members a case's clients talk to.
@@ -42,9 +42,21 @@ impl Case {
     }
 }
 
-/// The compared workloads; `total` sizes the big ones and the others scale from it so a full
-/// comparison stays within minutes on a small machine.
-pub fn cases(total: u64) -> Vec<Case> {
+/// The watch fan-out layouts compared: (label, watchers, streams, connections). One stream
+/// per watcher is how most clients watch (each process, each `watch()` call its own);
+/// 100 to a stream is etcd's `benchmark watch` default.
+const WATCH_LAYOUTS: [(&str, usize, usize, usize); 4] = [
+    ("watch, 1000 streams x 1", 1000, 1000, 10),
+    ("watch, 10 streams x 100", 1000, 10, 10),
+    ("watch, 10000 streams x 1", 10_000, 10_000, 100),
+    ("watch, 100 streams x 100", 10_000, 100, 100),
+];
+
+/// The compared workloads, driven by `client`; `total` sizes the big ones and the others
+/// scale from it so a full comparison stays within minutes on a small machine. The watch
+/// cases deliver about a million events each at the default 20,000: 1,000 puts to 1,000
+/// watchers, 100 puts to 10,000.
+pub fn cases(total: u64, client: ClientKind) -> Vec<Case> {
     let base = BenchConfig {
         endpoints: Vec::new(),
         workload: Workload::Put,
@@ -54,6 +66,8 @@ pub fn cases(total: u64) -> Vec<Case> {
         key_size: 8,
         val_size: 256,
         key_space: 100_000,
+        watchers_per_stream: bench::DEFAULT_WATCHERS_PER_STREAM,
+        client,
     };
     let put_200 = BenchConfig {
         clients: 200,
@@ -73,7 +87,19 @@ pub fn cases(total: u64) -> Vec<Case> {
         total: (total / 20).max(1),
         ..base.clone()
     };
-    vec![
+    let watch_cases = WATCH_LAYOUTS.map(|(label, watchers, streams, conns)| Case {
+        label,
+        target: Target::Spread,
+        config: BenchConfig {
+            workload: Workload::WatchFanOut,
+            clients: watchers,
+            conns,
+            watchers_per_stream: watchers / streams,
+            total: (total * 1000 / watchers as u64 / 20).max(1),
+            ..base.clone()
+        },
+    });
+    let mut cases = vec![
         Case {
             label: "put, 200 clients",
             target: Target::Spread,
@@ -105,17 +131,6 @@ pub fn cases(total: u64) -> Vec<Case> {
             config: put_1,
         },
         Case {
-            label: "watch fan-out, 1000 watchers",
-            target: Target::Spread,
-            config: BenchConfig {
-                workload: Workload::WatchFanOut,
-                clients: 1000,
-                conns: 10,
-                total: (total / 200).max(1),
-                ..base.clone()
-            },
-        },
-        Case {
             label: "lease grant+revoke, 50 clients",
             target: Target::Spread,
             config: BenchConfig {
@@ -126,7 +141,9 @@ pub fn cases(total: u64) -> Vec<Case> {
                 ..base
             },
         },
-    ]
+    ];
+    cases.extend(watch_cases);
+    cases
 }
 
 /// One side of the comparison: a running cluster of one flavor.
@@ -211,12 +228,18 @@ impl Drop for TempRoot {
 /// build from before a change, for before/after tables under the same machine load).
 const CONCORD_BINARY_ENV: &str = "XTASK_COMPARE_CONCORD";
 
-pub async fn run(concord: &Path, etcd: &Path, members: usize, total: u64) -> Result<()> {
+pub async fn run(
+    concord: &Path,
+    etcd: &Path,
+    members: usize,
+    total: u64,
+    client: ClientKind,
+) -> Result<()> {
     let chosen = std::env::var_os(CONCORD_BINARY_ENV).map(PathBuf::from);
     let concord = chosen.as_deref().unwrap_or(concord);
     println!("concord binary: {}", concord.display());
     let root = TempRoot(std::env::temp_dir().join(format!("xtask-compare-{}", std::process::id())));
-    let cases = cases(total);
+    let cases = cases(total, client);
     // Both clusters run for the whole comparison and each case runs against one, then
     // at once against the other: on a machine shared with other work, the background
     // load then weighs on both sides of a row alike (one cluster after the other, a
@@ -239,7 +262,7 @@ pub async fn run(concord: &Path, etcd: &Path, members: usize, total: u64) -> Res
     etcd_side.stop();
     println!(
         "\n{}",
-        table(&cases, &concord_outcomes, &etcd_outcomes, members)
+        table(&cases, &concord_outcomes, &etcd_outcomes, members, client)
     );
     Ok(())
 }
@@ -258,9 +281,19 @@ pub fn table(
     concord: &[Result<Outcome, String>],
     etcd: &[Result<Outcome, String>],
     members: usize,
+    client: ClientKind,
 ) -> String {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            let fields: Vec<&str> = l.split_whitespace().take(3).collect();
+            (fields.len() == 3).then(|| fields.join(" "))
+        })
+        .unwrap_or_else(|| "?".into());
+    let client = client.name();
     let mut out = format!(
-        "Concord vs etcd 3.4.23, {members} members each, fsync on, same machine (ratio = concord/etcd)\n\
+        "Concord vs etcd 3.4.23, {members} members each, fsync on, same machine, client {client}, \
+         load average {load} at the end (ratio = concord/etcd)\n\
          {:<32} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>6} {:>6}\n",
         "workload",
         "concord/s",
@@ -312,7 +345,7 @@ pub fn table(
         }
     }
     out += "throughput: ops/s (watch: events delivered/s); p50: request latency (watch: put-to-event);\n\
-            RSS: MiB summed over members after the run; cpu: server CPU seconds per 1000 ops (watch: events), all members.";
+            RSS: MiB summed over members after the run; cpu: server CPU seconds (utime + stime) per 1000 ops (watch: events), all members.";
     out
 }
 
@@ -322,14 +355,48 @@ mod tests {
 
     #[test]
     fn cases_scale_with_total() {
-        let compared = cases(20_000);
+        let compared = cases(20_000, ClientKind::Lean);
         let totals: Vec<u64> = compared.iter().map(|c| c.config.total).collect();
         assert_eq!(
             totals,
-            [20_000, 20_000, 20_000, 20_000, 1_000, 1_000, 100, 5_000]
+            [
+                20_000, 20_000, 20_000, 20_000, 1_000, 1_000, 5_000, 1_000, 1_000, 100, 100
+            ]
         );
         assert_eq!(compared[0].config.clients, 200);
-        assert_eq!(compared[6].config.clients, 1000);
+        // The watch layouts: (watchers, per stream, connections).
+        let layouts: Vec<(usize, usize, usize)> = compared
+            .iter()
+            .filter(|c| c.config.workload == Workload::WatchFanOut)
+            .map(|c| {
+                (
+                    c.config.clients,
+                    c.config.watchers_per_stream,
+                    c.config.conns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            layouts,
+            [
+                (1000, 1, 10),
+                (1000, 100, 10),
+                (10_000, 1, 100),
+                (10_000, 100, 100)
+            ]
+        );
+        // About a million events per watch case.
+        for case in compared
+            .iter()
+            .filter(|c| c.config.workload == Workload::WatchFanOut)
+        {
+            assert_eq!(case.config.total * case.config.clients as u64, 1_000_000);
+        }
+        assert!(
+            cases(100, ClientKind::EtcdClient)
+                .iter()
+                .all(|c| c.config.client == ClientKind::EtcdClient)
+        );
         let targets: Vec<Target> = compared.iter().map(|c| c.target).collect();
         assert_eq!(targets.iter().filter(|&&t| t == Target::Leader).count(), 3);
         assert_eq!(
@@ -344,7 +411,11 @@ mod tests {
             .validate()
             .unwrap();
         }
-        assert!(cases(1).iter().all(|c| c.config.total >= 1));
+        assert!(
+            cases(1, ClientKind::Lean)
+                .iter()
+                .all(|c| c.config.total >= 1)
+        );
     }
 
     #[test]
@@ -361,7 +432,7 @@ mod tests {
             Case {
                 label: "x",
                 target,
-                config: cases(1)[0].config.clone(),
+                config: cases(1, ClientKind::Lean)[0].config.clone(),
             }
             .endpoints(&all, "b:1", &followers)
         };
@@ -372,7 +443,7 @@ mod tests {
 
     #[test]
     fn table_shows_ratios_and_failures() {
-        let cases = cases(100);
+        let cases = cases(100, ClientKind::Lean);
         let outcome = |ops: u64, secs: u64, errors: u64| Outcome {
             workload: Workload::Put,
             ops,
@@ -385,7 +456,8 @@ mod tests {
         };
         let concord = vec![Ok(outcome(100, 1, 0)), Err("boom".to_string())];
         let etcd = vec![Ok(outcome(100, 2, 0)), Ok(outcome(0, 1, 100))];
-        let text = table(&cases[..2], &concord, &etcd, 3);
+        let text = table(&cases[..2], &concord, &etcd, 3, ClientKind::Lean);
+        assert!(text.contains("client lean"), "{text}");
         let put_row = text.lines().find(|l| l.starts_with("put, 200")).unwrap();
         assert!(put_row.contains(" 2.00 "), "{put_row}");
         let range_row = text

@@ -6,7 +6,9 @@
 //! cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir target/xtask-cluster] [--fresh] [--no-build]
 //! cargo xtask bench [--endpoints 127.0.0.1:2379,...] WORKLOAD [--clients 1] [--conns 1] [--total 10000]
 //!                   [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids 1,2]
-//! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build]
+//!                   [--watch-per-stream 100] [--client lean|etcd-client] [--no-build]
+//! cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--client lean|etcd-client]
+//! cargo xtask bench --watch-memory [--streams 1000,10000] [--puts 1000] [--members 1] [--settle 20s]
 //! cargo xtask bench --snapshot [--size-mib 1024] [--val-size 102400] [--no-build] [--binary PATH]
 //! cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
 //!                   [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
@@ -15,9 +17,11 @@
 //! ```
 //!
 //! WORKLOAD is `put`, `range` (`--consistency l|s`), `range-l`, `range-s`, `txn` (compare-and-put),
-//! `lease` (grant + revoke) or `watch` (`--clients` watchers on one prefix, one writer putting
-//! `--total` keys). `--conns M` gRPC connections are shared by the `--clients N` requesters,
-//! connection `i` going to endpoint `i % endpoints`. Server RSS and CPU come from /proc for the
+//! `lease` (grant + revoke) or `watch` (`--clients` watchers on one prefix, `--watch-per-stream`
+//! to a gRPC stream, one writer putting `--total` keys). `--conns M` gRPC connections are shared
+//! by the `--clients N` requesters, connection `i` going to endpoint `i % endpoints`.
+//! `--client etcd-client` drives the load with the standard `etcd-client` crate instead of
+//! xtask's lean client (see [`standard_client`]). Server RSS and CPU come from /proc for the
 //! processes listening on the endpoints' ports (or `--pids`).
 //!
 //! `chaos` runs a cluster under faults with clients and watchers recording a history, checks it
@@ -35,11 +39,13 @@ mod compare;
 mod etcd;
 mod procfs;
 mod snapshot_bench;
+mod standard_client;
 mod stats;
 mod test;
 mod tidy;
 mod unary_client;
 mod watch_client;
+mod watch_memory;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +55,7 @@ use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::Args;
-use crate::bench::{BenchConfig, Workload};
+use crate::bench::{BenchConfig, ClientKind, Workload};
 use crate::cluster::{Flavor, LocalCluster};
 
 const USAGE: &str = "usage:
@@ -58,7 +64,12 @@ const USAGE: &str = "usage:
   cargo xtask cluster [--members 3] [--base-port 2379] [--data-dir DIR] [--fresh] [--no-build]
   cargo xtask bench [--endpoints A,B] WORKLOAD [--clients N] [--conns M] [--total K]
                     [--key-size 8] [--val-size 256] [--key-space 100000] [--consistency l|s] [--pids P,Q]
+                    [--watch-per-stream 100] [--client lean|etcd-client] [--no-build]
   cargo xtask bench --compare [--members 3] [--total 20000] [--no-build] [--etcd /usr/bin/etcd]
+                    [--client lean|etcd-client]
+  cargo xtask bench --watch-memory [--streams 1000,10000] [--puts 1000] [--members 1] [--settle 20s]
+                    [--streams-per-conn 100] [--val-size 256] [--no-build] [--etcd /usr/bin/etcd]
+                    (the serving member's RSS with watch streams open and after they close)
   cargo xtask bench --snapshot [--size-mib 1024] [--val-size 102400] [--no-build] [--binary PATH]
                     (a new member caught up from a snapshot: time, sender and receiver RSS)
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
@@ -246,7 +257,10 @@ fn cluster_command(raw: &[String]) -> Result<()> {
 }
 
 fn bench_command(raw: &[String]) -> Result<()> {
-    let args = Args::parse(raw, &["compare", "snapshot", "no-build"])?;
+    let args = Args::parse(raw, &["compare", "snapshot", "no-build", "watch-memory"])?;
+    if args.switch("watch-memory") {
+        return watch_memory_command(&args);
+    }
     if args.switch("snapshot") {
         args.reject_unknown(&["snapshot", "size-mib", "val-size", "no-build", "binary"])?;
         let binary = args.path_or("binary", concord_binary());
@@ -277,15 +291,19 @@ fn bench_command(raw: &[String]) -> Result<()> {
         });
     }
     if args.switch("compare") {
-        args.reject_unknown(&["compare", "members", "total", "no-build", "etcd"])?;
+        args.reject_unknown(&["compare", "members", "total", "no-build", "etcd", "client"])?;
         let members: usize = args.get_or("members", 3)?;
         let total: u64 = args.get_or("total", 20_000)?;
+        let client = ClientKind::parse(args.string("client").unwrap_or("lean"))?;
         let etcd = args.path_or("etcd", PathBuf::from(ETCD_BINARY));
         if !etcd.exists() {
             bail!("{} is missing: apt-get install etcd-server", etcd.display());
         }
         if !args.switch("no-build") {
             build_concord()?;
+            if client == ClientKind::EtcdClient {
+                standard_client::build()?;
+            }
         }
         let concord = concord_binary();
         let runtime = runtime()?;
@@ -295,7 +313,7 @@ fn bench_command(raw: &[String]) -> Result<()> {
         };
         return runtime.block_on(async {
             tokio::select! {
-                r = compare::run(&concord, &etcd, members, total) => r,
+                r = compare::run(&concord, &etcd, members, total, client) => r,
                 _ = stop_signals.received() => bail!("interrupted; clusters stopped"),
             }
         });
@@ -310,6 +328,9 @@ fn bench_command(raw: &[String]) -> Result<()> {
         "key-space",
         "consistency",
         "pids",
+        "watch-per-stream",
+        "client",
+        "no-build",
     ])?;
     let [workload] = args.positionals() else {
         bail!("bench needs exactly one WORKLOAD\n{USAGE}");
@@ -327,8 +348,13 @@ fn bench_command(raw: &[String]) -> Result<()> {
         key_size: args.get_or("key-size", 8)?,
         val_size: args.get_or("val-size", 256)?,
         key_space: args.get_or("key-space", 100_000)?,
+        watchers_per_stream: args.get_or("watch-per-stream", bench::DEFAULT_WATCHERS_PER_STREAM)?,
+        client: ClientKind::parse(args.string("client").unwrap_or("lean"))?,
     };
     config.validate()?;
+    if config.client == ClientKind::EtcdClient && !args.switch("no-build") {
+        standard_client::build()?;
+    }
     let pids: Vec<u32> = match args.list("pids") {
         listed if !listed.is_empty() => listed
             .iter()
@@ -346,6 +372,51 @@ fn bench_command(raw: &[String]) -> Result<()> {
         bail!("the run failed");
     }
     Ok(())
+}
+
+fn watch_memory_command(args: &Args) -> Result<()> {
+    args.reject_unknown(&[
+        "watch-memory",
+        "streams",
+        "puts",
+        "members",
+        "settle",
+        "streams-per-conn",
+        "val-size",
+        "no-build",
+        "etcd",
+    ])?;
+    let etcd = args.path_or("etcd", PathBuf::from(ETCD_BINARY));
+    if !etcd.exists() {
+        bail!("{} is missing: apt-get install etcd-server", etcd.display());
+    }
+    let config = watch_memory::MemoryConfig {
+        concord: concord_binary(),
+        etcd,
+        members: args.get_or("members", 1)?,
+        streams: watch_memory::parse_streams(&args.list("streams"))?,
+        puts: args.get_or("puts", 1000)?,
+        val_size: args.get_or("val-size", 256)?,
+        streams_per_conn: args.get_or("streams-per-conn", 100)?,
+        settle: chaos::parse_duration(args.string("settle").unwrap_or("20s"))?,
+    };
+    if config.members == 0 || config.puts == 0 || config.streams_per_conn == 0 {
+        bail!("--members, --puts and --streams-per-conn must be positive");
+    }
+    if !args.switch("no-build") {
+        build_concord()?;
+    }
+    let runtime = runtime()?;
+    let mut stop_signals = {
+        let _context = runtime.enter();
+        StopSignals::install()?
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            r = watch_memory::run(&config) => r,
+            _ = stop_signals.received() => bail!("interrupted; members stopped"),
+        }
+    })
 }
 
 fn chaos_command(raw: &[String]) -> Result<()> {

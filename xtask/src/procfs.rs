@@ -39,7 +39,12 @@ pub fn socket_inode(link_target: &str) -> Option<u64> {
 
 /// VmRSS in KiB from the text of /proc/<pid>/status.
 pub fn vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    status_kib(status, "VmRSS:")
+}
+
+/// A `Name:   123 kB` field of /proc/<pid>/status, in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -72,6 +77,15 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     vm_rss_kib(&status)
         .map(|kib| kib * 1024)
         .with_context(|| format!("no VmRSS for {pid}"))
+}
+
+/// A process's peak resident memory (VmHWM) in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read status of {pid}"))?;
+    status_kib(&status, "VmHWM:")
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("no VmHWM for {pid}"))
 }
 
 /// A process's CPU time so far, in seconds.
@@ -157,9 +171,10 @@ mod tests {
 
     #[test]
     fn rss_from_status() {
-        let status =
-            "Name:\tconcord\nVmPeak:\t  900000 kB\nVmRSS:\t   45312 kB\nRssAnon:\t 30000 kB\n";
+        let status = "Name:\tconcord\nVmPeak:\t  900000 kB\nVmHWM:\t   50000 kB\n\
+                      VmRSS:\t   45312 kB\nRssAnon:\t 30000 kB\n";
         assert_eq!(vm_rss_kib(status), Some(45312));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(50000));
         assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
     }
 
@@ -175,6 +190,7 @@ mod tests {
     fn this_process_is_readable() {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 0);
+        assert!(peak_rss_bytes(me).unwrap() >= rss_bytes(me).unwrap() / 2);
     }
 
     #[test]

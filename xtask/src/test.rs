@@ -196,7 +196,7 @@ fn nextest_installed() -> bool {
 }
 
 /// `PATH` with the folder of `protoc` (the vendored one, alone in its `bin` folder) first.
-fn path_with_first(protoc: &Path) -> Result<OsString> {
+pub(crate) fn path_with_first(protoc: &Path) -> Result<OsString> {
     let folder = protoc
         .parent()
         .context("the vendored protoc has no folder")?
