@@ -37,6 +37,9 @@ use codec::WatchCodec;
 /// Election timeouts without a leader after which a leader-requiring stream ends.
 const NO_LEADER_CHECKS: u32 = 3;
 const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
+/// Queued responses an idle stream keeps room for (a burst may grow its queue to the
+/// registry's limit, over a hundred responses of about a hundred bytes each).
+const IDLE_QUEUE_CAPACITY: usize = 16;
 
 /// The Watch gRPC service, for the client listener's routes.
 #[derive(Clone)]
@@ -109,9 +112,10 @@ impl WatchServer {
         let identity = crate::auth::Credentials::of(&request);
         let signal = Arc::new(Signal::default());
         let waker = signal.clone();
-        let id = self
-            .hub
-            .open_stream(Box::new(move || waker.responses.wake()));
+        let id = self.hub.open_stream(Box::new(move || {
+            waker.queued.store(true, Ordering::Release);
+            waker.responses.wake();
+        }));
         let outbound = Outbound {
             hub: self.hub.clone(),
             id,
@@ -133,16 +137,34 @@ impl WatchServer {
 }
 
 /// What the two halves of a stream share.
-#[derive(Default)]
 struct Signal {
     /// The HTTP/2 body waiting for responses; the hub wakes it.
     responses: AtomicWaker,
+    /// The hub queued responses since the body last looked: it wakes the stream when its
+    /// queue goes from empty to not, and only then. The body takes the registry's lock
+    /// only when this is set, not once more after every batch to find the queue empty
+    /// (with a thousand single-watcher streams, that second look doubled the lock's
+    /// traffic against the fan-out thread).
+    queued: AtomicBool,
     /// The client's side ended: the body sends what is ready, then `error` if any, and
     /// finishes.
     ending: AtomicBool,
     error: Mutex<Option<Status>>,
     /// The body was dropped (the client went away): the request reader stops.
     body_gone: Notify,
+}
+
+impl Default for Signal {
+    fn default() -> Signal {
+        Signal {
+            responses: AtomicWaker::new(),
+            // The created response may be queued before the body first looks.
+            queued: AtomicBool::new(true),
+            ending: AtomicBool::new(false),
+            error: Mutex::new(None),
+            body_gone: Notify::new(),
+        }
+    }
 }
 
 impl Signal {
@@ -181,6 +203,15 @@ impl Stream for Outbound {
         if this.signal.ending.load(Ordering::Acquire) {
             this.done = true;
             return Poll::Ready(this.signal.error.lock().take().map(Err));
+        }
+        // Cleared before draining: a response queued after the drain wakes us again.
+        if !this.signal.queued.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        // The drain trades this (empty) queue for the registry's: one that a burst grew
+        // is let go of here rather than kept by an idle stream for its whole life.
+        if this.ready.capacity() > IDLE_QUEUE_CAPACITY {
+            this.ready = VecDeque::new();
         }
         let id = this.id;
         this.hub

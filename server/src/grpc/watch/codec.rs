@@ -13,12 +13,22 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 
 use crate::core::Core;
 
-/// The encode buffer: large enough that it seldom has to grow (which copies what a
-/// batch wrote so far).
-const BUFFER_BYTES: usize = 256 * 1024;
-/// What tonic hands to HTTP/2 at once: a stream's responses of one publish (a hundred
-/// watchers' copies of an event) mostly go out in one piece.
-const YIELD_BYTES: usize = 64 * 1024;
+/// The encode buffer's first size, and the least it is ever given again. Every open
+/// stream keeps one, and tonic writes on through it (each write split off its front)
+/// until it is used up, touching every page of it: at 256 KiB, a thousand idle
+/// single-watcher streams came to hold a quarter of a GiB after a thousand events
+/// each. A single watcher's response fits in this one.
+const BUFFER_BYTES: usize = 2 * 1024;
+/// What tonic hands to HTTP/2 at once. The buffer grows to what one look at the queue
+/// encodes before handing it over and keeps that size for the stream's life, so this
+/// bounds what an idle stream holds after a burst (at 64 KiB, a thousand streams that
+/// had fallen a few events behind held 60 MiB more than before). A hundred watchers'
+/// copies of one event go out in a few pieces instead of one; HTTP/2 cuts them into
+/// 16 KiB frames either way.
+const YIELD_BYTES: usize = 4 * 1024;
+/// The request decoder's buffer: watch requests are a few dozen bytes (tonic's default
+/// of 8 KiB, one per stream, would mostly sit unused).
+const REQUEST_BUFFER_BYTES: usize = 512;
 
 pub struct WatchCodec {
     core: Arc<Core>,
@@ -78,6 +88,10 @@ pub struct RequestDecoder;
 impl Decoder for RequestDecoder {
     type Item = WatchRequest;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(REQUEST_BUFFER_BYTES, YIELD_BYTES)
+    }
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<WatchRequest>, Status> {
         // gRPC maps a message that does not parse to INTERNAL.
