@@ -300,6 +300,24 @@ impl<'a> WriteBatch<'a> {
         if let Some(rev) = self.pending_compact {
             batch.insert(&store.meta, META_COMPACT_REV, rev_to_u64(rev).to_be_bytes());
         }
+        // The side tables' share of the in-use size: what each entry weighs after this
+        // batch, against what it weighed before (a batch may write one key twice).
+        let mut meta_weights: Vec<(&[u8], u64)> = Vec::new();
+        let mut meta_delta = 0i64;
+        for (key, value) in &self.meta_ops {
+            let before = match meta_weights
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key.as_slice())
+            {
+                Some((_, weight)) => *weight,
+                None => crate::store::stored_bytes(&store.meta, key)?,
+            };
+            let after = value.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+            meta_delta += after as i64 - before as i64;
+            meta_weights.push((key.as_slice(), after));
+        }
+        drop(meta_weights);
         for (key, value) in std::mem::take(&mut self.meta_ops) {
             match value {
                 Some(v) => batch.insert(&store.meta, key, v),
@@ -333,6 +351,12 @@ impl<'a> WriteBatch<'a> {
         self.finished = true;
         store.metrics.record(&self.ops);
         store.live_bytes.fetch_add(written_bytes, Ordering::AcqRel);
+        store
+            .meta_live_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |weight| {
+                Some(weight.saturating_add_signed(meta_delta))
+            })
+            .ok();
 
         // Only now remove the compacted history: a reader that looked at the
         // index before the publish may still be fetching it, and retries when a

@@ -104,6 +104,9 @@ pub struct Store {
     /// defragment would leave of the `kv` keyspace. Grows at each commit, shrinks by
     /// what a compaction removes (see [`Store::db_size_in_use`]).
     pub(crate) live_bytes: AtomicU64,
+    /// Bytes of the side tables' entries (keys and values), kept as batches write them:
+    /// the other part of the in-use size.
+    pub(crate) meta_live_bytes: AtomicU64,
     /// Our own search structures over the `kv` tables (see `get_from_tables`).
     pub(crate) table_reads: TableReads,
     pub(crate) metrics: StoreMetrics,
@@ -182,6 +185,11 @@ impl Store {
         let stored_current = read_u64(&meta, META_CURRENT_REV)?.map_or(0, u64_to_rev);
         let compact_rev = read_u64(&meta, META_COMPACT_REV)?.map_or(NEVER_COMPACTED, u64_to_rev);
 
+        let mut meta_live_bytes = 0u64;
+        for guard in meta.iter() {
+            let (key, value) = guard.into_inner()?;
+            meta_live_bytes += (key.len() + value.len()) as u64;
+        }
         let mut index = KeyIndex::default();
         let mut newest = 0i64;
         let mut live_bytes = 0u64;
@@ -243,6 +251,7 @@ impl Store {
             writer: Mutex::new(()),
             poisoned: AtomicBool::new(false),
             live_bytes: AtomicU64::new(live_bytes),
+            meta_live_bytes: AtomicU64::new(meta_live_bytes),
             table_reads,
             metrics,
         })
@@ -541,7 +550,8 @@ impl Store {
     /// its side tables, without what compactions and overwrites left behind for a
     /// defragment to reclaim. Never more than the db size.
     pub fn db_size_in_use(&self) -> u64 {
-        let live = self.live_bytes.load(Ordering::Acquire) + self.meta.disk_space();
+        let live =
+            self.live_bytes.load(Ordering::Acquire) + self.meta_live_bytes.load(Ordering::Acquire);
         live.min(self.db_size().unwrap_or(u64::MAX))
     }
 
