@@ -97,16 +97,26 @@ pub enum Ctl {
     Concordctl,
 }
 
-/// The value `end-with-put` writes; a step ends once its ctl printed it, as text (simple
-/// and fields formats) or base64 (json).
+/// What `end-with-put` writes, followed by the step's line number: each step's marker is
+/// its own, so a watch whose history holds an earlier step's marker does not stop there
+/// (it would stop while its own event was half printed).
 pub const END_MARKER: &str = "side-by-side-end";
-/// [`END_MARKER`] in base64, as the json format prints values.
-const END_MARKER_BASE64: &str = "c2lkZS1ieS1zaWRlLWVuZA==";
 
-/// Whether a ctl's stdout shows the end marker's event.
-fn shows_end_marker(stdout: &[u8]) -> bool {
+/// The value a step's `end-with-put` writes.
+fn end_marker(step: &Step) -> String {
+    let line = step.origin.rsplit(':').next().unwrap_or_default();
+    format!("{END_MARKER}-{line}")
+}
+
+/// Whether a ctl's stdout shows `marker`'s event: as a line of its own (simple format),
+/// quoted (fields), or quoted in base64 (json).
+fn shows_end_marker(stdout: &[u8], marker: &str) -> bool {
+    use base64::Engine as _;
     let text = String::from_utf8_lossy(stdout);
-    text.contains(END_MARKER) || text.contains(END_MARKER_BASE64)
+    let base64 = base64::engine::general_purpose::STANDARD.encode(marker);
+    text.lines().any(|line| line == marker)
+        || text.contains(&format!("\"{marker}\""))
+        || text.contains(&format!("\"{base64}\""))
 }
 
 impl Ctl {
@@ -807,11 +817,11 @@ impl Server {
         })
     }
 
-    /// Puts `key` = [`END_MARKER`] with the real etcdctl, for a step that ends at its event.
-    fn put_end_marker(&self, key: &str) -> Result<()> {
+    /// Puts `key` = `marker` with the real etcdctl, for a step that ends at its event.
+    fn put_end_marker(&self, key: &str, marker: &str) -> Result<()> {
         let output = self
             .harness_etcdctl()
-            .args(["put", key, END_MARKER])
+            .args(["put", key, marker])
             .output()
             .context("put the end marker")?;
         if !output.status.success() {
@@ -834,7 +844,7 @@ impl Server {
         // replays: written while the watch catches up, it could land in the catch-up
         // response or in one of its own, as each server's timing has it.
         if let Some(key) = &step.end_with_put {
-            self.put_end_marker(&expand(key, vars)?)?;
+            self.put_end_marker(&expand(key, vars)?, &end_marker(step))?;
         }
         let mut command = Command::new(ctl.binary());
         for (key, _) in std::env::vars() {
@@ -891,7 +901,7 @@ impl Server {
                     None => format!("killed by a signal ({status})"),
                 };
             }
-            if step.end_with_put.is_some() && shows_end_marker(&lock(&stdout)) {
+            if step.end_with_put.is_some() && shows_end_marker(&lock(&stdout), &end_marker(step)) {
                 let _ = child.0.kill();
                 let _ = child.0.wait();
                 break "stopped by the harness at the end marker".to_owned();
