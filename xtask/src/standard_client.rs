@@ -58,20 +58,10 @@ pub fn build() -> Result<()> {
 
 /// The example's arguments for `cfg`.
 pub fn arguments(cfg: &BenchConfig) -> Vec<String> {
-    let workload = match cfg.workload {
-        Workload::Put => "put",
-        Workload::Range {
-            serializable: false,
-        } => "range-l",
-        Workload::Range { serializable: true } => "range-s",
-        Workload::Txn => "txn",
-        Workload::LeaseChurn => "lease",
-        Workload::WatchFanOut => "watch",
-    };
     let endpoints: Vec<String> = cfg.endpoints.iter().map(|e| crate::etcd::url(e)).collect();
     [
         ("endpoints", endpoints.join(",")),
-        ("workload", workload.to_string()),
+        ("workload", cfg.workload.name().to_string()),
         ("clients", cfg.clients.to_string()),
         ("conns", cfg.conns.to_string()),
         ("total", cfg.total.to_string()),
