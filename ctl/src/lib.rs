@@ -38,6 +38,7 @@ pub mod resolve;
 pub mod table;
 pub mod tls;
 pub mod txn;
+pub mod v2;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use error::{CtlError, ExitCode};
@@ -47,6 +48,15 @@ use std::io::Write;
 /// Runs concordctl with these arguments (including the program name) and
 /// returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    // etcdctl's main: ETCDCTL_API picks the command tree (2: the v2 one).
+    match std::env::var("ETCDCTL_API").unwrap_or_default().as_str() {
+        "" | "3" => {}
+        "2" => return v2::run(args),
+        other => {
+            eprintln!("unsupported API version {other}");
+            return 1;
+        }
+    }
     let (args, path) = match resolve::resolve(args) {
         resolve::Resolution::Run { args, path } => (args, path),
         resolve::Resolution::UnknownCommand(message) => {
