@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_lease::DEFAULT_REVOKE_RATE;
-use concord_proto::concordpb::{InternalRequest, RequestHeader, internal_request};
+use concord_proto::concordpb::{InternalRequest, internal_request};
 use concord_proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
 use prost::Message;
 use tokio::sync::watch;
@@ -21,7 +21,10 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 const MAX_CHECKPOINTS_PER_ENTRY: usize = 1000;
 
 /// Proposes a request on this member only if it leads (never forwarded: a former
-/// leader must not revoke leases the new leader keeps alive).
+/// leader must not revoke leases the new leader keeps alive). The request is the
+/// member's own: it carries no header, so the apply checks no permission (etcd revokes
+/// expired leases as root; an empty user would be refused "user name is empty" by the
+/// lease's keys once auth is on, and the lease would never expire).
 pub async fn propose_as_leader(
     core: &Core,
     request: internal_request::Request,
@@ -30,7 +33,7 @@ pub async fn propose_as_leader(
         return Err(EtcdError::not_leader());
     }
     let request = InternalRequest {
-        header: Some(RequestHeader::default()),
+        header: None,
         request: Some(request),
     };
     core.raft.propose_local(request.encode_to_vec()).await?;

@@ -4,7 +4,9 @@
 //!
 //! Every change is decided on the leader, which alone knows how far each member's log
 //! matches its own and whom it heard from lately: a follower hands the request to the
-//! leader's client URL unchanged, as etcd forwards a promotion. The leader checks the
+//! leader's client URL unchanged, as etcd forwards a promotion, with the sender's token,
+//! so the leader's admin check passes or fails as the follower's did (etcd proposes on
+//! the follower itself, where its own check stands). The leader checks the
 //! rules of etcd's `ValidateConfigurationChange` against its applied membership (no
 //! other conf change can be pending: raft-core refuses a second one), and with
 //! `--strict-reconfig-check` etcd's quorum rules (`IsReadyToAddVotingMember`,
@@ -23,6 +25,7 @@ use prost::Message;
 use raft::eraftpb::ConfChangeV2;
 use url::Url;
 
+use crate::auth::Credentials;
 use crate::config::url_text;
 use crate::core::{Core, expect_result};
 use crate::driver::Progress;
@@ -31,9 +34,13 @@ use crate::state::membership::{Membership, member_id};
 
 /// `MemberAdd`: a new member (a learner if asked), with an id etcd's way (its peer URLs
 /// and the time of the request).
-pub async fn add(core: &Core, request: MemberAddRequest) -> Result<MemberAddResponse, EtcdError> {
+pub async fn add(
+    core: &Core,
+    request: MemberAddRequest,
+    sender: &Credentials,
+) -> Result<MemberAddResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, |mut client| async move {
+        return forward(core, sender, request, |mut client, request| async move {
             client.member_add(request).await
         })
         .await;
@@ -74,9 +81,10 @@ pub async fn add(core: &Core, request: MemberAddRequest) -> Result<MemberAddResp
 pub async fn remove(
     core: &Core,
     request: MemberRemoveRequest,
+    sender: &Credentials,
 ) -> Result<MemberRemoveResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, |mut client| async move {
+        return forward(core, sender, request, |mut client, request| async move {
             client.member_remove(request).await
         })
         .await;
@@ -100,9 +108,10 @@ pub async fn remove(
 pub async fn promote(
     core: &Core,
     request: MemberPromoteRequest,
+    sender: &Credentials,
 ) -> Result<MemberPromoteResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, |mut client| async move {
+        return forward(core, sender, request, |mut client, request| async move {
             client.member_promote(request).await
         })
         .await;
@@ -256,10 +265,16 @@ fn ready_to_promote(membership: &Membership, local_id: u64) -> Result<(), EtcdEr
     Ok(())
 }
 
-/// Hands a Cluster call to the leader's client URL and returns its answer as is.
-async fn forward<T, F, Fut>(core: &Core, call: F) -> Result<T, EtcdError>
+/// Hands a Cluster call to the leader's client URL, with the sender's token (the
+/// leader checks it as this member did), and returns its answer as is.
+async fn forward<Q, T, F, Fut>(
+    core: &Core,
+    sender: &Credentials,
+    request: Q,
+    call: F,
+) -> Result<T, EtcdError>
 where
-    F: FnOnce(ClusterClient<tonic::transport::Channel>) -> Fut,
+    F: FnOnce(ClusterClient<tonic::transport::Channel>, tonic::Request<Q>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     // A leader that has just started may not have published its client URLs yet.
@@ -285,7 +300,9 @@ where
         .await
         .map_err(|_| EtcdError::timeout_due_to_connection_lost())?;
     let timeout = crate::core::request_timeout(&core.config);
-    match tokio::time::timeout(timeout, call(ClusterClient::new(channel))).await {
+    let request =
+        tonic::Request::from_parts(sender.to_metadata(), tonic::Extensions::default(), request);
+    match tokio::time::timeout(timeout, call(ClusterClient::new(channel), request)).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(EtcdError {
             code: status.code(),

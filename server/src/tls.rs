@@ -289,7 +289,8 @@ fn server_config(
         .with_safe_default_protocol_versions()?;
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match (roots, settings.client_cert_auth) {
         (Some(roots), client_cert_auth) if client_cert_auth || !crls.is_empty() => {
-            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
             if !crls.is_empty() {
                 verifier = verifier
                     .with_crls(crls)
@@ -301,7 +302,10 @@ fn server_config(
                 // (and revoked ones refused) but not required.
                 verifier = verifier.allow_unauthenticated();
             }
-            let verifier = verifier.build()?;
+            let verifier: Arc<dyn ClientCertVerifier> = Arc::new(TrustedCertificateAsClient {
+                inner: verifier.build()?,
+                roots,
+            });
             let allowed = match (&settings.allowed_cn, &settings.allowed_hostname) {
                 (Some(cn), _) => Some(AllowedName::CommonName(cn.clone())),
                 (None, Some(host)) => Some(AllowedName::Hostname(host.clone())),
@@ -667,6 +671,101 @@ enum AllowedName {
     CommonName(String),
     /// The certificate must be valid for this host name or IP address (SANs).
     Hostname(String),
+}
+
+/// Accepts, besides what the WebPKI verifier accepts, a client certificate that is
+/// itself one of the trusted CA certificates, as Go's `x509.Verify` does (a leaf found
+/// in the roots pool is a chain of its own). etcd's fixtures use such certificates
+/// (`CommonName-root.crt` is CA, server and client at once); WebPKI refuses every CA
+/// certificate as an end entity, and a client refused so never connects: etcdctl's
+/// `user add`, which has no deadline, then waits for the connection forever.
+#[derive(Debug)]
+struct TrustedCertificateAsClient {
+    inner: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+}
+
+impl TrustedCertificateAsClient {
+    /// Whether `end_entity` is a trusted anchor (same subject and key). WebPKI checks
+    /// the validity period before it refuses a CA as an end entity, so that refusal
+    /// says the certificate is current; the handshake proves the client holds its key.
+    fn is_trusted_anchor(&self, end_entity: &CertificateDer<'_>) -> bool {
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(end_entity) else {
+            return false;
+        };
+        self.roots.roots.iter().any(|root| {
+            root.subject.as_ref() == anchor.subject.as_ref()
+                && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+        })
+    }
+}
+
+/// Whether WebPKI refused a certificate only because it is a CA's.
+fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
+    match error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            )
+        }
+        _ => false,
+    }
+}
+
+impl ClientCertVerifier for TrustedCertificateAsClient {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(error)
+                if is_ca_used_as_end_entity(&error) && self.is_trusted_anchor(end_entity) =>
+            {
+                Ok(ClientCertVerified::assertion())
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Wraps the WebPKI verifier and additionally checks the client's CN or host name.

@@ -537,3 +537,291 @@ async fn jwt_tokens_verify_with_the_public_key() -> anyhow::Result<()> {
     client.put("k", "v", None).await?;
     Ok(())
 }
+
+/// Root and a user with no role, then auth on (as root, while auth is still off).
+async fn enable_with_root_and_user(endpoint: &str) -> anyhow::Result<()> {
+    let mut root = Client::connect([endpoint], None).await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.user_add("user", "userpw", None).await?;
+    root.auth_enable().await?;
+    Ok(())
+}
+
+async fn client_as(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Client> {
+    let options = ConnectOptions::new().with_user(user, password);
+    Ok(Client::connect([endpoint], Some(options)).await?)
+}
+
+/// An expired lease is revoked with its keys while auth is on (the member revokes it
+/// itself, needing no user: etcd revokes as root). It used to stay forever, answering
+/// "remaining(0s)" instead of etcd's "already expired" (e2e
+/// TestCtlV3AuthLeaseTestTimeToLiveExpired).
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_leases_are_revoked_with_auth_on() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let endpoint = cluster.endpoints()[0].clone();
+    enable_with_root_and_user(&endpoint).await?;
+    let mut root = client_as(&endpoint, "root", "rootpw").await?;
+    let lease = root.lease_grant(2, None).await?.id();
+    root.put("leased", "v", Some(PutOptions::new().with_lease(lease)))
+        .await?;
+    let mut events = root.watch("leased", None).await?;
+    // The key's deletion is the revocation's effect; a generous deadline, no sleeping.
+    let deleted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(response) = events.message().await? {
+            if response
+                .events()
+                .iter()
+                .any(|e| e.event_type() == etcd_client::EventType::Delete)
+            {
+                return anyhow::Ok(true);
+            }
+        }
+        anyhow::Ok(false)
+    })
+    .await;
+    assert!(
+        matches!(deleted, Ok(Ok(true))),
+        "the expired lease's key was not deleted: {deleted:?}"
+    );
+    assert_eq!(root.lease_time_to_live(lease, None).await?.ttl(), -1);
+    assert!(root.get("leased", None).await?.kvs().is_empty());
+    // The real etcdctl says so in etcd's words.
+    let (_, stdout, stderr) = concord_tests::run_ctl(
+        &concord_tests::etcdctl(),
+        std::slice::from_ref(&endpoint),
+        &[
+            "--user=root:rootpw",
+            "lease",
+            "timetolive",
+            &format!("{lease:x}"),
+        ],
+        None,
+    )?;
+    assert_eq!(
+        stdout,
+        format!("lease {lease:x} already expired\n"),
+        "stderr: {stderr}"
+    );
+    Ok(())
+}
+
+/// A member change sent to a follower is decided by the leader with the sender's token:
+/// root may remove a member through any member, an ordinary user through none (e2e
+/// TestCtlV3AuthMemberRemove, where the follower's hand-over lost the token and root
+/// got "user name is empty" until its deadline).
+#[tokio::test(flavor = "multi_thread")]
+async fn member_remove_through_a_follower_carries_the_senders_token() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let leader = cluster.leader().await?;
+    let follower = (0..3).find(|i| *i != leader).unwrap_or(0);
+    let endpoint = cluster.members[follower].client_url();
+    enable_with_root_and_user(&endpoint).await?;
+    let mut root = client_as(&endpoint, "root", "rootpw").await?;
+    let members = root.member_list().await?;
+    let mine = root.status().await?.header().map(|h| h.member_id());
+    let victim = members
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .find(|id| Some(*id) != mine)
+        .ok_or_else(|| anyhow::anyhow!("no other member"))?;
+    let mut user = client_as(&endpoint, "user", "userpw").await?;
+    assert_eq!(
+        outcome(user.member_remove(victim).await),
+        "etcdserver: permission denied"
+    );
+    // The answer lists the members the leader has once the removal applied.
+    let left: Vec<u64> = root
+        .member_remove(victim)
+        .await?
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:x?}");
+    assert!(!left.contains(&victim));
+    Ok(())
+}
+
+/// One member serving clients over TLS with `--client-cert-auth`, trusting `ca`.
+struct TlsMember {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsMember {
+    fn start(cert: &str, key: &str, ca: &str) -> anyhow::Result<TlsMember> {
+        let dir = tempfile::tempdir()?;
+        let (port, peer) = (concord_tests::free_port(), concord_tests::free_port());
+        let client_url = format!("https://localhost:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("member.log"))?;
+        let child = Command::new(concord_tests::concord_binary())
+            .arg("--data-dir")
+            .arg(dir.path().join("m.concord"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args(["--cert-file", cert, "--key-file", key])
+            .args(["--trusted-ca-file", ca, "--client-cert-auth"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let member = TlsMember { child, port, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the member did not serve: {}",
+                member.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(member)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("member.log")).unwrap_or_default()
+    }
+
+    /// The real etcdctl with a client certificate (and nothing else naming a user):
+    /// (success, stdout + stderr). A run past a minute is killed and is an error, so a
+    /// client that cannot connect (etcdctl's `user add` has no deadline) fails the test
+    /// instead of hanging it.
+    fn etcdctl(
+        &self,
+        (cert, key, ca): (&str, &str, &str),
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<(bool, String)> {
+        use std::io::{Read, Write};
+        let mut child = Command::new(concord_tests::etcdctl())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://localhost:{}", self.port))
+            .args(["--cacert", ca, "--cert", cert, "--key", key])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.unwrap_or("").as_bytes())?;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("etcdctl {args:?} still running after a minute");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut text = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            out.read_to_string(&mut text)?;
+        }
+        if let Some(mut err) = child.stderr.take() {
+            err.read_to_string(&mut text)?;
+        }
+        Ok((status.success(), text))
+    }
+}
+
+/// A CA certificate that also serves as the server's and the client's certificate, as
+/// etcd's `CommonName-root.crt` fixture does: Go takes a leaf found among the trusted
+/// roots as verified. Its common name `root` is the client's user. Under concurrent user
+/// changes (each a new auth revision) and writes by that identity, every command
+/// succeeds (e2e TestCtlV3AuthCertCNWithWithConcurrentOperation, which hung: the
+/// member refused the certificate, and etcdctl's `user add` waited for a connection
+/// forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
+    let files = tempfile::tempdir()?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "root");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let cert_path = files.path().join("root.crt");
+    let key_path = files.path().join("root.key");
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    let (cert, key) = (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    );
+    let member = TlsMember::start(&cert, &key, &cert)?;
+    let identity = (cert.as_str(), key.as_str(), cert.as_str());
+    let run = |args: &[&str], stdin: Option<&str>, want: &str| -> anyhow::Result<()> {
+        let (ok, text) = member.etcdctl(identity, args, stdin)?;
+        anyhow::ensure!(ok && text.contains(want), "etcdctl {args:?}: {text}");
+        Ok(())
+    };
+    run(
+        &["user", "add", "root", "--interactive=false"],
+        Some("rootpw\n"),
+        "User root created",
+    )?;
+    run(
+        &["user", "grant-role", "root", "root"],
+        None,
+        "Role root is granted to user root",
+    )?;
+    run(&["auth", "enable"], None, "Authentication Enabled")?;
+    std::thread::scope(|scope| {
+        let users = scope.spawn(|| -> anyhow::Result<()> {
+            for i in 0..10 {
+                let user = format!("user-{i}");
+                run(
+                    &["user", "add", &user, "--interactive=false"],
+                    Some("pw\n"),
+                    &format!("User {user} created"),
+                )?;
+                run(
+                    &["user", "delete", &user],
+                    None,
+                    &format!("User {user} deleted"),
+                )?;
+            }
+            Ok(())
+        });
+        let keys = scope.spawn(|| -> anyhow::Result<()> {
+            for i in 0..10 {
+                let key = format!("key-{i}");
+                run(&["put", &key, "v"], None, "OK")?;
+                run(&["del", &key], None, "1")?;
+            }
+            Ok(())
+        });
+        for worker in [users, keys] {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    // The certificate is the identity: root may list users without a password.
+    run(&["user", "list"], None, "root")?;
+    Ok(())
+}

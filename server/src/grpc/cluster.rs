@@ -10,6 +10,7 @@ use concord_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::Credentials;
 use crate::core::Core;
 use crate::reconfig;
 
@@ -31,7 +32,12 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         self.core.require_admin(&request).await?;
         Ok(Response::new(
-            reconfig::add(&self.core, request.into_inner()).await?,
+            reconfig::add(
+                &self.core,
+                request.get_ref().clone(),
+                &Credentials::of(&request),
+            )
+            .await?,
         ))
     }
 
@@ -41,7 +47,12 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         self.core.require_admin(&request).await?;
         Ok(Response::new(
-            reconfig::remove(&self.core, request.into_inner()).await?,
+            reconfig::remove(
+                &self.core,
+                request.get_ref().clone(),
+                &Credentials::of(&request),
+            )
+            .await?,
         ))
     }
 
@@ -78,7 +89,8 @@ impl Cluster for ClusterService {
         self.core.require_admin(&request).await?;
         // Counted by the leader, which a follower forwards the request to.
         let leading = self.core.raft.status.is_leader();
-        let promoted = reconfig::promote(&self.core, request.into_inner()).await?;
+        let sender = Credentials::of(&request);
+        let promoted = reconfig::promote(&self.core, request.into_inner(), &sender).await?;
         if leading {
             metrics::counter!("etcd_server_learner_promote_successes").increment(1);
         }
