@@ -49,7 +49,7 @@ impl Cluster for ClusterService {
         Ok(Response::new(
             reconfig::remove(
                 &self.core,
-                request.get_ref().clone(),
+                *request.get_ref(),
                 &Credentials::of(&request),
             )
             .await?,
