@@ -47,12 +47,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         self.core.require_admin(&request).await?;
         Ok(Response::new(
-            reconfig::remove(
-                &self.core,
-                *request.get_ref(),
-                &Credentials::of(&request),
-            )
-            .await?,
+            reconfig::remove(&self.core, *request.get_ref(), &Credentials::of(&request)).await?,
         ))
     }
 
