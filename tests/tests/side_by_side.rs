@@ -58,6 +58,8 @@ scripts!(
     member_maintenance,
     snapshot,
     watch_history,
+    v2_keys,
+    v2_cli,
     large_range,
     lock_elect,
     mirror,

@@ -236,8 +236,11 @@ impl Client {
         }
         let (secure, authority) = match endpoint.split_once("://") {
             Some(("https", rest)) => (true, rest),
-            Some((_, rest)) => (false, rest),
-            None => (false, endpoint),
+            Some(("http", rest)) => (false, rest),
+            _ => {
+                let scheme = endpoint.split(':').next().unwrap_or_default();
+                return Err(format!("unsupported protocol scheme \"{scheme}\""));
+            }
         };
         let authority = authority.split('/').next().unwrap_or(authority).to_owned();
         let (host, port) = crate::tls::host_port(&authority).map_err(|e| e.message)?;

@@ -95,7 +95,7 @@ impl Globals {
     }
 
     /// `getPeersFlagValue`: flag, then variable, for each of the three names.
-    fn endpoints(&self) -> Vec<String> {
+    fn endpoints(&self) -> Result<Vec<String>, String> {
         let mut value = String::new();
         for (flag, env) in [
             ("endpoints", "ETCDCTL_ENDPOINTS"),
@@ -109,16 +109,7 @@ impl Globals {
         if value.is_empty() {
             value = DEFAULT_ENDPOINTS.to_owned();
         }
-        value
-            .split(',')
-            .map(|ep| {
-                if ep.contains("://") {
-                    ep.to_owned()
-                } else {
-                    format!("http://{ep}")
-                }
-            })
-            .collect()
+        value.split(',').map(go_endpoint).collect()
     }
 
     /// `newClient`: endpoints (SRV discovery first), TLS, credentials.
@@ -151,7 +142,7 @@ impl Globals {
             }
         }
         if endpoints.is_empty() {
-            endpoints = self.endpoints();
+            endpoints = self.endpoints()?;
         }
         let ca = self.flag_or_env("ca-file", "ETCDCTL_CA_FILE");
         let cert = self.flag_or_env("cert-file", "ETCDCTL_CERT_FILE");
@@ -272,6 +263,38 @@ impl Globals {
             Ok(r) => r,
             Err(_) => Err(ClientError::DeadlineExceeded),
         }
+    }
+}
+
+/// An endpoint as `url.Parse` reads it, with `http` when it names no scheme:
+/// `127.0.0.1:2379` is refused as Go refuses it; `localhost:2379` names the
+/// scheme `localhost`, which the client then cannot speak.
+fn go_endpoint(ep: &str) -> Result<String, String> {
+    if ep.contains("://") {
+        return Ok(ep.to_owned());
+    }
+    let colon = ep.find(':');
+    let slash = ep.find('/').unwrap_or(ep.len());
+    match colon {
+        Some(i) if i < slash => {
+            let scheme = &ep[..i];
+            let valid_scheme = scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if valid_scheme {
+                Ok(ep.to_owned())
+            } else {
+                Err(format!(
+                    "parse {}: first path segment in URL cannot contain colon",
+                    flags::go_quote(ep)
+                ))
+            }
+        }
+        _ => Ok(format!("http://{ep}")),
     }
 }
 
