@@ -72,6 +72,42 @@ pub struct Client {
     channel: Channel,
     command_timeout: Duration,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// How clientv3's log lines name the connection.
+    target: std::sync::Arc<str>,
+}
+
+/// clientv3's name for a connection in its log lines: `endpoint://client-<uuid>/<host:port
+/// of the first endpoint>` (its resolver group's random id, then the dialled endpoint
+/// without its scheme).
+fn log_target(endpoints: &[String]) -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let first = endpoints.first().map_or("", |ep| {
+        ep.split_once("://").map_or(ep.as_str(), |(_, rest)| rest)
+    });
+    format!(
+        "endpoint://client-{}-{}-4{}-{:x}{}-{}/{first}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        8 | (bytes[8] & 0x3),
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// The warning clientv3's retry interceptor logs on stderr for each failed attempt of a
+/// unary call (`retrying of unary invoker failed`), which etcdctl prints before its own
+/// `Error:` line and even when the call's failure is ignored (Authenticate while auth is
+/// off). Scripts and etcd's e2e tests look for it.
+fn log_failed_attempt(target: &str, attempt: u32, status: &tonic::Status) {
+    let error = crate::error::grpc_error_text(status);
+    eprintln!(
+        "{{\"level\":\"warn\",\"ts\":\"{}\",\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":{attempt},\"error\":{}}}",
+        crate::environ::zap_timestamp(),
+        serde_json::Value::from(target),
+        serde_json::Value::from(error)
+    );
 }
 
 /// `http://host:port` for an endpoint given with or without a scheme.
@@ -149,6 +185,7 @@ impl Client {
             channel,
             command_timeout: cfg.command_timeout,
             token: None,
+            target: log_target(endpoints).into(),
         };
         if let Some((user, password)) = &cfg.credentials {
             let req = pb::AuthenticateRequest {
@@ -213,13 +250,18 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         check_send_size(&msg)?;
+        let mut attempt = 0;
         loop {
             match send(self.channel.clone(), self.request(msg.clone())).await {
                 Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if should_retry(retry, &status) => {
+                Err(status) => {
+                    self.log_failure(attempt, &status);
+                    if !should_retry(retry, &status) {
+                        return Err(CtlError::error(status_message(&status)));
+                    }
+                    attempt += 1;
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
-                Err(status) => return Err(CtlError::error(status_message(&status))),
             }
         }
     }
@@ -237,15 +279,29 @@ impl Client {
     {
         check_send_size(&msg)?;
         let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 0;
         loop {
             match send(self.channel.clone(), self.request(msg.clone())).await {
                 Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if should_retry(Retry::Repeatable, &status) => {
+                Err(status) => {
+                    self.log_failure(attempt, &status);
+                    if !should_retry(Retry::Repeatable, &status) {
+                        return Err(CtlError::error(status_message(&status)));
+                    }
+                    attempt += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
-                Err(status) => return Err(CtlError::error(status_message(&status))),
             }
+        }
+    }
+
+    /// Logs a failed attempt as clientv3 does. A connection that could not be made is not
+    /// logged: clientv3 dials before its first call and waits for the connection there, so
+    /// its calls do not meet that failure.
+    fn log_failure(&self, attempt: u32, status: &tonic::Status) {
+        if !is_connection_error(status) && !is_dropped_connection(status) {
+            log_failed_attempt(&self.target, attempt, status);
         }
     }
 
@@ -298,15 +354,19 @@ fn is_connection_error(status: &tonic::Status) -> bool {
     }
 }
 
+/// A connection dropped mid-request (e.g. a TLS peer refusing our certificate after the
+/// handshake).
+fn is_dropped_connection(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && status.message() == "operation was canceled"
+}
+
 fn should_retry(retry: Retry, status: &tonic::Status) -> bool {
     match retry {
-        // A connection dropped mid-request (e.g. a TLS peer refusing our
-        // certificate after the handshake) is only safe to retry for reads.
+        // A dropped connection is only safe to retry for reads.
         Retry::Repeatable => {
             status.code() == tonic::Code::Unavailable
                 || is_connection_error(status)
-                || (status.code() == tonic::Code::Cancelled
-                    && status.message() == "operation was canceled")
+                || is_dropped_connection(status)
         }
         Retry::NonRepeatable => is_connection_error(status),
     }

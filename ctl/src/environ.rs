@@ -118,12 +118,31 @@ pub fn flag_to_env(name: &str) -> String {
 
 /// capnslog's time stamp: `2006-01-02 15:04:05.000000` (UTC here).
 fn timestamp() -> String {
+    let (now, [year, month, day, hour, minute, second]) = utc_now();
+    format!(
+        "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{:06}",
+        now.subsec_micros()
+    )
+}
+
+/// zap's ISO 8601 time stamp, as clientv3's logger writes it (`"ts"`):
+/// `2006-01-02T15:04:05.000Z` (UTC here).
+pub fn zap_timestamp() -> String {
+    let (now, [year, month, day, hour, minute, second]) = utc_now();
+    format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}
+
+/// The time since the epoch, and the UTC calendar date and time of day it is.
+fn utc_now() -> (std::time::Duration, [i64; 6]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or_default();
-    let rem = secs % 86_400;
+    let secs = i64::try_from(now.as_secs()).unwrap_or_default();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil-from-days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -134,12 +153,9 @@ fn timestamp() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_micros()
+    (
+        now,
+        [year, month, day, rem / 3600, rem % 3600 / 60, rem % 60],
     )
 }
 

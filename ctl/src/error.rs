@@ -66,10 +66,16 @@ pub fn status_message(status: &tonic::Status) -> String {
     if msg.starts_with("etcdserver: ") || msg.starts_with("auth: ") || msg.starts_with("mvcc: ") {
         return msg.to_owned();
     }
+    grpc_error_text(status)
+}
+
+/// grpc-go's text of a status error, `rpc error: code = X desc = Y`, whatever the
+/// message (what clientv3's logs show).
+pub fn grpc_error_text(status: &tonic::Status) -> String {
     format!(
         "rpc error: code = {} desc = {}",
         go_code_name(status.code()),
-        msg
+        status.message()
     )
 }
 

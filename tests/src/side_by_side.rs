@@ -42,7 +42,25 @@
 //! ! known-difference with concordctl #18 why
 //!                               the same, seen only when concordctl drives (etcdctl hides it)
 //! ! concordctl-gap #14 why      concordctl differs from etcdctl here (concordctl runs only)
+//! ! background holder           start the step and go on with the next ones; the step's
+//!                               output and exit status are recorded where an `&` line
+//!                               ends it (below)
+//! ! until-stdout TEXT           a background step: go on only once its stdout shows TEXT
+//!                               (`\n` is a newline); a foreground step: run it again until
+//!                               its stdout shows TEXT (both with a deadline)
+//! & interrupt holder            send SIGINT to a background step, wait for it to exit, and
+//!                               record its output and status here
+//! & kill holder                 the same with SIGKILL (its session lease is then left to
+//!                               expire)
+//! & wait holder                 wait for a background step to exit by itself, and record it
+//! & await holder TEXT           wait until a background step's stdout shows TEXT (it goes
+//!                               on running; `\n` is a newline)
 //! ```
+//!
+//! Every background step must be ended by an `&` line; each wait has a deadline and no
+//! step waits for time to pass: a background step that must be doing something before the
+//! script goes on says what it prints then (`until-stdout`), and the state a step must
+//! see is polled for (`until-stdout` on a foreground step), never slept for.
 //!
 //! Variables, expanded in arguments, environment values and standard input with each
 //! server's own value (`$$` is a plain `$`):
@@ -171,6 +189,42 @@ pub struct Step {
     pub expects: Vec<String>,
     /// The least length of the step's stdout, in bytes.
     pub expect_stdout_bytes: Option<usize>,
+    /// Run in the background under this name, until an `&` line ends it.
+    pub background: Option<String>,
+    /// What the step's stdout must show before the script goes on.
+    pub until_stdout: Option<String>,
+    /// An `&` line: what it does to which background step. Its `args` are that step's,
+    /// so its output is masked as the command's.
+    pub control: Option<Control>,
+}
+
+/// What an `&` line does to a background step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// SIGINT, then wait for the exit.
+    Interrupt(String),
+    /// SIGKILL, then wait for the exit.
+    Kill(String),
+    /// Wait for the exit.
+    Wait(String),
+    /// Wait until the stdout shows this text; the step goes on running.
+    AwaitStdout(String, String),
+}
+
+impl Control {
+    /// Whether the step ends the background step it names.
+    pub fn ends(&self) -> bool {
+        !matches!(self, Control::AwaitStdout(..))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Control::Interrupt(name)
+            | Control::Kill(name)
+            | Control::Wait(name)
+            | Control::AwaitStdout(name, _) => name,
+        }
+    }
 }
 
 impl Step {
@@ -321,6 +375,51 @@ impl Script {
                 });
                 continue;
             }
+            if let Some(control) = trimmed.strip_prefix("& ") {
+                let (verb, rest) = control
+                    .trim()
+                    .split_once(' ')
+                    .with_context(|| format!("{origin}: `& interrupt|kill|wait|await <name>`"))?;
+                let (name, text) = match verb {
+                    "await" => rest
+                        .trim()
+                        .split_once(' ')
+                        .map(|(name, text)| (name.to_owned(), text.replace("\\n", "\n")))
+                        .with_context(|| format!("{origin}: `& await <name> <text>`"))?,
+                    _ => (rest.trim().to_owned(), String::new()),
+                };
+                let Some(started) = script
+                    .steps
+                    .iter()
+                    .find(|step| step.background.as_ref() == Some(&name))
+                else {
+                    bail!("{origin}: no background step {name:?} before this line");
+                };
+                if script.steps.iter().any(|step| {
+                    step.control
+                        .as_ref()
+                        .is_some_and(|c| c.ends() && c.name() == name)
+                }) {
+                    bail!("{origin}: background step {name:?} is already ended");
+                }
+                let args = started.args.clone();
+                let line = format!("& {}", control.trim());
+                let control = match verb {
+                    "interrupt" => Control::Interrupt(name),
+                    "kill" => Control::Kill(name),
+                    "wait" => Control::Wait(name),
+                    "await" => Control::AwaitStdout(name, text),
+                    other => bail!("{origin}: unknown `&` action {other:?}"),
+                };
+                script.steps.push(Step {
+                    origin,
+                    text: line,
+                    args,
+                    control: Some(control),
+                    ..Step::default()
+                });
+                continue;
+            }
             if let Some(flag) = trimmed.strip_prefix("% server-arg ") {
                 if !script.steps.is_empty() {
                     bail!("{origin}: `% server-arg` belongs before the first step");
@@ -352,6 +451,22 @@ impl Script {
                 let (word, rest) = directive.split_once(' ').unwrap_or((directive, ""));
                 match word {
                     "stdin-open" => step.stdin_open = true,
+                    "background" => {
+                        let name = rest.trim();
+                        if name.is_empty() || name.contains(' ') {
+                            bail!("{origin}: background <name>");
+                        }
+                        if step.control.is_some() {
+                            bail!("{origin}: an `&` line is not a step to run");
+                        }
+                        step.background = Some(name.to_owned());
+                    }
+                    "until-stdout" => {
+                        if rest.is_empty() {
+                            bail!("{origin}: until-stdout <text>");
+                        }
+                        step.until_stdout = Some(rest.replace("\\n", "\n"));
+                    }
                     "no-endpoints" => step.no_endpoints = true,
                     "expect" => {
                         if rest.is_empty() {
@@ -397,6 +512,28 @@ impl Script {
         }
         if script.steps.is_empty() {
             bail!("{name}: no steps");
+        }
+        for step in &script.steps {
+            if let Some(background) = &step.background {
+                let ended = script.steps.iter().any(|other| {
+                    other
+                        .control
+                        .as_ref()
+                        .is_some_and(|c| c.ends() && c.name() == background)
+                });
+                if !ended {
+                    bail!(
+                        "{}: background step {background:?} is never ended by an `&` line",
+                        step.origin
+                    );
+                }
+                if step.end_with_put.is_some() {
+                    bail!(
+                        "{}: a background step ends by an `&` line, not end-with-put",
+                        step.origin
+                    );
+                }
+            }
         }
         Ok(script)
     }
@@ -746,18 +883,23 @@ impl Server {
         }
         let mut raw = Vec::with_capacity(script.steps.len());
         let mut elapsed = Vec::with_capacity(script.steps.len());
+        let mut background: HashMap<String, Running> = HashMap::new();
         for step in &script.steps {
             let start = Instant::now();
             let output = self
-                .run_step(step, step.ctl.unwrap_or(ctl), &vars)
+                .run_any_step(step, step.ctl.unwrap_or(ctl), &vars, &mut background)
                 .with_context(|| format!("{}: $ {}", step.origin, step.text))?;
-            if step.is_command(&["lease", "grant"])
+            if step.control.is_none()
+                && step.background.is_none()
+                && step.is_command(&["lease", "grant"])
                 && let Some(id) = granted_lease(step, &output.stdout)
             {
                 context.leases.push(id);
                 vars.insert(format!("LEASE_{}", context.leases.len()), format!("{id:x}"));
             }
-            if step.is_command(&["member", "add"])
+            if step.control.is_none()
+                && step.background.is_none()
+                && step.is_command(&["member", "add"])
                 && let Some(id) = added_member(step, &output.stdout)
             {
                 context.added_members.push(id);
@@ -833,19 +975,90 @@ impl Server {
         Ok(())
     }
 
+    /// Runs a step of any kind: a command in the foreground (again and again with
+    /// `until-stdout`), one started in the background, or an `&` line that ends one.
+    fn run_any_step(
+        &self,
+        step: &Step,
+        ctl: Ctl,
+        vars: &HashMap<String, String>,
+        background: &mut HashMap<String, Running>,
+    ) -> Result<RawOutput> {
+        if let Some(control) = &step.control {
+            if let Control::AwaitStdout(name, text) = control {
+                background
+                    .get_mut(name)
+                    .with_context(|| format!("{name} is not running"))?
+                    .wait_for_stdout(text)?;
+                return Ok(RawOutput {
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    status: format!("{name} printed it"),
+                });
+            }
+            let running = background
+                .remove(control.name())
+                .with_context(|| format!("{} is not running", control.name()))?;
+            match control {
+                Control::Interrupt(_) => running.signal("INT")?,
+                Control::Kill(_) => running.signal("KILL")?,
+                Control::Wait(_) | Control::AwaitStdout(..) => {}
+            }
+            return Ok(running.wait(None, BACKGROUND_DEADLINE));
+        }
+        if let Some(name) = &step.background {
+            let mut running = self.spawn_step(step, ctl, vars)?;
+            if let Some(text) = &step.until_stdout {
+                running.wait_for_stdout(text)?;
+            }
+            background.insert(name.clone(), running);
+            return Ok(RawOutput {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                status: format!("running in the background as {name}"),
+            });
+        }
+        let Some(text) = &step.until_stdout else {
+            return self.run_step(step, ctl, vars);
+        };
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        loop {
+            let output = self.run_step(step, ctl, vars)?;
+            if contains(&output.stdout, text) {
+                return Ok(output);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "stdout never showed {text:?} within {}s; last run printed:\n{}{}",
+                    BACKGROUND_DEADLINE.as_secs(),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn run_step(&self, step: &Step, ctl: Ctl, vars: &HashMap<String, String>) -> Result<RawOutput> {
-        let args = step
-            .args
-            .iter()
-            .map(|a| expand(a, vars))
-            .collect::<Result<Vec<_>>>()?;
-        let stdin = step.stdin.as_deref().map(|s| expand(s, vars)).transpose()?;
         // Before the ctl starts, so the marker is the last event of the history the watch
         // replays: written while the watch catches up, it could land in the catch-up
         // response or in one of its own, as each server's timing has it.
         if let Some(key) = &step.end_with_put {
             self.put_end_marker(&expand(key, vars)?, &end_marker(step))?;
         }
+        let running = self.spawn_step(step, ctl, vars)?;
+        let marker = step.end_with_put.as_ref().map(|_| end_marker(step));
+        Ok(running.wait(marker.as_deref(), STEP_TIMEOUT))
+    }
+
+    /// Starts the step's ctl with its arguments, environment and standard input.
+    fn spawn_step(&self, step: &Step, ctl: Ctl, vars: &HashMap<String, String>) -> Result<Running> {
+        let args = step
+            .args
+            .iter()
+            .map(|a| expand(a, vars))
+            .collect::<Result<Vec<_>>>()?;
+        let stdin = step.stdin.as_deref().map(|s| expand(s, vars)).transpose()?;
         let mut command = Command::new(ctl.binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("ETCDCTL_") {
@@ -892,40 +1105,114 @@ impl Server {
             reader(child.0.stdout.take().context("stdout")?, stdout.clone()),
             reader(child.0.stderr.take().context("stderr")?, stderr.clone()),
         ];
-        let timeout = Duration::from_secs(15);
+        Ok(Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+            writer,
+        })
+    }
+}
+
+/// How long a background step may take to print what the script waits for, or to exit
+/// once ended; and how long a foreground step is run again until it shows its text.
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a foreground step may run.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    String::from_utf8_lossy(haystack).contains(needle)
+}
+
+/// A started ctl, its output collected as it comes.
+struct Running {
+    child: ChildGuard,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: [std::thread::JoinHandle<()>; 2],
+    writer: Option<std::thread::JoinHandle<Option<std::process::ChildStdin>>>,
+}
+
+impl Running {
+    /// Sends a signal (`INT`, `KILL`) to the ctl.
+    fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.0.id().to_string())
+            .status()
+            .context("run kill")?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed: {status}", self.child.0.id());
+        }
+        Ok(())
+    }
+
+    /// Waits until the ctl's stdout shows `text`; fails if it exits first or the deadline
+    /// passes.
+    fn wait_for_stdout(&mut self, text: &str) -> Result<()> {
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        loop {
+            if contains(&lock(&self.stdout), text) {
+                return Ok(());
+            }
+            let exited = self.child.exited();
+            if exited || Instant::now() > deadline {
+                bail!(
+                    "the background step {} before its stdout showed {text:?}; it printed:\n{}{}",
+                    if exited { "exited" } else { "timed out" },
+                    String::from_utf8_lossy(&lock(&self.stdout)),
+                    String::from_utf8_lossy(&lock(&self.stderr))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the ctl to exit, or stops it once its stdout shows `end_marker` or
+    /// `timeout` has passed, and collects its output.
+    fn wait(mut self, end_marker: Option<&str>, timeout: Duration) -> RawOutput {
+        let child = &mut self.child.0;
         let start = Instant::now();
         let status = loop {
-            if let Some(status) = child.0.try_wait()? {
-                break match status.code() {
-                    Some(code) => format!("exit {code}"),
-                    None => format!("killed by a signal ({status})"),
-                };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    break match status.code() {
+                        Some(code) => format!("exit {code}"),
+                        None => format!("killed by a signal ({status})"),
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => break format!("could not wait for the ctl: {error}"),
             }
-            if step.end_with_put.is_some() && shows_end_marker(&lock(&stdout), &end_marker(step)) {
-                let _ = child.0.kill();
-                let _ = child.0.wait();
+            if let Some(marker) = end_marker
+                && shows_end_marker(&lock(&self.stdout), marker)
+            {
+                let _ = child.kill();
+                let _ = child.wait();
                 break "stopped by the harness at the end marker".to_owned();
             }
             if start.elapsed() > timeout {
-                let _ = child.0.kill();
-                let _ = child.0.wait();
+                let _ = child.kill();
+                let _ = child.wait();
                 break format!("killed by the harness after {}s", timeout.as_secs());
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        for reader in readers {
+        for reader in self.readers {
             let _ = reader.join();
         }
-        if let Some(writer) = writer {
+        if let Some(writer) = self.writer {
             let _ = writer.join();
         }
-        let stdout = std::mem::take(&mut *lock(&stdout));
-        let stderr = std::mem::take(&mut *lock(&stderr));
-        Ok(RawOutput {
+        let stdout = std::mem::take(&mut *lock(&self.stdout));
+        let stderr = std::mem::take(&mut *lock(&self.stderr));
+        RawOutput {
             stdout,
             stderr,
             status,
-        })
+        }
     }
 }
 
@@ -952,6 +1239,12 @@ fn reader(
 
 /// Kills the ctl if the harness returns early.
 struct ChildGuard(Child);
+
+impl ChildGuard {
+    fn exited(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -1488,6 +1781,45 @@ pub const MASKERS: &[Masker] = &[
                 }
                 _ => text,
             }
+        },
+    },
+    Masker {
+        name: "session-keys",
+        what: "the keys `lock` and `elect` print and `get -w fields` lists (`<name>/<session \
+               lease id in hex>`, a whole line or a `\"Key\" : ` field), and in `get -w \
+               fields` the `\"Lease\" : ` of a lease no `lease grant` step granted: the \
+               lease id a command's own session got -> <SESSION>",
+        apply: |text, step, _| {
+            let fields = step.is_command(&["get"]) && step.output_format() == "fields";
+            if !(fields || step.is_command(&["lock"]) || step.is_command(&["elect"])) {
+                return text.to_owned();
+            }
+            let session_key = |key: &str| match key.rsplit_once('/') {
+                Some((name, id))
+                    if !name.is_empty()
+                        && (8..=16).contains(&id.len())
+                        && id.chars().all(|c| c.is_ascii_hexdigit()) =>
+                {
+                    Some(format!("{name}/<SESSION>"))
+                }
+                _ => None,
+            };
+            map_lines(text, |line| {
+                if fields {
+                    if let Some(id) = line.strip_prefix("\"Lease\" : ")
+                        && id != "0"
+                        && id.chars().all(|c| c.is_ascii_digit())
+                    {
+                        return "\"Lease\" : <SESSION>".to_owned();
+                    }
+                    return line
+                        .strip_prefix("\"Key\" : \"")
+                        .and_then(|rest| rest.strip_suffix('"'))
+                        .and_then(session_key)
+                        .map_or_else(|| line.to_owned(), |key| format!("\"Key\" : \"{key}\""));
+                }
+                session_key(line).unwrap_or_else(|| line.to_owned())
+            })
         },
     },
     Masker {
@@ -2201,6 +2533,30 @@ mod tests {
         assert_eq!(mark.map(|m| m.reason.as_str()), Some("only there"));
         assert!(Script::parse("t", "< x\n").is_err());
         assert!(Script::parse("t", "$ get\n! known-difference 15 no hash\n").is_err());
+    }
+
+    #[test]
+    fn parses_background_steps_and_the_lines_that_end_them() {
+        let script = Script::parse(
+            "t",
+            "$ lock l\n! background holder\n! until-stdout l/\n$ get l --prefix\n\
+             & await holder l/\\n\n& interrupt holder\n! expect l/\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(script.steps[0].background.as_deref(), Some("holder"));
+        assert_eq!(script.steps[0].until_stdout.as_deref(), Some("l/"));
+        assert_eq!(
+            script.steps[2].control,
+            Some(Control::AwaitStdout("holder".into(), "l/\n".into()))
+        );
+        let end = &script.steps[3];
+        assert_eq!(end.control, Some(Control::Interrupt("holder".into())));
+        assert_eq!(end.args, ["lock", "l"], "masked as the command it ends");
+        assert_eq!(end.expects, ["l/"]);
+        // Every background step is ended, once, by a line that comes after it.
+        assert!(Script::parse("t", "$ lock l\n! background h\n").is_err());
+        assert!(Script::parse("t", "& wait h\n$ lock l\n! background h\n").is_err());
+        assert!(Script::parse("t", "$ lock l\n! background h\n& wait h\n& kill h\n").is_err());
     }
 
     #[test]

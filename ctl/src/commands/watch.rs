@@ -81,7 +81,9 @@ pub(super) async fn watch(a: cli::WatchArgs, ctx: &mut Context<'_>) -> Result<()
                     if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
                         create.start_revision = last.mod_revision + 1;
                     }
-                    if resp.created && resp.events.is_empty() {
+                    // A create the server refuses (no permission) comes back created
+                    // and canceled at once: printed, it ends the watch.
+                    if resp.created && !resp.canceled && resp.events.is_empty() {
                         continue;
                     }
                     print_response(&resp, &a.exec, ctx).await?;
