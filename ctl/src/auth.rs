@@ -93,51 +93,126 @@ fn one_arg<'a>(args: &'a [String], message: &str) -> Result<&'a str, CtlError> {
     }
 }
 
-/// The terminal's echo, off while a password is typed (speakeasy runs `stty -echo` on
-/// stdin around etcdctl's prompts) and back on when this is dropped. When stdin is no
-/// terminal (a pipe, a file) nothing changes and its lines are read as they come.
-pub(crate) struct EchoOff {
-    saved: Option<rustix::termios::Termios>,
+/// speakeasy's exit status when a signal interrupts a prompt (Go's `os.Exit(-1)`).
+const INTERRUPTED_PROMPT_EXIT: i32 = 255;
+
+/// The terminal while a password is typed: no echo (speakeasy runs `stty -echo` around
+/// etcdctl's prompts), and no line discipline or signal keys either, so that this
+/// reader sees Ctrl-C itself. speakeasy catches SIGINT to turn the echo back on before
+/// it exits; Concord installs no signal handler (one would stay for the rest of the
+/// process and change what Ctrl-C does to `watch` or `lock` later), so the keys that
+/// would send SIGINT or SIGQUIT arrive as bytes here, and the prompt restores the
+/// terminal and exits as speakeasy does. The saved settings come back when this is
+/// dropped.
+struct HiddenInput {
+    saved: rustix::termios::Termios,
 }
 
-impl EchoOff {
-    pub(crate) fn new() -> EchoOff {
-        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+impl HiddenInput {
+    /// None when stdin is no terminal (a pipe, a file): its lines are read as they come.
+    fn new() -> Option<HiddenInput> {
+        use rustix::termios::{
+            LocalModes, OptionalActions, SpecialCodeIndex, tcgetattr, tcsetattr,
+        };
         let stdin = std::io::stdin();
-        // Fails (ENOTTY) unless stdin is a terminal.
-        let saved = tcgetattr(&stdin).ok();
-        if let Some(saved) = &saved {
-            let mut quiet = saved.clone();
-            quiet.local_modes.remove(LocalModes::ECHO);
-            let _ = tcsetattr(&stdin, OptionalActions::Now, &quiet);
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut quiet = saved.clone();
+        quiet
+            .local_modes
+            .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG);
+        quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
+        quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
+        tcsetattr(&stdin, OptionalActions::Now, &quiet).ok()?;
+        Some(HiddenInput { saved })
+    }
+
+    fn key(&self, index: rustix::termios::SpecialCodeIndex) -> u8 {
+        self.saved.special_codes[index]
+    }
+
+    /// One line typed on the terminal, edited as the saved settings say (erase, kill,
+    /// end of file); the interrupt and quit keys end the process with the terminal
+    /// restored.
+    fn read_line(&self, stdin: &mut dyn std::io::BufRead) -> std::io::Result<String> {
+        use rustix::termios::SpecialCodeIndex as Key;
+        let mut line: Vec<u8> = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            if stdin.read(&mut byte)? == 0 {
+                break;
+            }
+            match byte[0] {
+                b'\n' | b'\r' => break,
+                b if b == self.key(Key::VINTR) || b == self.key(Key::VQUIT) => {
+                    self.restore();
+                    std::process::exit(INTERRUPTED_PROMPT_EXIT);
+                }
+                b if b == self.key(Key::VERASE) || b == 0x08 => {
+                    // Drop one whole character, not one byte of it.
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    let mut chars = text.chars();
+                    chars.next_back();
+                    line = chars.as_str().as_bytes().to_vec();
+                }
+                b if b == self.key(Key::VKILL) => line.clear(),
+                b if b == self.key(Key::VEOF) => {
+                    if line.is_empty() {
+                        break;
+                    }
+                }
+                b => line.push(b),
+            }
         }
-        EchoOff { saved }
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    fn restore(&self) {
+        let stdin = std::io::stdin();
+        let _ =
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &self.saved);
     }
 }
 
-impl Drop for EchoOff {
+impl Drop for HiddenInput {
     fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            let stdin = std::io::stdin();
-            let _ =
-                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
-        }
+        self.restore();
     }
+}
+
+/// Shows a prompt, then reads one line of a password from `stdin`, not echoed when
+/// stdin is a terminal (the echo goes off before the prompt shows, so nothing typed
+/// after it is echoed), without the white space around it (speakeasy trims it). Every
+/// password prompt of concordctl reads through this.
+pub(crate) fn read_hidden_line(
+    stdin: &mut dyn std::io::BufRead,
+    show_prompt: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<String> {
+    let line = match HiddenInput::new() {
+        Some(terminal) => {
+            show_prompt()?;
+            terminal.read_line(stdin)?
+        }
+        None => {
+            show_prompt()?;
+            let mut line = String::new();
+            stdin.read_line(&mut line)?;
+            line
+        }
+    };
+    Ok(line.trim().to_owned())
 }
 
 /// speakeasy's prompt as etcdctl uses it: the prompt on stdout, one line from stdin
 /// with the terminal's echo off, then the newline the hidden input did not echo.
 fn ask(ctx: &mut Context<'_>, prompt: &str) -> Result<String, CtlError> {
-    emit(ctx, prompt)?;
-    let mut line = String::new();
-    {
-        let _echo_off = EchoOff::new();
-        ctx.stdin
-            .read_line(&mut line)
-            .map_err(|e| CtlError::bad_args(format!("failed to ask password: {e}")))?;
-    }
+    let out = &mut *ctx.out;
+    let line = read_hidden_line(ctx.stdin, || {
+        out.write_all(prompt.as_bytes())?;
+        out.flush()
+    })
+    .map_err(|e| CtlError::bad_args(format!("failed to ask password: {e}")))?;
     emit(ctx, "\n")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    Ok(line)
 }
 
 fn read_password_interactive(ctx: &mut Context<'_>, name: &str) -> Result<String, CtlError> {

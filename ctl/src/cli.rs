@@ -366,7 +366,8 @@ pub enum UserCommand {
               default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         interactive: bool,
         /// Create a user without password (CN based auth only)
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         no_password: bool,
         /// Supply password from the command line flag
         #[arg(long, default_value = "")]
@@ -378,7 +379,8 @@ pub enum UserCommand {
     Get {
         args: Vec<String>,
         /// Show permissions of roles granted to the user
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         detail: bool,
     },
     /// Lists all users
@@ -417,20 +419,24 @@ pub enum RoleCommand {
     GrantPermission {
         args: Vec<String>,
         /// grant a prefix permission
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         prefix: bool,
         /// grant a permission of keys that are greater than or equal to the given key using byte compare
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         from_key: bool,
     },
     /// Revokes a key from a role
     RevokePermission {
         args: Vec<String>,
         /// revoke a prefix permission
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         prefix: bool,
         /// revoke a permission of keys that are greater than or equal to the given key using byte compare
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+              default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
         from_key: bool,
     },
 }

@@ -168,7 +168,7 @@ fn execute(
             endpoints = discovered;
         }
     }
-    let credentials = credentials(&cli, err, stdin)?;
+    let credentials = credentials(&cli, &mut *out, stdin)?;
     let config = client::ClientConfig {
         endpoints,
         dial_timeout: cli.dial_timeout,
@@ -282,10 +282,11 @@ fn tls_settings(cli: &cli::Cli) -> Option<tls::TlsSettings> {
     )
 }
 
-/// `--user name[:password]` and `--password`, prompting when only a name is given.
+/// `--user name[:password]` and `--password`, prompting when only a name is given
+/// (speakeasy's prompt, on stdout as etcdctl's).
 fn credentials(
     cli: &cli::Cli,
-    err: &mut dyn Write,
+    out: &mut dyn Write,
     stdin: &mut dyn std::io::BufRead,
 ) -> Result<Option<(String, String)>, CtlError> {
     let Some(user) = cli.user.as_deref().filter(|u| !u.is_empty()) else {
@@ -302,21 +303,15 @@ fn credentials(
     if let Some((name, password)) = user.split_once(':') {
         return Ok(Some((name.to_owned(), password.to_owned())));
     }
-    let _ = write!(err, "Password: ");
-    let _ = err.flush();
-    let mut line = String::new();
-    {
-        let _echo_off = auth::EchoOff::new();
-        stdin
-            .read_line(&mut line)
-            .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
-    }
+    let password = auth::read_hidden_line(stdin, || {
+        write!(out, "Password: ")?;
+        out.flush()
+    })
+    .map_err(|e| CtlError::bad_args(format!("failed to read password: {e}")))?;
     // The typed password is not echoed, so end the prompt's line ourselves.
-    let _ = writeln!(err);
-    Ok(Some((
-        user.to_owned(),
-        line.trim_end_matches(['\r', '\n']).to_owned(),
-    )))
+    let _ = writeln!(out);
+    let _ = out.flush();
+    Ok(Some((user.to_owned(), password)))
 }
 
 fn context_string(e: &clap::Error, kind: ContextKind) -> String {

@@ -825,3 +825,44 @@ async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
     run(&["user", "list"], None, "root")?;
     Ok(())
 }
+
+/// Under a pseudo-terminal: the ctl prompts for `--user`'s password with the echo off,
+/// and Ctrl-C at the prompt ends it with the echo back on and speakeasy's exit status
+/// 255 (concordctl used to die of the SIGINT with the terminal left silent). etcdctl
+/// runs the same script, so the two are held to the same outcome.
+#[test]
+fn interrupting_the_password_prompt_restores_the_echo() -> anyhow::Result<()> {
+    const SCRIPT: &str = r#"
+import os, pty, select, sys, termios, time
+ctl = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(ctl, [ctl, "--endpoints=127.0.0.1:1", "--user", "root", "get", "foo"])
+def echo():
+    return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+deadline = time.time() + 60
+seen = b""
+while not seen.endswith(b"Password: "):
+    ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
+    if not ready:
+        sys.exit("no prompt; saw %r" % seen)
+    seen += os.read(fd, 1024)
+# speakeasy turns the echo off just after its prompt shows: wait for it.
+while echo():
+    if time.time() > deadline:
+        sys.exit("the echo stayed on while prompting")
+    time.sleep(0.01)
+print("echo while prompting:", echo())
+os.write(fd, b"\x03")
+_, status = os.waitpid(pid, 0)
+print("exit:", os.waitstatus_to_exitcode(status))
+print("echo after:", echo())
+print("END")
+"#;
+    let expected = "echo while prompting: False\nexit: 255\necho after: True\n";
+    for ctl in [concord_tests::concordctl_binary(), concord_tests::etcdctl()] {
+        let printed = concord_tests::run_python(SCRIPT, &[&ctl.to_string_lossy()], "END")?;
+        assert_eq!(printed, expected, "{}", ctl.display());
+    }
+    Ok(())
+}

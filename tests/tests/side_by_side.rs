@@ -53,6 +53,7 @@ scripts!(
     writes,
     reads,
     auth,
+    rbac_guide,
     credentials,
     lease_keepalive,
     member_maintenance,

@@ -309,17 +309,13 @@ pub fn username_password(prompt: &str, flag: &str) -> Result<(String, String), S
 /// speakeasy's `Ask`: the prompt, a line read with the echo off.
 pub fn prompt_password(prompt: &str) -> Result<String, String> {
     let mut out = std::io::stdout();
-    let _ = write!(out, "{prompt}");
-    let _ = out.flush();
-    let mut line = String::new();
-    {
-        let _echo_off = crate::auth::EchoOff::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-    }
+    let line = crate::auth::read_hidden_line(&mut std::io::stdin().lock(), || {
+        write!(out, "{prompt}")?;
+        out.flush()
+    })
+    .map_err(|e| e.to_string())?;
     let _ = writeln!(out);
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    Ok(line)
 }
 
 /// A command's flags and how it runs.
