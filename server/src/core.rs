@@ -36,6 +36,8 @@ pub struct Core {
     pub v2: SharedV2Store,
     /// The raised alarms and the backend quota (written only by apply).
     pub alarms: Arc<Alarms>,
+    /// The raft traffic counters the peer transport records (etcd's v2 stats).
+    pub raft_stats: Arc<crate::transport::RaftStats>,
     request_timeout: Duration,
     /// etcd's `etcd_server_proposals_pending` and `etcd_server_proposals_failed_total`.
     proposals_pending: metrics::Gauge,
@@ -54,6 +56,7 @@ impl Core {
         auth: Arc<Authenticator>,
         v2: SharedV2Store,
         alarms: Arc<Alarms>,
+        raft_stats: Arc<crate::transport::RaftStats>,
     ) -> Core {
         let request_timeout = request_timeout(&config);
         Core {
@@ -66,6 +69,7 @@ impl Core {
             auth,
             v2,
             alarms,
+            raft_stats,
             request_timeout,
             proposals_pending: metrics::gauge!("etcd_server_proposals_pending"),
             proposals_failed: metrics::counter!("etcd_server_proposals_failed_total"),

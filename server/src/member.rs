@@ -408,6 +408,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         authenticator,
         v2_store,
         alarms,
+        transport.stats(),
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -745,3 +745,234 @@ fn v2_answers_carry_cors_headers() -> Result<()> {
     assert_eq!(any.header("access-control-allow-origin"), Some("*"));
     Ok(())
 }
+
+/// The top-level field names of a JSON object, in the order they were written.
+fn field_names(body: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            '"' => {
+                let start = i + 1;
+                let mut end = start;
+                while let Some((j, c)) = chars.next() {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        end = j;
+                        break;
+                    }
+                }
+                if depth == 1 && chars.peek().map(|(_, c)| *c) == Some(':') {
+                    names.push(body[start..end].to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+fn json(reply: &Reply) -> Result<serde_json::Value> {
+    serde_json::from_str(&reply.body).with_context(|| format!("not JSON: {}", reply.body))
+}
+
+#[test]
+fn stats_show_raft_traffic_and_store_counters_as_etcd() -> Result<()> {
+    let cluster = v2_cluster(3)?;
+    for i in 0..3 {
+        wait_v2(&cluster, i)?;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let leader = runtime.block_on(cluster.leader())?;
+    let follower = (leader + 1) % 3;
+    let stats = |i: usize, what: &str| {
+        curl(
+            &format!("{}/v2/stats/{what}", cluster.members[i].client_url()),
+            &[],
+        )
+    };
+    let leader_self = stats(leader, "self")?;
+    let leader_id = json(&leader_self)?["id"].as_str().context("id")?.to_owned();
+    let before_leader = json(&leader_self)?;
+    let before_follower = json(&stats(follower, "self")?)?;
+    let before_store = json(&stats(follower, "store")?)?;
+    // Writes through the follower: the leader sends appends, the follower receives them.
+    for n in 0..5 {
+        let set = curl(
+            &keys(&cluster, follower, &format!("/stats{n}")),
+            &["-XPUT", "-d", "value=v"],
+        )?;
+        assert_eq!(set.status, 201, "{}", set.body);
+    }
+    assert_eq!(curl(&keys(&cluster, follower, "/stats0"), &[])?.status, 200);
+    assert_eq!(curl(&keys(&cluster, follower, "/nope"), &[])?.status, 404);
+
+    let leader_self = stats(leader, "self")?;
+    assert_eq!(leader_self.header("content-type"), Some("application/json"));
+    let names = field_names(&leader_self.body);
+    // etcd 3.4.23's order; the rates appear only while appends flow (omitempty).
+    let expected: Vec<&str> = [
+        "name",
+        "id",
+        "state",
+        "startTime",
+        "leaderInfo",
+        "recvAppendRequestCnt",
+        "sendAppendRequestCnt",
+        "sendPkgRate",
+        "sendBandwidthRate",
+    ]
+    .into_iter()
+    .filter(|n| !n.ends_with("Rate") || names.iter().any(|m| m == n))
+    .collect();
+    assert_eq!(names, expected, "{}", leader_self.body);
+    let leader_self = json(&leader_self)?;
+    assert_eq!(leader_self["state"], "StateLeader");
+    assert_eq!(leader_self["leaderInfo"]["leader"], leader_id.as_str());
+    assert!(
+        leader_self["sendAppendRequestCnt"].as_u64()
+            > before_leader["sendAppendRequestCnt"].as_u64(),
+        "{leader_self}"
+    );
+    let uptime = leader_self["leaderInfo"]["uptime"]
+        .as_str()
+        .context("uptime")?;
+    assert!(uptime.ends_with('s'), "{uptime}");
+
+    let follower_self = json(&stats(follower, "self")?)?;
+    assert_eq!(follower_self["state"], "StateFollower");
+    assert_eq!(follower_self["leaderInfo"]["leader"], leader_id.as_str());
+    assert!(
+        follower_self["recvAppendRequestCnt"].as_u64()
+            >= Some(
+                before_follower["recvAppendRequestCnt"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    + 5
+            ),
+        "{follower_self}"
+    );
+    assert_eq!(follower_self["sendAppendRequestCnt"], 0);
+
+    let refused = stats(follower, "leader")?;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (403, "{\"message\":\"not current leader\"}")
+    );
+    let leader_stats = stats(leader, "leader")?;
+    assert_eq!(field_names(&leader_stats.body), ["leader", "followers"]);
+    let leader_stats = json(&leader_stats)?;
+    assert_eq!(leader_stats["leader"], leader_id.as_str());
+    let followers = leader_stats["followers"].as_object().context("followers")?;
+    assert_eq!(followers.len(), 2, "{leader_stats}");
+    assert!(!followers.contains_key(&leader_id));
+    for (id, f) in followers {
+        assert!(f["counts"]["success"].as_u64() >= Some(5), "{id}: {f}");
+        assert_eq!(f["counts"]["fail"], 0);
+        let latency = &f["latency"];
+        for field in [
+            "current",
+            "average",
+            "standardDeviation",
+            "minimum",
+            "maximum",
+        ] {
+            assert!(latency[field].as_f64().is_some(), "{field}: {latency}");
+        }
+        assert!(latency["minimum"].as_f64() <= latency["maximum"].as_f64());
+    }
+
+    // The store's counters are the member's own (etcd counts on every member: writes
+    // as they are applied, reads where they are served).
+    let store = json(&stats(follower, "store")?)?;
+    let moved = |field: &str| {
+        store[field].as_u64().unwrap_or(0) - before_store[field].as_u64().unwrap_or(0)
+    };
+    assert_eq!(moved("setsSuccess"), 5, "{store}");
+    assert_eq!(moved("getsSuccess"), 1, "{store}");
+    assert_eq!(moved("getsFail"), 1, "{store}");
+    Ok(())
+}
+
+/// Runs `ETCDCTL_API=2 concordctl --endpoints=<urls> args...`: (exit code, stdout, stderr).
+fn ctl_v2(endpoints: &[String], args: &[&str]) -> Result<(i32, String, String)> {
+    let output = Command::new(concord_tests::concordctl_binary())
+        .env("ETCDCTL_API", "2")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .output()?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn concordctl_v2_commands_on_a_three_member_cluster() -> Result<()> {
+    let mut cluster = v2_cluster(3)?;
+    for i in 0..3 {
+        wait_v2(&cluster, i)?;
+    }
+    let endpoints = cluster.endpoints();
+    let (code, out, _) = ctl_v2(&endpoints, &["cluster-health"])?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches(" is healthy: got healthy result from ").count(),
+        3
+    );
+    assert!(out.ends_with("cluster is healthy\n"), "{out}");
+    let (code, out, _) = ctl_v2(&endpoints, &["member", "list"])?;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.matches("isLeader=true").count(), 1, "{out}");
+
+    // A write through one member, read and watched through the others (the client
+    // syncs to the members' client URLs first, as etcdctl does).
+    let (code, out, err) = ctl_v2(&endpoints[..1], &["set", "/dir/k", "v1"])?;
+    assert_eq!((code, out.as_str()), (0, "v1\n"), "{err}");
+    let (code, out, _) = ctl_v2(
+        &endpoints[1..2],
+        &["--no-sync", "get", "--quorum", "/dir/k"],
+    )?;
+    assert_eq!((code, out.as_str()), (0, "v1\n"));
+    let (_, out, _) = ctl_v2(&endpoints[2..], &["-o", "extended", "get", "/dir/k"])?;
+    let index: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Modified-Index: "))
+        .context("index")?
+        .parse()?;
+    let (code, out, _) = ctl_v2(
+        &endpoints[2..],
+        &[
+            "watch",
+            "-r",
+            "--after-index",
+            &(index - 1).to_string(),
+            "/dir",
+        ],
+    )?;
+    assert_eq!((code, out.as_str()), (0, "[set] /dir/k\nv1\n"));
+
+    // Every member down but one: the cluster is degraded, and a stopped endpoint is
+    // passed over for a running one.
+    cluster.kill(0);
+    let (code, out, _) = ctl_v2(&endpoints, &["cluster-health"])?;
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("cluster is degraded"), "{out}");
+    let (code, out, _) = ctl_v2(&endpoints, &["--no-sync", "get", "/dir/k"])?;
+    assert_eq!((code, out.as_str()), (0, "v1\n"));
+    let (code, _, err) = ctl_v2(&endpoints[..1], &["--no-sync", "get", "/dir/k"])?;
+    assert_eq!(code, 4);
+    assert!(
+        err.starts_with(
+            "Error:  client: etcd cluster is unavailable or misconfigured; error #0: dial tcp "
+        ),
+        "{err}"
+    );
+    Ok(())
+}

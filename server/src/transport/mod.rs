@@ -41,6 +41,7 @@ mod link;
 mod metrics;
 mod raft_stream;
 mod service;
+mod stats;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ use url::Url;
 pub use connect::{connect, fetch_member_info, lazy_channel};
 pub use error::{NetError, Result};
 pub use service::PeerService;
+pub use stats::{FollowerStats, RaftStats, SelfStats};
 
 use link::PeerLink;
 
@@ -129,6 +131,8 @@ struct Common {
     /// Where snapshot data is streamed from and to (carried in memory without it).
     streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
     metrics: metrics::PeersMetrics,
+    /// What `/v2/stats/self` and `/v2/stats/leader` report.
+    stats: Arc<RaftStats>,
 }
 
 impl Common {
@@ -189,10 +193,16 @@ impl PeerTransport {
                 removed: Mutex::new(Default::default()),
                 streams: Mutex::new(None),
                 metrics: Default::default(),
+                stats: Arc::new(RaftStats::new(local_id)),
             }),
             peers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
         }
+    }
+
+    /// The raft traffic counters of etcd's v2 stats.
+    pub fn stats(&self) -> Arc<RaftStats> {
+        self.common.stats.clone()
     }
 
     /// This member's id.
@@ -263,7 +273,16 @@ impl PeerTransport {
             let peers = self.peers.lock();
             for message in messages {
                 let to = message.to;
+                let append = message.get_msg_type() == MessageType::MsgAppend;
+                if append {
+                    self.common
+                        .stats
+                        .append_sent(to, protobuf::Message::compute_size(&message) as usize);
+                }
                 let Some(link) = peers.get(&to) else {
+                    if append {
+                        self.common.stats.append_failed(to);
+                    }
                     if message.get_msg_type() == MessageType::MsgSnapshot {
                         self.common.report(Inbound::SnapshotReport {
                             to,
@@ -284,6 +303,9 @@ impl PeerTransport {
                 }
                 if let Err(error) = link.queue.try_send(message) {
                     peer_metrics.sent_failures.increment(1);
+                    if append {
+                        self.common.stats.append_failed(to);
+                    }
                     if heartbeat {
                         ::metrics::counter!("etcd_server_heartbeat_send_failures_total")
                             .increment(1);

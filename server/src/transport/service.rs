@@ -129,8 +129,18 @@ impl Peer for PeerService {
                 .received_bytes
                 .increment(chunk.message.len() as u64 + 8);
             let message = decode(&chunk.message)?;
-            if message.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse {
-                peer_metrics.heartbeat_answered();
+            match message.get_msg_type() {
+                raft::eraftpb::MessageType::MsgHeartbeatResponse => {
+                    peer_metrics.heartbeat_answered();
+                }
+                raft::eraftpb::MessageType::MsgAppend => self
+                    .common
+                    .stats
+                    .append_received(message.from, chunk.message.len()),
+                raft::eraftpb::MessageType::MsgAppendResponse => {
+                    self.common.stats.append_answered(message.from);
+                }
+                _ => {}
             }
             self.deliver(message)?;
         }

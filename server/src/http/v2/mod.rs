@@ -5,6 +5,7 @@
 mod auth;
 pub mod json;
 pub mod keys;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +47,9 @@ pub fn router(core: Arc<Core>, store: SharedV2Store) -> Router {
         .route("/v2/machines", any(machines))
         .route("/v2/members", any(members))
         .route("/v2/members/{*rest}", any(members))
-        .route("/v2/stats/self", any(stats_self))
-        .route("/v2/stats/leader", any(stats_leader))
-        .route("/v2/stats/store", any(stats_store))
+        .route("/v2/stats/self", any(stats::self_stats))
+        .route("/v2/stats/leader", any(stats::leader_stats))
+        .route("/v2/stats/store", any(stats::store_stats))
         .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(core.config.cors.clone()),
@@ -333,81 +334,6 @@ fn no_content() -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
-}
-
-/// `/v2/stats/self`: this member's name, id, raft state and leader.
-async fn stats_self(State(state): State<V2State>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let core = &state.core;
-    let status = &core.raft.status;
-    let raft_state = if status.is_leader() {
-        "StateLeader"
-    } else {
-        "StateFollower"
-    };
-    let body = serde_json::json!({
-        "name": core.config.name,
-        "id": format!("{:x}", core.member_id),
-        "state": raft_state,
-        "leaderInfo": { "leader": format!("{:x}", status.leader()) },
-    });
-    json_response(StatusCode::OK, body.to_string())
-}
-
-/// `/v2/stats/leader`: the followers the leader replicates to (leader only).
-async fn stats_leader(State(state): State<V2State>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let core = &state.core;
-    let progress = match core.raft.progress().await {
-        Ok(Some(progress)) => progress,
-        _ => return http_error(StatusCode::FORBIDDEN, "not current leader"),
-    };
-    let mut followers = serde_json::Map::new();
-    let mut ids: Vec<u64> = progress.matched.keys().copied().collect();
-    ids.sort_unstable();
-    for id in ids.into_iter().filter(|&id| id != progress.leader_id) {
-        followers.insert(format!("{id:x}"), serde_json::json!({}));
-    }
-    let body = serde_json::json!({
-        "leader": format!("{:x}", progress.leader_id),
-        "followers": followers,
-    });
-    json_response(StatusCode::OK, body.to_string())
-}
-
-/// `/v2/stats/store`: the v2 store's operation counters.
-async fn stats_store(State(state): State<V2State>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let (stats, watchers) = {
-        let store = state.store.lock();
-        (store.stats.clone(), store.watcher_count())
-    };
-    let body = format!(
-        "{{\"getsSuccess\":{},\"getsFail\":{},\"setsSuccess\":{},\"setsFail\":{},\"deleteSuccess\":{},\"deleteFail\":{},\"updateSuccess\":{},\"updateFail\":{},\"createSuccess\":{},\"createFail\":{},\"compareAndSwapSuccess\":{},\"compareAndSwapFail\":{},\"compareAndDeleteSuccess\":{},\"compareAndDeleteFail\":{},\"expireCount\":{},\"watchers\":{}}}",
-        stats.get_success,
-        stats.get_fail,
-        stats.set_success,
-        stats.set_fail,
-        stats.delete_success,
-        stats.delete_fail,
-        stats.update_success,
-        stats.update_fail,
-        stats.create_success,
-        stats.create_fail,
-        stats.compare_and_swap_success,
-        stats.compare_and_swap_fail,
-        stats.compare_and_delete_success,
-        stats.compare_and_delete_fail,
-        stats.expire_count,
-        watchers
-    );
-    json_response(StatusCode::OK, body)
 }
 
 /// The leader records the cluster version once, as etcd's leader does on its first
