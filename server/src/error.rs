@@ -25,6 +25,10 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Join(String),
+    /// `--experimental-initial-corrupt-check` found a peer whose store diverged
+    /// (etcd's words, which operators and tooling look for).
+    #[error("{0:x} found data inconsistency with peers")]
+    DataInconsistency(u64),
     #[error(
         "member {0:x} was removed from the cluster: start it with a fresh data dir after `member add`"
     )]

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod corruption;
 pub mod driver;
 pub mod error;
 pub mod etcd_error;

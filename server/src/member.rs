@@ -264,6 +264,11 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     } else {
         (flagged_member, flagged_cluster)
     };
+    // etcd checks a member for corruption only once it has data (not when it is new).
+    let initialized = backend
+        .store()
+        .meta_get(MEMBER_LOCAL_TABLE, b"member_id")?
+        .is_some();
     let (local_id, cluster) = load_or_store_identity(&backend, flagged_member, flagged_cluster)?;
     tracing::info!(
         "starting member {local_id:x} in cluster {cluster:x} (name {}, data dir {})",
@@ -379,6 +384,17 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         tracing::error!("{REMOVED_LINE}");
         return Err(Error::Removed(local_id));
     }
+    let corruption_asker = crate::corruption::PeerAsker {
+        local_id,
+        cluster_id: cluster,
+        tls: peer_client_tls.clone(),
+        timeout: crate::core::request_timeout(&config),
+    };
+    if config.initial_corrupt_check && initialized {
+        // Before raft runs and before anyone is served, as etcd's embed does it.
+        let membership = shared_membership.read().clone();
+        crate::corruption::initial_check(backend.clone(), &membership, &corruption_asker).await?;
+    }
     if node.voters() == vec![local_id] {
         // A single voter need not wait an election timeout to lead.
         node.campaign()?;
@@ -413,6 +429,15 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    transport.set_hash_kv_source(Arc::new(crate::corruption::PeerHashKv(core.clone())));
+    if !config.corrupt_check_time.is_zero() {
+        tasks.push(tokio::spawn(crate::corruption::run_periodic(
+            core.clone(),
+            corruption_asker,
+            config.corrupt_check_time,
+            shutdown_rx.clone(),
+        )));
+    }
 
     // Peers.
     let info_core = core.clone();

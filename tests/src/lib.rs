@@ -32,6 +32,12 @@ pub fn concordctl_binary() -> PathBuf {
     binary("concordctl")
 }
 
+/// The test-only `corrupt_store` example of the server (damages a stopped member's
+/// store for the corruption checks' tests; `cargo build -p concord-server --examples`).
+pub fn corrupt_store_binary() -> PathBuf {
+    binary("examples/corrupt_store")
+}
+
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>

@@ -627,3 +627,170 @@ async fn compaction_frees_in_use_bytes_and_defragment_shrinks_the_db() -> anyhow
     }
     Ok(())
 }
+
+/// A 60 s deadline for waiting on something a test can observe.
+struct Deadline {
+    what: &'static str,
+    at: std::time::Instant,
+}
+
+impl Deadline {
+    fn new(what: &'static str) -> Deadline {
+        Deadline {
+            what,
+            at: std::time::Instant::now() + std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// Fails once the deadline passed, else waits a little before the next look.
+    async fn tick(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            std::time::Instant::now() < self.at,
+            "timed out waiting until {}",
+            self.what
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(())
+    }
+}
+
+/// etcd's TestEtcdCorruptHash scenario on Concord's store: one member's store is
+/// damaged while it is stopped (a value rewritten in place at its revision). With the
+/// initial check it refuses to start, with etcd's words; without it, it rejoins, and
+/// the leader's periodic check raises CORRUPT (as etcd 3.4.23: under member id 0), after
+/// which writes are refused with etcd's error, the alarm outlives restarts, and a
+/// disarm lets writes through again.
+#[tokio::test]
+async fn a_diverged_store_is_refused_at_start_and_raises_corrupt_periodically() -> anyhow::Result<()>
+{
+    let mut cluster = Cluster::start_with(3, &["--experimental-corrupt-check-time", "1s"])?;
+    let leader = cluster.leader().await?;
+    let damaged = (leader + 1) % 3;
+    let mut client = cluster.client().await?;
+    for i in 0..20 {
+        client
+            .put(format!("key/{i:02}"), format!("value {i}"), None)
+            .await?;
+    }
+    let last = client.get("key/19", None).await?;
+    let last_revision = last.header().map_or(0, |h| h.revision());
+    let mut damaged_client = cluster.member_client(damaged).await?;
+    let deadline = Deadline::new("the member to be damaged applied every write");
+    loop {
+        let got = damaged_client
+            .get("key/19", Some(GetOptions::new().with_serializable()))
+            .await?;
+        if got.header().map_or(0, |h| h.revision()) >= last_revision {
+            break;
+        }
+        deadline.tick().await?;
+    }
+    // A check over the agreeing stores passes without an alarm.
+    let checks_before = cluster
+        .log(leader)
+        .matches("finished peer corruption check")
+        .count();
+    let deadline = Deadline::new("a periodic check ran after the writes");
+    while cluster
+        .log(leader)
+        .matches("finished peer corruption check")
+        .count()
+        <= checks_before
+    {
+        deadline.tick().await?;
+    }
+    assert!(alarms(&mut client).await?.is_empty());
+
+    assert_eq!(cluster.stop(damaged), Some(0));
+    let data_dir = cluster.members[damaged]
+        .data_dir
+        .to_string_lossy()
+        .to_string();
+    let out = std::process::Command::new(concord_tests::corrupt_store_binary())
+        .args([data_dir.as_str(), "key/07", "damaged"])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+
+    // The initial check: the member compares its hash with its peers' and refuses.
+    cluster.extra_args = vec!["--experimental-initial-corrupt-check".to_string()];
+    cluster.spawn(damaged)?;
+    let code = cluster.wait_exit(damaged, std::time::Duration::from_secs(60))?;
+    let log = cluster.log(damaged);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("found data inconsistency with peers"), "{log}");
+    assert!(!log.contains("ready to serve client requests"), "{log}");
+
+    // Without it, the member rejoins, and the leader's periodic check finds it.
+    cluster.extra_args = vec![
+        "--experimental-corrupt-check-time".to_string(),
+        "1s".to_string(),
+    ];
+    cluster.spawn(damaged)?;
+    cluster.wait_ready(damaged)?;
+    let deadline = Deadline::new("the CORRUPT alarm is raised");
+    while alarms(&mut client).await?.is_empty() {
+        deadline.tick().await?;
+    }
+    assert_eq!(alarms(&mut client).await?, vec![(0, AlarmType::Corrupt)]);
+    let listed = ctl(
+        &etcdctl(),
+        &cluster.members[leader].client_url(),
+        &["alarm", "list"],
+    )?;
+    assert_eq!(listed, "alarm:CORRUPT \n");
+    let is_corrupt = |e: etcd_client::Error| e.to_string().contains("etcdserver: corrupt cluster");
+    assert!(is_corrupt(
+        client.put("key/00", "x", None).await.expect_err("put")
+    ));
+    assert!(is_corrupt(
+        client.delete("key/00", None).await.expect_err("delete")
+    ));
+    assert!(is_corrupt(
+        client.lease_grant(60, None).await.expect_err("lease grant")
+    ));
+    let refused = ctl_failure(
+        &cluster.members[leader].client_url(),
+        &["put", "key/00", "x"],
+    )?;
+    assert!(refused.contains("etcdserver: corrupt cluster"), "{refused}");
+    assert_eq!(
+        client.get("key/00", None).await?.kvs()[0].value(),
+        b"value 0"
+    );
+
+    // The alarm is stored: it outlives a restart of every member (here without the
+    // periodic check, which would raise it again after a disarm: the stores still
+    // differ). Disarming it then lets writes through, as etcd 3.4.23's does.
+    cluster.extra_args.clear();
+    for i in 0..3 {
+        assert_eq!(cluster.stop(i), Some(0));
+    }
+    for i in 0..3 {
+        cluster.spawn(i)?;
+    }
+    for i in 0..3 {
+        cluster.wait_ready(i)?;
+    }
+    let leader = cluster.leader().await?;
+    let endpoint = cluster.members[leader].client_url();
+    let mut client = cluster.client().await?;
+    assert_eq!(alarms(&mut client).await?, vec![(0, AlarmType::Corrupt)]);
+    assert!(is_corrupt(
+        client.put("key/00", "x", None).await.expect_err("put")
+    ));
+    let disarmed = ctl(&etcdctl(), &endpoint, &["alarm", "disarm"])?;
+    assert_eq!(disarmed, "alarm:CORRUPT \n");
+    assert_eq!(ctl(&etcdctl(), &endpoint, &["alarm", "list"])?, "");
+    assert_eq!(
+        ctl(&etcdctl(), &endpoint, &["put", "key/00", "again"])?,
+        "OK\n"
+    );
+    Ok(())
+}
+
+/// Runs etcdctl expecting it to fail; returns what it printed.
+fn ctl_failure(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let (ok, out, err) = run_ctl(&etcdctl(), &[endpoint.to_string()], args, None)?;
+    anyhow::ensure!(!ok, "etcdctl {args:?} succeeded: {out}");
+    Ok(out + &err)
+}

@@ -26,7 +26,8 @@ use concord_proto::etcdserverpb::kv_client::KvClient;
 use concord_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord_proto::etcdserverpb::watch_client::WatchClient;
 use concord_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, DeleteRangeResponse, MemberAddRequest, MemberAddResponse,
+    CompactionRequest, CompactionResponse, Compare, DefragmentRequest, DefragmentResponse,
+    DeleteRangeRequest, DeleteRangeResponse, MemberAddRequest, MemberAddResponse,
     MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
@@ -228,6 +229,22 @@ impl Client {
 
     pub async fn txn(&mut self, request: TxnRequest) -> Result<TxnResponse> {
         answer(&self.url, "Txn", self.kv.txn(request)).await
+    }
+
+    /// Compacts the history up to `revision`; `physical` waits until it is removed.
+    pub async fn compact(&mut self, revision: i64, physical: bool) -> Result<CompactionResponse> {
+        let request = CompactionRequest { revision, physical };
+        answer(&self.url, "Compact", self.kv.compact(request)).await
+    }
+
+    /// The member's Maintenance.Defragment, answered when it is done.
+    pub async fn defragment(&mut self) -> Result<DefragmentResponse> {
+        answer(
+            &self.url,
+            "Defragment",
+            self.maintenance.defragment(DefragmentRequest {}),
+        )
+        .await
     }
 
     /// The member's Maintenance.Status: its id (in the header) and the leader it knows.

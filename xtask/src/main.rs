@@ -36,6 +36,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod compare;
+mod defrag_bench;
 mod etcd;
 mod procfs;
 mod snapshot_bench;
@@ -72,6 +73,9 @@ const USAGE: &str = "usage:
                     (the serving member's RSS with watch streams open and after they close)
   cargo xtask bench --snapshot [--size-mib 1024] [--val-size 102400] [--no-build] [--binary PATH]
                     (a new member caught up from a snapshot: time, sender and receiver RSS)
+  cargo xtask bench --defrag [--keys 500000] [--overwrites 1] [--val-size 256] [--baseline-secs 10]
+                    [--no-build] [--binary PATH] [--etcd /usr/bin/etcd]
+                    (put latency while a defragment runs on a store of much garbage, and etcd's)
   cargo xtask chaos [--members 3|5] [--duration 120s] [--seed N] [--target concord|etcd]
                     [--clients 8] [--keys 8] [--watchers 3] [--timeout 1s] [--no-build]
                     [--snapshot-count 2000] [--binary PATH] [--data-dir DIR] [--serializable-gets]
@@ -257,9 +261,55 @@ fn cluster_command(raw: &[String]) -> Result<()> {
 }
 
 fn bench_command(raw: &[String]) -> Result<()> {
-    let args = Args::parse(raw, &["compare", "snapshot", "no-build", "watch-memory"])?;
+    let args = Args::parse(
+        raw,
+        &["compare", "snapshot", "defrag", "no-build", "watch-memory"],
+    )?;
     if args.switch("watch-memory") {
         return watch_memory_command(&args);
+    }
+    if args.switch("defrag") {
+        args.reject_unknown(&[
+            "defrag",
+            "keys",
+            "val-size",
+            "overwrites",
+            "baseline-secs",
+            "no-build",
+            "binary",
+            "etcd",
+        ])?;
+        let concord = args.path_or("binary", concord_binary());
+        if !args.switch("no-build") && args.string("binary").is_none() {
+            build_concord()?;
+        }
+        let etcd = args.path_or("etcd", PathBuf::from(ETCD_BINARY));
+        if !etcd.exists() {
+            bail!("{} is missing: apt-get install etcd-server", etcd.display());
+        }
+        let config = defrag_bench::DefragBenchConfig {
+            concord,
+            etcd,
+            root: target_dir().join("xtask-bench-defrag"),
+            keys: args.get_or("keys", 500_000)?,
+            val_size: args.get_or("val-size", 256)?,
+            overwrites: args.get_or("overwrites", 1)?,
+            baseline: Duration::from_secs(args.get_or("baseline-secs", 10)?),
+        };
+        if config.keys < 100 || config.val_size == 0 {
+            bail!("--keys must be at least 100 and --val-size positive");
+        }
+        let runtime = runtime()?;
+        let mut stop_signals = {
+            let _context = runtime.enter();
+            StopSignals::install()?
+        };
+        return runtime.block_on(async {
+            tokio::select! {
+                r = defrag_bench::run(&config) => r,
+                _ = stop_signals.received() => bail!("interrupted; members stopped"),
+            }
+        });
     }
     if args.switch("snapshot") {
         args.reject_unknown(&["snapshot", "size-mib", "val-size", "no-build", "binary"])?;

@@ -399,7 +399,12 @@ pub const FLAGS: &[FlagSpec] = &[
         "false",
         "Enable to check data corruption before serving any client/peer traffic.",
     ),
-    inert("experimental-corrupt-check-time", Duration, "0s"),
+    flag(
+        "experimental-corrupt-check-time",
+        Duration,
+        "0s",
+        "Duration of time between cluster corruption check passes.",
+    ),
     inert("experimental-enable-v2v3", Text, ""),
     inert("experimental-backend-bbolt-freelist-type", Text, "array"),
     flag(

@@ -133,6 +133,8 @@ pub struct Config {
     pub log_level: String,
     pub log_outputs: Vec<String>,
     pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: the leader's periodic check (zero: off).
+    pub corrupt_check_time: Duration,
     pub lease_checkpoint: bool,
     pub watch_progress_notify_interval: Duration,
     pub force_new_cluster: bool,
@@ -481,6 +483,7 @@ impl Config {
             log_level,
             log_outputs: v.list("log-outputs"),
             initial_corrupt_check: v.boolean("experimental-initial-corrupt-check")?,
+            corrupt_check_time: v.duration("experimental-corrupt-check-time")?,
             lease_checkpoint: v.boolean("experimental-enable-lease-checkpoint")?,
             watch_progress_notify_interval: v
                 .duration("experimental-watch-progress-notify-interval")?,

@@ -220,20 +220,16 @@ impl Maintenance for MaintenanceService {
             .require_admin(&request)
             .await
             .map_err(|e| e.as_auth_package_error())?;
-        let request = request.into_inner();
-        let store = self.core.backend.store();
-        // compact_revision is -1 for a store never compacted, as etcd reports it.
-        let started = std::time::Instant::now();
-        let (hash, compact_revision, hash_revision) =
-            store.hash_kv(request.revision).map_err(EtcdError::from)?;
-        metrics::histogram!("etcd_mvcc_hash_rev_duration_seconds").record(started.elapsed());
-        let revision = store.current_revision();
-        Ok(Response::new(HashKvResponse {
-            header: Some(self.core.header(revision)),
-            hash,
-            compact_revision,
-            hash_revision,
-        }))
+        let revision = request.into_inner().revision;
+        // compact_revision is -1 for a store never compacted, as etcd reports it. The
+        // hash reads the whole store: off the async threads.
+        let core = self.core.clone();
+        let response = tokio::task::spawn_blocking(move || {
+            crate::corruption::hash_kv_response(&core, revision)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(response))
     }
 
     type SnapshotStream =

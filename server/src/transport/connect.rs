@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use concord_proto::concordpb::peer_client::PeerClient;
 use concord_proto::concordpb::{MemberInfoRequest, MemberInfoResponse};
+use concord_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -152,5 +153,40 @@ pub async fn fetch_member_info(
     match tokio::time::timeout(CONNECT_TIMEOUT, call).await {
         Ok(response) => Ok(response?.into_inner()),
         Err(_) => Err(NetError::ConnectTimeout(url.to_string())),
+    }
+}
+
+/// Asks the member at `url` for its HashKV at `revision` (the corruption checks), as a
+/// member of cluster `cluster_id`, within `timeout` all told. An error the peer
+/// answered (a compacted or future revision) comes back as its status.
+pub async fn fetch_hash_kv(
+    url: &Url,
+    tls: Option<Arc<ClientConfig>>,
+    from: (u64, u64),
+    revision: i64,
+    timeout: Duration,
+) -> std::result::Result<HashKvResponse, tonic::Status> {
+    let (member_id, cluster_id) = from;
+    let call = async {
+        let channel = connect(url, tls)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(HashKvRequest { revision });
+        for (name, id) in [
+            (super::CLUSTER_ID_HEADER, cluster_id),
+            (super::FROM_HEADER, member_id),
+        ] {
+            if let Ok(value) = format!("{id:x}").parse() {
+                request.metadata_mut().insert(name, value);
+            }
+        }
+        let answer = PeerClient::new(channel).hash_kv(request).await?;
+        Ok::<_, tonic::Status>(answer.into_inner())
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer from {url} within {timeout:?}"
+        ))),
     }
 }

@@ -55,7 +55,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
-pub use connect::{connect, fetch_member_info, lazy_channel};
+pub use connect::{connect, fetch_hash_kv, fetch_member_info, lazy_channel};
 pub use error::{NetError, Result};
 pub use service::PeerService;
 pub use stats::{FollowerStats, RaftStats, SelfStats};
@@ -108,6 +108,16 @@ pub trait SnapshotStreams: Send + Sync + 'static {
     fn incoming(&self) -> std::io::Result<(std::fs::File, Vec<u8>)>;
 }
 
+/// Answers a peer's `HashKv` (the corruption checks): this member's HashKV at a
+/// revision, or the etcd error for it. Called on a blocking thread: it reads the whole
+/// store.
+pub trait HashKvSource: Send + Sync + 'static {
+    fn hash_kv(
+        &self,
+        revision: i64,
+    ) -> std::result::Result<concord_proto::etcdserverpb::HashKvResponse, tonic::Status>;
+}
+
 /// What a peer answers a removed member (etcd's `errMemberRemoved`).
 pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
 
@@ -130,6 +140,8 @@ struct Common {
     removed: Mutex<std::collections::HashSet<u64>>,
     /// Where snapshot data is streamed from and to (carried in memory without it).
     streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
+    /// Where `HashKv` calls are answered from (unavailable until set).
+    hash_kv: Mutex<Option<Arc<dyn HashKvSource>>>,
     metrics: metrics::PeersMetrics,
     /// What `/v2/stats/self` and `/v2/stats/leader` report.
     stats: Arc<RaftStats>,
@@ -192,6 +204,7 @@ impl PeerTransport {
                 stopping,
                 removed: Mutex::new(Default::default()),
                 streams: Mutex::new(None),
+                hash_kv: Mutex::new(None),
                 metrics: Default::default(),
                 stats: Arc::new(RaftStats::new(local_id)),
             }),
@@ -238,6 +251,11 @@ impl PeerTransport {
     /// Streams snapshot data through `streams` from now on (see [`SnapshotStreams`]).
     pub fn set_snapshot_streams(&self, streams: Arc<dyn SnapshotStreams>) {
         *self.common.streams.lock() = Some(streams);
+    }
+
+    /// Answers peers' `HashKv` calls from `source` from now on.
+    pub fn set_hash_kv_source(&self, source: Arc<dyn HashKvSource>) {
+        *self.common.hash_kv.lock() = Some(source);
     }
 
     /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it

@@ -9,6 +9,7 @@ use concord_proto::concordpb::peer_server::Peer;
 use concord_proto::concordpb::{
     MemberInfoRequest, MemberInfoResponse, RaftAck, RaftMessageChunk, SnapshotChunk,
 };
+use concord_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use raft::eraftpb::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -162,6 +163,26 @@ impl Peer for PeerService {
         _request: Request<MemberInfoRequest>,
     ) -> Result<Response<MemberInfoResponse>, Status> {
         Ok(Response::new((self.member_info)()))
+    }
+
+    /// etcd's peer `/members/hashkv`: behind the same TLS and certificate checks as
+    /// the raft traffic (the peer listener's), refused to members of other clusters.
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        self.check_cluster(request.metadata())?;
+        let source = self
+            .common
+            .hash_kv
+            .lock()
+            .clone()
+            .ok_or_else(|| Status::unavailable("member is starting"))?;
+        let revision = request.into_inner().revision;
+        let answer = tokio::task::spawn_blocking(move || source.hash_kv(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(answer))
     }
 }
 
