@@ -27,6 +27,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use futures::task::{ArcWake, AtomicWaker, waker_ref};
 use parking_lot::Mutex;
+use tracing::debug;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -141,6 +142,20 @@ where
                 && let Poll::Ready(output) = this.connection.as_mut().poll(&mut inner)
             {
                 this.ended = Some(output);
+                // The connection is gone (the client closed it, or it failed): what is
+                // left of its streams can never send again. Dropping them now ends
+                // their handlers and drops their response bodies, which is how a
+                // stream's producer (a snapshot's sender, a watch) learns that its
+                // client went away. Left in place they would wait for a wake-up
+                // nothing is bound to deliver, holding what they hold (a snapshot's
+                // read view) for good.
+                let left = this.streams.len() + shared.queue.lock().len();
+                if left > 0 {
+                    debug!("connection ended with {left} streams unfinished; dropping them");
+                }
+                this.streams.clear();
+                let queued = std::mem::take(&mut *shared.queue.lock());
+                drop(queued);
             }
             if !shared.woken.load(Ordering::SeqCst) {
                 shared.polling.store(false, Ordering::SeqCst);
