@@ -448,6 +448,82 @@ async fn wait_scrape(
     }
 }
 
+/// go-grpc-prometheus registers every method of every service at zero when the
+/// server starts, Lock and Election included (etcd 3.4.23's first scrape lists
+/// `v3lockpb.Lock` and `v3electionpb.Election` series before any call): dashboards'
+/// `rate()` and `increase()` need the series before the first event.
+#[tokio::test]
+async fn lock_and_election_series_exist_at_zero_from_the_start() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    cluster.leader().await?;
+    let scrape = member_scrape(&cluster, 0)?;
+    let methods = [
+        ("v3lockpb.Lock", "Lock", "unary"),
+        ("v3lockpb.Lock", "Unlock", "unary"),
+        ("v3electionpb.Election", "Campaign", "unary"),
+        ("v3electionpb.Election", "Proclaim", "unary"),
+        ("v3electionpb.Election", "Leader", "unary"),
+        ("v3electionpb.Election", "Observe", "server_stream"),
+        ("v3electionpb.Election", "Resign", "unary"),
+    ];
+    let codes = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    for (service, method, kind) in methods {
+        let labels =
+            format!(r#"grpc_method="{method}",grpc_service="{service}",grpc_type="{kind}""#);
+        for family in [
+            "grpc_server_started_total",
+            "grpc_server_msg_received_total",
+            "grpc_server_msg_sent_total",
+        ] {
+            assert_eq!(scrape.value(&format!("{family}{{{labels}}}")), 0.0);
+        }
+        for code in codes {
+            assert_eq!(
+                scrape.value(&format!(
+                    r#"grpc_server_handled_total{{grpc_code="{code}",{labels}}}"#
+                )),
+                0.0
+            );
+        }
+    }
+    // And they move from there: one lock counts one started and one handled Lock.
+    let mut client = cluster.member_client(0).await?;
+    let lease = client.lease_grant(10, None).await?.id();
+    let options = etcd_client::LockOptions::new().with_lease(lease);
+    client.lock("metrics-lock", Some(options)).await?;
+    let after = member_scrape(&cluster, 0)?;
+    let lock = r#"grpc_method="Lock",grpc_service="v3lockpb.Lock",grpc_type="unary""#;
+    assert_eq!(
+        after.value(&format!("grpc_server_started_total{{{lock}}}")),
+        1.0
+    );
+    assert_eq!(
+        after.value(&format!(
+            r#"grpc_server_handled_total{{grpc_code="OK",{lock}}}"#
+        )),
+        1.0
+    );
+    Ok(())
+}
+
 /// What the gRPC metrics count is what reaches the client port's gRPC server, as
 /// etcd 3.4.23 counts it: its gateway dials the member's own gRPC server (`curl
 /// /v3/kv/put` counts one `Put`, with client version "unknown"), while its Lock and
