@@ -420,3 +420,103 @@ print("etcd3gw ok")
     run_python(script, &[&port.to_string()], "etcd3gw ok")?;
     Ok(())
 }
+
+/// etcd applies `--cors` to its whole client HTTP handler, not only to v2: the gateway,
+/// `/metrics`, `/health`, `/version` and v2 all name an allowed origin in their answers
+/// (none for an origin not allowed), and an OPTIONS preflight on any of them is answered
+/// at once with 200 and no body. Read off etcd 3.4.23 (`embed/serve.go`'s access
+/// controller) with curl.
+#[tokio::test]
+async fn cors_applies_to_every_client_http_answer() -> Result<()> {
+    let cluster = Cluster::start_with(1, &["--enable-v2", "--cors", "http://app.example:8080"])?;
+    cluster.leader().await?;
+    let url = endpoint(&cluster);
+    let routes = [
+        (
+            "POST",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("k")),
+        ),
+        (
+            "POST",
+            "/v3beta/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b64("k")),
+        ),
+        ("GET", "/metrics", String::new()),
+        ("GET", "/health", String::new()),
+        ("GET", "/version", String::new()),
+        ("GET", "/v2/keys/", String::new()),
+    ];
+    let allowed_origin = [("origin", "http://app.example:8080")];
+    let other_origin = [("origin", "http://other.example")];
+    for (method, path, body) in &routes {
+        let allowed = request(&url, method, path, body, &allowed_origin).await?;
+        assert_eq!(allowed.status, 200, "{method} {path}: {}", allowed.body);
+        let header = |answer: &concord_tests::http_json::Answer, name: &str| {
+            answer
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            header(&allowed, "access-control-allow-origin").as_deref(),
+            Some("http://app.example:8080"),
+            "{method} {path}"
+        );
+        assert_eq!(
+            header(&allowed, "access-control-allow-methods").as_deref(),
+            Some("POST, GET, OPTIONS, PUT, DELETE"),
+            "{method} {path}"
+        );
+        assert_eq!(
+            header(&allowed, "access-control-allow-headers").as_deref(),
+            Some("accept, content-type, authorization"),
+            "{method} {path}"
+        );
+
+        let other = request(&url, method, path, body, &other_origin).await?;
+        assert_eq!(other.status, 200, "{method} {path}: {}", other.body);
+        assert_eq!(
+            header(&other, "access-control-allow-origin"),
+            None,
+            "{method} {path}"
+        );
+
+        let preflight = request(
+            &url,
+            "OPTIONS",
+            path,
+            "",
+            &[
+                ("origin", "http://app.example:8080"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await?;
+        assert_eq!(preflight.status, 200, "OPTIONS {path}");
+        assert_eq!(preflight.body, "", "OPTIONS {path}");
+        assert_eq!(
+            header(&preflight, "access-control-allow-origin").as_deref(),
+            Some("http://app.example:8080"),
+            "OPTIONS {path}"
+        );
+    }
+    drop(cluster);
+
+    // The default (`--cors` not given) allows every origin: `*`, with or without one.
+    let cluster = Cluster::start(1)?;
+    cluster.leader().await?;
+    let url = endpoint(&cluster);
+    for (method, path, body) in &routes[..5] {
+        let answer = request(&url, method, path, body, &[]).await?;
+        assert_eq!(
+            answer
+                .headers
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*"),
+            "{method} {path}"
+        );
+    }
+    Ok(())
+}

@@ -28,9 +28,57 @@ pub fn router(core: Arc<Core>, gateway_channel: tonic::transport::Channel) -> Ro
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(core.clone())
-        .merge(metrics::router(core))
+        .merge(metrics::router(core.clone()))
         .merge(v2)
         .merge(gateway::router(gateway_channel))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(core.config.cors.clone()),
+            cors,
+        ))
+}
+
+/// etcd's CORS handling (`--cors`, default `*`), which etcd applies to its whole client
+/// HTTP handler (the gateway, `/metrics`, `/health`, `/version`, v2), not to gRPC nor
+/// to `--listen-metrics-urls`: the allowed origin (`*` when every origin is) is named
+/// in the answer's Access-Control headers, and an OPTIONS preflight is answered at once
+/// with 200 and no body, whatever the path.
+async fn cors(
+    State(origins): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, Method};
+    let allowed = |origin: &str| {
+        origins.iter().all(|o| o.is_empty()) || origins.iter().any(|o| o == "*" || o == origin)
+    };
+    let origin = if allowed("*") {
+        Some("*".to_string())
+    } else {
+        request
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .filter(|origin| allowed(origin))
+            .map(str::to_string)
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        axum::response::Response::new(axum::body::Body::empty())
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        let headers = response.headers_mut();
+        headers.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        headers.insert("access-control-allow-origin", origin);
+        headers.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
+    response
 }
 
 /// What `--listen-metrics-urls` serves: `/metrics` and `/health`, as etcd does.

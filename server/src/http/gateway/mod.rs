@@ -61,7 +61,7 @@ pub fn router(channel: Channel) -> Router {
             let channel = channel.clone();
             move |request: Request| {
                 let (channel, method) = (channel.clone(), method.clone());
-                async move { with_cors(call(channel, &method, request).await) }
+                async move { call(channel, &method, request).await }
             }
         };
         let method_router = post(handler).fallback(method_not_allowed);
@@ -98,21 +98,6 @@ impl Method {
     }
 }
 
-/// etcd's gateway answers every `/v3` response with these (its CORS defaults).
-fn with_cors(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
-    headers.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    response
-}
-
 /// Go's `http.Error`, which grpc-gateway uses for requests that match no route.
 fn plain_error(status: StatusCode) -> Response {
     let mut response = Response::new(Body::from(format!(
@@ -129,7 +114,7 @@ fn plain_error(status: StatusCode) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    with_cors(response)
+    response
 }
 
 async fn method_not_allowed() -> Response {

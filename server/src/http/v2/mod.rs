@@ -51,52 +51,7 @@ pub fn router(core: Arc<Core>, store: SharedV2Store) -> Router {
         .route("/v2/stats/leader", any(stats::leader_stats))
         .route("/v2/stats/store", any(stats::store_stats))
         .merge(auth::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(core.config.cors.clone()),
-            cors,
-        ))
         .with_state(V2State { core, store })
-}
-
-/// etcd's CORS handling (`--cors`, default `*`): the allowed origin (`*` when every
-/// origin is) is named in the answer's Access-Control headers, and an OPTIONS
-/// preflight is answered at once with 200.
-async fn cors(
-    State(origins): State<Arc<Vec<String>>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let allowed = |origin: &str| {
-        origins.iter().all(|o| o.is_empty()) || origins.iter().any(|o| o == "*" || o == origin)
-    };
-    let origin = if allowed("*") {
-        Some("*".to_string())
-    } else {
-        request
-            .headers()
-            .get("origin")
-            .and_then(|v| v.to_str().ok())
-            .filter(|origin| allowed(origin))
-            .map(str::to_string)
-    };
-    let mut response = if request.method() == Method::OPTIONS {
-        Response::new(Body::empty())
-    } else {
-        next.run(request).await
-    };
-    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        let headers = response.headers_mut();
-        headers.insert(
-            "access-control-allow-methods",
-            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-        );
-        headers.insert("access-control-allow-origin", origin);
-        headers.insert(
-            "access-control-allow-headers",
-            HeaderValue::from_static("accept, content-type, authorization"),
-        );
-    }
-    response
 }
 
 /// Go's http.Error for a method the route does not take.
