@@ -520,3 +520,78 @@ async fn cors_applies_to_every_client_http_answer() -> Result<()> {
     }
     Ok(())
 }
+
+/// Malformed JSON gets etcd 3.4's gateway answer: Go's `encoding/json` (and jsonpb's)
+/// error text as both `error` and `message`, code 3 (InvalidArgument) and HTTP 400;
+/// unknown fields are ignored, and only the body's first JSON value is read. Each
+/// expected text was read off etcd 3.4.23 answering the same body with curl.
+#[tokio::test]
+async fn malformed_json_gets_gos_decoder_errors() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    cluster.leader().await?;
+    let url = endpoint(&cluster);
+    let refused: &[(&str, &str)] = &[
+        ("x", "invalid character 'x' looking for beginning of value"),
+        (r#"{"key":"#, "unexpected EOF"),
+        (
+            r#"{"key": "aw==", "limit": "abc"}"#,
+            "invalid character 'a' looking for beginning of value",
+        ),
+        (
+            r#"{"key": 5}"#,
+            "json: cannot unmarshal number into Go value of type []uint8",
+        ),
+        (r#"{"key":"!!"}"#, "illegal base64 data at input byte 0"),
+        (
+            "[1]",
+            "json: cannot unmarshal array into Go value of type map[string]json.RawMessage",
+        ),
+        (
+            r#""str""#,
+            "json: cannot unmarshal string into Go value of type map[string]json.RawMessage",
+        ),
+        (
+            r#"{"key":"aw==","limit":1.5}"#,
+            "json: cannot unmarshal number 1.5 into Go value of type int64",
+        ),
+        (
+            r#"{"key":"aw==","sort_order":"BOGUS"}"#,
+            r#"unknown value "BOGUS" for enum etcdserverpb.RangeRequest_SortOrder"#,
+        ),
+        (
+            r#"{"limit":"12x"}"#,
+            "invalid character 'x' after top-level value",
+        ),
+        (
+            r#"{"keys_only":"yes"}"#,
+            "json: cannot unmarshal string into Go value of type bool",
+        ),
+        (
+            r#"{"key":"aw==",}"#,
+            "invalid character '}' looking for beginning of object key string",
+        ),
+        // No body, or null: the empty request, which the server refuses itself.
+        ("", "etcdserver: key is not provided"),
+        ("null", "etcdserver: key is not provided"),
+    ];
+    for (body, message) in refused {
+        let answer = post(&url, "/v3/kv/range", body).await?;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert_eq!(
+            answer.json()?,
+            json!({"error": message, "message": message, "code": 3}),
+            "{body}"
+        );
+    }
+    // Unknown fields are ignored; what follows the first value is not read.
+    for body in [
+        r#"{"key":"aw==","unknown_field":1}"#,
+        r#"{"key":"aw=="} x"#,
+        r#"{"key":"aw==","limit":"12"}"#,
+    ] {
+        let answer = post(&url, "/v3/kv/range", body).await?;
+        assert_eq!(answer.status, 200, "{body}: {}", answer.body);
+        assert_header(&answer.json()?);
+    }
+    Ok(())
+}

@@ -27,6 +27,15 @@ pub fn json_to_protobuf(
     desc: &MessageDescriptor,
     value: serde_json::Value,
 ) -> Result<Vec<u8>, DecodeError> {
+    // Go's decoder takes `null` for the empty request, and names type errors its way.
+    let value = if value.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        value
+    };
+    if let Some(error) = super::go_json::type_error(desc, &value) {
+        return Err(DecodeError(error));
+    }
     let options = DeserializeOptions::new().deny_unknown_fields(false);
     DynamicMessage::deserialize_with_options(desc.clone(), value, &options)
         .map(|message| message.encode_to_vec())

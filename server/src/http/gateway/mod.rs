@@ -38,6 +38,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+mod go_json;
+
 use json::DecodeError;
 
 /// The HTTP/JSON gateway's routes, calling the member's services over `channel`.
@@ -425,7 +427,10 @@ impl JsonRequests {
                     return Some(json::json_to_protobuf(&self.desc, value));
                 }
                 Some(Err(error)) if !error.is_eof() => {
-                    return Some(Err(DecodeError(error.to_string())));
+                    // Go's scanner's words for it, as the gateway answers them.
+                    let message =
+                        go_json::syntax_error(&self.buffer).unwrap_or_else(|| error.to_string());
+                    return Some(Err(DecodeError(message)));
                 }
                 // An incomplete value, or nothing but blanks so far: read on.
                 _ if self.body_ended => {
