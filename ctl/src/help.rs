@@ -291,7 +291,7 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "completion bash",
         "bash",
         "Generate the autocompletion script for bash",
-        "",
+        COMPLETION_BASH_LONG,
     ),
     (
         "completion fish",
@@ -333,6 +333,30 @@ $ cat file | put <key>
 will store the content of the file to <key>.
 ";
 
+/// cobra's help for `completion bash` (the script concordctl writes is its own, see
+/// [`crate::completion`]; how to load it is the same).
+const COMPLETION_BASH_LONG: &str = "Generate the autocompletion script for the bash shell.
+
+This script depends on the 'bash-completion' package.
+If it is not installed already, you can install it via your OS's package manager.
+
+To load completions in your current shell session:
+
+\tsource <(etcdctl completion bash)
+
+To load completions for every new session, execute once:
+
+#### Linux:
+
+\tetcdctl completion bash > /etc/bash_completion.d/etcdctl
+
+#### macOS:
+
+\tetcdctl completion bash > $(brew --prefix)/etc/bash_completion.d/etcdctl
+
+You will need to start a new shell for this setup to take effect.
+";
+
 /// Flags pflag prints without quotes (numbers, durations, lists).
 const UNQUOTED: &[&str] = &[
     "rev",
@@ -349,8 +373,13 @@ fn entry(path: &str) -> Option<&'static (&'static str, &'static str, &'static st
     COMMANDS.iter().find(|c| c.0 == path)
 }
 
+/// The short description of the command at `path` (names spelled out in full).
+pub fn short(path: &str) -> Option<&'static str> {
+    entry(path).map(|c| c.2)
+}
+
 /// The paths of `path`'s subcommands, sorted by name as cobra sorts them.
-fn children(path: &str) -> Vec<&'static str> {
+pub fn children(path: &str) -> Vec<&'static str> {
     let mut kids: Vec<&'static str> = COMMANDS
         .iter()
         .map(|c| c.0)

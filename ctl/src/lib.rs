@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod completion;
 pub mod discovery;
 pub mod environ;
 pub mod error;
@@ -48,6 +49,17 @@ use std::io::Write;
 /// Runs concordctl with these arguments (including the program name) and
 /// returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    // cobra's hidden commands behind the completion scripts.
+    if let Some(ask) = args.get(1).and_then(|a| a.to_str())
+        && (ask == "__complete" || ask == "__completeNoDesc")
+    {
+        let words: Vec<String> = args[2..]
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        print!("{}", completion::complete(&words, ask == "__complete"));
+        return 0;
+    }
     // etcdctl's main: ETCDCTL_API picks the command tree (2: the v2 one).
     match std::env::var("ETCDCTL_API").unwrap_or_default().as_str() {
         "" | "3" => {}
@@ -100,8 +112,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         return print_help(&path);
     }
     if path.first() == Some(&"completion") {
-        eprintln!("Error: concordctl does not generate shell completion scripts");
-        return ExitCode::Error as i32;
+        return completion_script(&args, &path);
     }
     let parsed = environ::command()
         .try_get_matches_from(args)
@@ -128,6 +139,33 @@ pub fn run(args: Vec<OsString>) -> i32 {
             e.code as i32
         }
     }
+}
+
+/// `completion <shell> [--no-descriptions]`: the script for the program as it was
+/// called (`etcdctl` through a link of that name).
+fn completion_script(args: &[OsString], path: &[&str]) -> i32 {
+    if path.get(1) != Some(&"bash") {
+        eprintln!(
+            "Error: concordctl generates the completion script for bash only, not for {}",
+            path.get(1).copied().unwrap_or_default()
+        );
+        return ExitCode::Error as i32;
+    }
+    let mut descriptions = true;
+    for arg in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        match arg {
+            "--no-descriptions" | "--no-descriptions=true" => descriptions = false,
+            "--no-descriptions=false" => descriptions = true,
+            _ => {}
+        }
+    }
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map_or_else(|| "concordctl".into(), |n| n.to_string_lossy());
+    print!("{}", completion::bash_script(&program, descriptions));
+    0
 }
 
 fn execute(
