@@ -5,8 +5,9 @@
 //! environment variables with etcdctl's checks and `--debug` dump, DNS SRV
 //! discovery, v3 commands `put get del txn compaction watch lease member
 //! endpoint alarm defrag move-leader snapshot make-mirror lock elect auth user
-//! role check (perf, datascale) version`, resolved by unique prefix as cobra does), etcdctl's
-//! help layout, the `txn` input language, and etcdctl's output formats
+//! role check (perf, datascale) version`, resolved by unique prefix as cobra does), bash
+//! completion (`completion bash`, answered through cobra's `__complete`), clientv3's
+//! `retrying of unary invoker failed` warnings, etcdctl's help layout, the `txn` input language, and etcdctl's output formats
 //! (`-w simple|json|fields|table|protobuf`) reproduced byte for byte, with
 //! etcdctl's `Error: ...` lines and exit codes. Long-running commands (watch,
 //! lock, elect, make-mirror) ride out a server restart as clientv3 does.

@@ -1855,8 +1855,9 @@ pub const CTL_MASKERS: &[Masker] = &[
         name: "etcdctl-client-log-lines",
         what: "the lines etcdctl's Go client library logs on stderr when a call fails \
                (`{\"level\":\"warn\",...,\"msg\":\"retrying of unary invoker failed\",...}`): \
-               a library's log, not etcdctl's output; the server comparison keeps them (they \
-               carry the gRPC code)",
+               concordctl writes them too, but how many retries a failing connection gets \
+               is timing (steps that need the line say so with `expect`); the server \
+               comparison keeps them (they carry the gRPC code)",
         apply: |text, _, _| {
             text.split_inclusive('\n')
                 .filter(|line| !line.starts_with("{\"level\":"))
