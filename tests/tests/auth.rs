@@ -866,3 +866,150 @@ print("END")
     }
     Ok(())
 }
+
+/// A CA, a server certificate for localhost, and client certificates whose common names
+/// are users, as PEM files in `dir`; returns (ca, server cert, server key).
+fn certificates_for(
+    dir: &std::path::Path,
+    users: &[&str],
+) -> anyhow::Result<(String, String, String)> {
+    let write = |name: &str, pem: String| -> anyhow::Result<String> {
+        let path = dir.join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "auth test CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf = |name: &str, usage| -> anyhow::Result<(String, String)> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
+    for user in users {
+        let (cert, key) = leaf(user, rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
+        write(&format!("{user}.crt"), cert)?;
+        write(&format!("{user}.key"), key)?;
+    }
+    Ok((
+        write("ca.crt", ca.pem())?,
+        write("server.crt", server_cert)?,
+        write("server.key", server_key)?,
+    ))
+}
+
+/// An etcd-client client of `port` over TLS, presenting `user`'s certificate from `dir`
+/// and no user name or password: the certificate's common name is the identity.
+async fn certificate_client(
+    port: u16,
+    dir: &std::path::Path,
+    user: &str,
+) -> anyhow::Result<Client> {
+    let pem = |name: String| std::fs::read(dir.join(name));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem("ca.crt".into())?.as_slice()) {
+        roots.add(cert?)?;
+    }
+    let chain = rustls_pemfile::certs(&mut pem(format!("{user}.crt"))?.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pem(format!("{user}.key"))?.as_slice())?
+        .ok_or_else(|| anyhow::anyhow!("no key for {user}"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))?
+        .connect_with_connector(connect)
+        .await?;
+    Ok(Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?)
+}
+
+/// With `--client-cert-auth` and no token, the certificate's common name is the user for
+/// the Lock and Election services too: a user whose role grants the lock and election
+/// prefix locks and campaigns, one without gets etcd's permission error.
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_and_election_as_a_certificate_identity() -> anyhow::Result<()> {
+    let files = tempfile::tempdir()?;
+    let (ca, cert, key) = certificates_for(files.path(), &["root", "locker", "stranger"])?;
+    let member = TlsMember::start(&cert, &key, &ca)?;
+    let mut root = certificate_client(member.port, files.path(), "root").await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.role_add("sync").await?;
+    root.role_grant_permission("sync", Permission::read_write("/sync/").with_prefix())
+        .await?;
+    for user in ["locker", "stranger"] {
+        root.user_add(
+            user,
+            "",
+            Some(etcd_client::UserAddOptions::new().with_no_pwd()),
+        )
+        .await?;
+    }
+    root.user_grant_role("locker", "sync").await?;
+    root.auth_enable().await?;
+
+    let mut locker = certificate_client(member.port, files.path(), "locker").await?;
+    let lease = locker.lease_grant(60, None).await?.id();
+    let lock = locker
+        .lock("/sync/lock", Some(LockOptions::new().with_lease(lease)))
+        .await?;
+    assert!(lock.key().starts_with(b"/sync/lock/"), "{:?}", lock.key());
+    locker.unlock(lock.key()).await?;
+    let campaign = locker.campaign("/sync/election", "me", lease).await?;
+    let leader = campaign
+        .leader()
+        .ok_or_else(|| anyhow::anyhow!("no leader key"))?;
+    assert_eq!(
+        locker
+            .leader("/sync/election")
+            .await?
+            .kv()
+            .map(|kv| kv.value()),
+        Some(&b"me"[..])
+    );
+    locker
+        .resign(Some(ResignOptions::new().with_leader(leader.clone())))
+        .await?;
+
+    let mut stranger = certificate_client(member.port, files.path(), "stranger").await?;
+    let lease = stranger.lease_grant(60, None).await?.id();
+    let denied = "etcdserver: permission denied";
+    assert_eq!(
+        outcome(
+            stranger
+                .lock("/sync/lock", Some(LockOptions::new().with_lease(lease)))
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        outcome(stranger.campaign("/sync/election", "me", lease).await),
+        denied
+    );
+    Ok(())
+}
