@@ -81,6 +81,21 @@ async fn cors(
     response
 }
 
+/// An answer with a JSON body (`content-type: application/json`), the one shape of the
+/// gateway's and v2's answers, errors included.
+pub(crate) fn json_answer(
+    status: StatusCode,
+    body: impl Into<axum::body::Body>,
+) -> axum::response::Response {
+    let mut response = axum::response::Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// What `--listen-metrics-urls` serves: `/metrics` and `/health`, as etcd does.
 pub fn metrics_and_health(core: Arc<Core>) -> Router {
     Router::new()

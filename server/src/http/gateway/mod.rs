@@ -230,21 +230,11 @@ fn metadata_headers(metadata: &tonic::metadata::MetadataMap, headers: &mut Heade
     }
 }
 
-fn json_response(status: StatusCode, body: Body) -> Response {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 fn unary_response(response: tonic::Response<Vec<u8>>, output: &MessageDescriptor) -> Response {
     let (metadata, message, _) = response.into_parts();
     match json::protobuf_to_json(output, &message) {
         Ok(body) => {
-            let mut response = json_response(StatusCode::OK, Body::from(body));
+            let mut response = crate::http::json_answer(StatusCode::OK, Body::from(body));
             metadata_headers(&metadata, response.headers_mut());
             response
         }
@@ -287,7 +277,7 @@ fn error_body(status: &Status) -> String {
 }
 
 fn error_response(status: &Status) -> Response {
-    json_response(http_status(status.code()), Body::from(error_body(status)))
+    crate::http::json_answer(http_status(status.code()), Body::from(error_body(status)))
 }
 
 /// `text` as a JSON string, escaped as Go's encoding/json (grpc-gateway's marshaler)
@@ -352,12 +342,12 @@ async fn stream_response(
     let first = match stream.message().await {
         Ok(Some(first)) => first,
         Ok(None) => {
-            let mut response = json_response(StatusCode::OK, Body::empty());
+            let mut response = crate::http::json_answer(StatusCode::OK, Body::empty());
             metadata_headers(&metadata, response.headers_mut());
             return response;
         }
         Err(status) => {
-            let mut response = json_response(
+            let mut response = crate::http::json_answer(
                 http_status(status.code()),
                 Body::from(stream_error_chunk(&status)),
             );
@@ -391,7 +381,7 @@ async fn stream_response(
     let body = futures::stream::once(async move { first })
         .chain(rest)
         .map(Ok::<_, std::convert::Infallible>);
-    let mut response = json_response(StatusCode::OK, Body::from_stream(body));
+    let mut response = crate::http::json_answer(StatusCode::OK, Body::from_stream(body));
     metadata_headers(&metadata, response.headers_mut());
     response
 }

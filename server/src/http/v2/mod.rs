@@ -22,7 +22,9 @@ use concord_proto::etcdserverpb::{
 use tokio::sync::watch;
 
 use crate::core::Core;
+// The client port's JSON answer, under the name v2's modules know it by.
 use crate::etcd_error::EtcdError;
+use crate::http::json_answer as json_response;
 use crate::state::v2::{Method as V2Method, Request, SharedV2Store};
 pub use keys::V2State;
 
@@ -68,15 +70,6 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    response
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
