@@ -9,7 +9,31 @@ use concord_server::config::{self, Invocation};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` in the v3 library that libmimalloc-sys 0.1.49 builds
+/// (its `mimalloc.h`; the sys crate names no constant for it). A test checks that this
+/// option number holds the purge delay's default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Gives freed memory back to the OS when it is freed. mimalloc's purge delay (1 s) is
+/// not a timer: it is checked only when the thread that freed the memory next allocates,
+/// so after a burst (1,000 watch streams served, then closed) the idle worker threads
+/// kept every page: RSS stayed 16 MiB above idle twenty seconds after 1,000 streams
+/// closed, 131 MiB after 10,000; with no delay, 6-7 and 11-12 MiB. Its cost, 200 clients'
+/// puts on 3 members: madvise calls 0.02 -> 0.23 and page faults 0.13 -> 1.4 per put,
+/// server CPU per put the same within the loaded machine's noise (2.14 vs 2.12 s per
+/// 20,000 puts). `MIMALLOC_PURGE_DELAY` in the environment still decides if set.
+#[allow(unsafe_code)]
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets one entry of mimalloc's option table, which is not thread safe: this
+    // runs first in `main`, before any other thread of ours exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
 fn main() {
+    purge_freed_memory_at_once();
     let invocation = match config::from_process() {
         Ok(invocation) => invocation,
         Err(error) => {
@@ -74,4 +98,21 @@ fn init_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// The option number is mimalloc's purge delay: v3 gives it a default of 1000 ms,
+    /// which no other option has.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_number_is_mimallocs() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads one entry of mimalloc's option table; nothing in this test
+        // binary sets options.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 1000);
+    }
 }
