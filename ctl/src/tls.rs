@@ -119,7 +119,17 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>
                 .add(cert)
                 .map_err(|e| bad_connection(format!("bad CA certificate: {e}")))?;
         }
-        builder.with_root_certificates(roots)
+        let roots = Arc::new(roots);
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
+                .build()
+                .map_err(|e| bad_connection(format!("bad CA certificate: {e}")))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustedCertificateAsServer {
+                inner: webpki,
+                roots,
+            }))
     };
     let mut config = match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => {
@@ -201,6 +211,101 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Accepts, besides what the WebPKI verifier accepts, a server certificate that is
+/// itself one of the trusted CA certificates and names the server, as Go's
+/// `x509.Verify` does (a leaf found in the roots pool is a chain of its own). etcd's
+/// `CommonName-root.crt` fixture is CA, server and client certificate at once; WebPKI
+/// refuses any CA certificate as an end entity, so concordctl could not connect where
+/// etcdctl does.
+#[derive(Debug)]
+struct TrustedCertificateAsServer {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl TrustedCertificateAsServer {
+    /// Whether `end_entity` is a trusted anchor (same subject and key) valid for
+    /// `server_name`. WebPKI checks the validity period before it refuses a CA as an end
+    /// entity, so that refusal already says the certificate is current, and the
+    /// handshake proves the server holds its key.
+    fn is_trusted_anchor_for(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> bool {
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(end_entity) else {
+            return false;
+        };
+        let trusted = self.roots.roots.iter().any(|root| {
+            root.subject.as_ref() == anchor.subject.as_ref()
+                && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+        });
+        trusted
+            && webpki::EndEntityCert::try_from(end_entity)
+                .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(server_name).is_ok())
+    }
+}
+
+/// Whether WebPKI refused a certificate only because it is a CA's.
+fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
+    match error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ),
+        _ => false,
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedCertificateAsServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(error)
+                if is_ca_used_as_end_entity(&error)
+                    && self.is_trusted_anchor_for(end_entity, server_name) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

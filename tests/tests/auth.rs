@@ -701,14 +701,16 @@ impl TlsMember {
     /// (success, stdout + stderr). A run past a minute is killed and is an error, so a
     /// client that cannot connect (etcdctl's `user add` has no deadline) fails the test
     /// instead of hanging it.
-    fn etcdctl(
+    /// Runs `ctl` (etcdctl or concordctl) against the member with a client identity.
+    fn ctl(
         &self,
+        ctl: &std::path::Path,
         (cert, key, ca): (&str, &str, &str),
         args: &[&str],
         stdin: Option<&str>,
     ) -> anyhow::Result<(bool, String)> {
         use std::io::{Read, Write};
-        let mut child = Command::new(concord_tests::etcdctl())
+        let mut child = Command::new(ctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://localhost:{}", self.port))
             .args(["--cacert", ca, "--cert", cert, "--key", key])
@@ -773,32 +775,54 @@ async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
     );
     let member = TlsMember::start(&cert, &key, &cert)?;
     let identity = (cert.as_str(), key.as_str(), cert.as_str());
-    let run = |args: &[&str], stdin: Option<&str>, want: &str| -> anyhow::Result<()> {
-        let (ok, text) = member.etcdctl(identity, args, stdin)?;
-        anyhow::ensure!(ok && text.contains(want), "etcdctl {args:?}: {text}");
+    // Both ctls must take the CA certificate as the server's too, as Go's x509 does:
+    // the steps alternate between them.
+    let (etcdctl, concordctl) = (concord_tests::etcdctl(), concord_tests::concordctl_binary());
+    let ctls = [etcdctl.as_path(), concordctl.as_path()];
+    let run = |ctl: &std::path::Path,
+               args: &[&str],
+               stdin: Option<&str>,
+               want: &str|
+     -> anyhow::Result<()> {
+        let (ok, text) = member.ctl(ctl, identity, args, stdin)?;
+        anyhow::ensure!(
+            ok && text.contains(want),
+            "{} {args:?}: {text}",
+            ctl.display()
+        );
         Ok(())
     };
     run(
+        &concordctl,
         &["user", "add", "root", "--interactive=false"],
         Some("rootpw\n"),
         "User root created",
     )?;
     run(
+        &etcdctl,
         &["user", "grant-role", "root", "root"],
         None,
         "Role root is granted to user root",
     )?;
-    run(&["auth", "enable"], None, "Authentication Enabled")?;
+    run(
+        &concordctl,
+        &["auth", "enable"],
+        None,
+        "Authentication Enabled",
+    )?;
     std::thread::scope(|scope| {
         let users = scope.spawn(|| -> anyhow::Result<()> {
             for i in 0..10 {
                 let user = format!("user-{i}");
+                let ctl = ctls[i % 2];
                 run(
+                    ctl,
                     &["user", "add", &user, "--interactive=false"],
                     Some("pw\n"),
                     &format!("User {user} created"),
                 )?;
                 run(
+                    ctl,
                     &["user", "delete", &user],
                     None,
                     &format!("User {user} deleted"),
@@ -809,8 +833,9 @@ async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
         let keys = scope.spawn(|| -> anyhow::Result<()> {
             for i in 0..10 {
                 let key = format!("key-{i}");
-                run(&["put", &key, "v"], None, "OK")?;
-                run(&["del", &key], None, "1")?;
+                let ctl = ctls[(i + 1) % 2];
+                run(ctl, &["put", &key, "v"], None, "OK")?;
+                run(ctl, &["del", &key], None, "1")?;
             }
             Ok(())
         });
@@ -822,7 +847,9 @@ async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     // The certificate is the identity: root may list users without a password.
-    run(&["user", "list"], None, "root")?;
+    for ctl in ctls {
+        run(ctl, &["user", "list"], None, "root")?;
+    }
     Ok(())
 }
 
