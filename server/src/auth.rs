@@ -216,6 +216,7 @@ impl Authenticator {
                         .map(|username| AuthInfo {
                             username,
                             revision: self.store.revision(),
+                            follows_current_revision: true,
                         })
                 }
                 Tokens::Jwt(jwt) => jwt.verify(token),
@@ -228,6 +229,7 @@ impl Authenticator {
             return Ok(Some(AuthInfo {
                 username: name,
                 revision: self.store.revision(),
+                follows_current_revision: true,
             }));
         }
         Ok(None)
@@ -291,6 +293,7 @@ impl JwtTokens {
         Some(AuthInfo {
             username: data.claims.username,
             revision: data.claims.revision,
+            follows_current_revision: false,
         })
     }
 }

@@ -44,6 +44,11 @@ pub struct Core {
     proposals_failed: metrics::Counter,
 }
 
+/// How many times a request refused for an old auth revision is proposed again as of
+/// the current one (etcd loops until its context ends; a bound keeps a client racing
+/// endless user changes from holding a request worker as long).
+pub const AUTH_REVISION_RETRIES: usize = 32;
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -185,12 +190,34 @@ impl Core {
         who: &AuthInfo,
         request: internal_request::Request,
     ) -> Result<ApplyResult, EtcdError> {
-        let header = RequestHeader {
+        let header = |revision| RequestHeader {
             id: 0,
             username: who.username.clone(),
-            auth_revision: who.revision,
+            auth_revision: revision,
         };
-        self.propose_with(Some(header), request).await
+        // Users and roles changing under a request move the auth revision past the
+        // caller's; etcd's raftRequest then proposes again as of the current revision.
+        // Only a copy kept for that costs anything, so only those who may retry keep one.
+        let mut again =
+            (who.follows_current_revision && self.auth.store.is_enabled()).then(|| request.clone());
+        let mut outcome = self.propose_with(Some(header(who.revision)), request).await;
+        for _ in 0..AUTH_REVISION_RETRIES {
+            let Some(request) = again.take() else { break };
+            let refused_as_old = match &outcome {
+                Ok(ApplyResult {
+                    result: Some(apply_result::Result::Error(error)),
+                }) => EtcdError::from_apply_error(error) == EtcdError::auth_old_revision(),
+                Ok(_) => false,
+                Err(error) => *error == EtcdError::auth_old_revision(),
+            };
+            if !refused_as_old {
+                break;
+            }
+            again = Some(request.clone());
+            let revision = self.auth.store.revision();
+            outcome = self.propose_with(Some(header(revision)), request).await;
+        }
+        outcome
     }
 
     /// Proposes the member's own request (lease expiry, attributes): it carries no

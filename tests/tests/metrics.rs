@@ -147,6 +147,14 @@ fn member_scrape(cluster: &Cluster, i: usize) -> Result<Scrape> {
     scrape(cluster.members[i].client_port)
 }
 
+/// Every member has applied every write committed before this call.
+async fn caught_up(cluster: &Cluster) -> Result<()> {
+    for i in 0..3 {
+        cluster.member_client(i).await?.get("warm", None).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn etcd_families_are_exported_with_their_types_and_move_as_etcds_do() -> Result<()> {
     let cluster = Cluster::start(3)?;
@@ -155,6 +163,9 @@ async fn etcd_families_are_exported_with_their_types_and_move_as_etcds_do() -> R
     // A short load: puts, reads, a delete, a txn, a lease, a watch.
     client.put("warm", "up", None).await?;
     client.get("warm", None).await?;
+    // A linearizable read through each member waits until it has applied what was
+    // committed, so no scrape misses (or later counts) a write a follower still applies.
+    caught_up(&cluster).await?;
     let before: Vec<Scrape> = (0..3)
         .map(|i| member_scrape(&cluster, i))
         .collect::<Result<_>>()?;
@@ -180,6 +191,7 @@ async fn etcd_families_are_exported_with_their_types_and_move_as_etcds_do() -> R
     let created = watch.message().await?;
     assert!(created.is_some_and(|r| r.created()));
     drop(watch);
+    caught_up(&cluster).await?;
 
     let after: Vec<Scrape> = (0..3)
         .map(|i| member_scrape(&cluster, i))

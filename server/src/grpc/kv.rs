@@ -10,7 +10,7 @@ use concord_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::core::{Core, expect_result};
+use crate::core::{AUTH_REVISION_RETRIES, Core, expect_result};
 use crate::etcd_error::EtcdError;
 use crate::state::alarms::Quota;
 
@@ -42,8 +42,6 @@ impl Kv for KvService {
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
-        let auth = &self.core.auth.store;
-        auth.check_range(&who, &request.key, &request.range_end)?;
         if !request.serializable {
             if self
                 .core
@@ -56,15 +54,38 @@ impl Kv for KvService {
             }
             self.core.linearizable_barrier().await?;
         }
-        let store = self.core.backend.store();
-        let mut response = store.range(&request).map_err(EtcdError::from)?;
-        drop(store);
-        // etcd's doSerialize: the auth state must not have changed under the read.
-        if who.revision != 0 && who.revision != auth.revision() {
-            return Err(EtcdError::auth_old_revision().into());
+        // etcd's doSerialize: check, read, and if the auth state changed under the read,
+        // check again as of the current revision (callers whose revision follows it).
+        let auth = &self.core.auth.store;
+        let mut who = who;
+        let mut retries = 0;
+        loop {
+            let outcome = auth
+                .check_range(&who, &request.key, &request.range_end)
+                .and_then(|()| {
+                    let response = self.core.backend.store().range(&request);
+                    let response = response.map_err(EtcdError::from)?;
+                    if who.revision != 0 && who.revision != auth.revision() {
+                        return Err(EtcdError::auth_old_revision());
+                    }
+                    Ok(response)
+                });
+            match outcome {
+                Ok(mut response) => {
+                    self.core.complete_header(&mut response.header);
+                    return Ok(Response::new(response));
+                }
+                Err(error)
+                    if error == EtcdError::auth_old_revision()
+                        && who.follows_current_revision
+                        && retries < AUTH_REVISION_RETRIES =>
+                {
+                    retries += 1;
+                    who.revision = auth.revision();
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        self.core.complete_header(&mut response.header);
-        Ok(Response::new(response))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -156,6 +156,7 @@ impl Machine {
         let info = header.map(|h| AuthInfo {
             username: h.username,
             revision: h.auth_revision,
+            follows_current_revision: false,
         });
         if is_auth_request(&request) {
             return self

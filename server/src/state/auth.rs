@@ -45,6 +45,11 @@ pub(crate) const REVISION_KEY: &[u8] = b"revision";
 pub struct AuthInfo {
     pub username: String,
     pub revision: u64,
+    /// The revision is whatever the auth store's was when the caller was identified (a
+    /// simple token or a certificate name, not a JWT's own claim): a request refused
+    /// for an old revision may be tried again as of the current one, as etcd's
+    /// raftRequest and doSerialize do.
+    pub follows_current_revision: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
