@@ -352,6 +352,18 @@ impl Drop for LoneMember {
 }
 
 fn start_lone_member() -> Result<LoneMember> {
+    // A port free_port found may be taken by another test before the member binds it;
+    // the member then exits, and is started again on other ports.
+    for _ in 0..3 {
+        if let Some(member) = try_start_lone_member()? {
+            return Ok(member);
+        }
+    }
+    bail!("the lone member never served metrics")
+}
+
+/// Starts the member; `None` if it exited before serving metrics.
+fn try_start_lone_member() -> Result<Option<LoneMember>> {
     let dir = tempfile::tempdir()?;
     let (client_port, metrics_port) = (free_port(), free_port());
     let peers = [free_port(), free_port(), free_port()];
@@ -378,20 +390,23 @@ fn start_lone_member() -> Result<LoneMember> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let member = LoneMember {
+    let mut member = LoneMember {
         child,
         client_port,
         metrics_port,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", member.metrics_port)).is_err() {
+        if member.child.try_wait()?.is_some() {
+            return Ok(None);
+        }
         if Instant::now() > deadline {
             bail!("the lone member never served metrics");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(member)
+    Ok(Some(member))
 }
 
 #[test]
