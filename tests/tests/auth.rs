@@ -601,7 +601,7 @@ async fn expired_leases_are_revoked_with_auth_on() -> anyhow::Result<()> {
     )?;
     assert_eq!(
         stdout,
-        format!("lease {lease:x} already expired\n"),
+        format!("lease {lease:016x} already expired\n"),
         "stderr: {stderr}"
     );
     Ok(())
