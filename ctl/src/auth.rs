@@ -98,14 +98,15 @@ const INTERRUPTED_PROMPT_EXIT: i32 = 255;
 
 /// The terminal while a password is typed: no echo (speakeasy runs `stty -echo` around
 /// etcdctl's prompts), and no line discipline or signal keys either, so that this
-/// reader sees Ctrl-C itself. speakeasy catches SIGINT to turn the echo back on before
-/// it exits; Concord installs no signal handler (one would stay for the rest of the
-/// process and change what Ctrl-C does to `watch` or `lock` later), so the keys that
-/// would send SIGINT or SIGQUIT arrive as bytes here, and the prompt restores the
-/// terminal and exits as speakeasy does. The saved settings come back when this is
-/// dropped.
+/// reader sees Ctrl-C itself: the keys that would send SIGINT or SIGQUIT arrive as
+/// bytes here, and the prompt restores the terminal and exits as speakeasy does. A
+/// signal sent from elsewhere (`kill -INT`, `kill -TERM`, a hang-up) is caught while the
+/// prompt waits, as speakeasy catches SIGHUP, SIGINT, SIGQUIT and SIGTERM, with the same
+/// outcome (see [`PromptSignals`]). The saved settings come back when this is dropped.
 struct HiddenInput {
     saved: rustix::termios::Termios,
+    /// Declared after `saved` and dropped after the terminal is restored.
+    _signals: Option<PromptSignals>,
 }
 
 impl HiddenInput {
@@ -116,6 +117,8 @@ impl HiddenInput {
         };
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;
+        // Caught before the echo goes off, so no moment is left without them.
+        let signals = PromptSignals::catch();
         let mut quiet = saved.clone();
         quiet
             .local_modes
@@ -123,7 +126,10 @@ impl HiddenInput {
         quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
         quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
         tcsetattr(&stdin, OptionalActions::Now, &quiet).ok()?;
-        Some(HiddenInput { saved })
+        Some(HiddenInput {
+            saved,
+            _signals: signals,
+        })
     }
 
     fn key(&self, index: rustix::termios::SpecialCodeIndex) -> u8 {
@@ -176,6 +182,80 @@ impl HiddenInput {
 impl Drop for HiddenInput {
     fn drop(&mut self) {
         self.restore();
+    }
+}
+
+/// The termination signals speakeasy catches around a prompt.
+const PROMPT_SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
+/// The terminal settings a signal during the prompt restores: set before the handler
+/// is installed, never freed (at most a prompt or two per process), read by the
+/// handler with one atomic load.
+static TERMINAL_BEFORE_PROMPT: std::sync::atomic::AtomicPtr<libc::termios> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Handles [`PROMPT_SIGNALS`] while a prompt waits: the terminal's settings from before
+/// the prompt come back and the process ends with speakeasy's status 255. Only
+/// async-signal-safe calls (`tcsetattr`, `_exit`). When this is dropped the actions the
+/// process had before come back, so a later Ctrl-C (`watch`, `lock`) does what it did
+/// (a handler left installed for good would change that).
+struct PromptSignals {
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+#[allow(unsafe_code)]
+extern "C" fn restore_terminal_and_exit(_signal: libc::c_int) {
+    let saved = TERMINAL_BEFORE_PROMPT.load(std::sync::atomic::Ordering::Acquire);
+    // SAFETY: `saved` is null or a leaked, never-freed termios written before this
+    // handler was installed; tcsetattr and _exit are async-signal-safe.
+    unsafe {
+        if !saved.is_null() {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+        }
+        libc::_exit(INTERRUPTED_PROMPT_EXIT);
+    }
+}
+
+impl PromptSignals {
+    /// None when stdin's settings cannot be read (then there is nothing to restore).
+    #[allow(unsafe_code)]
+    fn catch() -> Option<PromptSignals> {
+        // SAFETY: a zeroed termios is a valid value for tcgetattr to fill in; the
+        // sigaction structs are zeroed, then filled field by field as sigaction(2) wants;
+        // the handler is an extern "C" fn that only makes async-signal-safe calls.
+        unsafe {
+            let mut terminal: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut terminal) != 0 {
+                return None;
+            }
+            TERMINAL_BEFORE_PROMPT.store(
+                Box::into_raw(Box::new(terminal)),
+                std::sync::atomic::Ordering::Release,
+            );
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = restore_terminal_and_exit as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous = Vec::with_capacity(PROMPT_SIGNALS.len());
+            for signal in PROMPT_SIGNALS {
+                let mut before: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, &action, &mut before) == 0 {
+                    previous.push((signal, before));
+                }
+            }
+            Some(PromptSignals { previous })
+        }
+    }
+}
+
+impl Drop for PromptSignals {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        for (signal, before) in &self.previous {
+            // SAFETY: puts back the action sigaction(2) reported for this signal.
+            unsafe {
+                libc::sigaction(*signal, before, std::ptr::null_mut());
+            }
+        }
     }
 }
 

@@ -44,11 +44,6 @@ pub struct Core {
     proposals_failed: metrics::Counter,
 }
 
-/// How many times a request refused for an old auth revision is proposed again as of
-/// the current one (etcd loops until its context ends; a bound keeps a client racing
-/// endless user changes from holding a request worker as long).
-pub const AUTH_REVISION_RETRIES: usize = 32;
-
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -182,6 +177,16 @@ impl Core {
         Err(EtcdError::no_space())
     }
 
+    /// Until when a request refused for an old auth revision is tried again as of the
+    /// current one. etcd's raftRequest loops until the request's context ends; here the
+    /// context is the client's deadline (tonic drops the request when its `grpc-timeout`
+    /// passes) and, for a client that sets none, one request timeout from now, so a
+    /// caller racing endless user changes gets "revision of auth store is old" at last
+    /// instead of holding a request worker for ever.
+    pub fn auth_retry_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.request_timeout
+    }
+
     /// Proposes a client's write made by `who`: the entry carries the user and the auth
     /// revision the request was checked at, and the apply decides (etcd's
     /// `authApplierV3`), so a request proposed under an older auth state is refused.
@@ -200,8 +205,9 @@ impl Core {
         // Only a copy kept for that costs anything, so only those who may retry keep one.
         let mut again =
             (who.follows_current_revision && self.auth.store.is_enabled()).then(|| request.clone());
+        let deadline = self.auth_retry_deadline();
         let mut outcome = self.propose_with(Some(header(who.revision)), request).await;
-        for _ in 0..AUTH_REVISION_RETRIES {
+        loop {
             let Some(request) = again.take() else { break };
             let refused_as_old = match &outcome {
                 Ok(ApplyResult {
@@ -210,7 +216,7 @@ impl Core {
                 Ok(_) => false,
                 Err(error) => *error == EtcdError::auth_old_revision(),
             };
-            if !refused_as_old {
+            if !refused_as_old || tokio::time::Instant::now() >= deadline {
                 break;
             }
             again = Some(request.clone());

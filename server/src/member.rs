@@ -430,6 +430,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     transport.set_hash_kv_source(Arc::new(crate::corruption::PeerHashKv(core.clone())));
+    transport.set_member_changes(Arc::new(crate::grpc::cluster::LeaderChanges(core.clone())));
     if !config.corrupt_check_time.is_zero() {
         tasks.push(tokio::spawn(crate::corruption::run_periodic(
             core.clone(),

@@ -3,10 +3,10 @@
 //! request (`MemberUpdate`: raft has no conf change for peer URLs).
 //!
 //! Every change is decided on the leader, which alone knows how far each member's log
-//! matches its own and whom it heard from lately: a follower hands the request to the
-//! leader's client URL unchanged, as etcd forwards a promotion, with the sender's token,
-//! so the leader's admin check passes or fails as the follower's did (etcd proposes on
-//! the follower itself, where its own check stands). The leader checks the
+//! matches its own and whom it heard from lately: a follower checks its caller's
+//! permission itself (etcd proposes on the follower, where the caller is known by its
+//! token or its client certificate), then hands the request to the leader over the peer
+//! link, as etcd forwards a promotion to its leader's peer URL. The leader checks the
 //! rules of etcd's `ValidateConfigurationChange` against its applied membership (no
 //! other conf change can be pending: raft-core refuses a second one), and with
 //! `--strict-reconfig-check` etcd's quorum rules (`IsReadyToAddVotingMember`,
@@ -15,7 +15,7 @@
 //! raft's view of who answered within the last election timeout.
 
 use concord_proto::concordpb::internal_request;
-use concord_proto::etcdserverpb::cluster_client::ClusterClient;
+use concord_proto::concordpb::peer_client::PeerClient;
 use concord_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
@@ -25,7 +25,6 @@ use prost::Message;
 use raft::eraftpb::ConfChangeV2;
 use url::Url;
 
-use crate::auth::Credentials;
 use crate::config::url_text;
 use crate::core::{Core, expect_result};
 use crate::driver::Progress;
@@ -34,13 +33,9 @@ use crate::state::membership::{Membership, member_id};
 
 /// `MemberAdd`: a new member (a learner if asked), with an id etcd's way (its peer URLs
 /// and the time of the request).
-pub async fn add(
-    core: &Core,
-    request: MemberAddRequest,
-    sender: &Credentials,
-) -> Result<MemberAddResponse, EtcdError> {
+pub async fn add(core: &Core, request: MemberAddRequest) -> Result<MemberAddResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, sender, request, |mut client, request| async move {
+        return forward(core, request, |mut client, request| async move {
             client.member_add(request).await
         })
         .await;
@@ -81,10 +76,9 @@ pub async fn add(
 pub async fn remove(
     core: &Core,
     request: MemberRemoveRequest,
-    sender: &Credentials,
 ) -> Result<MemberRemoveResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, sender, request, |mut client, request| async move {
+        return forward(core, request, |mut client, request| async move {
             client.member_remove(request).await
         })
         .await;
@@ -108,10 +102,9 @@ pub async fn remove(
 pub async fn promote(
     core: &Core,
     request: MemberPromoteRequest,
-    sender: &Credentials,
 ) -> Result<MemberPromoteResponse, EtcdError> {
     if !core.raft.status.is_leader() {
-        return forward(core, sender, request, |mut client, request| async move {
+        return forward(core, request, |mut client, request| async move {
             client.member_promote(request).await
         })
         .await;
@@ -265,51 +258,45 @@ fn ready_to_promote(membership: &Membership, local_id: u64) -> Result<(), EtcdEr
     Ok(())
 }
 
-/// Hands a Cluster call to the leader's client URL, with the sender's token (the
-/// leader checks it as this member did), and returns its answer as is.
-async fn forward<Q, T, F, Fut>(
-    core: &Core,
-    sender: &Credentials,
-    request: Q,
-    call: F,
-) -> Result<T, EtcdError>
+/// Hands a member change to the leader over the peer link (its peer URLs in turn, with
+/// the peer TLS settings) and returns its answer as is. The caller's permission was
+/// checked here: the leader makes the change a member asks for.
+async fn forward<Q, T, F, Fut>(core: &Core, request: Q, call: F) -> Result<T, EtcdError>
 where
-    F: FnOnce(ClusterClient<tonic::transport::Channel>, tonic::Request<Q>) -> Fut,
+    Q: Clone,
+    F: Fn(PeerClient<tonic::transport::Channel>, tonic::Request<Q>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    // A leader that has just started may not have published its client URLs yet.
-    let mut url = None;
-    for _ in 0..50 {
-        let leader = core.require_leader()?;
-        url = core.membership.read().get(leader).and_then(|m| {
-            m.client_ur_ls
-                .iter()
-                .filter_map(|u| Url::parse(u).ok())
-                .find(|u| matches!(u.scheme(), "http" | "https"))
-        });
-        if url.is_some() {
-            break;
-        }
-        tokio::time::sleep(core.config.heartbeat_interval).await;
-    }
-    let url = url.ok_or_else(EtcdError::not_leader)?;
-    let tls = crate::tls::client_tls(&core.config)
-        .map_err(|e| EtcdError::internal(e.to_string()))?
-        .map(|t| t.client);
-    let channel = crate::transport::connect(&url, tls)
-        .await
-        .map_err(|_| EtcdError::timeout_due_to_connection_lost())?;
+    let leader = core.require_leader()?;
+    let urls = core.membership.read().peer_urls(leader);
+    let tls = crate::tls::peer_client_config(&core.config)
+        .map_err(|e| EtcdError::internal(e.to_string()))?;
     let timeout = crate::core::request_timeout(&core.config);
-    let request =
-        tonic::Request::from_parts(sender.to_metadata(), tonic::Extensions::default(), request);
-    match tokio::time::timeout(timeout, call(ClusterClient::new(channel), request)).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(EtcdError {
-            code: status.code(),
-            message: status.message().to_string(),
-        }),
-        Err(_) => Err(EtcdError::timeout()),
+    let deadline = tokio::time::Instant::now() + timeout;
+    for url in &urls {
+        let Ok(Ok(channel)) =
+            tokio::time::timeout_at(deadline, crate::transport::connect(url, tls.clone())).await
+        else {
+            continue;
+        };
+        let message =
+            crate::transport::peer_request(request.clone(), (core.member_id, core.cluster_id));
+        return match tokio::time::timeout_at(deadline, call(PeerClient::new(channel), message))
+            .await
+        {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(EtcdError {
+                code: status.code(),
+                message: status.message().to_string(),
+            }),
+            Err(_) => Err(EtcdError::timeout()),
+        };
     }
+    Err(if urls.is_empty() {
+        EtcdError::not_leader()
+    } else {
+        EtcdError::timeout_due_to_connection_lost()
+    })
 }
 
 #[cfg(test)]

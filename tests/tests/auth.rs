@@ -643,6 +643,119 @@ async fn requests_racing_user_changes_are_not_refused_for_an_old_revision() -> a
     Ok(())
 }
 
+/// Puts racing a role revoke, through every member of three (followers hand theirs to
+/// the leader, and an auth-revision retry must not let one through): every put that
+/// began after the revoke was acknowledged is refused with "permission denied", every
+/// put that ended before the revoke was sent succeeded, every acknowledged put is in
+/// the store and no refused one is (e2e TestCtlV3AuthRoleRevokeDuringOps).
+#[tokio::test(flavor = "multi_thread")]
+async fn puts_racing_a_role_revoke_are_decided_on_either_side_of_it() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let cluster = Cluster::start(3)?;
+    cluster.leader().await?;
+    let endpoints = cluster.endpoints();
+    let mut root = Client::connect([endpoints[0].as_str()], None).await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.user_add("writer", "writerpw", None).await?;
+    root.role_add("race").await?;
+    root.role_grant_permission("race", Permission::read_write("race/").with_prefix())
+        .await?;
+    root.user_grant_role("writer", "race").await?;
+    root.auth_enable().await?;
+    let mut root = client_as(&endpoints[0], "root", "rootpw").await?;
+
+    let (sent, acknowledged) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let allowed_so_far = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let endpoint = endpoints[w % 3].clone();
+        let (sent, acknowledged) = (sent.clone(), acknowledged.clone());
+        let allowed_so_far = allowed_so_far.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = client_as(&endpoint, "writer", "writerpw").await?;
+            // (key, began after the acknowledgement, ended before the revoke was sent, outcome)
+            let mut puts = Vec::new();
+            let mut after = 0;
+            for n in 0.. {
+                let key = format!("race/{w}-{n}");
+                let began_after = acknowledged.load(Ordering::SeqCst);
+                let result = client.put(key.as_str(), "v", None).await;
+                let ended_before = !sent.load(Ordering::SeqCst);
+                if result.is_ok() {
+                    allowed_so_far.fetch_add(1, Ordering::SeqCst);
+                }
+                puts.push((key, began_after, ended_before, outcome(result)));
+                if began_after {
+                    after += 1;
+                    if after == 10 {
+                        break;
+                    }
+                }
+                // Writers that never see the revoke would run for ever: the revoke
+                // comes once 60 puts are in, long before this.
+                anyhow::ensure!(n < 100_000, "the revoke never came");
+            }
+            anyhow::Ok(puts)
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while allowed_so_far.load(Ordering::SeqCst) < 60 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the writers did not get 60 puts in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sent.store(true, Ordering::SeqCst);
+    root.user_revoke_role("writer", "race").await?;
+    acknowledged.store(true, Ordering::SeqCst);
+
+    let mut puts = Vec::new();
+    for writer in writers {
+        puts.extend(writer.await??);
+    }
+    let stored: std::collections::BTreeSet<String> = root
+        .get(
+            "race/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    let denied = "etcdserver: permission denied";
+    let mut wrong = Vec::new();
+    for (key, began_after, ended_before, outcome) in &puts {
+        let ok = outcome.as_str() == "ok";
+        if *began_after && outcome != denied {
+            wrong.push(format!(
+                "{key} began after the revoke's acknowledgement: {outcome}"
+            ));
+        }
+        if *ended_before && !ok {
+            wrong.push(format!("{key} ended before the revoke was sent: {outcome}"));
+        }
+        if !ok && outcome != denied {
+            wrong.push(format!("{key}: {outcome}"));
+        }
+        if ok != stored.contains(key) {
+            wrong.push(format!(
+                "{key}: {outcome}, stored: {}",
+                stored.contains(key)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert!(puts.iter().filter(|p| p.1).count() == 60);
+    Ok(())
+}
+
 /// A member change sent to a follower is decided by the leader with the sender's token:
 /// root may remove a member through any member, an ordinary user through none (e2e
 /// TestCtlV3AuthMemberRemove, where the follower's hand-over lost the token and root
@@ -669,6 +782,169 @@ async fn member_remove_through_a_follower_carries_the_senders_token() -> anyhow:
         "etcdserver: permission denied"
     );
     // The answer lists the members the leader has once the removal applied.
+    let left: Vec<u64> = root
+        .member_remove(victim)
+        .await?
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:x?}");
+    assert!(!left.contains(&victim));
+    Ok(())
+}
+
+/// Three members serving clients over TLS with `--client-cert-auth` (their peer links
+/// plain), for member changes sent to a follower by certificate identities.
+struct TlsCluster {
+    children: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl TlsCluster {
+    fn start(cert: &str, key: &str, ca: &str) -> anyhow::Result<TlsCluster> {
+        let dir = tempfile::tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| (concord_tests::free_port(), concord_tests::free_port()))
+            .collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TlsCluster {
+            children: Vec::new(),
+            ports: ports.iter().map(|(client, _)| *client).collect(),
+            dir,
+        };
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let client_url = format!("https://localhost:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = std::fs::File::create(cluster.dir.path().join(format!("m{i}.log")))?;
+            cluster.children.push(
+                Command::new(concord_tests::concord_binary())
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(cluster.dir.path().join(format!("m{i}.concord")))
+                    .args(["--listen-client-urls", &client_url])
+                    .args(["--advertise-client-urls", &client_url])
+                    .args(["--listen-peer-urls", &peer_url])
+                    .args(["--initial-advertise-peer-urls", &peer_url])
+                    .args(["--initial-cluster", &initial_cluster])
+                    .args(["--cert-file", cert, "--key-file", key])
+                    .args(["--trusted-ca-file", ca, "--client-cert-auth"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()?,
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for (i, port) in cluster.ports.iter().enumerate() {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "member {i} did not serve: {}",
+                    std::fs::read_to_string(cluster.dir.path().join(format!("m{i}.log")))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(cluster)
+    }
+}
+
+fn as_learner() -> etcd_client::MemberAddOptions {
+    etcd_client::MemberAddOptions::new().with_is_learner()
+}
+
+/// With `--client-cert-auth`, a member change sent to a follower by a caller known only
+/// by its client certificate is decided for that caller: the follower checks it and
+/// hands the change to the leader over the peer link (etcd's followers propose member
+/// changes themselves). Root's certificate adds, promotes and removes through the
+/// follower; a certificate of a user without the root role is refused each time. (The
+/// follower used to forward to the leader's client URL, where its own certificate, not
+/// the caller's, named the user.)
+#[tokio::test(flavor = "multi_thread")]
+async fn member_changes_through_a_follower_keep_the_certificate_identity() -> anyhow::Result<()> {
+    let files = tempfile::tempdir()?;
+    let (ca, cert, key) = certificates_for(files.path(), &["root", "user"])?;
+    let cluster = TlsCluster::start(&cert, &key, &ca)?;
+    // A follower every member agrees on, and a member to remove that is neither.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (follower, victim) = loop {
+        let mut seen = Vec::new();
+        for port in &cluster.ports {
+            let mut client = certificate_client(*port, files.path(), "root").await?;
+            if let Ok(status) = client.status().await {
+                let own = status.header().map(|h| h.member_id()).unwrap_or(0);
+                seen.push((*port, own, status.leader()));
+            }
+        }
+        let leader = seen.first().map(|s| s.2).unwrap_or(0);
+        if seen.len() == 3 && leader != 0 && seen.iter().all(|s| s.2 == leader) {
+            let others: Vec<(u16, u64)> = seen
+                .iter()
+                .filter(|s| s.1 != leader)
+                .map(|s| (s.0, s.1))
+                .collect();
+            break (others[0].0, others[1].1);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no agreed leader: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut root = certificate_client(follower, files.path(), "root").await?;
+    root.user_add("root", "rootpw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.user_add(
+        "user",
+        "",
+        Some(etcd_client::UserAddOptions::new().with_no_pwd()),
+    )
+    .await?;
+    root.auth_enable().await?;
+
+    let mut user = certificate_client(follower, files.path(), "user").await?;
+    let denied = "etcdserver: permission denied";
+
+    let learner_url = format!("http://127.0.0.1:{}", concord_tests::free_port());
+    assert_eq!(
+        outcome(
+            user.member_add([learner_url.as_str()], Some(as_learner()))
+                .await
+        ),
+        denied
+    );
+    let learner = root
+        .member_add([learner_url.as_str()], Some(as_learner()))
+        .await?
+        .member()
+        .map(|m| m.id())
+        .ok_or_else(|| anyhow::anyhow!("no member in the answer"))?;
+    // The leader decided: the learner never started, so it is not in sync.
+    assert_eq!(outcome(user.member_promote(learner).await), denied);
+    assert_eq!(
+        outcome(root.member_promote(learner).await),
+        "etcdserver: can only promote a learner member which is in sync with leader"
+    );
+    assert_eq!(outcome(user.member_remove(learner).await), denied);
+    root.member_remove(learner).await?;
+    assert_eq!(outcome(user.member_remove(victim).await), denied);
     let left: Vec<u64> = root
         .member_remove(victim)
         .await?
@@ -890,14 +1166,15 @@ async fn a_trusted_ca_certificate_is_a_client_identity() -> anyhow::Result<()> {
 }
 
 /// Under a pseudo-terminal: the ctl prompts for `--user`'s password with the echo off,
-/// and Ctrl-C at the prompt ends it with the echo back on and speakeasy's exit status
-/// 255 (concordctl used to die of the SIGINT with the terminal left silent). etcdctl
-/// runs the same script, so the two are held to the same outcome.
+/// and Ctrl-C at the prompt, or SIGINT, SIGTERM or SIGHUP sent by another process while
+/// it waits, ends it with the echo back on and speakeasy's exit status 255 (concordctl
+/// used to die of the signal with the terminal left silent). etcdctl runs the same
+/// script, so the two are held to the same outcome.
 #[test]
 fn interrupting_the_password_prompt_restores_the_echo() -> anyhow::Result<()> {
     const SCRIPT: &str = r#"
-import os, pty, select, sys, termios, time
-ctl = sys.argv[1]
+import os, pty, select, signal, sys, termios, time
+ctl, how = sys.argv[1], sys.argv[2]
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(ctl, [ctl, "--endpoints=127.0.0.1:1", "--user", "root", "get", "foo"])
@@ -916,7 +1193,10 @@ while echo():
         sys.exit("the echo stayed on while prompting")
     time.sleep(0.01)
 print("echo while prompting:", echo())
-os.write(fd, b"\x03")
+if how == "ctrl-c":
+    os.write(fd, b"\x03")
+else:
+    os.kill(pid, getattr(signal, how))
 _, status = os.waitpid(pid, 0)
 print("exit:", os.waitstatus_to_exitcode(status))
 print("echo after:", echo())
@@ -924,8 +1204,10 @@ print("END")
 "#;
     let expected = "echo while prompting: False\nexit: 255\necho after: True\n";
     for ctl in [concord_tests::concordctl_binary(), concord_tests::etcdctl()] {
-        let printed = concord_tests::run_python(SCRIPT, &[&ctl.to_string_lossy()], "END")?;
-        assert_eq!(printed, expected, "{}", ctl.display());
+        for how in ["ctrl-c", "SIGINT", "SIGTERM", "SIGHUP"] {
+            let printed = concord_tests::run_python(SCRIPT, &[&ctl.to_string_lossy(), how], "END")?;
+            assert_eq!(printed, expected, "{} {how}", ctl.display());
+        }
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The Cluster service: the member list, and membership changes (see
-//! [`crate::reconfig`] for etcd's rules).
+//! [`crate::reconfig`] for etcd's rules). A change sent to a follower is checked
+//! there, against its caller's token or client certificate, and made by the leader,
+//! which takes it from the follower over the peer link ([`LeaderChanges`]).
 
 use std::sync::Arc;
 
@@ -10,7 +12,6 @@ use concord_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::auth::Credentials;
 use crate::core::Core;
 use crate::reconfig;
 
@@ -32,12 +33,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         self.core.require_admin(&request).await?;
         Ok(Response::new(
-            reconfig::add(
-                &self.core,
-                request.get_ref().clone(),
-                &Credentials::of(&request),
-            )
-            .await?,
+            reconfig::add(&self.core, request.into_inner()).await?,
         ))
     }
 
@@ -47,7 +43,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         self.core.require_admin(&request).await?;
         Ok(Response::new(
-            reconfig::remove(&self.core, *request.get_ref(), &Credentials::of(&request)).await?,
+            reconfig::remove(&self.core, request.into_inner()).await?,
         ))
     }
 
@@ -84,11 +80,66 @@ impl Cluster for ClusterService {
         self.core.require_admin(&request).await?;
         // Counted by the leader, which a follower forwards the request to.
         let leading = self.core.raft.status.is_leader();
-        let sender = Credentials::of(&request);
-        let promoted = reconfig::promote(&self.core, request.into_inner(), &sender).await?;
+        let promoted = reconfig::promote(&self.core, request.into_inner()).await?;
         if leading {
             metrics::counter!("etcd_server_learner_promote_successes").increment(1);
         }
         Ok(Response::new(promoted))
+    }
+}
+
+/// The leader's side of a member change a follower forwards: the follower checked its
+/// caller, so no identity comes along (the peer link is trusted, as etcd's peer
+/// `/members/promote` is). A member that is no longer the leader refuses rather than
+/// forwarding again, so a change never travels in circles while leadership moves.
+pub struct LeaderChanges(pub Arc<Core>);
+
+impl LeaderChanges {
+    fn require_leading(&self) -> Result<(), Status> {
+        if self.0.raft.status.is_leader() {
+            Ok(())
+        } else {
+            Err(crate::etcd_error::EtcdError::not_leader().into())
+        }
+    }
+}
+
+impl crate::transport::LeaderMemberChanges for LeaderChanges {
+    fn add(
+        &self,
+        request: MemberAddRequest,
+    ) -> futures::future::BoxFuture<'static, Result<MemberAddResponse, Status>> {
+        let core = self.0.clone();
+        let leading = self.require_leading();
+        Box::pin(async move {
+            leading?;
+            Ok(reconfig::add(&core, request).await?)
+        })
+    }
+
+    fn remove(
+        &self,
+        request: MemberRemoveRequest,
+    ) -> futures::future::BoxFuture<'static, Result<MemberRemoveResponse, Status>> {
+        let core = self.0.clone();
+        let leading = self.require_leading();
+        Box::pin(async move {
+            leading?;
+            Ok(reconfig::remove(&core, request).await?)
+        })
+    }
+
+    fn promote(
+        &self,
+        request: MemberPromoteRequest,
+    ) -> futures::future::BoxFuture<'static, Result<MemberPromoteResponse, Status>> {
+        let core = self.0.clone();
+        let leading = self.require_leading();
+        Box::pin(async move {
+            leading?;
+            let promoted = reconfig::promote(&core, request).await?;
+            metrics::counter!("etcd_server_learner_promote_successes").increment(1);
+            Ok(promoted)
+        })
     }
 }

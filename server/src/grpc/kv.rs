@@ -10,7 +10,7 @@ use concord_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::core::{AUTH_REVISION_RETRIES, Core, expect_result};
+use crate::core::{Core, expect_result};
 use crate::etcd_error::EtcdError;
 use crate::state::alarms::Quota;
 
@@ -58,7 +58,7 @@ impl Kv for KvService {
         // check again as of the current revision (callers whose revision follows it).
         let auth = &self.core.auth.store;
         let mut who = who;
-        let mut retries = 0;
+        let deadline = self.core.auth_retry_deadline();
         loop {
             let outcome = auth
                 .check_range(&who, &request.key, &request.range_end)
@@ -78,9 +78,10 @@ impl Kv for KvService {
                 Err(error)
                     if error == EtcdError::auth_old_revision()
                         && who.follows_current_revision
-                        && retries < AUTH_REVISION_RETRIES =>
+                        && tokio::time::Instant::now() < deadline =>
                 {
-                    retries += 1;
+                    // Lets other requests (the auth changes among them) run between tries.
+                    tokio::task::yield_now().await;
                     who.revision = auth.revision();
                 }
                 Err(error) => return Err(error.into()),

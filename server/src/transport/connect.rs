@@ -159,6 +159,22 @@ pub async fn fetch_member_info(
 /// Asks the member at `url` for its HashKV at `revision` (the corruption checks), as a
 /// member of cluster `cluster_id`, within `timeout` all told. An error the peer
 /// answered (a compacted or future revision) comes back as its status.
+/// A request to a peer's `Peer` service, with the headers that name the sending member
+/// and its cluster (`from`: member id, cluster id), as the raft streams carry them.
+pub fn peer_request<T>(message: T, from: (u64, u64)) -> tonic::Request<T> {
+    let (member_id, cluster_id) = from;
+    let mut request = tonic::Request::new(message);
+    for (name, id) in [
+        (super::CLUSTER_ID_HEADER, cluster_id),
+        (super::FROM_HEADER, member_id),
+    ] {
+        if let Ok(value) = format!("{id:x}").parse() {
+            request.metadata_mut().insert(name, value);
+        }
+    }
+    request
+}
+
 pub async fn fetch_hash_kv(
     url: &Url,
     tls: Option<Arc<ClientConfig>>,
@@ -171,15 +187,7 @@ pub async fn fetch_hash_kv(
         let channel = connect(url, tls)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut request = tonic::Request::new(HashKvRequest { revision });
-        for (name, id) in [
-            (super::CLUSTER_ID_HEADER, cluster_id),
-            (super::FROM_HEADER, member_id),
-        ] {
-            if let Ok(value) = format!("{id:x}").parse() {
-                request.metadata_mut().insert(name, value);
-            }
-        }
+        let request = peer_request(HashKvRequest { revision }, (member_id, cluster_id));
         let answer = PeerClient::new(channel).hash_kv(request).await?;
         Ok::<_, tonic::Status>(answer.into_inner())
     };

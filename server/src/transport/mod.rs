@@ -55,7 +55,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
-pub use connect::{connect, fetch_hash_kv, fetch_member_info, lazy_channel};
+pub use connect::{connect, fetch_hash_kv, fetch_member_info, lazy_channel, peer_request};
 pub use error::{NetError, Result};
 pub use service::PeerService;
 pub use stats::{FollowerStats, RaftStats, SelfStats};
@@ -118,6 +118,32 @@ pub trait HashKvSource: Send + Sync + 'static {
     ) -> std::result::Result<concord_proto::etcdserverpb::HashKvResponse, tonic::Status>;
 }
 
+/// Makes the member changes other members hand to this one as the leader (see the
+/// `Peer` service's `MemberAdd`): their callers were checked where they called.
+pub trait LeaderMemberChanges: Send + Sync + 'static {
+    fn add(
+        &self,
+        request: concord_proto::etcdserverpb::MemberAddRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        std::result::Result<concord_proto::etcdserverpb::MemberAddResponse, tonic::Status>,
+    >;
+    fn remove(
+        &self,
+        request: concord_proto::etcdserverpb::MemberRemoveRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        std::result::Result<concord_proto::etcdserverpb::MemberRemoveResponse, tonic::Status>,
+    >;
+    fn promote(
+        &self,
+        request: concord_proto::etcdserverpb::MemberPromoteRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        std::result::Result<concord_proto::etcdserverpb::MemberPromoteResponse, tonic::Status>,
+    >;
+}
+
 /// What a peer answers a removed member (etcd's `errMemberRemoved`).
 pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
 
@@ -142,6 +168,8 @@ struct Common {
     streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
     /// Where `HashKv` calls are answered from (unavailable until set).
     hash_kv: Mutex<Option<Arc<dyn HashKvSource>>>,
+    /// Where forwarded member changes are made (unavailable until set).
+    member_changes: Mutex<Option<Arc<dyn LeaderMemberChanges>>>,
     metrics: metrics::PeersMetrics,
     /// What `/v2/stats/self` and `/v2/stats/leader` report.
     stats: Arc<RaftStats>,
@@ -205,6 +233,7 @@ impl PeerTransport {
                 removed: Mutex::new(Default::default()),
                 streams: Mutex::new(None),
                 hash_kv: Mutex::new(None),
+                member_changes: Mutex::new(None),
                 metrics: Default::default(),
                 stats: Arc::new(RaftStats::new(local_id)),
             }),
@@ -256,6 +285,11 @@ impl PeerTransport {
     /// Answers peers' `HashKv` calls from `source` from now on.
     pub fn set_hash_kv_source(&self, source: Arc<dyn HashKvSource>) {
         *self.common.hash_kv.lock() = Some(source);
+    }
+
+    /// Makes the member changes other members forward with `changes` from now on.
+    pub fn set_member_changes(&self, changes: Arc<dyn LeaderMemberChanges>) {
+        *self.common.member_changes.lock() = Some(changes);
     }
 
     /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it

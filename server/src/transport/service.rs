@@ -9,7 +9,10 @@ use concord_proto::concordpb::peer_server::Peer;
 use concord_proto::concordpb::{
     MemberInfoRequest, MemberInfoResponse, RaftAck, RaftMessageChunk, SnapshotChunk,
 };
-use concord_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
+use concord_proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, MemberAddRequest, MemberAddResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+};
 use raft::eraftpb::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -184,9 +187,47 @@ impl Peer for PeerService {
             .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(answer))
     }
+
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let changes = self.member_changes(request.metadata())?;
+        Ok(Response::new(changes.add(request.into_inner()).await?))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let changes = self.member_changes(request.metadata())?;
+        Ok(Response::new(changes.remove(request.into_inner()).await?))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let changes = self.member_changes(request.metadata())?;
+        Ok(Response::new(changes.promote(request.into_inner()).await?))
+    }
 }
 
 impl PeerService {
+    /// Where a forwarded member change is made: behind the peer listener's TLS and
+    /// certificate checks, refused to members of other clusters.
+    fn member_changes(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<Arc<dyn super::LeaderMemberChanges>, Status> {
+        self.check_cluster(metadata)?;
+        self.common
+            .member_changes
+            .lock()
+            .clone()
+            .ok_or_else(|| Status::unavailable("member is starting"))
+    }
+
     /// Receives one snapshot transfer (begun at `started`) and hands it to raft.
     async fn receive_snapshot(
         &self,

@@ -218,8 +218,6 @@ async fn members(
                     peer_ur_ls: request.peer_urls,
                     is_learner: false,
                 },
-                // v2's member changes are outside v3 auth: no v3 credentials.
-                &crate::auth::Credentials::default(),
             )
             .await;
             match added.map(|r| r.member) {
@@ -239,13 +237,7 @@ async fn members(
                         &format!("Member permanently removed: {rest}"),
                     )
                 } else {
-                    match crate::reconfig::remove(
-                        &core,
-                        MemberRemoveRequest { id },
-                        &crate::auth::Credentials::default(),
-                    )
-                    .await
-                    {
+                    match crate::reconfig::remove(&core, MemberRemoveRequest { id }).await {
                         Ok(_) => no_content(),
                         Err(error) => member_change_error(&error, &rest),
                     }
