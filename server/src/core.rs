@@ -207,8 +207,7 @@ impl Core {
             (who.follows_current_revision && self.auth.store.is_enabled()).then(|| request.clone());
         let deadline = self.auth_retry_deadline();
         let mut outcome = self.propose_with(Some(header(who.revision)), request).await;
-        loop {
-            let Some(request) = again.take() else { break };
+        while let Some(request) = again.take() {
             let refused_as_old = match &outcome {
                 Ok(ApplyResult {
                     result: Some(apply_result::Result::Error(error)),
