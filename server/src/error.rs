@@ -36,4 +36,8 @@ pub enum Error {
     /// `--auth-token` options that cannot make tokens (etcd's "auth: ..." texts).
     #[error("{0}")]
     AuthToken(String),
+    /// `backup` cannot copy this data dir (in use by a running member, or the target
+    /// already holds one).
+    #[error("{0}")]
+    Backup(String),
 }

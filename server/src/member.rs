@@ -284,6 +284,22 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         ..WalOptions::default()
     };
     let mut wal = WalStorage::open(&config.wal_path(), wal_options)?;
+    // A backup's copy keeps the new identity `backup` gave it, which no flag names: forced
+    // to start as a new cluster, it founds one of itself at its advertised peer URLs.
+    let initial = if config.force_new_cluster && !initial.ids().contains(&local_id) {
+        Membership::from_members([Member {
+            id: local_id,
+            name: config.name.clone(),
+            peer_ur_ls: config
+                .initial_advertise_peer_urls
+                .iter()
+                .map(url_text)
+                .collect(),
+            ..Member::default()
+        }])
+    } else {
+        initial
+    };
     if config.initial_cluster_state == ClusterState::New {
         let voters = initial.ids();
         if Node::bootstrap(&mut wal, &voters)? {

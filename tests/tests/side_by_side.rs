@@ -65,6 +65,7 @@ scripts!(
     lock_elect,
     mirror,
     check,
+    v2_forever,
 );
 
 #[test]

@@ -67,33 +67,41 @@ fn role_names(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `user list` and `role list`: the `field` of each entry of `/v2/auth/{kind}`, one a
+/// line.
+async fn list_names(
+    globals: &Globals,
+    args: &[String],
+    kind: &str,
+    field: &str,
+    message_on_error: bool,
+) -> Outcome {
+    if !args.is_empty() {
+        return Err(fail("No arguments accepted"));
+    }
+    let mut client = globals.must_client().await?;
+    if globals.debug() {
+        eprintln!("Cluster-Endpoints: {}", client.endpoints().join(", "));
+    }
+    let request = Request::new("GET", auth_path(kind, ""));
+    let body = call(globals, &mut client, request, &[200], message_on_error)
+        .await
+        .map_err(|e| fail(&e))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| fail(&e.to_string()))?;
+    for entry in v.get(kind).and_then(Value::as_array).into_iter().flatten() {
+        println!(
+            "{}",
+            entry.get(field).and_then(Value::as_str).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 pub async fn user(globals: &Globals, sub: &str, local: &Parsed) -> Outcome {
     let args = &local.args;
     if sub == "list" {
-        if !args.is_empty() {
-            return Err(fail("No arguments accepted"));
-        }
-        let mut client = globals.must_client().await?;
-        if globals.debug() {
-            eprintln!("Cluster-Endpoints: {}", client.endpoints().join(", "));
-        }
-        let request = Request::new("GET", auth_path("users", ""));
-        let body = call(globals, &mut client, request, &[200], true)
-            .await
-            .map_err(|e| fail(&e))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| fail(&e.to_string()))?;
-        for u in v
-            .get("users")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            println!(
-                "{}",
-                u.get("user").and_then(Value::as_str).unwrap_or_default()
-            );
-        }
-        return Ok(());
+        // etcdctl prints the server's message when listing users fails.
+        return list_names(globals, args, "users", "user", true).await;
     }
     if sub == "grant" || sub == "revoke" {
         let roles = local.strings("roles");
@@ -201,30 +209,8 @@ fn canonical(path: &str) -> String {
 pub async fn role(globals: &Globals, sub: &str, local: &Parsed) -> Outcome {
     let args = &local.args;
     if sub == "list" {
-        if !args.is_empty() {
-            return Err(fail("No arguments accepted"));
-        }
-        let mut client = globals.must_client().await?;
-        if globals.debug() {
-            eprintln!("Cluster-Endpoints: {}", client.endpoints().join(", "));
-        }
-        let request = Request::new("GET", auth_path("roles", ""));
-        let body = call(globals, &mut client, request, &[200], false)
-            .await
-            .map_err(|e| fail(&e))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| fail(&e.to_string()))?;
-        for r in v
-            .get("roles")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            println!(
-                "{}",
-                r.get("role").and_then(Value::as_str).unwrap_or_default()
-            );
-        }
-        return Ok(());
+        // ...and Go's status error when listing roles fails.
+        return list_names(globals, args, "roles", "role", false).await;
     }
     let mut perm = None;
     if sub == "grant" || sub == "revoke" {

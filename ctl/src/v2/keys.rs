@@ -558,11 +558,15 @@ async fn exec_watch(globals: &Globals, client: &mut Client, local: &Parsed) -> O
         return Err(globals.fail(EXIT_BAD_ARGS, "key and command to exec required"));
     };
     let mut watcher = Watcher::new(key, local.int("after-index"), local.bool("recursive"));
+    // etcdctl exits 0 on an interrupt, leaving the commands it started running.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let resp = watcher
-            .next(client)
-            .await
-            .map_err(|e| key_error(globals, EXIT_SERVER_ERROR, &e))?;
+        let resp = tokio::select! {
+            resp = watcher.next(client) => resp,
+            _ = &mut interrupted => return Ok(()),
+        }
+        .map_err(|e| key_error(globals, EXIT_SERVER_ERROR, &e))?;
         let node = resp.node();
         if node.dir {
             eprintln!("Ignored dir {} change", node.key);

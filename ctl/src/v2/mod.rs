@@ -613,6 +613,13 @@ fn run_command(globals: &Globals, path: &[&'static str], tail: &[String]) -> i32
         print_page(path);
         return 0;
     }
+    if path == ["backup"] {
+        // Offline: files only, no client and no runtime.
+        return match backup::run(&local) {
+            Ok(()) => 0,
+            Err(Exit(code)) => code,
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -625,7 +632,6 @@ fn run_command(globals: &Globals, path: &[&'static str], tail: &[String]) -> i32
     };
     let outcome = runtime.block_on(async {
         match path {
-            ["backup"] => backup::run(&local),
             ["cluster-health"] => cluster::health(globals, &local).await,
             ["member", sub] => cluster::member(globals, sub, &local).await,
             ["user", sub] => auth::user(globals, sub, &local).await,

@@ -168,7 +168,7 @@ fn generation_number(base: &Path, dir: &Path) -> Option<u64> {
 
 /// The complete generations under `base`, oldest first. A restore's staging directory
 /// (`<name>.<n>.restoring`) is not one, and is deleted.
-fn generations(base: &Path) -> Result<Vec<(u64, PathBuf)>, concord_mvcc::Error> {
+pub(crate) fn generations(base: &Path) -> Result<Vec<(u64, PathBuf)>, concord_mvcc::Error> {
     let mut found = Vec::new();
     if base.exists() {
         found.push((0, base.to_path_buf()));

@@ -29,6 +29,7 @@ pub mod alarms;
 mod apply;
 pub mod auth;
 pub mod backend;
+pub mod backup;
 pub mod etcd_snapshot;
 pub mod leases;
 pub mod membership;

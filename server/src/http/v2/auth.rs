@@ -374,10 +374,51 @@ impl<'a> AuthStore<'a> {
             .await
     }
 
-    async fn delete_resource(&self, resource: &str) -> Result<(), Failure> {
+    /// Writes a new user or role; one already there is a conflict, said as `exists`.
+    async fn create_resource(
+        &self,
+        resource: &str,
+        value: &impl Serialize,
+        exists: String,
+    ) -> Result<(), Failure> {
+        let json = serde_json::to_string(value).unwrap_or_default();
+        match self.set_resource(resource, json, false).await {
+            Err(e) if e.is_store_code(ECODE_NODE_EXIST) => {
+                Err(Failure::auth(StatusCode::CONFLICT, exists))
+            }
+            other => other,
+        }
+    }
+
+    /// Writes a user or role changed from `old` into `merged`; no change at all is a
+    /// bad request, said as `unchanged`.
+    async fn replace_resource<T: Serialize + PartialEq>(
+        &self,
+        resource: &str,
+        old: &T,
+        merged: T,
+        unchanged: &str,
+    ) -> Result<T, Failure> {
+        if merged == *old {
+            return Err(Failure::auth(StatusCode::BAD_REQUEST, unchanged.into()));
+        }
+        let json = serde_json::to_string(&merged).unwrap_or_default();
+        self.set_resource(resource, json, true).await?;
+        Ok(merged)
+    }
+
+    /// Deletes a user or role; a missing one is not found, said as `missing`.
+    async fn delete_resource(&self, resource: &str, missing: String) -> Result<(), Failure> {
         self.ensure_directories().await?;
-        self.write(V2Method::Delete, resource, String::new(), false, Some(true))
+        match self
+            .write(V2Method::Delete, resource, String::new(), false, Some(true))
             .await
+        {
+            Err(e) if e.is_store_code(ECODE_KEY_NOT_FOUND) => {
+                Err(Failure::auth(StatusCode::NOT_FOUND, missing))
+            }
+            other => other,
+        }
     }
 
     pub fn auth_enabled(&self) -> bool {
@@ -439,33 +480,25 @@ impl<'a> AuthStore<'a> {
             ));
         }
         user.password = hash_password(std::mem::take(&mut user.password)).await?;
-        let json = serde_json::to_string(&user).unwrap_or_default();
-        match self
-            .set_resource(&format!("/users/{}", user.user), json, false)
-            .await
-        {
-            Err(e) if e.is_store_code(ECODE_NODE_EXIST) => Err(Failure::auth(
-                StatusCode::CONFLICT,
-                format!("User {} already exists.", user.user),
-            )),
-            Err(e) => Err(e),
-            Ok(()) => Ok(user),
-        }
+        self.create_resource(
+            &format!("/users/{}", user.user),
+            &user,
+            format!("User {} already exists.", user.user),
+        )
+        .await?;
+        Ok(user)
     }
 
     async fn update_user(&self, change: User) -> Result<User, Failure> {
         let old = self.get_user(&change.user, true).await?;
         let merged = merge_user(&old, &change).await?;
-        if merged == old {
-            return Err(Failure::auth(
-                StatusCode::BAD_REQUEST,
-                "User not updated. Use grant/revoke/password to update the user.".into(),
-            ));
-        }
-        let json = serde_json::to_string(&merged).unwrap_or_default();
-        self.set_resource(&format!("/users/{}", change.user), json, true)
-            .await?;
-        Ok(merged)
+        self.replace_resource(
+            &format!("/users/{}", change.user),
+            &old,
+            merged,
+            "User not updated. Use grant/revoke/password to update the user.",
+        )
+        .await
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), Failure> {
@@ -475,30 +508,23 @@ impl<'a> AuthStore<'a> {
                 "Cannot delete root user while auth is enabled.".into(),
             ));
         }
-        match self.delete_resource(&format!("/users/{name}")).await {
-            Err(e) if e.is_store_code(ECODE_KEY_NOT_FOUND) => Err(Failure::auth(
-                StatusCode::NOT_FOUND,
-                format!("User {name} does not exist"),
-            )),
-            other => other,
-        }
+        self.delete_resource(
+            &format!("/users/{name}"),
+            format!("User {name} does not exist"),
+        )
+        .await
     }
 
     async fn create_role(&self, role: &Role) -> Result<(), Failure> {
         if role.role == ROOT_ROLE {
             return Err(root_role_refused(&role.role));
         }
-        let json = serde_json::to_string(role).unwrap_or_default();
-        match self
-            .set_resource(&format!("/roles/{}", role.role), json, false)
-            .await
-        {
-            Err(e) if e.is_store_code(ECODE_NODE_EXIST) => Err(Failure::auth(
-                StatusCode::CONFLICT,
-                format!("Role {} already exists.", role.role),
-            )),
-            other => other,
-        }
+        self.create_resource(
+            &format!("/roles/{}", role.role),
+            role,
+            format!("Role {} already exists.", role.role),
+        )
+        .await
     }
 
     async fn update_role(&self, change: &Role) -> Result<Role, Failure> {
@@ -507,29 +533,24 @@ impl<'a> AuthStore<'a> {
         }
         let old = self.get_role(&change.role, true).await?;
         let merged = old.merge(change)?;
-        if merged == old {
-            return Err(Failure::auth(
-                StatusCode::BAD_REQUEST,
-                "Role not updated. Use grant/revoke to update the role.".into(),
-            ));
-        }
-        let json = serde_json::to_string(&merged).unwrap_or_default();
-        self.set_resource(&format!("/roles/{}", change.role), json, true)
-            .await?;
-        Ok(merged)
+        self.replace_resource(
+            &format!("/roles/{}", change.role),
+            &old,
+            merged,
+            "Role not updated. Use grant/revoke to update the role.",
+        )
+        .await
     }
 
     async fn delete_role(&self, name: &str) -> Result<(), Failure> {
         if name == ROOT_ROLE {
             return Err(root_role_refused(name));
         }
-        match self.delete_resource(&format!("/roles/{name}")).await {
-            Err(e) if e.is_store_code(ECODE_KEY_NOT_FOUND) => Err(Failure::auth(
-                StatusCode::NOT_FOUND,
-                format!("Role {name} doesn't exist."),
-            )),
-            other => other,
-        }
+        self.delete_resource(
+            &format!("/roles/{name}"),
+            format!("Role {name} doesn't exist."),
+        )
+        .await
     }
 
     async fn enable(&self) -> Result<(), Failure> {
@@ -794,6 +815,53 @@ pub async fn enable(
     }
 }
 
+/// The two collections of the v2 auth API: the same routes, checks and answers around
+/// their own store calls.
+#[derive(Clone, Copy)]
+enum Collection {
+    Users,
+    Roles,
+}
+
+impl Collection {
+    async fn list(self, store: &AuthStore<'_>) -> Response {
+        match self {
+            Collection::Users => list_users(store).await,
+            Collection::Roles => list_roles(store).await,
+        }
+    }
+
+    async fn get(self, store: &AuthStore<'_>, name: &str) -> Result<Response, Failure> {
+        match self {
+            Collection::Users => get_user(store, name).await,
+            Collection::Roles => {
+                let role = store.get_role(name, false).await?;
+                let json = serde_json::to_string(&role).unwrap_or_default();
+                Ok(encoded(store.core(), StatusCode::OK, json))
+            }
+        }
+    }
+
+    async fn put(
+        self,
+        store: &AuthStore<'_>,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Response, Failure> {
+        match self {
+            Collection::Users => put_user(store, name, body).await,
+            Collection::Roles => put_role(store, name, body).await,
+        }
+    }
+
+    async fn delete(self, store: &AuthStore<'_>, name: &str) -> Result<(), Failure> {
+        match self {
+            Collection::Users => store.delete_user(name).await,
+            Collection::Roles => store.delete_role(name).await,
+        }
+    }
+}
+
 /// `/v2/auth/users` and `/v2/auth/users/{name}`.
 pub async fn users(
     State(state): State<V2State>,
@@ -803,7 +871,30 @@ pub async fn users(
     extensions: Extensions,
     body: Bytes,
 ) -> Response {
-    let store = AuthStore::new(&state);
+    let request = (method, uri, headers, extensions, body);
+    collection(&state, Collection::Users, request).await
+}
+
+/// `/v2/auth/roles` and `/v2/auth/roles/{name}`.
+pub async fn roles(
+    State(state): State<V2State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Bytes,
+) -> Response {
+    let request = (method, uri, headers, extensions, body);
+    collection(&state, Collection::Roles, request).await
+}
+
+/// A collection (GET lists it) or one of its members (GET, PUT, DELETE), for root only.
+async fn collection(
+    state: &V2State,
+    kind: Collection,
+    (method, uri, headers, extensions, body): (Method, Uri, HeaderMap, Extensions, Bytes),
+) -> Response {
+    let store = AuthStore::new(state);
     let core = &state.core;
     let name = match resource_name(uri.path()) {
         Ok(None) => {
@@ -813,7 +904,7 @@ pub async fn users(
             if !store.has_root_access(&headers, &extensions).await {
                 return no_auth();
             }
-            return list_users(&store).await;
+            return kind.list(&store).await;
         }
         Ok(Some(name)) => name,
         Err(InvalidPath) => {
@@ -831,10 +922,10 @@ pub async fn users(
         return no_auth();
     }
     let result = match method {
-        Method::GET => get_user(&store, &name).await,
-        Method::PUT => put_user(&store, &name, &body).await,
-        _ => store
-            .delete_user(&name)
+        Method::GET => kind.get(&store, &name).await,
+        Method::PUT => kind.put(&store, &name, &body).await,
+        _ => kind
+            .delete(&store, &name)
             .await
             .map(|()| with_headers(core, Response::new(Body::empty()))),
     };
@@ -882,19 +973,30 @@ async fn get_user(store: &AuthStore<'_>, name: &str) -> Result<Response, Failure
     Ok(encoded(store.core(), StatusCode::OK, json))
 }
 
-async fn put_user(store: &AuthStore<'_>, name: &str, body: &[u8]) -> Result<Response, Failure> {
-    let Ok(user) = serde_json::from_slice::<User>(body) else {
+/// A PUT's user or role (`kind`), which must be the one its URL names.
+fn named_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    name: &str,
+    kind: &str,
+    name_of: fn(&T) -> &str,
+) -> Result<T, Failure> {
+    let Ok(value) = serde_json::from_slice::<T>(body) else {
         return Err(Failure::Auth(
             StatusCode::BAD_REQUEST,
             "Invalid JSON in request body.".into(),
         ));
     };
-    if user.user != name {
+    if name_of(&value) != name {
         return Err(Failure::Auth(
             StatusCode::BAD_REQUEST,
-            "User JSON name does not match the name in the URL".into(),
+            format!("{kind} JSON name does not match the name in the URL"),
         ));
     }
+    Ok(value)
+}
+
+async fn put_user(store: &AuthStore<'_>, name: &str, body: &[u8]) -> Result<Response, Failure> {
+    let user: User = named_body(body, name, "User", |user: &User| &user.user)?;
     let (mut out, created) = if is_empty_list(&user.grant) && is_empty_list(&user.revoke) {
         if !is_empty_list(&user.roles) {
             (store.create_user(user).await?, true)
@@ -922,59 +1024,6 @@ async fn put_user(store: &AuthStore<'_>, name: &str, body: &[u8]) -> Result<Resp
     Ok(encoded(store.core(), status, json))
 }
 
-/// `/v2/auth/roles` and `/v2/auth/roles/{name}`.
-pub async fn roles(
-    State(state): State<V2State>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    extensions: Extensions,
-    body: Bytes,
-) -> Response {
-    let store = AuthStore::new(&state);
-    let core = &state.core;
-    let name = match resource_name(uri.path()) {
-        Ok(None) => {
-            if let Some(refused) = allow(&method, &[Method::GET], "GET") {
-                return refused;
-            }
-            if !store.has_root_access(&headers, &extensions).await {
-                return no_auth();
-            }
-            return list_roles(&store).await;
-        }
-        Ok(Some(name)) => name,
-        Err(InvalidPath) => {
-            return super::http_error(StatusCode::BAD_REQUEST, "Invalid path");
-        }
-    };
-    if let Some(refused) = allow(
-        &method,
-        &[Method::GET, Method::PUT, Method::DELETE],
-        "GET,PUT,DELETE",
-    ) {
-        return refused;
-    }
-    if !store.has_root_access(&headers, &extensions).await {
-        return no_auth();
-    }
-    let result = match method {
-        Method::GET => store.get_role(&name, false).await.map(|role| {
-            encoded(
-                core,
-                StatusCode::OK,
-                serde_json::to_string(&role).unwrap_or_default(),
-            )
-        }),
-        Method::PUT => put_role(&store, &name, &body).await,
-        _ => store
-            .delete_role(&name)
-            .await
-            .map(|()| with_headers(core, Response::new(Body::empty()))),
-    };
-    result.unwrap_or_else(|failure| failure.response(core))
-}
-
 async fn list_roles(store: &AuthStore<'_>) -> Response {
     let core = store.core();
     let mut roles = Vec::new();
@@ -992,18 +1041,7 @@ async fn list_roles(store: &AuthStore<'_>) -> Response {
 }
 
 async fn put_role(store: &AuthStore<'_>, name: &str, body: &[u8]) -> Result<Response, Failure> {
-    let Ok(role) = serde_json::from_slice::<Role>(body) else {
-        return Err(Failure::Auth(
-            StatusCode::BAD_REQUEST,
-            "Invalid JSON in request body.".into(),
-        ));
-    };
-    if role.role != name {
-        return Err(Failure::Auth(
-            StatusCode::BAD_REQUEST,
-            "Role JSON name does not match the name in the URL".into(),
-        ));
-    }
+    let role: Role = named_body(body, name, "Role", |role: &Role| &role.role)?;
     let core = store.core();
     if Permissions::is_empty(&role.grant) && Permissions::is_empty(&role.revoke) {
         store.create_role(&role).await?;

@@ -117,38 +117,44 @@ pub async fn self_stats(State(state): State<V2State>, method: Method) -> Respons
             );
         }
     }
-    let _ = write!(
-        body,
-        ",\"recvAppendRequestCnt\":{}",
-        stats.recv_append_request_count
+    append_traffic(
+        &mut body,
+        "recv",
+        stats.recv_append_request_count,
+        stats.recv_pkg_rate,
+        stats.recv_bandwidth_rate,
     );
-    if stats.recv_pkg_rate != 0.0 {
-        let _ = write!(body, ",\"recvPkgRate\":{}", go_float(stats.recv_pkg_rate));
-    }
-    if stats.recv_bandwidth_rate != 0.0 {
-        let _ = write!(
-            body,
-            ",\"recvBandwidthRate\":{}",
-            go_float(stats.recv_bandwidth_rate)
-        );
-    }
-    let _ = write!(
-        body,
-        ",\"sendAppendRequestCnt\":{}",
-        stats.send_append_request_count
+    append_traffic(
+        &mut body,
+        "send",
+        stats.send_append_request_count,
+        stats.send_pkg_rate,
+        stats.send_bandwidth_rate,
     );
-    if stats.send_pkg_rate != 0.0 {
-        let _ = write!(body, ",\"sendPkgRate\":{}", go_float(stats.send_pkg_rate));
-    }
-    if stats.send_bandwidth_rate != 0.0 {
-        let _ = write!(
-            body,
-            ",\"sendBandwidthRate\":{}",
-            go_float(stats.send_bandwidth_rate)
-        );
-    }
     body.push('}');
     json_response(StatusCode::OK, body)
+}
+
+/// One direction's append counters (`recv` or `send`): the count always, each rate only
+/// when not zero (etcd's `omitempty`).
+fn append_traffic(
+    body: &mut String,
+    direction: &str,
+    count: u64,
+    pkg_rate: f64,
+    bandwidth_rate: f64,
+) {
+    let _ = write!(body, ",\"{direction}AppendRequestCnt\":{count}");
+    if pkg_rate != 0.0 {
+        let _ = write!(body, ",\"{direction}PkgRate\":{}", go_float(pkg_rate));
+    }
+    if bandwidth_rate != 0.0 {
+        let _ = write!(
+            body,
+            ",\"{direction}BandwidthRate\":{}",
+            go_float(bandwidth_rate)
+        );
+    }
 }
 
 /// `/v2/stats/leader`: each follower's append latency and counts (the leader only).
