@@ -230,6 +230,16 @@ pub async fn member(globals: &Globals, sub: &str, local: &Parsed) -> Outcome {
 
 /// `cluster-health [--forever]`.
 pub async fn health(globals: &Globals, local: &Parsed) -> Outcome {
+    if local.bool("forever") {
+        // etcdctl exits 0 on an interrupt, whatever the round is doing.
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                std::process::exit(0);
+            }
+        });
+        tokio::task::yield_now().await;
+    }
     let mut client = globals.must_client_no_sync().await?;
     let reply = client
         .send(&Request::new("GET", "/v2/members".to_owned()))
