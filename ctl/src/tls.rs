@@ -227,36 +227,17 @@ struct TrustedCertificateAsServer {
 }
 
 impl TrustedCertificateAsServer {
-    /// Whether `end_entity` is a trusted anchor (same subject and key) valid for
-    /// `server_name`. WebPKI checks the validity period before it refuses a CA as an end
-    /// entity, so that refusal already says the certificate is current, and the
-    /// handshake proves the server holds its key.
-    fn is_trusted_anchor_for(
+    /// Whether WebPKI refused `end_entity` only for being a CA certificate that is one
+    /// of ours, and it is valid for `server_name`.
+    fn accepts_trusted_root(
         &self,
+        error: &rustls::Error,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
         server_name: &rustls::pki_types::ServerName<'_>,
     ) -> bool {
-        let Ok(anchor) = webpki::anchor_from_trusted_cert(end_entity) else {
-            return false;
-        };
-        let trusted = self.roots.roots.iter().any(|root| {
-            root.subject.as_ref() == anchor.subject.as_ref()
-                && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-        });
-        trusted
+        concord_server::tls::is_trusted_root_refused_as_end_entity(error, end_entity, &self.roots)
             && webpki::EndEntityCert::try_from(end_entity)
                 .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(server_name).is_ok())
-    }
-}
-
-/// Whether WebPKI refused a certificate only because it is a CA's.
-fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
-    match error {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => matches!(
-            other.0.downcast_ref::<webpki::Error>(),
-            Some(webpki::Error::CaUsedAsEndEntity)
-        ),
-        _ => false,
     }
 }
 
@@ -276,10 +257,7 @@ impl rustls::client::danger::ServerCertVerifier for TrustedCertificateAsServer {
             ocsp_response,
             now,
         ) {
-            Err(error)
-                if is_ca_used_as_end_entity(&error)
-                    && self.is_trusted_anchor_for(end_entity, server_name) =>
-            {
+            Err(error) if self.accepts_trusted_root(&error, end_entity, server_name) => {
                 Ok(rustls::client::danger::ServerCertVerified::assertion())
             }
             outcome => outcome,

@@ -685,24 +685,20 @@ struct TrustedCertificateAsClient {
     roots: Arc<RootCertStore>,
 }
 
-impl TrustedCertificateAsClient {
-    /// Whether `end_entity` is a trusted anchor (same subject and key). WebPKI checks
-    /// the validity period before it refuses a CA as an end entity, so that refusal
-    /// says the certificate is current; the handshake proves the client holds its key.
-    fn is_trusted_anchor(&self, end_entity: &CertificateDer<'_>) -> bool {
-        let Ok(anchor) = webpki::anchor_from_trusted_cert(end_entity) else {
-            return false;
-        };
-        self.roots.roots.iter().any(|root| {
-            root.subject.as_ref() == anchor.subject.as_ref()
-                && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-        })
-    }
-}
-
-/// Whether WebPKI refused a certificate only because it is a CA's.
-fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
-    match error {
+/// Whether WebPKI refused `end_entity` only because it is a CA's certificate, and that
+/// certificate is itself one of `roots` (same subject and key): Go's `x509.Verify` accepts
+/// such a leaf as a chain of its own, WebPKI never does. Both sides use it: the server for
+/// client certificates, concordctl for server certificates (adding its name check).
+///
+/// WebPKI checks the validity period before it refuses a CA as an end entity, so that
+/// refusal already says the certificate is current; the handshake proves the peer holds
+/// its key.
+pub fn is_trusted_root_refused_as_end_entity(
+    error: &rustls::Error,
+    end_entity: &CertificateDer<'_>,
+    roots: &RootCertStore,
+) -> bool {
+    let refused_as_ca = match error {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
             matches!(
                 other.0.downcast_ref::<webpki::Error>(),
@@ -710,7 +706,17 @@ fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
             )
         }
         _ => false,
+    };
+    if !refused_as_ca {
+        return false;
     }
+    let Ok(anchor) = webpki::anchor_from_trusted_cert(end_entity) else {
+        return false;
+    };
+    roots.roots.iter().any(|root| {
+        root.subject.as_ref() == anchor.subject.as_ref()
+            && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+    })
 }
 
 impl ClientCertVerifier for TrustedCertificateAsClient {
@@ -737,7 +743,7 @@ impl ClientCertVerifier for TrustedCertificateAsClient {
             .verify_client_cert(end_entity, intermediates, now)
         {
             Err(error)
-                if is_ca_used_as_end_entity(&error) && self.is_trusted_anchor(end_entity) =>
+                if is_trusted_root_refused_as_end_entity(&error, end_entity, &self.roots) =>
             {
                 Ok(ClientCertVerified::assertion())
             }
