@@ -297,19 +297,19 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "completion fish",
         "fish",
         "Generate the autocompletion script for fish",
-        "",
+        COMPLETION_FISH_LONG,
     ),
     (
         "completion powershell",
         "powershell",
         "Generate the autocompletion script for powershell",
-        "",
+        COMPLETION_POWERSHELL_LONG,
     ),
     (
         "completion zsh",
         "zsh",
         "Generate the autocompletion script for zsh",
-        "",
+        COMPLETION_ZSH_LONG,
     ),
 ];
 
@@ -355,6 +355,56 @@ To load completions for every new session, execute once:
 \tetcdctl completion bash > $(brew --prefix)/etc/bash_completion.d/etcdctl
 
 You will need to start a new shell for this setup to take effect.
+";
+
+/// cobra's help for `completion zsh` (the script is concordctl's own, loaded the same way).
+const COMPLETION_ZSH_LONG: &str = "Generate the autocompletion script for the zsh shell.
+
+If shell completion is not already enabled in your environment you will need
+to enable it.  You can execute the following once:
+
+\techo \"autoload -U compinit; compinit\" >> ~/.zshrc
+
+To load completions in your current shell session:
+
+\tsource <(etcdctl completion zsh); compdef _etcdctl etcdctl
+
+To load completions for every new session, execute once:
+
+#### Linux:
+
+\tetcdctl completion zsh > \"${fpath[1]}/_etcdctl\"
+
+#### macOS:
+
+\tetcdctl completion zsh > $(brew --prefix)/share/zsh/site-functions/_etcdctl
+
+You will need to start a new shell for this setup to take effect.
+";
+
+/// cobra's help for `completion fish`.
+const COMPLETION_FISH_LONG: &str = "Generate the autocompletion script for the fish shell.
+
+To load completions in your current shell session:
+
+\tetcdctl completion fish | source
+
+To load completions for every new session, execute once:
+
+\tetcdctl completion fish > ~/.config/fish/completions/etcdctl.fish
+
+You will need to start a new shell for this setup to take effect.
+";
+
+/// cobra's help for `completion powershell`.
+const COMPLETION_POWERSHELL_LONG: &str = "Generate the autocompletion script for powershell.
+
+To load completions in your current shell session:
+
+\tetcdctl completion powershell | Out-String | Invoke-Expression
+
+To load completions for every new session, add the output of the above command
+to your powershell profile.
 ";
 
 /// Flags pflag prints without quotes (numbers, durations, lists).
@@ -509,7 +559,8 @@ pub fn render(path: &[&str]) -> Option<String> {
     } else {
         format!("{parent_path} {use_line}")
     };
-    let no_flags = path.first() == Some(&"completion") && path.len() == 2;
+    // cobra's `completion bash` alone hides `[flags]` in its usage line.
+    let no_flags = path == ["completion", "bash"];
     if no_flags || full_use.contains("[flags]") {
         text.push_str(&format!("\t{full_use}\n"));
     } else {

@@ -5,8 +5,8 @@
 //! environment variables with etcdctl's checks and `--debug` dump, DNS SRV
 //! discovery, v3 commands `put get del txn compaction watch lease member
 //! endpoint alarm defrag move-leader snapshot make-mirror lock elect auth user
-//! role check (perf, datascale) version`, resolved by unique prefix as cobra does), bash
-//! completion (`completion bash`, answered through cobra's `__complete`), clientv3's
+//! role check (perf, datascale) version`, resolved by unique prefix as cobra does), shell
+//! completion (`completion bash|zsh|fish|powershell`, answered through cobra's `__complete`), clientv3's
 //! `retrying of unary invoker failed` warnings, etcdctl's help layout, the `txn` input language, and etcdctl's output formats
 //! (`-w simple|json|fields|table|protobuf`) reproduced byte for byte, with
 //! etcdctl's `Error: ...` lines and exit codes. Long-running commands (watch,
@@ -58,7 +58,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
             .iter()
             .map(|w| w.to_string_lossy().into_owned())
             .collect();
-        print!("{}", completion::complete(&words, ask == "__complete"));
+        let answer = completion::answer(&words, ask == "__complete");
+        print!("{}", answer.stdout());
+        eprint!("{}", answer.stderr());
         return 0;
     }
     // etcdctl's main: ETCDCTL_API picks the command tree (2: the v2 one).
@@ -145,13 +147,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
 /// `completion <shell> [--no-descriptions]`: the script for the program as it was
 /// called (`etcdctl` through a link of that name).
 fn completion_script(args: &[OsString], path: &[&str]) -> i32 {
-    if path.get(1) != Some(&"bash") {
-        eprintln!(
-            "Error: concordctl generates the completion script for bash only, not for {}",
-            path.get(1).copied().unwrap_or_default()
-        );
-        return ExitCode::Error as i32;
-    }
+    // The resolver only lets cobra's four shells through.
+    let Some(shell) = path
+        .get(1)
+        .and_then(|name| completion::Shell::from_name(name))
+    else {
+        return print_help(path);
+    };
     let mut descriptions = true;
     for arg in args.iter().skip(1).filter_map(|a| a.to_str()) {
         match arg {
@@ -165,7 +167,7 @@ fn completion_script(args: &[OsString], path: &[&str]) -> i32 {
         .map(std::path::Path::new)
         .and_then(std::path::Path::file_name)
         .map_or_else(|| "concordctl".into(), |n| n.to_string_lossy());
-    print!("{}", completion::bash_script(&program, descriptions));
+    print!("{}", completion::script(shell, &program, descriptions));
     0
 }
 

@@ -58,6 +58,16 @@ pub const SYSTEM_PACKAGES: &[SystemPackage] = &[
         name: "prometheus",
         installs: "/usr/bin/prometheus",
     },
+    // concordctl's zsh and fish completion scripts run in the real shells
+    // (ctl/tests/completion.rs).
+    SystemPackage {
+        name: "zsh",
+        installs: "/usr/bin/zsh",
+    },
+    SystemPackage {
+        name: "fish",
+        installs: "/usr/bin/fish",
+    },
 ];
 
 /// A Debian package and one file it installs.
