@@ -159,76 +159,122 @@ impl Store {
         opts: StoreOptions,
         member_tables: &[(&str, &[MetaEntry])],
     ) -> Result<Store, Error> {
-        verify_snapshot_file(file)?;
-        let table_prefixes: Vec<Vec<u8>> = member_tables
-            .iter()
-            .map(|(table, _)| meta_user_key(table, b""))
-            .collect();
-        let staging = sibling(dir, "restoring");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        {
-            let store = Store::open(&staging, opts.clone())?;
-            let mut reader = BufReader::new(std::fs::File::open(file)?);
-            let mut magic = vec![0; MAGIC.len()];
-            reader.read_exact(&mut magic)?;
-            let mut ingestion = Some(store.kv.start_ingestion()?);
-            let mut last_kv: Option<Vec<u8>> = None;
-            let mut meta = Vec::new();
-            let mut meta_bytes = 0;
-            loop {
-                let mut tag = [0u8; 1];
-                reader.read_exact(&mut tag)?;
-                if tag[0] == TAG_END {
-                    break;
-                }
-                if tag[0] != TAG_KV && tag[0] != TAG_META {
-                    return Err(Error::InvalidSnapshot("unknown record tag".into()));
-                }
-                let key = read_chunk(&mut reader)?;
-                let value = read_chunk(&mut reader)?;
-                if tag[0] == TAG_KV {
-                    // Ingestion takes keys in ascending order only (and panics otherwise).
-                    if last_kv.as_ref().is_some_and(|last| key <= *last) {
-                        return Err(Error::InvalidSnapshot("kv records out of order".into()));
-                    }
-                    let Some(ingesting) = ingestion.as_mut() else {
-                        return Err(Error::InvalidSnapshot("kv record after meta".into()));
-                    };
-                    ingesting.write(key.clone(), value)?;
-                    last_kv = Some(key);
-                    continue;
-                }
-                // The kv records all come first.
-                if let Some(done) = ingestion.take() {
-                    done.finish()?;
-                }
-                if table_prefixes.iter().any(|p| key.starts_with(p)) {
-                    continue;
-                }
-                meta_bytes += key.len() + value.len();
-                meta.push((TAG_META, key, value));
-                if meta.len() == RESTORE_CHUNK || meta_bytes >= RESTORE_CHUNK_BYTES {
-                    write_owned(&store, &meta)?;
-                    meta.clear();
-                    meta_bytes = 0;
-                }
+        restore_from_file_in_steps(dir, file, opts, member_tables, |_| {})
+    }
+}
+
+/// The steps of [`Store::restore_keeping_from_file`], in order. Each is reported to the
+/// caller of [`restore_from_file_in_steps`] once done, so that tests can take what a
+/// crash right after it would leave on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestoreStep {
+    /// The file's checksum matched; nothing on disk was touched yet.
+    Verified,
+    /// The staging directory (`<dir>.restoring`) holds an empty store.
+    StagingOpened,
+    /// One more `kv` record went into the ingestion (`n` so far).
+    KvIngested(usize),
+    /// The ingested tables are part of the staged store.
+    KvFinished,
+    /// One batch of `meta` records is committed to the staged store.
+    MetaBatchWritten,
+    /// The staged store is complete and durable.
+    StagingPersisted,
+    /// The old store was moved aside (`<dir>.replaced`); `dir` does not exist.
+    OldMovedAside,
+    /// The staged store is `dir`.
+    NewMovedIn,
+    /// The old store is gone.
+    OldRemoved,
+}
+
+/// [`Store::restore_keeping_from_file`], telling `step` what each step did as it ends.
+fn restore_from_file_in_steps(
+    dir: &Path,
+    file: &Path,
+    opts: StoreOptions,
+    member_tables: &[(&str, &[MetaEntry])],
+    mut step: impl FnMut(RestoreStep),
+) -> Result<Store, Error> {
+    verify_snapshot_file(file)?;
+    step(RestoreStep::Verified);
+    let table_prefixes: Vec<Vec<u8>> = member_tables
+        .iter()
+        .map(|(table, _)| meta_user_key(table, b""))
+        .collect();
+    let staging = sibling(dir, RESTORING);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    {
+        let store = Store::open(&staging, opts.clone())?;
+        step(RestoreStep::StagingOpened);
+        let mut reader = BufReader::new(std::fs::File::open(file)?);
+        let mut magic = vec![0; MAGIC.len()];
+        reader.read_exact(&mut magic)?;
+        let mut ingestion = Some(store.kv.start_ingestion()?);
+        let mut last_kv: Option<Vec<u8>> = None;
+        let mut ingested = 0;
+        let mut meta = Vec::new();
+        let mut meta_bytes = 0;
+        loop {
+            let mut tag = [0u8; 1];
+            reader.read_exact(&mut tag)?;
+            if tag[0] == TAG_END {
+                break;
             }
+            if tag[0] != TAG_KV && tag[0] != TAG_META {
+                return Err(Error::InvalidSnapshot("unknown record tag".into()));
+            }
+            let key = read_chunk(&mut reader)?;
+            let value = read_chunk(&mut reader)?;
+            if tag[0] == TAG_KV {
+                // Ingestion takes keys in ascending order only (and panics otherwise).
+                if last_kv.as_ref().is_some_and(|last| key <= *last) {
+                    return Err(Error::InvalidSnapshot("kv records out of order".into()));
+                }
+                let Some(ingesting) = ingestion.as_mut() else {
+                    return Err(Error::InvalidSnapshot("kv record after meta".into()));
+                };
+                ingesting.write(key.clone(), value)?;
+                last_kv = Some(key);
+                ingested += 1;
+                step(RestoreStep::KvIngested(ingested));
+                continue;
+            }
+            // The kv records all come first.
             if let Some(done) = ingestion.take() {
                 done.finish()?;
+                step(RestoreStep::KvFinished);
             }
-            for (table, entries) in member_tables {
-                for (key, value) in entries.iter() {
-                    meta.push((TAG_META, meta_user_key(table, key), value.clone()));
-                }
+            if table_prefixes.iter().any(|p| key.starts_with(p)) {
+                continue;
             }
-            write_owned(&store, &meta)?;
-            store.persist()?;
+            meta_bytes += key.len() + value.len();
+            meta.push((TAG_META, key, value));
+            if meta.len() == RESTORE_CHUNK || meta_bytes >= RESTORE_CHUNK_BYTES {
+                write_owned(&store, &meta)?;
+                step(RestoreStep::MetaBatchWritten);
+                meta.clear();
+                meta_bytes = 0;
+            }
         }
-        install_staged(dir, &staging)?;
-        Store::open(dir, opts)
+        if let Some(done) = ingestion.take() {
+            done.finish()?;
+            step(RestoreStep::KvFinished);
+        }
+        for (table, entries) in member_tables {
+            for (key, value) in entries.iter() {
+                meta.push((TAG_META, meta_user_key(table, key), value.clone()));
+            }
+        }
+        write_owned(&store, &meta)?;
+        step(RestoreStep::MetaBatchWritten);
+        store.persist()?;
+        step(RestoreStep::StagingPersisted);
     }
+    install_staged(dir, &staging, &mut step)?;
+    Store::open(dir, opts)
 }
 
 fn read_chunk(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
@@ -251,19 +297,66 @@ fn write_owned(store: &Store, records: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<(), 
     write_records(store, &borrowed)
 }
 
-/// Moves a fully written staging directory into place (a crash leaves the old or the
-/// new directory, never a mix).
-fn install_staged(dir: &Path, staging: &Path) -> Result<(), Error> {
+/// The suffix of the directory a restore into `<dir>` stages its store in.
+const RESTORING: &str = "restoring";
+/// The suffix `<dir>` is renamed to while a restore moves the staged store in.
+const REPLACED: &str = "replaced";
+
+/// Moves a fully written staging directory into place. A crash leaves the old or the
+/// new directory, never a mix: between the two renames `dir` is missing and
+/// `<dir>.replaced` holds the old store, which [`recover_interrupted_restore`] (run by
+/// [`Store::open`]) moves back.
+fn install_staged(
+    dir: &Path,
+    staging: &Path,
+    step: &mut impl FnMut(RestoreStep),
+) -> Result<(), Error> {
     if dir.exists() {
-        let old = sibling(dir, "replaced");
+        let old = sibling(dir, REPLACED);
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
         std::fs::rename(dir, &old)?;
+        sync_parent(dir)?;
+        step(RestoreStep::OldMovedAside);
         std::fs::rename(staging, dir)?;
+        sync_parent(dir)?;
+        step(RestoreStep::NewMovedIn);
         std::fs::remove_dir_all(&old)?;
+        step(RestoreStep::OldRemoved);
     } else {
         std::fs::rename(staging, dir)?;
+        sync_parent(dir)?;
+        step(RestoreStep::NewMovedIn);
+    }
+    Ok(())
+}
+
+/// Makes the renames in `dir`'s parent durable.
+fn sync_parent(dir: &Path) -> Result<(), Error> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Undoes what a restore into `dir` that a crash interrupted left behind, before `dir` is
+/// opened: a staged store that was not moved in yet is deleted (the old store stays),
+/// and an old store moved aside is moved back if the staged one never took its place, or
+/// deleted if it did.
+pub(crate) fn recover_interrupted_restore(dir: &Path) -> Result<(), Error> {
+    let old = sibling(dir, REPLACED);
+    if old.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&old)?;
+        } else {
+            std::fs::rename(&old, dir)?;
+            sync_parent(dir)?;
+        }
+    }
+    let staging = sibling(dir, RESTORING);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
     }
     Ok(())
 }
@@ -331,7 +424,7 @@ impl Store {
             key,
             value,
         }));
-        let staging = sibling(dir, "restoring");
+        let staging = sibling(dir, RESTORING);
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
@@ -340,7 +433,7 @@ impl Store {
             write_records(&store, &records)?;
             store.persist()?;
         }
-        install_staged(dir, &staging)?;
+        install_staged(dir, &staging, &mut |_| {})?;
         Store::open(dir, opts)
     }
 }
@@ -585,6 +678,203 @@ mod tests {
             let at = MAGIC.len() + at.index(body.len() - MAGIC.len());
             body[at] = byte;
             check_any(body)?;
+        }
+    }
+}
+
+/// A restore from a snapshot file stopped by a crash after any of its steps: what the
+/// crash leaves on disk is taken at that moment (a copy of the directory, as a SIGKILL
+/// would leave it), opened, and must hold the old store whole or the restored one whole,
+/// with nothing of the restore's scaffolding left behind.
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+    use concord_proto::etcdserverpb::{PutRequest, RangeRequest};
+
+    const OLD_KEYS: usize = 200;
+    const NEW_KEYS: usize = 300;
+
+    fn store_with(dir: &Path, prefix: &str, count: usize, applied: u64) -> Store {
+        let store = Store::open(dir, StoreOptions::default()).unwrap();
+        let mut batch = store.write_batch();
+        for n in 0..count {
+            batch
+                .put(&PutRequest {
+                    key: format!("{prefix}/{n:04}").into_bytes(),
+                    value: vec![b'v'; 100],
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        batch.set_applied_index(applied);
+        batch.commit().unwrap();
+        store.persist().unwrap();
+        store
+    }
+
+    /// Every key the store holds, and its applied index.
+    fn contents(store: &Store) -> (Vec<String>, u64) {
+        let all = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        let keys = store
+            .range(&all)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| String::from_utf8(kv.key).unwrap())
+            .collect();
+        (keys, store.applied_index())
+    }
+
+    fn expected(prefix: &str, count: usize, applied: u64) -> (Vec<String>, u64) {
+        let keys = (0..count).map(|n| format!("{prefix}/{n:04}")).collect();
+        (keys, applied)
+    }
+
+    /// Copies the tree under `from` to `to` as it is now. A file that goes away while it
+    /// is copied is left out, as a crash at that instant may leave it.
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        let Ok(entries) = std::fs::read_dir(from) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let target = to.join(entry.file_name());
+            if kind.is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else if let Err(error) = std::fs::copy(entry.path(), &target) {
+                assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+            }
+        }
+    }
+
+    /// Restores a snapshot of `NEW_KEYS` keys into `disk/db` (holding `OLD_KEYS` other
+    /// keys first, if `replacing`), taking a crash image after every step but most
+    /// single `kv` records; returns the steps in order and the images.
+    fn restore_with_crash_images(
+        root: &Path,
+        replacing: bool,
+    ) -> (Vec<RestoreStep>, Vec<(RestoreStep, PathBuf)>) {
+        let source = store_with(&root.join("source"), "new", NEW_KEYS, 50);
+        let file = root.join("snapshot");
+        let mut out = std::fs::File::create(&file).unwrap();
+        std::io::copy(&mut source.snapshot_reader(), &mut out).unwrap();
+        drop(out);
+        let disk = root.join("disk");
+        std::fs::create_dir_all(&disk).unwrap();
+        if replacing {
+            drop(store_with(&disk.join("db"), "old", OLD_KEYS, 7));
+        }
+        let mut steps = Vec::new();
+        let mut images = Vec::new();
+        let kept: Vec<MetaEntry> = vec![(b"id".to_vec(), b"me".to_vec())];
+        let restored = restore_from_file_in_steps(
+            &disk.join("db"),
+            &file,
+            StoreOptions::default(),
+            &[("local", kept.as_slice())],
+            |step| {
+                steps.push(step);
+                let worth_an_image = match step {
+                    RestoreStep::KvIngested(n) => n == 1 || n == NEW_KEYS / 2,
+                    _ => true,
+                };
+                if worth_an_image {
+                    let image = root.join(format!("image-{}", images.len()));
+                    copy_tree(&disk, &image);
+                    images.push((step, image));
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(contents(&restored), expected("new", NEW_KEYS, 50));
+        (steps, images)
+    }
+
+    fn position(steps: &[RestoreStep], step: RestoreStep) -> usize {
+        steps
+            .iter()
+            .position(|s| *s == step)
+            .unwrap_or_else(|| panic!("{step:?} never happened: {steps:?}"))
+    }
+
+    #[test]
+    fn a_restore_over_a_store_stopped_after_any_step_leaves_the_old_or_the_new_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (steps, images) = restore_with_crash_images(root.path(), true);
+        // Every step was reached, in this order.
+        let order = [
+            RestoreStep::Verified,
+            RestoreStep::StagingOpened,
+            RestoreStep::KvIngested(1),
+            RestoreStep::KvIngested(NEW_KEYS),
+            RestoreStep::KvFinished,
+            RestoreStep::MetaBatchWritten,
+            RestoreStep::StagingPersisted,
+            RestoreStep::OldMovedAside,
+            RestoreStep::NewMovedIn,
+            RestoreStep::OldRemoved,
+        ];
+        let at: Vec<usize> = order.iter().map(|&s| position(&steps, s)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+        let moved_in = position(&steps, RestoreStep::NewMovedIn);
+
+        for (step, image) in &images {
+            let db = image.join("db");
+            let store = Store::open(&db, StoreOptions::default()).unwrap();
+            let crashed_before_the_new_store_was_in = position(&steps, *step) < moved_in;
+            if crashed_before_the_new_store_was_in {
+                assert_eq!(
+                    contents(&store),
+                    expected("old", OLD_KEYS, 7),
+                    "after {step:?}"
+                );
+                assert_eq!(store.meta_get("local", b"id").unwrap(), None);
+            } else {
+                assert_eq!(
+                    contents(&store),
+                    expected("new", NEW_KEYS, 50),
+                    "after {step:?}"
+                );
+                assert_eq!(
+                    store.meta_get("local", b"id").unwrap(),
+                    Some(b"me".to_vec())
+                );
+            }
+            assert!(!image.join("db.restoring").exists(), "after {step:?}");
+            assert!(!image.join("db.replaced").exists(), "after {step:?}");
+        }
+    }
+
+    /// The server restores into a fresh directory (its next store generation) and only
+    /// ever opens one that exists: until the restored store is moved in, there is none.
+    #[test]
+    fn a_restore_into_a_fresh_directory_stopped_after_any_step_leaves_nothing_or_the_new_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (steps, images) = restore_with_crash_images(root.path(), false);
+        assert!(!steps.contains(&RestoreStep::OldMovedAside), "{steps:?}");
+        let moved_in = position(&steps, RestoreStep::NewMovedIn);
+        for (step, image) in &images {
+            let db = image.join("db");
+            if position(&steps, *step) < moved_in {
+                assert!(!db.exists(), "after {step:?}");
+                recover_interrupted_restore(&db).unwrap();
+                assert!(!db.exists(), "after {step:?}");
+            } else {
+                let store = Store::open(&db, StoreOptions::default()).unwrap();
+                assert_eq!(
+                    contents(&store),
+                    expected("new", NEW_KEYS, 50),
+                    "after {step:?}"
+                );
+            }
+            assert!(!image.join("db.restoring").exists(), "after {step:?}");
         }
     }
 }

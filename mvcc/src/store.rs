@@ -172,8 +172,11 @@ const READ_ATTEMPTS: usize = 8;
 
 impl Store {
     /// Opens (or creates) the store in `dir` and rebuilds the key index from the
-    /// backend. Finishes a compaction that was interrupted by a crash.
+    /// backend. Finishes a compaction that was interrupted by a crash, and cleans up
+    /// after a snapshot restore into `dir` that a crash interrupted (the old store or
+    /// the restored one is kept whole, never a mix; see [`Store::restore`]).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, Error> {
+        crate::snapshot::recover_interrupted_restore(dir)?;
         let db = Database::builder(dir)
             .cache_size(opts.cache_size_bytes)
             .open()?;

@@ -55,9 +55,9 @@ pub async fn add(core: &Core, request: MemberAddRequest) -> Result<MemberAddResp
     };
     let membership = core.membership.read().clone();
     membership.check_add(member.id, &peer_urls, member.is_learner)?;
-    if core.config.strict_reconfig_check && !member.is_learner {
+    if core.config.strict_reconfig_check {
         let progress = leader_progress(core).await?;
-        ready_to_add_voter(&membership, &progress, core.member_id)?;
+        ready_to_add(&membership, &progress, core.member_id, member.is_learner)?;
     }
     let change = if member.is_learner {
         codec::add_learner(member.id)
@@ -199,17 +199,20 @@ fn started(member: &Member, local_id: u64) -> bool {
     member.id == local_id || !member.name.is_empty()
 }
 
-fn ready_to_add_voter(
+/// etcd's `mayAddMember`: a voter needs a quorum of started members to come; a learner
+/// or a voter, every voter connected.
+fn ready_to_add(
     membership: &Membership,
     progress: &Progress,
     local_id: u64,
+    is_learner: bool,
 ) -> Result<(), EtcdError> {
     let voters: Vec<&Member> = membership.voters().collect();
     let members = voters.len() + 1;
     let started = voters.iter().filter(|m| started(m, local_id)).count();
     // Adding a second member to a one-member cluster (restoring a backup) is allowed.
     let restoring = started == 1 && members == 2;
-    if !restoring && started < members / 2 + 1 {
+    if !is_learner && !restoring && started < members / 2 + 1 {
         return Err(EtcdError::member_not_enough_started());
     }
     let all_connected = voters
@@ -342,10 +345,18 @@ mod tests {
             member(3, "c", false),
         ]);
         assert_eq!(
-            ready_to_add_voter(&three, &progress(&[1, 2]), 1),
+            ready_to_add(&three, &progress(&[1, 2]), 1, false),
             Err(EtcdError::unhealthy())
         );
-        assert_eq!(ready_to_add_voter(&three, &progress(&[1, 2, 3]), 1), Ok(()));
+        // So would a learner, in etcd 3.4: every voter must be connected for any add.
+        assert_eq!(
+            ready_to_add(&three, &progress(&[1, 2]), 1, true),
+            Err(EtcdError::unhealthy())
+        );
+        assert_eq!(
+            ready_to_add(&three, &progress(&[1, 2, 3]), 1, false),
+            Ok(())
+        );
         // Removing a member that is down is always allowed; removing a live one while
         // another is down would break the active quorum.
         assert_eq!(
@@ -363,12 +374,17 @@ mod tests {
             member(3, "", false),
         ]);
         assert_eq!(
-            ready_to_add_voter(&unstarted, &progress(&[1, 2, 3]), 1),
+            ready_to_add(&unstarted, &progress(&[1, 2, 3]), 1, false),
             Err(EtcdError::member_not_enough_started())
+        );
+        // A learner does not count towards the quorum: the started check is the voters'.
+        assert_eq!(
+            ready_to_add(&unstarted, &progress(&[1, 2, 3]), 1, true),
+            Ok(())
         );
         // One started member adding a second (restoring a backup) is fine.
         let one = membership(&[member(1, "a", false)]);
-        assert_eq!(ready_to_add_voter(&one, &progress(&[1]), 1), Ok(()));
+        assert_eq!(ready_to_add(&one, &progress(&[1]), 1, false), Ok(()));
         assert_eq!(ready_to_promote(&one, 1), Ok(()));
     }
 

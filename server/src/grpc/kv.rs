@@ -37,21 +37,24 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        // A learner refuses a linearizable read before anything else, as etcd's
+        // interceptor does (learner_gate lets every Range through).
+        if !request.get_ref().serializable
+            && self
+                .core
+                .raft
+                .status
+                .is_learner
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(EtcdError::not_supported_for_learner().into());
+        }
         let who = self.core.identify(&request).await?;
         let request = request.into_inner();
         if request.key.is_empty() {
             return Err(EtcdError::empty_key().into());
         }
         if !request.serializable {
-            if self
-                .core
-                .raft
-                .status
-                .is_learner
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                return Err(EtcdError::not_supported_for_learner().into());
-            }
             self.core.linearizable_barrier().await?;
         }
         // etcd's doSerialize: check, read, and if the auth state changed under the read,
