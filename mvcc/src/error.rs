@@ -30,7 +30,7 @@ pub enum Error {
     /// A txn with more compares or ops than `StoreOptions::max_txn_ops`.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
-    /// A range request with an unknown sort order or target.
+    /// A range request that sorts by a target etcd does not know.
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
     /// The storage engine failed; after a failed commit the store is poisoned.

@@ -22,8 +22,8 @@ pub(crate) trait FetchKv {
 
 /// A validated range request's options.
 pub(crate) struct RangePlan {
-    order: SortOrder,
-    target: SortTarget,
+    /// How to sort after fetching: `None` leaves the key order as it is.
+    sort: Option<(SortOrder, SortTarget)>,
     /// Fetch at most this many key-values (`None`: all).
     fetch_limit: Option<usize>,
 }
@@ -34,11 +34,24 @@ impl RangePlan {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
-        let order = SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
-        let target = SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
+        // As etcd 3.4's apply: a target other than the key means ascending when no order
+        // is given; an order it does not know sorts nothing. A target it does not know,
+        // with an order to sort by, panics etcd 3.4 (etcd-io/etcd#13554); it is refused
+        // here with the error etcd 3.6's request check gives.
+        let mut order = SortOrder::try_from(req.sort_order).ok();
+        if req.sort_target != SortTarget::Key as i32 && order == Some(SortOrder::None) {
+            order = Some(SortOrder::Ascend);
+        }
+        let sort = match order {
+            None | Some(SortOrder::None) => None,
+            Some(order) => Some((
+                order,
+                SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?,
+            )),
+        };
         // etcd fetches everything when it has to sort or filter, and otherwise one
         // more than the limit so it can tell whether there is more.
-        let fetch_everything = order != SortOrder::None
+        let fetch_everything = req.sort_order != SortOrder::None as i32
             || req.min_mod_revision != 0
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
@@ -52,11 +65,7 @@ impl RangePlan {
                     .saturating_add(1),
             )
         };
-        Ok(Self {
-            order,
-            target,
-            fetch_limit,
-        })
+        Ok(Self { sort, fetch_limit })
     }
 }
 
@@ -183,15 +192,9 @@ pub(crate) fn finish(
     if req.min_create_revision != 0 {
         kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
     }
-    let mut order = plan.order;
-    if plan.target != SortTarget::Key && order == SortOrder::None {
-        // Results come in ascending key order already; another target means
-        // ascending by that target.
-        order = SortOrder::Ascend;
-    }
-    if order != SortOrder::None {
+    if let Some((order, target)) = plan.sort {
         let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
-            match plan.target {
+            match target {
                 SortTarget::Key => a.key.cmp(&b.key),
                 SortTarget::Version => a.version.cmp(&b.version),
                 SortTarget::Create => a.create_revision.cmp(&b.create_revision),

@@ -580,6 +580,39 @@ fn large_ranges_come_back_in_key_order_with_the_right_values() {
 }
 
 #[test]
+fn unknown_sort_orders_sort_nothing_and_unknown_targets_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // Values in the opposite order of keys: sorting by value reverses the keys.
+    put(&store, "a", "2");
+    put(&store, "b", "1");
+    let range = |sort_order: i32, sort_target: i32| {
+        store.range(&RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            sort_order,
+            sort_target,
+            limit: 1,
+            ..Default::default()
+        })
+    };
+    let first_key = |resp: RangeResponse| (kv_pairs(&resp)[0].0.clone(), resp.more);
+    // As etcd 3.4.23's apply: an order it does not know leaves the key order, whatever
+    // the target; the limit still cuts after.
+    for (order, target) in [(7, 0), (-1, 4), (7, 9)] {
+        let resp = range(order, target).expect("range");
+        assert_eq!(first_key(resp), ("a".into(), true), "{order} {target}");
+    }
+    assert_eq!(first_key(range(0, 4).expect("range")).0, "b");
+    // A target it does not know, with an order (given, or ascending by default), panics
+    // etcd 3.4; etcd 3.6 refuses it so.
+    for (order, target) in [(0, 9), (1, 9), (2, -1)] {
+        let error = range(order, target).expect_err("refused");
+        assert_eq!(error.to_string(), "etcdserver: invalid sort option");
+    }
+}
+
+#[test]
 fn db_size_counts_data_not_the_sparse_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());

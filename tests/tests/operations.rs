@@ -824,3 +824,233 @@ fn ctl_failure(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
     anyhow::ensure!(!ok, "etcdctl {args:?} succeeded: {out}");
     Ok(out + &err)
 }
+
+/// Test certificates for peer TLS in `dir`: a CA, the member's own certificate (server
+/// and client use, `localhost` and 127.0.0.1) and one client certificate per
+/// `(file name, common name, DNS name)`.
+fn peer_certificates(dir: &Path, peers: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem);
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "peer test CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf = |file: &str, common_name: &str, dns: &str| -> anyhow::Result<()> {
+        let mut params = rcgen::CertificateParams::new(vec![dns.to_string()])?;
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        write(&format!("{file}.crt"), cert.pem())?;
+        write(&format!("{file}.key"), key.serialize_pem())?;
+        Ok(())
+    };
+    leaf("self", "member", "localhost")?;
+    for (file, common_name, dns) in peers {
+        leaf(file, common_name, dns)?;
+    }
+    write("ca.crt", ca.pem())?;
+    Ok(())
+}
+
+/// Calls the peer service's `HashKv` (revision 0) on `peer_port` over TLS as the peer
+/// whose certificate is `dir/<file>.crt`; the answer's hash.
+async fn peer_hash_kv(peer_port: u16, dir: &Path, file: &str) -> anyhow::Result<u32> {
+    let pem = |name: String| std::fs::read(dir.join(name));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem("ca.crt".into())?.as_slice()) {
+        roots.add(cert?)?;
+    }
+    let chain = rustls_pemfile::certs(&mut pem(format!("{file}.crt"))?.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pem(format!("{file}.key"))?.as_slice())?
+        .ok_or_else(|| anyhow::anyhow!("no key in {file}.key"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", peer_port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://localhost:{peer_port}"))?
+        .connect_with_connector(connect)
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    // HashKVRequest{revision: 0} is the empty message.
+    let answer = grpc
+        .unary(
+            tonic::Request::new(Vec::new()),
+            http::uri::PathAndQuery::from_static("/concordpb.Peer/HashKv"),
+            RawBytes,
+        )
+        .await?
+        .into_inner();
+    hash_field(&answer).ok_or_else(|| anyhow::anyhow!("no hash in the answer {answer:?}"))
+}
+
+/// Field 2 (`hash`, a varint) of a protobuf-encoded HashKVResponse.
+fn hash_field(mut message: &[u8]) -> Option<u32> {
+    let varint = |bytes: &mut &[u8]| -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    };
+    while !message.is_empty() {
+        let tag = varint(&mut message)?;
+        match tag & 7 {
+            0 => {
+                let value = varint(&mut message)?;
+                if tag >> 3 == 2 {
+                    return u32::try_from(value).ok();
+                }
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut message)?).ok()?;
+                message = message.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A gRPC codec that carries messages as their protobuf bytes.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len).to_vec()))
+    }
+}
+
+/// The corruption checks' `HashKv` travels over the peer port under the peer listener's
+/// TLS checks: with `--peer-client-cert-auth` and `--peer-cert-allowed-cn` (or
+/// `--peer-cert-allowed-hostname`), a peer whose certificate names another common name
+/// (or host) gets no hash, one that matches gets the member's HashKV, the same the
+/// client port's Maintenance service answers.
+#[tokio::test]
+async fn peer_hash_kv_obeys_the_peer_certificate_checks() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    peer_certificates(
+        dir.path(),
+        &[
+            ("member", "member", "m1.example"),
+            ("stranger", "stranger", "elsewhere.example"),
+            ("named", "anyone", "m1.example"),
+        ],
+    )?;
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    for (check, value, allowed, refused) in [
+        ("--peer-cert-allowed-cn", "member", "member", "stranger"),
+        (
+            "--peer-cert-allowed-hostname",
+            "m1.example",
+            "named",
+            "stranger",
+        ),
+    ] {
+        let peer_port = concord_tests::free_port();
+        let peer_url = format!("https://127.0.0.1:{peer_port}");
+        let (self_cert, self_key, ca) = (file("self.crt"), file("self.key"), file("ca.crt"));
+        let cluster = Cluster::start_with(
+            1,
+            &[
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("m0={peer_url}"),
+                "--peer-cert-file",
+                &self_cert,
+                "--peer-key-file",
+                &self_key,
+                "--peer-trusted-ca-file",
+                &ca,
+                "--peer-client-cert-auth",
+                check,
+                value,
+            ],
+        )?;
+        let mut client = Client::connect([cluster.members[0].client_url()], None).await?;
+        client.put("k", "v", None).await?;
+        let expected = client.hash_kv(0).await?.hash();
+        let hash = peer_hash_kv(peer_port, dir.path(), allowed)
+            .await
+            .map_err(|e| anyhow::anyhow!("{check} {value}, as {allowed}: {e:#}"))?;
+        assert_eq!(hash, expected, "{check} {value}, as {allowed}");
+        let stranger = peer_hash_kv(peer_port, dir.path(), refused).await;
+        assert!(
+            stranger.is_err(),
+            "{check} {value}: {refused} got a hash: {stranger:?}"
+        );
+        // The member serves on, and its peers still get answers.
+        assert_eq!(
+            peer_hash_kv(peer_port, dir.path(), allowed).await?,
+            expected
+        );
+    }
+    Ok(())
+}

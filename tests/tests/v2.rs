@@ -717,14 +717,15 @@ fn v2_auth_api_answers_as_etcd_does() -> Result<()> {
 /// preflight OPTIONS is answered at once.
 #[test]
 fn v2_answers_carry_cors_headers() -> Result<()> {
-    let cluster = Cluster::start_with(1, &["--enable-v2", "--cors", "http://app.example"])?;
+    // etcd 3.4 takes only host:port URLs for --cors.
+    let cluster = Cluster::start_with(1, &["--enable-v2", "--cors", "http://app.example:80"])?;
     cluster.wait_ready(0)?;
     wait_v2(&cluster, 0)?;
     let url = keys(&cluster, 0, "/k");
-    let allowed = curl(&url, &["-H", "Origin: http://app.example"])?;
+    let allowed = curl(&url, &["-H", "Origin: http://app.example:80"])?;
     assert_eq!(
         allowed.header("access-control-allow-origin"),
-        Some("http://app.example")
+        Some("http://app.example:80")
     );
     assert_eq!(
         allowed.header("access-control-allow-methods"),
@@ -736,7 +737,7 @@ fn v2_answers_carry_cors_headers() -> Result<()> {
     );
     let other = curl(&url, &["-H", "Origin: http://elsewhere"])?;
     assert_eq!(other.header("access-control-allow-origin"), None);
-    let preflight = curl(&url, &["-XOPTIONS", "-H", "Origin: http://app.example"])?;
+    let preflight = curl(&url, &["-XOPTIONS", "-H", "Origin: http://app.example:80"])?;
     assert_eq!((preflight.status, preflight.body.as_str()), (200, ""));
 
     let open = v2_cluster(1)?;

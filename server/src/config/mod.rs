@@ -124,6 +124,7 @@ pub struct Config {
     pub client_tls: TlsSettings,
     pub peer_tls: TlsSettings,
     pub cipher_suites: Vec<String>,
+    /// Allowed CORS origins ([`parse_cors`]): `["*"]` or URLs as Go writes them.
     pub cors: Vec<String>,
     pub host_whitelist: Vec<String>,
     pub auth_token: AuthTokenKind,
@@ -322,6 +323,150 @@ pub fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// `--cors` as etcd 3.4 takes it (a `UniqueURLs` flag with `*` as its one exception):
+/// exactly `*` allows every origin; anything else is a comma-separated list of URLs,
+/// each checked as etcd's `types.NewURLs` checks listen URLs (after Go's `url.Parse`):
+/// `http`, `https`, `unix` or `unixs`, `host:port`, no path. An origin is allowed when
+/// it equals one of them as Go writes the URL back (scheme in lower case), so
+/// `--cors=http://app.example` is refused and `http://app.example:80` only matches an
+/// `Origin` that names port 80. Errors read as etcd's, off etcd 3.4.23 started with
+/// each value.
+pub fn parse_cors(text: &str) -> Result<Vec<String>, ConfigError> {
+    if text == "*" {
+        return Ok(vec!["*".to_string()]);
+    }
+    let mut origins = Vec::new();
+    for item in text.split(',') {
+        let item = item.trim();
+        let origin = go_listen_url(item).map_err(|reason| invalid("cors", text, &reason))?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
+/// etcd's `types.NewURLs` check of one URL over Go's `url.Parse`, with their error texts;
+/// the URL as Go's `URL.String` writes it back.
+fn go_listen_url(text: &str) -> Result<String, String> {
+    let parse_error = |reason: &str| format!("parse {text:?}: {reason}");
+    let scheme_error = || format!("URL scheme must be http, https, unix, or unixs: {text}");
+    if text.bytes().any(|c| c < 0x20 || c == 0x7f) {
+        return Err(parse_error("net/url: invalid control character in URL"));
+    }
+    let (without_fragment, fragment) = match text.split_once('#') {
+        Some((url, fragment)) => (url, Some(fragment)),
+        None => (text, None),
+    };
+    check_go_escapes(fragment.unwrap_or_default()).map_err(|e| parse_error(&e))?;
+    // Go's getScheme: letters, then letters, digits, `+`, `-` or `.`, up to a `:`.
+    let mut scheme = "";
+    for (at, c) in without_fragment.char_indices() {
+        match c {
+            'a'..='z' | 'A'..='Z' => {}
+            '0'..='9' | '+' | '-' | '.' if at > 0 => {}
+            ':' if at == 0 => return Err(parse_error("missing protocol scheme")),
+            ':' => {
+                scheme = &without_fragment[..at];
+                break;
+            }
+            _ => break,
+        }
+    }
+    let rest = if scheme.is_empty() {
+        without_fragment
+    } else {
+        &without_fragment[scheme.len() + 1..]
+    };
+    let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+    let scheme_lower = scheme.to_ascii_lowercase();
+    let (host, path) = match rest.strip_prefix("//") {
+        Some(authority_and_path) if !scheme.is_empty() => {
+            let (authority, path) = match authority_and_path.find('/') {
+                Some(at) => authority_and_path.split_at(at),
+                None => (authority_and_path, ""),
+            };
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            check_go_host(host).map_err(|e| parse_error(&e))?;
+            (Some(host), path)
+        }
+        _ => {
+            if scheme.is_empty() && !rest.starts_with('/') {
+                let first_segment = rest.split('/').next().unwrap_or_default();
+                if first_segment.contains(':') {
+                    return Err(parse_error(
+                        "first path segment in URL cannot contain colon",
+                    ));
+                }
+            }
+            check_go_escapes(rest).map_err(|e| parse_error(&e))?;
+            (None, if rest.starts_with('/') { rest } else { "" })
+        }
+    };
+    if !matches!(scheme_lower.as_str(), "http" | "https" | "unix" | "unixs") {
+        return Err(scheme_error());
+    }
+    // Go's net.SplitHostPort: a port after the last colon, brackets around IPv6.
+    let host = host.unwrap_or_default();
+    let splits = if let Some(bracketed) = host.strip_prefix('[') {
+        bracketed
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':') && !after[1..].contains(':'))
+    } else {
+        host.matches(':').count() == 1
+    };
+    if !splits {
+        return Err(format!(
+            "URL address does not have the form \"host:port\": {text}"
+        ));
+    }
+    if !path.is_empty() {
+        return Err(format!("URL must not contain a path: {text}"));
+    }
+    Ok(
+        format!("{scheme_lower}:{}", &without_fragment[scheme.len() + 1..])
+            + &fragment.map(|f| format!("#{f}")).unwrap_or_default(),
+    )
+}
+
+/// Go's `unescape`: every `%` starts two hex digits.
+fn check_go_escapes(text: &str) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    for (at, &c) in bytes.iter().enumerate() {
+        if c == b'%'
+            && !(bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            let escape: String = text[at..].chars().take(3).collect();
+            return Err(format!("invalid URL escape {escape:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Go's `parseHost` for a host that is not bracketed: the port after the last colon is
+/// digits, and the name has no character Go refuses in a host.
+fn check_go_host(host: &str) -> Result<(), String> {
+    if !host.starts_with('[')
+        && let Some((_, port)) = host.rsplit_once(':')
+        && !port.bytes().all(|c| c.is_ascii_digit())
+    {
+        return Err(format!("invalid port \":{port}\" after host"));
+    }
+    check_go_escapes(host)?;
+    if let Some(c) = host.chars().find(|&c| {
+        !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(c) || !c.is_ascii())
+    }) {
+        return Err(format!(
+            "invalid character {:?} in host name",
+            c.to_string()
+        ));
+    }
+    Ok(())
+}
+
 /// `name1=http://a:2380,name1=http://b:2380,name2=...` into members with their URLs.
 pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
     let mut members: Vec<(String, Vec<Url>)> = Vec::new();
@@ -461,7 +606,7 @@ impl Config {
                 allowed_hostname: v.optional_text("peer-cert-allowed-hostname"),
             },
             cipher_suites: v.list("cipher-suites"),
-            cors: v.list("cors"),
+            cors: parse_cors(&v.text("cors"))?,
             host_whitelist: v.list("host-whitelist"),
             auth_token,
             bcrypt_cost: u32::try_from(v.unsigned("bcrypt-cost")?)
@@ -645,6 +790,91 @@ fn parse_auth_token(text: &str) -> Result<AuthTokenKind, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cors_is_checked_as_etcd_checks_it() {
+        use super::parse_cors;
+        // Read off etcd 3.4.23 started with --cors=VALUE (exit status 2 for errors).
+        let accepted: &[(&str, &[&str])] = &[
+            ("*", &["*"]),
+            ("http://app.example:80", &["http://app.example:80"]),
+            ("https://a:1,http://b:2", &["https://a:1", "http://b:2"]),
+            ("HTTP://x:80 ", &["http://x:80"]),
+            ("http://[::1]:80", &["http://[::1]:80"]),
+            ("http://:80", &["http://:80"]),
+            ("unix://x:1", &["unix://x:1"]),
+            ("http://x:80?q=1", &["http://x:80?q=1"]),
+            ("http://x:80,http://x:80", &["http://x:80"]),
+        ];
+        for (value, origins) in accepted {
+            assert_eq!(parse_cors(value).unwrap(), *origins, "{value}");
+        }
+        let refused: &[(&str, &str)] = &[
+            (
+                "http://app.example",
+                "URL address does not have the form \"host:port\": http://app.example",
+            ),
+            (
+                "app.example:80",
+                "URL scheme must be http, https, unix, or unixs: app.example:80",
+            ),
+            (
+                "http://app.example,https://b.example:8443",
+                "URL address does not have the form \"host:port\": http://app.example",
+            ),
+            ("://bad", "parse \"://bad\": missing protocol scheme"),
+            (
+                "http://",
+                "URL address does not have the form \"host:port\": http://",
+            ),
+            (
+                "ftp://x",
+                "URL scheme must be http, https, unix, or unixs: ftp://x",
+            ),
+            (
+                "http://a b",
+                "parse \"http://a b\": invalid character \" \" in host name",
+            ),
+            ("", "URL scheme must be http, https, unix, or unixs: "),
+            (
+                "http://app.example/path",
+                "URL address does not have the form \"host:port\": http://app.example/path",
+            ),
+            (
+                " http://x",
+                "URL address does not have the form \"host:port\": http://x",
+            ),
+            (
+                "http://x,",
+                "URL address does not have the form \"host:port\": http://x",
+            ),
+            (
+                "localhost",
+                "URL scheme must be http, https, unix, or unixs: localhost",
+            ),
+            ("%zz", "parse \"%zz\": invalid URL escape \"%zz\""),
+            (
+                "http://x:80/path",
+                "URL must not contain a path: http://x:80/path",
+            ),
+            (
+                "http://x:80,*",
+                "URL scheme must be http, https, unix, or unixs: *",
+            ),
+            ("**", "URL scheme must be http, https, unix, or unixs: **"),
+            (
+                "http://x:abc",
+                "parse \"http://x:abc\": invalid port \":abc\" after host",
+            ),
+        ];
+        for (value, reason) in refused {
+            assert_eq!(
+                parse_cors(value).unwrap_err().to_string(),
+                format!("invalid value \"{value}\" for flag -cors: {reason}"),
+                "{value}"
+            );
+        }
+    }
+
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {

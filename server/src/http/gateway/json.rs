@@ -1,13 +1,16 @@
 //! The JSON mapping of etcd 3.4's gateway (grpc-gateway v1's default marshaler, jsonpb
 //! with `OrigName: true` and `EmitDefaults: false`), for any message of our descriptor
-//! set, through prost-reflect's serde support:
+//! set:
 //!
 //! - out: proto field names (`cluster_id`, `create_revision`, `ID`, `TTL`), `bytes` as
 //!   standard base64, 64-bit integers as strings, enums by name, default values left out
 //!   (a oneof member that is set is written even when it holds its default);
+//!   (written through prost-reflect's serde support);
 //! - in: proto or JSON (lowerCamel) field names, integers as numbers or strings, enums
 //!   by name or number, `null` for "not set", unknown fields ignored (grpc-gateway's
-//!   decoder allows them).
+//!   decoder allows them), read by [`super::go_json`] from the body's text, because
+//!   Go's decoder judges numbers by their literal (`1e3` and `1.0` are no int64) and
+//!   names them so in its errors.
 //!
 //! Strings are escaped as Go's `encoding/json` escapes them (jsonpb writes strings with
 //! it), which serde_json does not do by itself: `<`, `>`, `&`, U+2028 and U+2029 as
@@ -16,30 +19,19 @@
 //! `/v3/auth/user/list` and a malformed body).
 
 use prost::Message as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 
 /// A request body that is not a JSON encoding of the method's request message.
 #[derive(Debug)]
 pub struct DecodeError(pub String);
 
-/// The protobuf encoding of the JSON `value` as a `desc` message.
-pub fn json_to_protobuf(
-    desc: &MessageDescriptor,
-    value: serde_json::Value,
-) -> Result<Vec<u8>, DecodeError> {
-    // Go's decoder takes `null` for the empty request, and names type errors its way.
-    let value = if value.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        value
-    };
-    if let Some(error) = super::go_json::type_error(desc, &value) {
-        return Err(DecodeError(error));
-    }
-    let options = DeserializeOptions::new().deny_unknown_fields(false);
-    DynamicMessage::deserialize_with_options(desc.clone(), value, &options)
+/// The protobuf encoding of the first JSON value in `json` (which Go's scanner accepted,
+/// see [`super::go_json::value_end`]) as a `desc` message, decoded as etcd's gateway
+/// decodes it ([`super::go_json::decode_message`]).
+pub fn json_to_protobuf(desc: &MessageDescriptor, json: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    super::go_json::decode_message(desc, json)
         .map(|message| message.encode_to_vec())
-        .map_err(|error| DecodeError(error.to_string()))
+        .map_err(DecodeError)
 }
 
 /// The gateway's JSON for the protobuf encoding `protobuf` of a `desc` message.
@@ -173,7 +165,7 @@ mod tests {
     }
 
     fn decode(name: &str, json: &str) -> Result<Vec<u8>, DecodeError> {
-        json_to_protobuf(&message(name), serde_json::from_str(json).unwrap())
+        json_to_protobuf(&message(name), json.as_bytes())
     }
 
     #[test]

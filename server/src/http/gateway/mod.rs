@@ -408,26 +408,21 @@ impl JsonRequests {
     /// The next request; `None` at the end of the body.
     async fn next(&mut self) -> Option<Result<Vec<u8>, DecodeError>> {
         loop {
-            let mut values =
-                serde_json::Deserializer::from_slice(&self.buffer).into_iter::<serde_json::Value>();
-            match values.next() {
-                Some(Ok(value)) => {
-                    let consumed = values.byte_offset();
-                    self.buffer.drain(..consumed);
-                    return Some(json::json_to_protobuf(&self.desc, value));
-                }
-                Some(Err(error)) if !error.is_eof() => {
-                    // Go's scanner's words for it, as the gateway answers them.
-                    let message =
-                        go_json::syntax_error(&self.buffer).unwrap_or_else(|| error.to_string());
-                    return Some(Err(DecodeError(message)));
+            match go_json::value_end(&self.buffer) {
+                Ok(end) => {
+                    let request = json::json_to_protobuf(&self.desc, &self.buffer[..end]);
+                    self.buffer.drain(..end);
+                    return Some(request);
                 }
                 // An incomplete value, or nothing but blanks so far: read on.
+                Err(error) if error != go_json::UNEXPECTED_EOF => {
+                    return Some(Err(DecodeError(error)));
+                }
                 _ if self.body_ended => {
                     if self.buffer.iter().all(u8::is_ascii_whitespace) {
                         return None;
                     }
-                    return Some(Err(DecodeError("unexpected EOF".into())));
+                    return Some(Err(DecodeError(go_json::UNEXPECTED_EOF.into())));
                 }
                 _ => {}
             }
