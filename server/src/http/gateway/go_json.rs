@@ -431,7 +431,7 @@ fn message(desc: &MessageDescriptor, raw: Raw<'_>, depth: usize) -> Result<Dynam
         return Err("exceeded max depth".to_string());
     }
     // A map: the last of repeated keys wins.
-    let members: std::collections::HashMap<String, Raw> = raw.members().into_iter().collect();
+    let members: std::collections::HashMap<String, Raw<'_>> = raw.members().into_iter().collect();
     let mut message = DynamicMessage::new(desc.clone());
     let declared: Vec<FieldDescriptor> = desc
         .descriptor_proto()
