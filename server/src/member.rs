@@ -552,10 +552,9 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         .add_service(ElectionServer::new(grpc::election::ElectionService::new(
             services_channel,
         )));
-        let _ =
-            uncounted_services.set(grpc::learner_gate(routes.clone(), core.raft.status.clone()));
-        let routes = grpc::metrics_layer::instrument(routes, config.metrics_extensive);
-        let routes = grpc::learner_gate(routes, core.raft.status.clone());
+        let _ = uncounted_services.set(grpc::front(routes.clone(), core.raft.status.clone(), None));
+        let metrics = grpc::metrics_layer::GrpcMetrics::new(config.metrics_extensive);
+        let routes = grpc::front(routes, core.raft.status.clone(), Some(metrics));
         let _ = own_services.set(routes.clone());
         let listener = crate::listener::bind(url).await?;
         tracing::info!("ready to serve client requests on {}", url_text(url));

@@ -31,7 +31,6 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Buf;
 use http_body::{Frame, SizeHint};
@@ -257,55 +256,89 @@ impl Shared {
     }
 }
 
-/// Wraps the client port's gRPC routes in the metrics layer; `extensive` (etcd's
-/// `--metrics=extensive`) adds the handling-time histogram.
-pub fn instrument(routes: tonic::service::Routes, extensive: bool) -> tonic::service::Routes {
-    let shared = Arc::new(Shared::new(extensive));
-    let layer = axum::middleware::from_fn(move |request: Request, next: Next| {
-        observe(shared.clone(), request, next)
-    });
-    tonic::service::Routes::from(routes.into_axum_router().layer(layer))
+/// go-grpc-prometheus's server metrics for one listener's routes; `extensive` (etcd's
+/// `--metrics=extensive`) adds the handling-time histogram. Applied by
+/// [`super::FrontLayer`], which calls [`GrpcMetrics::begin`] before a call reaches its
+/// service and [`Begun::finish`] on its response.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    shared: Arc<Shared>,
 }
 
-async fn observe(shared: Arc<Shared>, request: Request, next: Next) -> Response {
-    let Some(method) = shared.methods.get(request.uri().path()).cloned() else {
-        return next.run(request).await;
-    };
-    method.started.increment(1);
-    let version = request
-        .headers()
-        .get("client-api-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown");
-    shared.count_client_request(version, method.call_type == Unary);
-    let request = request.map(|body| {
-        Body::new(CountingBody {
-            inner: body,
-            frames: MessageFrames::default(),
-            messages: method.received.clone(),
-            bytes: shared.received_bytes.clone(),
-            call: None,
-        })
-    });
-    let mut call = Call {
-        method: Some(method.clone()),
-        started: method.handling.as_ref().map(|_| Instant::now()),
-    };
-    let response = next.run(request).await;
-    if let Some(code) = status_code(response.headers()) {
-        // A trailers-only answer (an error, usually): the call is over.
-        call.finish(code);
-        return response;
+impl GrpcMetrics {
+    pub fn new(extensive: bool) -> Self {
+        GrpcMetrics {
+            shared: Arc::new(Shared::new(extensive)),
+        }
     }
-    response.map(|body| {
-        Body::new(CountingBody {
-            inner: body,
-            frames: MessageFrames::default(),
-            messages: method.sent.clone(),
-            bytes: shared.sent_bytes.clone(),
-            call: Some(call),
+
+    /// Counts a call as started and its request's messages as they arrive; `None` (and
+    /// the request untouched) for a path that is none of the client port's methods.
+    pub(crate) fn begin(&self, request: Request) -> (Request, Option<Begun>) {
+        let Some(method) = self.shared.methods.get(request.uri().path()).cloned() else {
+            return (request, None);
+        };
+        method.started.increment(1);
+        let version = request
+            .headers()
+            .get("client-api-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        self.shared
+            .count_client_request(version, method.call_type == Unary);
+        let request = request.map(|body| {
+            Body::new(CountingBody {
+                inner: body,
+                frames: MessageFrames::default(),
+                messages: method.received.clone(),
+                bytes: self.shared.received_bytes.clone(),
+                call: None,
+            })
+        });
+        let call = Call {
+            started: method.handling.as_ref().map(|_| Instant::now()),
+            method: Some(method),
+        };
+        let begun = Begun {
+            call,
+            sent_bytes: self.shared.sent_bytes.clone(),
+        };
+        (request, Some(begun))
+    }
+}
+
+/// A call [`GrpcMetrics::begin`] counted, waiting for its response.
+pub(crate) struct Begun {
+    call: Call,
+    sent_bytes: Counter,
+}
+
+impl Begun {
+    /// Counts the response's messages as they leave, and the call as handled when its
+    /// status is known (dropped unfinished: `Canceled`).
+    pub(crate) fn finish(self, response: Response) -> Response {
+        let Begun {
+            mut call,
+            sent_bytes,
+        } = self;
+        if let Some(code) = status_code(response.headers()) {
+            // A trailers-only answer (an error, usually): the call is over.
+            call.finish(code);
+            return response;
+        }
+        let Some(method) = call.method.clone() else {
+            return response;
+        };
+        response.map(|body| {
+            Body::new(CountingBody {
+                inner: body,
+                frames: MessageFrames::default(),
+                messages: method.sent.clone(),
+                bytes: sent_bytes,
+                call: Some(call),
+            })
         })
-    })
+    }
 }
 
 /// The `grpc-status` of a header or trailer block, as an index into [`CODES`].
