@@ -320,8 +320,7 @@ fn newest_store_dir(base: &Path) -> Result<PathBuf, Error> {
 
 /// Whether a running member holds the store in `dir` (fjall's lock file is locked).
 // `File::try_lock` is the call fjall itself takes its lock with (fjall 3's
-// `locked_file.rs`), so no build of this workspace predates it (Rust 1.89).
-#[allow(clippy::incompatible_msrv)]
+// `locked_file.rs`).
 fn held_by_member(dir: &Path) -> Result<bool, Error> {
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
