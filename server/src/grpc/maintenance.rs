@@ -163,11 +163,9 @@ impl Maintenance for MaintenanceService {
             db_size_in_use,
             is_learner: status.is_learner.load(Ordering::Acquire),
             storage_version: String::new(),
-            db_size_quota: self
-                .core
-                .config
-                .quota_backend_bytes
-                .map_or(0, |quota| quota as i64),
+            // etcd 3.4.23, whose version this answer gives, has no dbSizeQuota: the
+            // gateway's JSON would show a field etcd's does not.
+            db_size_quota: 0,
             downgrade_info: None,
         }))
     }
