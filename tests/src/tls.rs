@@ -80,3 +80,45 @@ impl TlsFiles {
         self.dir.path()
     }
 }
+
+/// A gRPC channel to `127.0.0.1:port` over TLS, checking the server as `localhost`
+/// against `dir/ca.crt` and presenting `dir/<identity>.crt` with its key (mutual TLS:
+/// a client certificate's common name, or a peer's certificate).
+pub async fn mutual_tls_channel(
+    port: u16,
+    dir: &Path,
+    identity: &str,
+) -> Result<tonic::transport::Channel> {
+    let pem = |name: String| std::fs::read(dir.join(name));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem("ca.crt".into())?.as_slice()) {
+        roots.add(cert?)?;
+    }
+    let chain = rustls_pemfile::certs(&mut pem(format!("{identity}.crt"))?.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pem(format!("{identity}.key"))?.as_slice())?
+        .ok_or_else(|| anyhow::anyhow!("no key in {identity}.key"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))?
+            .connect_with_connector(connect)
+            .await?,
+    )
+}

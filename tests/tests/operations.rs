@@ -866,36 +866,7 @@ fn peer_certificates(dir: &Path, peers: &[(&str, &str, &str)]) -> anyhow::Result
 /// Calls the peer service's `HashKv` (revision 0) on `peer_port` over TLS as the peer
 /// whose certificate is `dir/<file>.crt`; the answer's hash.
 async fn peer_hash_kv(peer_port: u16, dir: &Path, file: &str) -> anyhow::Result<u32> {
-    let pem = |name: String| std::fs::read(dir.join(name));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem("ca.crt".into())?.as_slice()) {
-        roots.add(cert?)?;
-    }
-    let chain = rustls_pemfile::certs(&mut pem(format!("{file}.crt"))?.as_slice())
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut pem(format!("{file}.key"))?.as_slice())?
-        .ok_or_else(|| anyhow::anyhow!("no key in {file}.key"))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let connect = tower::service_fn(move |_: http::Uri| {
-        let connector = connector.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", peer_port)).await?;
-            let name = rustls::pki_types::ServerName::try_from("localhost")
-                .map_err(std::io::Error::other)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://localhost:{peer_port}"))?
-        .connect_with_connector(connect)
-        .await?;
+    let channel = concord_tests::tls::mutual_tls_channel(peer_port, dir, file).await?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     // HashKVRequest{revision: 0} is the empty message.
