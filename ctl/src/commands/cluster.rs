@@ -9,6 +9,7 @@ use crate::error::{CtlError, ExitCode, status_message};
 use crate::printer::{EndpointHashKv, EndpointHealth, EndpointStatus, Format, MemberChange};
 use concord_proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
+use std::future::Future;
 use std::time::Instant;
 
 pub(super) async fn member_list_response(
@@ -141,34 +142,82 @@ fn members_json(header: Option<&pb::ResponseHeader>, members: &[pb::Member]) -> 
         .finish()
 }
 
+/// The answer to a change of an existing member: what etcdctl prints of it.
+trait MemberChangeResponse: prost::Message {
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+    fn members(&self) -> &[pb::Member];
+}
+
+macro_rules! member_change_response {
+    ($($response:ty),*) => {$(
+        impl MemberChangeResponse for $response {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+            fn members(&self) -> &[pb::Member] {
+                &self.members
+            }
+        }
+    )*};
+}
+
+member_change_response!(
+    pb::MemberUpdateResponse,
+    pb::MemberRemoveResponse,
+    pb::MemberPromoteResponse
+);
+
+/// Sends a change of member `id` once (a member change is not safe to repeat) and
+/// prints etcdctl's answer to it.
+async fn change_member<T, R, F, Fut>(
+    change: MemberChange,
+    id: u64,
+    request: T,
+    send: F,
+    ctx: &mut Context<'_>,
+) -> Result<(), CtlError>
+where
+    T: Clone + prost::Message,
+    R: MemberChangeResponse,
+    F: Fn(pb::cluster_client::ClusterClient<tonic::transport::Channel>, tonic::Request<T>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
+    let client = ctx.client().await?;
+    let resp = client
+        .call(Retry::NonRepeatable, request, |c, r| {
+            send(
+                pb::cluster_client::ClusterClient::new(c)
+                    .max_decoding_message_size(MAX_RECV_MSG_SIZE),
+                r,
+            )
+        })
+        .await?;
+    let out = ctx
+        .printer
+        .member_change(change, id, resp.header(), resp.encode_to_vec(), || {
+            members_json(resp.header(), resp.members())
+        })?;
+    ctx.emit(&out)
+}
+
 pub(super) async fn member_update(
     args: Vec<String>,
     peer_urls: String,
     ctx: &mut Context<'_>,
 ) -> Result<(), CtlError> {
     let id = member_id_arg(&args)?;
-    let urls = peer_urls_arg(&peer_urls)?;
-    let client = ctx.client().await?;
-    let req = pb::MemberUpdateRequest {
+    let request = pb::MemberUpdateRequest {
         id,
-        peer_ur_ls: urls,
+        peer_ur_ls: peer_urls_arg(&peer_urls)?,
     };
-    let resp = client
-        .call(Retry::NonRepeatable, req, |c, r| async move {
-            pb::cluster_client::ClusterClient::new(c)
-                .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-                .member_update(r)
-                .await
-        })
-        .await?;
-    let out = ctx.printer.member_change(
+    change_member(
         MemberChange::Updated,
         id,
-        resp.header.as_ref(),
-        prost::Message::encode_to_vec(&resp),
-        || members_json(resp.header.as_ref(), &resp.members),
-    )?;
-    ctx.emit(&out)
+        request,
+        |mut c, r| async move { c.member_update(r).await },
+        ctx,
+    )
+    .await
 }
 
 pub(super) async fn member_remove(
@@ -176,27 +225,14 @@ pub(super) async fn member_remove(
     ctx: &mut Context<'_>,
 ) -> Result<(), CtlError> {
     let id = member_id_arg(&args)?;
-    let client = ctx.client().await?;
-    let resp = client
-        .call(
-            Retry::NonRepeatable,
-            pb::MemberRemoveRequest { id },
-            |c, r| async move {
-                pb::cluster_client::ClusterClient::new(c)
-                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-                    .member_remove(r)
-                    .await
-            },
-        )
-        .await?;
-    let out = ctx.printer.member_change(
+    change_member(
         MemberChange::Removed,
         id,
-        resp.header.as_ref(),
-        prost::Message::encode_to_vec(&resp),
-        || members_json(resp.header.as_ref(), &resp.members),
-    )?;
-    ctx.emit(&out)
+        pb::MemberRemoveRequest { id },
+        |mut c, r| async move { c.member_remove(r).await },
+        ctx,
+    )
+    .await
 }
 
 pub(super) async fn member_promote(
@@ -204,27 +240,14 @@ pub(super) async fn member_promote(
     ctx: &mut Context<'_>,
 ) -> Result<(), CtlError> {
     let id = member_id_arg(&args)?;
-    let client = ctx.client().await?;
-    let resp = client
-        .call(
-            Retry::NonRepeatable,
-            pb::MemberPromoteRequest { id },
-            |c, r| async move {
-                pb::cluster_client::ClusterClient::new(c)
-                    .max_decoding_message_size(MAX_RECV_MSG_SIZE)
-                    .member_promote(r)
-                    .await
-            },
-        )
-        .await?;
-    let out = ctx.printer.member_change(
+    change_member(
         MemberChange::Promoted,
         id,
-        resp.header.as_ref(),
-        prost::Message::encode_to_vec(&resp),
-        || members_json(resp.header.as_ref(), &resp.members),
-    )?;
-    ctx.emit(&out)
+        pb::MemberPromoteRequest { id },
+        |mut c, r| async move { c.member_promote(r).await },
+        ctx,
+    )
+    .await
 }
 
 pub(super) async fn alarm(command: AlarmCommand, ctx: &mut Context<'_>) -> Result<(), CtlError> {
