@@ -901,9 +901,14 @@ fn stats_show_raft_traffic_and_store_counters_as_etcd() -> Result<()> {
 
 /// Runs `ETCDCTL_API=2 concordctl --endpoints=<urls> args...`: (exit code, stdout, stderr).
 fn ctl_v2(endpoints: &[String], args: &[&str]) -> Result<(i32, String, String)> {
+    let endpoints = format!("--endpoints={}", endpoints.join(","));
+    concordctl_v2(std::iter::once(endpoints.as_str()).chain(args.iter().copied()))
+}
+
+/// `ETCDCTL_API=2 concordctl ARGS`: its exit code, stdout and stderr.
+fn concordctl_v2<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<(i32, String, String)> {
     let output = Command::new(concord_tests::concordctl_binary())
         .env("ETCDCTL_API", "2")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
         .args(args)
         .output()?;
     Ok((
@@ -980,16 +985,7 @@ fn concordctl_v2_commands_on_a_three_member_cluster() -> Result<()> {
 
 /// `ETCDCTL_API=2 concordctl backup args...` (no endpoint: it reads files only).
 fn backup(args: &[&str]) -> Result<(i32, String, String)> {
-    let output = Command::new(concord_tests::concordctl_binary())
-        .env("ETCDCTL_API", "2")
-        .arg("backup")
-        .args(args)
-        .output()?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
+    concordctl_v2(std::iter::once("backup").chain(args.iter().copied()))
 }
 
 /// `ETCDCTL_API=3 concordctl get key` through member 0: what it prints.
