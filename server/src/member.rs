@@ -97,10 +97,17 @@ impl ApplyObserver for MembershipObserver {
     fn membership_changed(&mut self, membership: &Membership) {
         *self.shared.write() = membership.clone();
         let ids = membership.ids();
-        for &id in &self.known_peers {
+        // The transport may also talk to remotes, callers this member did not know (see
+        // `PeerTransport::add_remote`): one is dropped once it is known to be removed;
+        // one not listed yet is kept, as this membership may still lag the caller's.
+        let mut linked = self.transport.peer_ids();
+        linked.extend(&self.known_peers);
+        linked.sort_unstable();
+        linked.dedup();
+        for id in linked {
             if membership.is_removed(id) {
                 self.transport.mark_removed(id);
-            } else if !ids.contains(&id) {
+            } else if self.known_peers.contains(&id) && !ids.contains(&id) {
                 self.transport.remove_peer(id);
             }
         }
@@ -326,6 +333,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         peer_client_tls.clone(),
         DriverInbox(commands.0.clone()),
     );
+    transport.set_advertised_peer_urls(&config.initial_advertise_peer_urls);
     for member in shared_membership.read().members() {
         if member.id != local_id {
             transport.add_peer(member.id, shared_membership.read().peer_urls(member.id));

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod http_json;
 pub mod membership;
+pub mod relay;
 pub mod side_by_side;
 pub mod tls;
 
@@ -70,7 +71,11 @@ pub fn free_port() -> u16 {
 pub struct MemberSpec {
     pub name: String,
     pub client_port: u16,
+    /// The peer port the cluster knows the member by (its advertised peer URL).
     pub peer_port: u16,
+    /// The peer port the member listens on: `peer_port`, unless a test relays its peer
+    /// traffic (see [`relay::Relay`]).
+    pub listen_peer_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -80,6 +85,9 @@ impl MemberSpec {
     }
     pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    pub fn listen_peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.listen_peer_port)
     }
 }
 
@@ -128,11 +136,15 @@ impl Cluster {
     pub fn plan(size: usize, extra_args: &[&str]) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let members: Vec<MemberSpec> = (0..size)
-            .map(|i| MemberSpec {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.path().join(format!("m{i}.concord")),
+            .map(|i| {
+                let peer_port = free_port();
+                MemberSpec {
+                    name: format!("m{i}"),
+                    client_port: free_port(),
+                    peer_port,
+                    listen_peer_port: peer_port,
+                    data_dir: dir.path().join(format!("m{i}.concord")),
+                }
             })
             .collect();
         let initial_cluster = members
@@ -179,7 +191,7 @@ impl Cluster {
             .args(["--data-dir", &member.data_dir.to_string_lossy()])
             .args(["--listen-client-urls", &member.client_url()])
             .args(["--advertise-client-urls", &member.client_url()])
-            .args(["--listen-peer-urls", &member.peer_url()])
+            .args(["--listen-peer-urls", &member.listen_peer_url()])
             .args(["--initial-advertise-peer-urls", &member.peer_url()])
             .args(["--initial-cluster", initial_cluster])
             .args(["--initial-cluster-state", initial_cluster_state])

@@ -46,11 +46,25 @@ impl Cluster {
     /// dir, without starting it: returns its index, its member id, and the
     /// `--initial-cluster` it must be started with (see [`Cluster::start_added`]).
     pub async fn announce_member(&mut self, learner: bool) -> Result<(usize, u64, String)> {
+        let peer_port = free_port();
+        self.announce_member_on(learner, peer_port, peer_port).await
+    }
+
+    /// [`Cluster::announce_member`] with the member's peer URL on `peer_port` (what the
+    /// cluster dials) while the member will listen on `listen_peer_port`: a test relays
+    /// the traffic between them (see [`crate::relay::Relay`]).
+    pub async fn announce_member_on(
+        &mut self,
+        learner: bool,
+        peer_port: u16,
+        listen_peer_port: u16,
+    ) -> Result<(usize, u64, String)> {
         let i = self.members.len();
         let spec = MemberSpec {
             name: format!("m{i}"),
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
+            listen_peer_port,
             data_dir: self._dir.path().join(format!("m{i}.concord")),
         };
         let options = learner.then(|| MemberAddOptions::new().with_is_learner());

@@ -1,12 +1,16 @@
 //! Runtime reconfiguration against real `concord` processes: growing and shrinking a
 //! cluster with writes in between, a learner refused promotion until it is in sync, a
-//! removed member exiting by itself (and refusing to come back with its old data), and
-//! a restarted member keeping the membership it had, not the one its flags name.
+//! removed member exiting by itself (and refusing to come back with its old data), a
+//! restarted member keeping the membership it had, not the one its flags name, a
+//! member killed halfway through receiving a snapshot (held there by a relay) installing
+//! none of it, and a new voter restarted before it learned the cluster still answering
+//! the votes that elect a leader.
 
 use std::time::Duration;
 
 use anyhow::Result;
-use concord_tests::Cluster;
+use concord_tests::relay::Relay;
+use concord_tests::{Cluster, free_port};
 
 /// Waits until member `through` lists `voters` voters and `learners` learners; returns
 /// their ids.
@@ -469,5 +473,208 @@ async fn a_rolling_replacement_of_every_member_under_writes_loses_no_acknowledge
             );
         }
     }
+    Ok(())
+}
+
+/// The size of the largest file directly in `dir` (0 if none).
+fn largest_file(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (up to `seconds`) until `condition` holds.
+async fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {seconds} s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A new member's peer traffic goes through a relay that lets the first few MiB of a
+/// 24 MiB snapshot through and holds the rest: the member is SIGKILLed with part of the
+/// snapshot on disk. Started again (its peers still held off), it has dropped that part
+/// and installed none of it; once the relay opens, it catches up by a fresh snapshot and
+/// holds exactly the leader's store. The new member joins as a learner, so the leader
+/// keeps its quorum (of one) while the member is down and the cluster takes writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_while_receiving_a_snapshot_installs_none_of_it_and_catches_up_whole()
+-> Result<()> {
+    const KEYS: usize = 240;
+    const VALUE_BYTES: usize = 100 * 1024;
+    const LET_THROUGH: u64 = 4 * 1024 * 1024;
+    // Snapshot at once, so the new member catches up from one.
+    let mut cluster = Cluster::start_with(1, &["--snapshot-count", "10"])?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    let value = |n: usize| format!("{n:06}").repeat(VALUE_BYTES / 6);
+    for n in 0..KEYS {
+        client.put(format!("big/{n:04}"), value(n), None).await?;
+    }
+    let listen_peer_port = free_port();
+    let relay = Relay::start(listen_peer_port, Some(LET_THROUGH)).await?;
+    let (i, id, initial_cluster) = cluster
+        .announce_member_on(true, relay.port, listen_peer_port)
+        .await?;
+    let incoming = cluster.members[i]
+        .data_dir
+        .join("member")
+        .join("snap-stream");
+
+    // 1. Part of the snapshot arrives, the rest waits in the relay: SIGKILL.
+    cluster.start_added(i, &initial_cluster)?;
+    wait_until(120, "part of the snapshot arriving", || {
+        largest_file(&incoming) >= 2 * 1024 * 1024
+    })
+    .await?;
+    cluster.kill(i);
+    let partial = largest_file(&incoming);
+    assert!(
+        partial < (KEYS * VALUE_BYTES) as u64,
+        "the whole snapshot got through: {partial} bytes, {} forwarded",
+        relay.forwarded()
+    );
+    assert!(
+        !cluster.log(i).contains("received a snapshot"),
+        "{}",
+        cluster.log(i)
+    );
+    // The leader kept its quorum: the cluster takes writes while the member is down.
+    client.put("while-down", "v", None).await?;
+
+    // 2. Started again while its peers cannot reach it: the part it had is gone, and
+    // nothing of it was installed.
+    relay.cut_and_hold();
+    cluster.start_added(i, &initial_cluster)?;
+    cluster.wait_ready(i)?;
+    assert_eq!(std::fs::read_dir(&incoming)?.count(), 0);
+    let mut member = cluster.member_client(i).await?;
+    let count_only = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_serializable()
+        .with_count_only();
+    assert_eq!(
+        member.get("big/", Some(count_only.clone())).await?.count(),
+        0
+    );
+
+    // 3. Its peers reach it again: it catches up by a snapshot, whole.
+    relay.open();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let count = member.get("big/", Some(count_only.clone())).await?.count();
+        assert!(
+            count == 0 || count == KEYS as i64,
+            "a partial store: {count} keys"
+        );
+        if count == KEYS as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never caught up; log:\n{}",
+            cluster.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        cluster.log(i).contains("received a snapshot"),
+        "{}",
+        cluster.log(i)
+    );
+    wait_caught_up(&cluster, i).await?;
+    // In sync, it is promoted (a learner answers no HashKV), and holds the same store as
+    // the leader's, every revision of it (etcd's HashKV).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Err(error) = client.member_promote(id).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never promoted: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_members(&cluster, i, 2, 0).await?;
+    let revision = client
+        .get("big/", None)
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let expected = client.hash_kv(revision).await?.hash();
+    assert_eq!(member.hash_kv(revision).await?.hash(), expected);
+    let got = member.get("big/0007", None).await?;
+    assert_eq!(got.kvs()[0].value(), value(7).as_bytes());
+    assert_eq!(member.get("while-down", None).await?.kvs().len(), 1);
+    // The received file was installed and deleted.
+    assert_eq!(std::fs::read_dir(&incoming)?.count(), 0);
+    Ok(())
+}
+
+/// A voter joins a one-member cluster (which from then on needs its vote) and is killed
+/// before it has installed anything: started again, its store names no other member.
+/// The leader's calls name the leader's peer URLs, so the member answers them (etcd's
+/// "remote" peers): a leader is elected and the member catches up. Without that it heard
+/// the candidate's votes and its answers went nowhere: no leader, ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voter_restarted_before_it_learned_the_cluster_answers_and_a_leader_is_elected()
+-> Result<()> {
+    const KEYS: usize = 50;
+    let mut cluster = Cluster::start_with(1, &["--snapshot-count", "10"])?;
+    cluster.leader().await?;
+    let mut client = cluster.member_client(0).await?;
+    for n in 0..KEYS {
+        client
+            .put(format!("k/{n:03}"), format!("v{n}"), None)
+            .await?;
+    }
+    // Nothing the cluster sends the new member gets through until the relay opens.
+    let listen_peer_port = free_port();
+    let relay = Relay::start(listen_peer_port, Some(0)).await?;
+    let (i, _, initial_cluster) = cluster
+        .announce_member_on(false, relay.port, listen_peer_port)
+        .await?;
+    cluster.start_added(i, &initial_cluster)?;
+    // Serving: its identity is stored, so the next start is a restart, not a join.
+    cluster.wait_ready(i)?;
+    cluster.kill(i);
+    assert_eq!(relay.forwarded(), 0);
+    // Without the new member's vote the leader steps down (it checks its quorum).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.status().await?.leader() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never stepped down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.start_added(i, &initial_cluster)?;
+    cluster.wait_ready(i)?;
+    relay.open();
+    let leader = cluster.leader().await?;
+    let mut through_leader = cluster.member_client(leader).await?;
+    through_leader.put("after", "v", None).await?;
+    wait_caught_up(&cluster, i).await?;
+    let mut member = cluster.member_client(i).await?;
+    let all = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    assert_eq!(member.get("k/", Some(all)).await?.count(), KEYS as i64);
+    assert_eq!(member.get("after", None).await?.kvs().len(), 1);
+    assert!(
+        cluster.log(i).contains("added new remote peer"),
+        "{}",
+        cluster.log(i)
+    );
     Ok(())
 }

@@ -24,7 +24,7 @@ use super::connect::connect;
 use super::raft_stream::{self, RaftConnection, SharedQueue};
 use super::{
     CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound, MAX_MESSAGE_BYTES, PEER_QUEUE_CAPACITY,
-    SNAPSHOT_CHUNK_BYTES,
+    PEER_URLS_HEADER, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::stream_tasks;
 
@@ -228,6 +228,12 @@ fn add_headers<T>(request: &mut tonic::Request<T>, common: &Common) {
     if let Ok(value) = format!("{:x}", common.local_id).parse() {
         metadata.insert(FROM_HEADER, value);
     }
+    let peer_urls = common.advertised_peer_urls.lock().clone();
+    if !peer_urls.is_empty()
+        && let Ok(value) = peer_urls.parse()
+    {
+        metadata.insert(PEER_URLS_HEADER, value);
+    }
 }
 
 fn peer_client(channel: Channel) -> PeerClient<Channel> {
@@ -259,10 +265,15 @@ async fn stream_messages(
     // The connection and everything hyper starts for it run inside this task.
     let driving = stream_tasks::drive(connection, executor);
     tokio::pin!(driving);
+    let peer_urls = common.advertised_peer_urls.lock().clone();
+    let caller = raft_stream::Caller {
+        cluster_id: common.cluster_id.load(Ordering::Relaxed),
+        local_id: common.local_id,
+        peer_urls: &peer_urls,
+    };
     let request = match raft_stream::request(
         url,
-        common.cluster_id.load(Ordering::Relaxed),
-        common.local_id,
+        &caller,
         queue.clone(),
         common.metrics.peer(peer_id).sent_bytes.clone(),
     ) {

@@ -11,6 +11,13 @@
 //! Incoming, [`PeerTransport::service`] is the `Peer` gRPC service to mount on the peer
 //! listener; it decodes messages (and reassembles snapshots) into [`Inbound::Message`].
 //!
+//! Every call names its sender's advertised peer URLs ([`PEER_URLS_HEADER`], etcd's
+//! `X-PeerURLs`). A member called by one it does not know adds it as a *remote*, a link
+//! for answering it (etcd's `AddRemote`): a member whose membership lags behind the
+//! cluster's (say, restarted before it applied the change that added its leader, or a
+//! new member restarted before it installed anything) must still answer the votes and
+//! appends that bring it up to date, or a cluster that needs its vote never elects.
+//!
 //! [`PeerTransport::send`] never blocks and may be called from any thread (the raft
 //! driver runs on a plain std thread); everything async runs on the tokio runtime given
 //! at construction.
@@ -75,6 +82,9 @@ pub const PEER_QUEUE_CAPACITY: usize = 4096;
 pub const CLUSTER_ID_HEADER: &str = "x-concord-cluster-id";
 /// Request metadata naming the sending member (hex).
 pub const FROM_HEADER: &str = "x-concord-from";
+/// Request metadata with the sending member's advertised peer URLs, comma-separated (as
+/// etcd's `X-PeerURLs`): how a member reaches a caller its membership does not name yet.
+pub const PEER_URLS_HEADER: &str = "x-concord-peer-urls";
 
 /// What the transport hands to the raft driver.
 #[derive(Debug)]
@@ -158,6 +168,9 @@ struct Common {
     local_id: u64,
     /// 0 while unknown (a member joining before it learned the cluster).
     cluster_id: AtomicU64,
+    /// This member's advertised peer URLs, comma-separated ([`PEER_URLS_HEADER`]); empty
+    /// until set.
+    advertised_peer_urls: Mutex<String>,
     client_tls: Option<Arc<rustls::ClientConfig>>,
     inbound: Box<dyn InboundSink>,
     /// Set when the transport stops: the service ends its open streams.
@@ -227,6 +240,7 @@ impl PeerTransport {
             common: Arc::new(Common {
                 local_id,
                 cluster_id: AtomicU64::new(cluster_id),
+                advertised_peer_urls: Mutex::new(String::new()),
                 client_tls,
                 inbound: Box::new(inbound),
                 stopping,
@@ -255,6 +269,13 @@ impl PeerTransport {
     /// Sets the cluster id once it is known (a joining member learns it late).
     pub fn set_cluster_id(&self, cluster_id: u64) {
         self.common.cluster_id.store(cluster_id, Ordering::Relaxed);
+    }
+
+    /// Names this member's advertised peer URLs in every call it makes from now on, so
+    /// that a peer that does not know it yet can answer it (see [`PEER_URLS_HEADER`]).
+    pub fn set_advertised_peer_urls(&self, urls: &[Url]) {
+        let joined = urls.iter().map(Url::as_str).collect::<Vec<_>>().join(",");
+        *self.common.advertised_peer_urls.lock() = joined;
     }
 
     /// Starts talking to peer `id` at `urls`. Adding a known peer updates its URLs.
@@ -290,6 +311,34 @@ impl PeerTransport {
     /// Makes the member changes other members forward with `changes` from now on.
     pub fn set_member_changes(&self, changes: Arc<dyn LeaderMemberChanges>) {
         *self.common.member_changes.lock() = Some(changes);
+    }
+
+    /// Member `id`, which this member does not know, called it from `urls`: talk back to
+    /// it there (etcd's "remote" peer), until the membership names it (then
+    /// [`PeerTransport::add_peer`] owns its URLs) or removes it. Nothing for a known or
+    /// removed member, or once the transport stopped.
+    pub(crate) fn add_remote(&self, id: u64, urls: Vec<Url>) {
+        if id == 0
+            || id == self.common.local_id
+            || urls.is_empty()
+            || *self.common.stopping.borrow()
+            || self.common.removed.lock().contains(&id)
+        {
+            return;
+        }
+        let mut peers = self.peers.lock();
+        if peers.contains_key(&id) {
+            return;
+        }
+        // etcd's words (rafthttp's AddRemote).
+        tracing::info!(
+            local_member_id = %format_args!("{:x}", self.common.local_id),
+            remote_peer_id = %format_args!("{id:x}"),
+            remote_peer_urls = %urls.iter().map(Url::as_str).collect::<Vec<_>>().join(","),
+            "added new remote peer"
+        );
+        let link = PeerLink::start(self.common.clone(), id, urls, &self.runtime);
+        peers.insert(id, link);
     }
 
     /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it
@@ -379,7 +428,7 @@ impl PeerTransport {
         &self,
         member_info: impl Fn() -> MemberInfoResponse + Send + Sync + 'static,
     ) -> PeerServer<PeerService> {
-        PeerServer::new(PeerService::new(self.common.clone(), Arc::new(member_info)))
+        PeerServer::new(PeerService::new(self.clone(), Arc::new(member_info)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

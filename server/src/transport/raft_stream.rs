@@ -32,7 +32,7 @@ use super::connect::{
     CONNECT_TIMEOUT, CONNECTION_WINDOW_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     STREAM_WINDOW_BYTES, Target,
 };
-use super::{CLUSTER_ID_HEADER, FROM_HEADER, NetError, Result};
+use super::{CLUSTER_ID_HEADER, FROM_HEADER, NetError, PEER_URLS_HEADER, Result};
 use crate::stream_tasks::ConnectionExecutor;
 
 /// The gRPC method the stream calls (the `Peer` service's `Raft`).
@@ -110,23 +110,34 @@ pub(super) async fn connect(
     }
 }
 
-/// The `Raft` call's request: gRPC headers, the cluster and sender ids, and `queue` as
-/// the body.
+/// Who is calling: the cluster and member ids, and the member's advertised peer URLs
+/// (comma-separated; empty if unknown).
+pub(super) struct Caller<'a> {
+    pub(super) cluster_id: u64,
+    pub(super) local_id: u64,
+    pub(super) peer_urls: &'a str,
+}
+
+/// The `Raft` call's request: gRPC headers, the caller's ids and peer URLs, and `queue`
+/// as the body.
 pub(super) fn request(
     url: &Url,
-    cluster_id: u64,
-    local_id: u64,
+    caller: &Caller<'_>,
     queue: SharedQueue,
     sent_bytes: metrics::Counter,
 ) -> Result<http::Request<QueueBody>> {
     let uri = format!("{}://{}{RAFT_METHOD_PATH}", url.scheme(), url.authority());
-    http::Request::builder()
+    let mut builder = http::Request::builder()
         .method(http::Method::POST)
         .uri(uri)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
-        .header(CLUSTER_ID_HEADER, format!("{cluster_id:x}"))
-        .header(FROM_HEADER, format!("{local_id:x}"))
+        .header(CLUSTER_ID_HEADER, format!("{:x}", caller.cluster_id))
+        .header(FROM_HEADER, format!("{:x}", caller.local_id));
+    if !caller.peer_urls.is_empty() {
+        builder = builder.header(PEER_URLS_HEADER, caller.peer_urls);
+    }
+    builder
         .body(QueueBody { queue, sent_bytes })
         .map_err(|error| NetError::Url {
             url: url.to_string(),

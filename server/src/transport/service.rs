@@ -18,7 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::{CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound};
+use super::{CLUSTER_ID_HEADER, Common, FROM_HEADER, Inbound, PEER_URLS_HEADER, PeerTransport};
 
 type MemberInfoFn = Arc<dyn Fn() -> MemberInfoResponse + Send + Sync>;
 
@@ -26,6 +26,9 @@ type MemberInfoFn = Arc<dyn Fn() -> MemberInfoResponse + Send + Sync>;
 /// [`super::PeerTransport::service`]).
 pub struct PeerService {
     common: Arc<Common>,
+    /// The transport this service receives for: callers it does not know are added to
+    /// it as remotes.
+    transport: PeerTransport,
     member_info: MemberInfoFn,
 }
 
@@ -43,11 +46,31 @@ fn header_id(metadata: &MetadataMap, name: &str) -> Option<u64> {
 }
 
 impl PeerService {
-    pub(super) fn new(common: Arc<Common>, member_info: MemberInfoFn) -> Self {
+    pub(super) fn new(transport: PeerTransport, member_info: MemberInfoFn) -> Self {
         Self {
-            common,
+            common: transport.common.clone(),
+            transport,
             member_info,
         }
+    }
+
+    /// A caller this member does not know (its membership lags behind the caller's) is
+    /// answered at the peer URLs its call names, as etcd's rafthttp does.
+    fn add_caller_as_remote(&self, metadata: &MetadataMap) {
+        let Some(from) = header_id(metadata, FROM_HEADER) else {
+            return;
+        };
+        let Some(listed) = metadata
+            .get(PEER_URLS_HEADER)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return;
+        };
+        let urls: Vec<url::Url> = listed
+            .split(',')
+            .filter_map(|url| url::Url::parse(url.trim()).ok())
+            .collect();
+        self.transport.add_remote(from, urls);
     }
 
     /// Refuses members of another cluster (ids unknown on either side are not checked).
@@ -116,6 +139,7 @@ impl Peer for PeerService {
         if self.common.removed.lock().contains(&from) {
             return Err(Status::permission_denied(super::MEMBER_REMOVED));
         }
+        self.add_caller_as_remote(request.metadata());
         let mut stream = request.into_inner();
         let peer_metrics = self.common.metrics.peer(from);
         let stopped = self.stopped();
@@ -235,6 +259,7 @@ impl PeerService {
         started: Instant,
     ) -> Result<Response<RaftAck>, Status> {
         self.check_cluster(request.metadata())?;
+        self.add_caller_as_remote(request.metadata());
         let mut stream = request.into_inner();
         let stopped = self.stopped();
         tokio::pin!(stopped);

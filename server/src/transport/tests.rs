@@ -245,6 +245,41 @@ async fn two_members_exchange_messages_in_order() {
     b.shut_down().await;
 }
 
+/// Member 2 does not know member 1 (say, it restarted before it applied the change that
+/// added 1): 1's calls name 1's peer URLs, so 2 answers at them (etcd's remote peers),
+/// unless 1 was removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_the_member_does_not_know_is_answered_at_the_urls_its_call_names() {
+    let mut a = Member::start(1, 77, None).await;
+    let mut b = Member::start(2, 77, None).await;
+    let mut c = Member::start(3, 77, None).await;
+    a.transport
+        .set_advertised_peer_urls(std::slice::from_ref(&a.url));
+    c.transport
+        .set_advertised_peer_urls(std::slice::from_ref(&c.url));
+    assert_eq!(b.transport.peer_ids(), Vec::<u64>::new());
+    // Without having called, 1 is unknown to 2: what 2 sends it goes nowhere.
+    b.transport.send(vec![append(2, 1, 1)]);
+    wait_for_unreachable(&b, 1).await;
+
+    a.transport.add_peer(2, vec![b.url.clone()]);
+    send_until_received(&a.transport, &b, &append(1, 2, 1)).await;
+    assert_eq!(b.transport.peer_ids(), vec![1]);
+    let reply = send_until_received(&b.transport, &a, &append(2, 1, 7)).await;
+    assert_eq!(reply.index, 7);
+
+    // A removed member calling is refused, not made a remote.
+    b.transport.mark_removed(3);
+    c.transport.add_peer(2, vec![b.url.clone()]);
+    c.transport.send(vec![append(3, 2, 1)]);
+    wait_for_unreachable(&c, 2).await;
+    assert_eq!(b.transport.peer_ids(), vec![1]);
+
+    a.shut_down().await;
+    b.shut_down().await;
+    c.shut_down().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_peer_is_unreachable_and_reconnects_when_it_comes_back() {
     let mut a = Member::start(1, 77, None).await;
