@@ -38,33 +38,19 @@ impl TlsFiles {
             std::fs::write(&path, pem).with_context(|| format!("write {}", path.display()))?;
             Ok(path.to_string_lossy().into_owned())
         };
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "concord test CA");
-        let ca_key = rcgen::KeyPair::generate()?;
-        let ca = ca_params.self_signed(&ca_key)?;
-        let leaf = |common_name: &str,
-                    usage: rcgen::ExtendedKeyUsagePurpose|
-         -> Result<(String, String)> {
-            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            let mut params = rcgen::CertificateParams::new(names)?;
-            if loopback_ip {
-                params
-                    .subject_alt_names
-                    .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-            }
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, common_name);
-            params.extended_key_usages = vec![usage];
-            let key = rcgen::KeyPair::generate()?;
-            let cert = params.signed_by(&key, &ca, &ca_key)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        };
-        let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
-        let (client_cert, client_key) = leaf("root", rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;
+        let ca = TestCa::new("concord test CA")?;
+        let (server_cert, server_key) = ca.leaf(
+            "server",
+            names,
+            loopback_ip,
+            &[rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+        )?;
+        let (client_cert, client_key) = ca.leaf(
+            "root",
+            names,
+            loopback_ip,
+            &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        )?;
         Ok(TlsFiles {
             ca: write("ca.pem", ca.pem())?,
             server_cert: write("server.pem", server_cert)?,
@@ -78,6 +64,55 @@ impl TlsFiles {
     /// The directory the files are in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A self-signed test CA and its key, signing leaf certificates.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> Result<TestCa> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa { cert, key })
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate signed by this CA for `dns_names` (and 127.0.0.1 if `loopback_ip`),
+    /// with this common name and these extended key usages: (certificate, key), PEM.
+    pub fn leaf(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        loopback_ip: bool,
+        usages: &[rcgen::ExtendedKeyUsagePurpose],
+    ) -> Result<(String, String)> {
+        let names: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names)?;
+        if loopback_ip {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = usages.to_vec();
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 }
 

@@ -1223,23 +1223,8 @@ fn certificates_for(
         std::fs::write(&path, pem)?;
         Ok(path.to_string_lossy().into_owned())
     };
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "auth test CA");
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let leaf = |name: &str, usage| -> anyhow::Result<(String, String)> {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let key = rcgen::KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    };
+    let ca = concord_tests::tls::TestCa::new("auth test CA")?;
+    let leaf = |name: &str, usage| ca.leaf(name, &["localhost"], false, &[usage]);
     let (server_cert, server_key) = leaf("server", rcgen::ExtendedKeyUsagePurpose::ServerAuth)?;
     for user in users {
         let (cert, key) = leaf(user, rcgen::ExtendedKeyUsagePurpose::ClientAuth)?;

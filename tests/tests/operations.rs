@@ -830,29 +830,19 @@ fn ctl_failure(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
 /// `(file name, common name, DNS name)`.
 fn peer_certificates(dir: &Path, peers: &[(&str, &str, &str)]) -> anyhow::Result<()> {
     let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem);
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "peer test CA");
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
+    let ca = concord_tests::tls::TestCa::new("peer test CA")?;
     let leaf = |file: &str, common_name: &str, dns: &str| -> anyhow::Result<()> {
-        let mut params = rcgen::CertificateParams::new(vec![dns.to_string()])?;
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = rcgen::KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        write(&format!("{file}.crt"), cert.pem())?;
-        write(&format!("{file}.key"), key.serialize_pem())?;
+        let (cert, key) = ca.leaf(
+            common_name,
+            &[dns],
+            true,
+            &[
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )?;
+        write(&format!("{file}.crt"), cert)?;
+        write(&format!("{file}.key"), key)?;
         Ok(())
     };
     leaf("self", "member", "localhost")?;
