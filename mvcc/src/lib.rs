@@ -62,6 +62,7 @@ mod snapshot;
 mod store;
 mod table_read;
 mod txn;
+mod write_behind;
 
 pub use batch::WriteBatch;
 pub use error::Error;

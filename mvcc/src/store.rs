@@ -1,6 +1,7 @@
 //! The store: the fjall backend, the shared key index, and the read side.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use concord_proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -18,6 +19,7 @@ use crate::revision::{
     Revision, decode_revision_key, encode_etcd_revision_key, encode_revision_key,
 };
 use crate::table_read::{self, TableReads};
+use crate::write_behind::{SharedSizes, WriteBehind};
 
 /// Keyspace of revision key → encoded `mvccpb.KeyValue`.
 pub(crate) const KV_KEYSPACE: &str = "kv";
@@ -87,6 +89,11 @@ pub(crate) struct IndexState {
 /// etcd's MVCC key-value store on fjall. `Send + Sync`: reads through `&self`
 /// run concurrently with the single writer ([`Store::write_batch`]).
 pub struct Store {
+    /// First, so that it is stopped (and lets go of its keyspace handles) before the
+    /// database closes.
+    _write_behind: WriteBehind,
+    /// The tables' size, kept by `write_behind`'s thread (see [`Store::db_size`]).
+    sizes: Arc<SharedSizes>,
     pub(crate) dir: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) db: Database,
@@ -237,7 +244,14 @@ impl Store {
         let table_reads = TableReads::new(opts.cache_size_bytes);
         let metrics = StoreMetrics::new();
         metrics.keys.set(index.live_key_count() as f64);
+        let sizes = Arc::new(SharedSizes::default());
+        sizes
+            .tables
+            .store(kv.disk_space() + meta.disk_space(), Ordering::Release);
+        let write_behind = WriteBehind::start(dir, vec![kv.clone(), meta.clone()], sizes.clone())?;
         Ok(Store {
+            _write_behind: write_behind,
+            sizes,
             dir: dir.to_path_buf(),
             opts,
             db,
@@ -544,8 +558,13 @@ impl Store {
     /// tables is dead weight fjall recycles when the journal rotates (at 64 MB). So
     /// after [`Store::defragment`] the size is that of the live data, as a
     /// defragmented bolt file's is. [`Store::files_size`] is the size of every file.
+    ///
+    /// Never waits: the tables' part is the size the store's background thread read
+    /// at most a few milliseconds ago (fjall's own answer waits while a flush or
+    /// compaction installs its tables, which held puts' quota checks for up to 28 ms;
+    /// see `write_behind`), and exact again after [`Store::defragment`].
     pub fn db_size(&self) -> Result<u64, Error> {
-        Ok(self.tables_size() + self.db.write_buffer_size())
+        Ok(self.sizes.tables.load(Ordering::Acquire) + self.db.write_buffer_size())
     }
 
     /// The part of [`Store::db_size`] in use (etcd's `dbSizeInUse`, the bolt file minus
@@ -558,10 +577,12 @@ impl Store {
         live.min(self.db_size().unwrap_or(u64::MAX))
     }
 
-    /// Bytes of the tables of every keyspace on disk (tables a defragment replaced
-    /// are gone once no reader holds them).
-    fn tables_size(&self) -> u64 {
-        self.kv.disk_space() + self.meta.disk_space()
+    /// Reads the tables' size of every keyspace on disk (tables a defragment replaced
+    /// are gone once no reader holds them) for [`Store::db_size`] now, without waiting
+    /// for the background thread's next look.
+    fn refresh_tables_size(&self) {
+        let tables = self.kv.disk_space() + self.meta.disk_space();
+        self.sizes.tables.store(tables, Ordering::Release);
     }
 
     /// Bytes of everything in the store's directory, the journal included (what `du`
@@ -586,6 +607,7 @@ impl Store {
             keyspace.major_compact()?;
         }
         self.table_reads.release_replaced_tables(&self.kv);
+        self.refresh_tables_size();
         self.metrics.defrag_seconds.record(started.elapsed());
         Ok(())
     }

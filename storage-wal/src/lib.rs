@@ -20,7 +20,11 @@
 //!
 //! [`WalStorage::append`] writes a batch of entries plus the hard state with one `write`
 //! and one `fdatasync` (group commit). Creating, renaming or deleting files is followed by
-//! an fsync of the directory. A failed fsync (or write) is fatal: the error says so
+//! an fsync of the directory. Segments a compaction leaves without live entries are
+//! deleted on a thread of their own once the compaction record is durable, so the
+//! writer never waits for a file system to free 64 MiB (a crash before they are gone
+//! leaves them behind, and recovery drops their entries again). A failed fsync (or
+//! write, or deletion) is fatal: the error says so
 //! ([`Error::is_fatal`]), the storage refuses further writes ([`Error::Poisoned`]) and
 //! the caller must stop the member; nothing is retried.
 //!
@@ -51,6 +55,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod purge;
 mod record;
 mod snapshot_file;
 mod wal;

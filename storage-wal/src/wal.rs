@@ -10,6 +10,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use crate::purge::Purger;
 use crate::record::{self, HEADER_LEN, Parsed, Reader, RecordType};
 use crate::snapshot_file::{self, Origin, SNAPSHOT_SUFFIX, TEMP_SUFFIX};
 use crate::{Error, WalOptions, fsync_dir};
@@ -150,6 +151,8 @@ pub struct WalStorage {
     /// Where the first record after the active segment's header starts.
     active_header_len: u64,
     poisoned: bool,
+    /// Deletes purged segments off the writer's path (see `purge`).
+    purger: Purger,
     recovery: RecoveryReport,
     /// etcd's `etcd_disk_wal_fsync_duration_seconds`: every fsync of a segment's data.
     fsync_seconds: metrics::Histogram,
@@ -308,6 +311,7 @@ impl WalStorage {
             active_unsynced: false,
             active_header_len: 0,
             poisoned: false,
+            purger: Purger::start(dir)?,
             recovery: RecoveryReport::default(),
             fsync_seconds: metrics::histogram!("etcd_disk_wal_fsync_duration_seconds"),
             written_bytes: metrics::gauge!("etcd_disk_wal_write_bytes_total"),
@@ -532,12 +536,20 @@ impl WalStorage {
 
     // ----- writes ------------------------------------------------------------------------
 
-    fn check_writable(&self) -> Result<(), Error> {
+    fn check_writable(&mut self) -> Result<(), Error> {
         if self.poisoned {
-            Err(Error::Poisoned)
-        } else {
-            Ok(())
+            return Err(Error::Poisoned);
         }
+        // A segment deletion that failed on the purge thread is a failed write too.
+        let purged = self.purger.check();
+        self.fatal_guard(purged)
+    }
+
+    /// Blocks until the segments that compactions made obsolete so far are deleted
+    /// (they are deleted on a thread of their own; see [`WalStorage::compact`]).
+    pub fn wait_for_purge(&mut self) -> Result<(), Error> {
+        let purged = self.purger.wait();
+        self.fatal_guard(purged)
     }
 
     /// Runs a write step; a fatal failure poisons the storage.
@@ -767,7 +779,8 @@ impl WalStorage {
     }
 
     /// Discards entries before `compact_index` (it becomes the first index), deleting the
-    /// segments that hold nothing live any more. Normally called through
+    /// segments that hold nothing live any more (on the purge thread, after this returns:
+    /// [`WalStorage::wait_for_purge`] waits for them). Normally called through
     /// [`WalStorage::create_snapshot`]; compacting past the newest snapshot leaves
     /// followers that need the dropped entries without a way to catch up.
     pub fn compact(&mut self, compact_index: u64) -> Result<(), Error> {
@@ -801,7 +814,8 @@ impl WalStorage {
         self.fatal_guard(purge)
     }
 
-    /// Deletes every segment older than the one holding the first live entry. The live
+    /// Deletes every segment older than the one holding the first live entry, on the
+    /// purge thread (the caller's compaction record is already durable, see `purge`). The live
     /// entries' segments never decrease with the index (appends go to the newest segment),
     /// and the newest segment's header or records carry the compaction point and states.
     fn purge_segments(&mut self) -> Result<(), Error> {
@@ -817,12 +831,12 @@ impl WalStorage {
         if doomed.is_empty() {
             return Ok(());
         }
-        for seq in doomed {
-            if let Some(segment) = self.segments.remove(&seq) {
-                fs::remove_file(&segment.path).map_err(|e| Error::io(&segment.path, e))?;
-            }
-        }
-        fsync_dir(&self.dir)
+        let files = doomed
+            .into_iter()
+            .filter_map(|seq| self.segments.remove(&seq))
+            .map(|segment| (segment.path, segment.file))
+            .collect();
+        self.purger.delete(files)
     }
 
     /// Installs a snapshot received from the leader: writes the snapshot file, drops the

@@ -551,6 +551,7 @@ fn compaction_purges_whole_segments_and_survives_restart() {
         Storage::entries(&wal, 40, 42, None, GetEntriesContext::empty(false)),
         Err(raft::Error::Store(StorageError::Compacted))
     );
+    wal.wait_for_purge().unwrap();
     let segments_after = segment_files(dir.path());
     assert!(segments_after.len() < segments_before.len());
     // Exactly the segments that hold no live entry are gone.
@@ -577,6 +578,7 @@ fn compaction_purges_whole_segments_and_survives_restart() {
     // Compacting everything leaves an empty log that still knows the last term.
     wal.compact(61).unwrap();
     assert_eq!((wal.first_index(), wal.last_index()), (61, 60));
+    wal.wait_for_purge().unwrap();
     assert_eq!(segment_files(dir.path()).len(), 1);
     drop(wal);
     let mut wal = WalStorage::open(dir.path(), opts).unwrap();
@@ -584,6 +586,56 @@ fn compaction_purges_whole_segments_and_survives_restart() {
     assert_eq!(Storage::term(&wal, 60).unwrap(), 4);
     wal.append(&[entry(61, 4)], None).unwrap();
     assert_eq!(whole_log(&wal), vec![entry(61, 4)]);
+}
+
+/// Obsolete segments are deleted after `compact` returns, on the purge thread; a crash
+/// before they are gone leaves them behind, and recovery must come back with the
+/// compacted log, then delete them at the next compaction.
+#[test]
+fn segments_a_crash_left_undeleted_after_a_compaction_are_skipped_and_purged_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    wal.set_conf_state(&voters(&[1])).unwrap();
+    for index in 1..=60 {
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, index)))
+            .unwrap();
+    }
+    let before: Vec<(PathBuf, Vec<u8>)> = segment_files(dir.path())
+        .into_iter()
+        .map(|path| {
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    wal.compact(41).unwrap();
+    wal.wait_for_purge().unwrap();
+    drop(wal);
+    // The crash: the deletions never reached the disk.
+    let mut restored = 0;
+    for (path, bytes) in &before {
+        if !path.exists() {
+            fs::write(path, bytes).unwrap();
+            restored += 1;
+        }
+    }
+    assert!(restored > 0, "the compaction made segments obsolete");
+
+    let mut wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(wal.first_index(), 41);
+    assert_eq!(whole_log(&wal), entries(41..=60, 1));
+    assert_eq!(wal.conf_state(), voters(&[1]));
+    wal.compact(42).unwrap();
+    wal.wait_for_purge().unwrap();
+    let oldest_needed = wal.location(42).segment;
+    assert_eq!(
+        segment_files(dir.path())[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("{oldest_needed:016x}.wal")
+    );
 }
 
 #[test]
@@ -664,6 +716,7 @@ fn applying_a_snapshot_resets_the_log_and_survives_restart() {
         );
     };
     check(&wal);
+    wal.wait_for_purge().unwrap();
     assert_eq!(segment_files(dir.path()).len(), 1, "the old log is deleted");
     assert!(matches!(
         wal.apply_snapshot(snapshot(25, 3, &[1], b"")),
