@@ -248,7 +248,7 @@ impl Store {
         sizes
             .tables
             .store(kv.disk_space() + meta.disk_space(), Ordering::Release);
-        let write_behind = WriteBehind::start(dir, vec![kv.clone(), meta.clone()], sizes.clone())?;
+        let write_behind = WriteBehind::start(dir, kv.clone(), meta.clone(), sizes.clone())?;
         Ok(Store {
             _write_behind: write_behind,
             sizes,

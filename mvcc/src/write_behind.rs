@@ -14,6 +14,10 @@
 //! The disk then receives a table in slices of a few MiB spread over its writing, and a
 //! log fsync waits behind at most one slice.
 //!
+//! **Replaced tables.** The thread also holds the tables of the `kv` keyspace, so that a
+//! table a compaction replaced is deleted here, not where fjall or a commit lets go of it
+//! (see [`TableKeeper`]).
+//!
 //! **The tables' size.** [`crate::Store::db_size`] is asked before every put (etcd's quota
 //! check). fjall answers it from its current version, under the lock a flush or
 //! compaction holds while it fsyncs the new version's manifest: a put waited 23-28 ms
@@ -31,6 +35,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use fjall::Keyspace;
+
+use crate::table_read::TableKeeper;
 
 /// How often the thread looks; at a compaction's ~300 MB/s, about 1.5 MB of new data.
 const TICK: Duration = Duration::from_millis(5);
@@ -58,18 +64,21 @@ pub(crate) struct WriteBehind {
 impl WriteBehind {
     pub(crate) fn start(
         dir: &Path,
-        keyspaces: Vec<Keyspace>,
+        kv: Keyspace,
+        meta: Keyspace,
         sizes: Arc<SharedSizes>,
     ) -> std::io::Result<WriteBehind> {
         let (stop, stopped) = mpsc::channel::<()>();
         let mut files = FileWatch::new(dir);
+        let mut tables = TableKeeper::default();
         let thread = std::thread::Builder::new()
             .name("store-write-behind".to_string())
             .spawn(move || {
                 loop {
                     files.step();
-                    let tables: u64 = keyspaces.iter().map(Keyspace::disk_space).sum();
-                    sizes.tables.store(tables, Ordering::Release);
+                    tables.step(&kv);
+                    let size = kv.disk_space() + meta.disk_space();
+                    sizes.tables.store(size, Ordering::Release);
                     match stopped.recv_timeout(TICK) {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,

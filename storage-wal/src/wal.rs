@@ -262,7 +262,8 @@ fn list_dir(dir: &Path) -> Result<DirListing, Error> {
             continue;
         };
         if name.ends_with(TEMP_SUFFIX) {
-            // A snapshot that was never renamed into place: never durable, never used.
+            // A snapshot that was never renamed into place (never durable, never used),
+            // or a segment the purge thread had taken out of the log.
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             removed_temp = true;
         } else if let Some(seq) = parse_segment_file_name(name) {
