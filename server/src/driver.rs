@@ -200,12 +200,21 @@ impl Outbox for SinkOutbox<'_> {
     }
 }
 
+/// How a member learned that it was removed from the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// It applied the change that removed it.
+    Applied,
+    /// A peer refused it as a removed member.
+    RefusedByPeer,
+}
+
 /// Things the driver reports as they happen.
 pub trait DriverObserver: Send + 'static {
     /// Leadership or term changed.
     fn role_changed(&mut self, role: Role, leader_id: u64, term: u64);
     /// This member was removed from the cluster: raft ignores it from now on.
-    fn removed(&mut self);
+    fn removed(&mut self, how: Removal);
 }
 
 /// Starts the driver thread.
@@ -359,9 +368,8 @@ impl<S: LogStore> Driver<S> {
             if !commit_notices.is_empty() {
                 self.sink.send(commit_notices);
             }
-            if outcome.removed && !self.told_removed {
-                self.told_removed = true;
-                self.observer.removed();
+            if outcome.removed {
+                self.learned_removed(Removal::Applied);
             }
             if let Some(change) = outcome.role_change {
                 self.observer
@@ -398,7 +406,39 @@ impl<S: LogStore> Driver<S> {
         self.next_id
     }
 
+    /// This member learned it was removed from the cluster (by applying its removal, or
+    /// from a peer refusing it): the observer is told once, and every request waiting
+    /// here is answered now, as etcd answers what is pending on a member it stops
+    /// (`ErrStopped`), rather than left to its timeout, which would hold up the exit.
+    fn learned_removed(&mut self, how: Removal) {
+        if self.told_removed {
+            return;
+        }
+        self.told_removed = true;
+        self.observer.removed(how);
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(Err(EtcdError::stopped()));
+        }
+        for (_, read) in self.reads.drain() {
+            let _ = read.send(Err(EtcdError::stopped()));
+        }
+    }
+
     fn handle(&mut self, command: Command) {
+        // A removed member takes no more requests: raft ignores it from now on.
+        let command = match command {
+            Command::Propose { reply, .. } | Command::ConfChange { reply, .. }
+                if self.told_removed =>
+            {
+                let _ = reply.send(Err(EtcdError::stopped()));
+                return;
+            }
+            Command::Read { reply } if self.told_removed => {
+                let _ = reply.send(Err(EtcdError::stopped()));
+                return;
+            }
+            command => command,
+        };
         match command {
             Command::Propose { data, reply } => {
                 let id = self.next_request_id();
@@ -441,12 +481,7 @@ impl<S: LogStore> Driver<S> {
             Command::SnapshotReport { to, delivered } => self.node.report_snapshot(to, delivered),
             Command::Unreachable(to) => self.node.report_unreachable(to),
             Command::TransferLeader { to } => self.node.transfer_leader(to),
-            Command::Removed => {
-                if !self.told_removed {
-                    self.told_removed = true;
-                    self.observer.removed();
-                }
-            }
+            Command::Removed => self.learned_removed(Removal::RefusedByPeer),
             Command::Progress { reply } => {
                 let raft = &self.node.raw().raft;
                 let progress = self.node.is_leader().then(|| Progress {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::{ClusterState, Config, url_text};
 use crate::core::Core;
-use crate::driver::{self, Command, DriverObserver, MessageSink};
+use crate::driver::{self, Command, DriverObserver, MessageSink, Removal};
 use crate::error::Error;
 use crate::grpc::{self, ETCD_VERSION};
 use crate::state::alarms::{Alarms, Quota};
@@ -54,18 +54,20 @@ pub struct RunningMember {
     pub core: Arc<Core>,
     transport: PeerTransport,
     shutdown: watch::Sender<bool>,
-    /// Becomes true when this member is removed from the cluster.
-    removed: watch::Receiver<bool>,
+    /// Set when this member learns it was removed from the cluster.
+    removed: watch::Receiver<Option<Removal>>,
     driver_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningMember {
-    /// Waits until this member is removed from the cluster (never, if it is not).
-    pub async fn removed(&self) {
+    /// Waits until this member learns it was removed from the cluster (never, if it is
+    /// not); says how it learned it.
+    pub async fn removed(&self) -> Removal {
         let mut removed = self.removed.clone();
-        if removed.wait_for(|removed| *removed).await.is_err() {
-            std::future::pending::<()>().await;
+        match removed.wait_for(Option::is_some).await.map(|how| *how) {
+            Ok(Some(how)) => how,
+            _ => std::future::pending().await,
         }
     }
 
@@ -172,7 +174,7 @@ impl MessageSink for TransportSink {
 struct RoleLogger {
     member_id: u64,
     leases: Arc<LeaseKeeper>,
-    removed: watch::Sender<bool>,
+    removed: watch::Sender<Option<Removal>>,
 }
 
 impl DriverObserver for RoleLogger {
@@ -190,10 +192,12 @@ impl DriverObserver for RoleLogger {
         }
     }
 
-    fn removed(&mut self) {
+    fn removed(&mut self, how: Removal) {
+        // etcd's two lines (etcdserver's run loop, as it stops).
         tracing::warn!("{REMOVED_LINE}");
+        tracing::info!("the data-dir used by this member must be removed.");
         self.leases.role_changed(false, 0);
-        self.removed.send_replace(true);
+        self.removed.send_replace(Some(how));
     }
 }
 
@@ -424,7 +428,7 @@ pub async fn start(config: Config) -> Result<RunningMember, Error> {
         node.campaign()?;
     }
 
-    let (removed_tx, removed_rx) = watch::channel(false);
+    let (removed_tx, removed_rx) = watch::channel(None);
     let (raft, driver_thread) = driver::spawn(
         node,
         machine,
@@ -763,9 +767,15 @@ pub async fn run_until_signal(config: Config) -> Result<(), Error> {
     let member = start(config).await?;
     tokio::select! {
         _ = wait_for_signal() => tracing::info!("received a stop signal, shutting down"),
-        // etcd stops a removed member a second later, so its answer to the removal
-        // (and the log line) get out first.
-        _ = member.removed() => tokio::time::sleep(Duration::from_secs(1)).await,
+        how = member.removed() => {
+            // A member that applied its own removal stops a second later, as etcd's
+            // (`stopWithDelay`), so that its answer to the removal and the commit
+            // notices to the others get out first; one a peer refused stops at once,
+            // as etcd's does. What waited on it was answered when it learned.
+            if how == Removal::Applied {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
     member.stop().await;
     Ok(())

@@ -185,6 +185,60 @@ async fn a_removed_member_exits_and_cannot_come_back_with_its_data() -> Result<(
     Ok(())
 }
 
+/// A member removed while a write waits on it (it handed the write to the leader, and a
+/// relay keeps the cluster's answers from it) answers that write with etcd's
+/// "etcdserver: server stopped" once it learns of its removal, instead of leaving it to
+/// its timeout (which held up the member's exit by seconds), and exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_answers_the_write_waiting_on_it_and_exits() -> Result<()> {
+    let mut cluster = Cluster::start(3)?;
+    cluster.leader().await?;
+    let listen_peer_port = free_port();
+    let relay = Relay::start(listen_peer_port, None).await?;
+    let (i, _, initial_cluster) = cluster
+        .announce_member_on(false, relay.port, listen_peer_port)
+        .await?;
+    cluster.start_added(i, &initial_cluster)?;
+    cluster.wait_ready(i)?;
+    wait_caught_up(&cluster, i).await?;
+
+    // From now on the member hears nothing from the cluster; what it sends still arrives.
+    relay.cut_and_hold();
+    let mut member = cluster.member_client(i).await?;
+    let write = tokio::spawn(async move { member.put("pending", "v", None).await });
+    // The leader applied the write; the member waits to hear that it did.
+    let mut client = cluster.member_client(0).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.get("pending", None).await?.kvs().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never reached the leader; log:\n{}",
+            cluster.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.remove_member(i).await?;
+    let answer = within(60, "the waiting write's answer".into(), write).await??;
+    let error = answer
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "answered OK".into());
+    assert!(
+        error.contains("etcdserver: server stopped"),
+        "{error}; log:\n{}",
+        cluster.log(i)
+    );
+    cluster.wait_exit(i, Duration::from_secs(20))?;
+    assert!(
+        cluster
+            .log(i)
+            .contains("the member has been permanently removed from the cluster"),
+        "{}",
+        cluster.log(i)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_member_keeps_its_membership_view() -> Result<()> {
     let mut cluster = Cluster::start(3)?;

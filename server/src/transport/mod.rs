@@ -175,8 +175,10 @@ struct Common {
     inbound: Box<dyn InboundSink>,
     /// Set when the transport stops: the service ends its open streams.
     stopping: watch::Sender<bool>,
-    /// Members removed from the cluster: their raft streams are refused.
-    removed: Mutex<std::collections::HashSet<u64>>,
+    /// Members removed from the cluster: their raft streams are refused, and those
+    /// already open are ended at once (so the member learns it now, as etcd's refused
+    /// stream dial tells it, not at its next message).
+    removed: watch::Sender<std::collections::HashSet<u64>>,
     /// Where snapshot data is streamed from and to (carried in memory without it).
     streams: Mutex<Option<Arc<dyn SnapshotStreams>>>,
     /// Where `HashKv` calls are answered from (unavailable until set).
@@ -244,7 +246,7 @@ impl PeerTransport {
                 client_tls,
                 inbound: Box::new(inbound),
                 stopping,
-                removed: Mutex::new(Default::default()),
+                removed: watch::Sender::new(Default::default()),
                 streams: Mutex::new(None),
                 hash_kv: Mutex::new(None),
                 member_changes: Mutex::new(None),
@@ -322,7 +324,7 @@ impl PeerTransport {
             || id == self.common.local_id
             || urls.is_empty()
             || *self.common.stopping.borrow()
-            || self.common.removed.lock().contains(&id)
+            || self.common.removed.borrow().contains(&id)
         {
             return;
         }
@@ -344,7 +346,9 @@ impl PeerTransport {
     /// Peer `id` was removed from the cluster for good: stop talking to it, and tell it
     /// so when it calls.
     pub fn mark_removed(&self, id: u64) {
-        self.common.removed.lock().insert(id);
+        self.common.removed.send_modify(|removed| {
+            removed.insert(id);
+        });
         self.remove_peer(id);
     }
 

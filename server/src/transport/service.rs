@@ -91,7 +91,7 @@ impl PeerService {
     }
 
     fn deliver(&self, message: Message) -> Result<(), Status> {
-        if self.common.removed.lock().contains(&message.from) {
+        if self.common.removed.borrow().contains(&message.from) {
             // Ends the stream: the removed member learns it from the status.
             return Err(Status::permission_denied(super::MEMBER_REMOVED));
         }
@@ -108,6 +108,21 @@ impl PeerService {
             Ok(())
         } else {
             Err(stopping())
+        }
+    }
+
+    /// Resolves once member `id` is removed from the cluster (never for an unknown
+    /// sender, 0).
+    async fn removed(&self, id: u64) {
+        let mut removed = self.common.removed.subscribe();
+        // `Common` holds the sender, so `wait_for` only ends when `id` is removed.
+        if id == 0
+            || removed
+                .wait_for(|removed| removed.contains(&id))
+                .await
+                .is_err()
+        {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -136,7 +151,7 @@ impl Peer for PeerService {
     ) -> Result<Response<RaftAck>, Status> {
         self.check_cluster(request.metadata())?;
         let from = header_id(request.metadata(), FROM_HEADER).unwrap_or(0);
-        if self.common.removed.lock().contains(&from) {
+        if self.common.removed.borrow().contains(&from) {
             return Err(Status::permission_denied(super::MEMBER_REMOVED));
         }
         self.add_caller_as_remote(request.metadata());
@@ -144,10 +159,14 @@ impl Peer for PeerService {
         let peer_metrics = self.common.metrics.peer(from);
         let stopped = self.stopped();
         tokio::pin!(stopped);
+        let removed = self.removed(from);
+        tokio::pin!(removed);
         loop {
             let chunk = tokio::select! {
                 chunk = stream.message() => chunk?,
                 () = &mut stopped => return Err(stopping()),
+                // Ends the stream: the removed member learns it from the status.
+                () = &mut removed => return Err(Status::permission_denied(super::MEMBER_REMOVED)),
             };
             let Some(chunk) = chunk else {
                 return Ok(Response::new(RaftAck {}));

@@ -564,3 +564,52 @@ async fn member_info_answers_and_removed_peers_get_nothing() {
         "a message to a removed peer was sent: {sent_while_removed:?}"
     );
 }
+
+/// Records what a transport reports, and whether a peer refused it as removed.
+struct RemovalSink {
+    events: std::sync::mpsc::Sender<Inbound>,
+    removed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl InboundSink for RemovalSink {
+    fn deliver(&self, event: Inbound) -> bool {
+        self.events.send(event).is_ok()
+    }
+
+    fn removed_from_cluster(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Member 2 removes member 1 while 1's stream to it is open and idle: 2 ends the stream
+/// at once and 1 learns it was removed without sending anything more (as etcd's member
+/// learns it from its refused stream dial), instead of at its next message, which a
+/// removed follower that hears nothing sends only at its election timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_of_a_member_removed_is_ended_and_the_member_told_at_once() {
+    let (events, _received) = std::sync::mpsc::channel();
+    let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = PeerTransport::new(
+        1,
+        77,
+        None,
+        RemovalSink {
+            events,
+            removed: removed.clone(),
+        },
+    );
+    let mut b = Member::start(2, 77, None).await;
+    a.add_peer(2, vec![b.url.clone()]);
+    send_until_received(&a, &b, &append(1, 2, 1)).await;
+    assert!(!removed.load(std::sync::atomic::Ordering::SeqCst));
+
+    b.transport.mark_removed(1);
+    let deadline = Instant::now() + PATIENCE;
+    while !removed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "member 1 was never told");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.stop();
+    b.shut_down().await;
+}
