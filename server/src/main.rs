@@ -14,26 +14,46 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// option number holds the purge delay's default.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Gives freed memory back to the OS when it is freed. mimalloc's purge delay (1 s) is
-/// not a timer: it is checked only when the thread that freed the memory next allocates,
-/// so after a burst (1,000 watch streams served, then closed) the idle worker threads
-/// kept every page: RSS stayed 16 MiB above idle twenty seconds after 1,000 streams
-/// closed, 131 MiB after 10,000; with no delay, 6-7 and 11-12 MiB. Its cost, 200 clients'
-/// puts on 3 members: madvise calls 0.02 -> 0.23 and page faults 0.13 -> 1.4 per put,
-/// server CPU per put the same within the loaded machine's noise (2.14 vs 2.12 s per
-/// 20,000 puts). `MIMALLOC_PURGE_DELAY` in the environment still decides if set.
+/// How long mimalloc keeps freed memory before giving it back to the OS.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// How often an async worker asks mimalloc to give back what has waited past the delay.
+const COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Gives freed memory back to the OS soon after it is freed. mimalloc's purge delay is
+/// not a timer: it is checked only when a thread allocates or collects, so after a burst
+/// (1,000 watch streams served, then closed) the idle worker threads kept every page with
+/// the default delay (1 s): RSS stayed 16 MiB above idle twenty seconds after 1,000
+/// streams closed, 131 MiB after 10,000. A delay of 0 gave it back at once, but under
+/// load it returned and refaulted the same pages all the time (200 clients' puts on 3
+/// members: 0.23 madvise calls and 1.4 page faults per put, against 0.02 and 0.13). A
+/// short delay keeps the pages a busy member reuses, and [`collect_freed_memory`] gives
+/// back the rest within a second or so of going idle. `MIMALLOC_PURGE_DELAY` in the
+/// environment still decides if set.
 #[allow(unsafe_code)]
-fn purge_freed_memory_at_once() {
+fn set_purge_delay() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
     // SAFETY: sets one entry of mimalloc's option table, which is not thread safe: this
     // runs first in `main`, before any other thread of ours exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+}
+
+/// Every [`COLLECT_INTERVAL`], collects this worker's freed pages and purges what has
+/// waited past the delay in every thread's arenas (mimalloc's arenas are shared).
+#[allow(unsafe_code)]
+async fn collect_freed_memory() {
+    let mut interval = tokio::time::interval(COLLECT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        // SAFETY: mimalloc's collect may be called from any thread at any time.
+        unsafe { libmimalloc_sys::mi_collect(false) }
+    }
 }
 
 fn main() {
-    purge_freed_memory_at_once();
+    set_purge_delay();
     let invocation = match config::from_process() {
         Ok(invocation) => invocation,
         Err(error) => {
@@ -66,6 +86,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    runtime.spawn(collect_freed_memory());
     if let Err(error) = runtime.block_on(concord_server::member::run_until_signal(*config)) {
         tracing::error!("{error}");
         std::process::exit(1);

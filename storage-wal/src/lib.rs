@@ -79,7 +79,9 @@ pub struct WalOptions {
     pub cache_bytes: usize,
     /// Reserve each new segment's `segment_size` bytes on disk, as zeros, when it is
     /// created, so that later `fdatasync` calls do not also have to persist a growing file
-    /// size (uses `fallocate`, so creating a segment stays cheap).
+    /// size (uses `fallocate`, so creating a segment stays cheap). Appends then overwrite
+    /// the reserved blocks with real zeros a stretch ahead of the records, so that most
+    /// fsyncs do not also persist the conversion of `fallocate`'s unwritten extents.
     pub preallocate: bool,
     /// [`WalStorage::create_snapshot`] keeps this many entries behind the snapshot index so
     /// slightly lagging followers can catch up from the log (etcd's default is 5000).

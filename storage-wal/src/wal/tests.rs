@@ -8,6 +8,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage, StorageError};
 use tempfile::TempDir;
 
+use super::ZERO_AHEAD_BYTES;
 use crate::record::{BATCH_MARKER_LEN, HEADER_LEN};
 use crate::{Error, WalOptions, WalStorage};
 
@@ -948,4 +949,42 @@ fn only_entries_terms_and_votes_require_an_fsync() {
     let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
     assert_eq!(wal.last_index(), 200);
     assert_eq!(wal.hard_state().commit, 200);
+}
+
+#[test]
+fn appends_write_real_zeros_a_stretch_ahead_without_growing_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 4 * ZERO_AHEAD_BYTES;
+    let opts = WalOptions {
+        segment_size,
+        preallocate: true,
+        ..small_opts()
+    };
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    wal.append(&[entry(1, 1)], Some(&hard_state(1, 1))).unwrap();
+    let first_end = wal.active_len;
+    assert_eq!(wal.active_written_to, first_end + ZERO_AHEAD_BYTES);
+    // Batches inside the zeroed stretch write no more zeros.
+    wal.append(&[entry(2, 1)], Some(&hard_state(1, 2))).unwrap();
+    assert_eq!(wal.active_written_to, first_end + ZERO_AHEAD_BYTES);
+    // Past it, the next stretch; never past the reserved size.
+    let mut index = 3;
+    while wal.segments.len() == 1 {
+        let large = Entry {
+            data: vec![7u8; 100 * 1024].into(),
+            ..entry(index, 1)
+        };
+        wal.append(&[large], Some(&hard_state(1, index))).unwrap();
+        assert!(wal.active_written_to >= wal.active_len);
+        assert!(wal.active_written_to <= wal.active_file_len);
+        index += 1;
+    }
+    let newest = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(fs::metadata(&newest).unwrap().len(), segment_size);
+    let expected = whole_log(&wal);
+    drop(wal);
+    let wal = WalStorage::open(dir.path(), opts).unwrap();
+    assert_eq!(wal.recovery_report(), &crate::RecoveryReport::default());
+    assert_eq!(whole_log(&wal), expected);
+    assert_eq!(wal.active_written_to, wal.active_len);
 }
