@@ -33,9 +33,8 @@
 //! This is the only module that names lsm-tree or reaches into a fjall
 //! keyspace's tree (DESIGN.md: the table API is doc-hidden and may change in
 //! any release, so lsm-tree is pinned to an exact version). The rest of the
-//! crate sees [`TableReads::get`], [`TableReads::release_replaced_tables`],
-//! [`TableKeeper::step`] and [`tables_per_level`], which take the `kv` keyspace
-//! itself.
+//! crate sees [`TableReads::get`], [`TableReads::release_replaced_tables`]
+//! and [`tables_per_level`], which take the `kv` keyspace itself.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -50,67 +49,6 @@ use lsm_tree::{AbstractTree, SeqNo, Slice};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::Error;
-
-/// Holds a reference to every table of the `kv` tree's versions it is shown, and lets
-/// go of a table a compaction replaced only once the tree has rotated its memtable since
-/// (fjall drops its old versions then), so that the last reference to it is dropped
-/// here, on the store's background thread.
-///
-/// Why: the last reference to a replaced table deletes its file and closes its
-/// descriptor, which frees its blocks, and freeing a 64 MB table took ~20 ms of file
-/// system work. Left to fjall, that happens while it holds its version lock (every
-/// write into a memtable waits for it: 22-28 ms stalls at memtable rotations); left
-/// to [`TableReads`], on the next commit or point read.
-#[derive(Default)]
-pub(crate) struct TableKeeper {
-    held: HashMap<GlobalTableId, HeldTable>,
-}
-
-struct HeldTable {
-    /// Held only to be dropped on this thread.
-    _table: Table,
-    /// The active memtable's id when the table left the current version.
-    replaced_at: Option<u64>,
-}
-
-impl TableKeeper {
-    /// Takes the tables of `kv`'s current version, and drops the replaced ones whose
-    /// version fjall has let go of.
-    pub fn step(&mut self, kv: &fjall::Keyspace) {
-        let fjall::AnyTree::Standard(tree) = &kv.tree else {
-            return;
-        };
-        let version = tree.current_version();
-        let memtable = tree.active_memtable().id();
-        let tree_id = tree.id;
-        let mut current = std::collections::HashSet::new();
-        for table in version
-            .iter_levels()
-            .flat_map(|level| level.iter())
-            .flat_map(|run| run.iter())
-        {
-            let id = GlobalTableId::from((tree_id, table.id()));
-            current.insert(id);
-            self.held.entry(id).or_insert_with(|| HeldTable {
-                _table: table.clone(),
-                replaced_at: None,
-            });
-        }
-        self.held.retain(|id, held| {
-            if current.contains(id) {
-                return true;
-            }
-            match held.replaced_at {
-                None => {
-                    held.replaced_at = Some(memtable);
-                    true
-                }
-                // Dropped here, outside the retain's borrow of the map's value.
-                Some(at) => at == memtable,
-            }
-        });
-    }
-}
 
 /// What the tables say about a key.
 #[derive(Debug, PartialEq, Eq)]

@@ -756,11 +756,13 @@ fn a_snapshot_written_before_a_crash_is_installed_on_open() {
     )
     .unwrap();
     fs::write(dir.path().join("garbage.snap.tmp"), b"half a snapshot").unwrap();
-    let wal = WalStorage::open(dir.path(), small_opts()).unwrap();
+    let mut wal = WalStorage::open(dir.path(), small_opts()).unwrap();
     assert!(wal.recovery_report().completed_snapshot_install);
     assert_eq!((wal.first_index(), wal.last_index()), (21, 20));
     assert_eq!(wal.hard_state(), hard_state(2, 20));
     assert_eq!(wal.conf_state(), voters(&[1, 2]));
+    // The replaced log's segments pass through temporary names on the purge thread.
+    wal.wait_for_purge().unwrap();
     assert_eq!(files_with_extension(dir.path(), "tmp"), 0);
 }
 
