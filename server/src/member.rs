@@ -43,7 +43,7 @@ const STORE_CACHE_BYTES: u64 = 1024 * 1024;
 /// The store's memtable: flushed to a table past this size. Each flush costs more than
 /// its table write: fjall then queues compactions that its idle worker re-queues in a spin
 /// until the other worker is free. 200 clients' puts on 3 members, server CPU per 100,000
-/// puts (sum of the members): 6.7-6.9 s at 1.5 MiB, 6.4-6.5 s at 4 MiB, 6.2-6.3 s at
+/// puts (sum of the members): 6.7-6.9 s at 1.5 MiB, 6.4-6.5 s at 4 MiB, 6.2-6.5 s at
 /// 8 MiB, for 6 and 13 MiB more RSS per member (about 51 MiB after 200,000 puts, where
 /// etcd's members held 175-190 MiB).
 const STORE_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
