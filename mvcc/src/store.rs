@@ -655,6 +655,17 @@ impl Store {
         Ok(None)
     }
 
+    /// Deletes the directory of a store that is not open, with what a store keeps
+    /// beside it (`<dir>.freeing`, see `write_behind`; an open store removes it when
+    /// dropped, a crashed one may have left it).
+    pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+        let freeing = crate::write_behind::freeing_dir(dir);
+        if freeing.exists() {
+            std::fs::remove_dir_all(&freeing)?;
+        }
+        std::fs::remove_dir_all(dir)
+    }
+
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -223,6 +223,26 @@ impl FileWatch {
     }
 }
 
+/// The directory beside the store's `root` that holds [`Freeing`]'s second names.
+pub(crate) fn freeing_dir(root: &Path) -> PathBuf {
+    let mut name = root.file_name().unwrap_or_default().to_os_string();
+    name.push(".freeing");
+    root.with_file_name(name)
+}
+
+impl Drop for Freeing {
+    /// A closed store leaves no second names behind: deleting its directory later
+    /// then frees its files (at once, as without this thread), and nothing is left
+    /// for a store that may never open there again.
+    fn drop(&mut self) {
+        let Some(dir) = &self.dir else { return };
+        for link in self.links.values().chain(self.queue.iter()) {
+            let _ = std::fs::remove_file(link);
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// Second names (hard links in `<dir>.freeing`) for the store's big files, and the
 /// deleted ones whose blocks are being freed.
 struct Freeing {
@@ -238,9 +258,7 @@ struct Freeing {
 impl Freeing {
     /// Opens `<root>.freeing`; what an earlier run left there is freed too.
     fn open(root: &Path) -> Freeing {
-        let mut name = root.file_name().unwrap_or_default().to_os_string();
-        name.push(".freeing");
-        let dir = root.with_file_name(name);
+        let dir = freeing_dir(root);
         let mut freeing = Freeing {
             dir: std::fs::create_dir_all(&dir).ok().map(|()| dir.clone()),
             links: HashMap::new(),
@@ -396,6 +414,10 @@ mod tests {
         assert!(watch.freeing.queue.is_empty());
         // `moved` was seen as a new file and got a second name of its own.
         assert_eq!(names_in(&freeing_dir), 1);
+        // A closed store leaves no second names.
+        drop(watch);
+        assert!(!freeing_dir.exists());
+        assert_eq!(std::fs::read(dir.join("moved")).unwrap(), big);
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Drop for Generation {
         // Close the store before its files go.
         drop(self.store.take());
         if self.retired.load(Ordering::Acquire)
-            && let Err(error) = std::fs::remove_dir_all(&self.dir)
+            && let Err(error) = Store::remove_dir(&self.dir)
         {
             tracing::warn!(
                 "cannot delete the replaced store {}: {error}",
@@ -76,7 +76,7 @@ impl Backend {
         let newest = generations.last().map(|&(n, _)| n).unwrap_or(0);
         for (n, dir) in &generations {
             if *n != newest {
-                std::fs::remove_dir_all(dir)?;
+                Store::remove_dir(dir)?;
             }
         }
         let dir = generation_dir(&base, newest);
