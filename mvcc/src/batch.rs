@@ -277,6 +277,7 @@ impl<'a> WriteBatch<'a> {
             return Ok(());
         }
         let started = Instant::now();
+        store.write_behind.wake();
         let mut batch = store.db.batch();
         if store.opts.sync_on_commit {
             batch = batch.durability(Some(PersistMode::SyncAll));

@@ -91,7 +91,7 @@ pub(crate) struct IndexState {
 pub struct Store {
     /// First, so that it is stopped (and lets go of its keyspace handles) before the
     /// database closes.
-    _write_behind: WriteBehind,
+    pub(crate) write_behind: WriteBehind,
     /// The tables' size, kept by `write_behind`'s thread (see [`Store::db_size`]).
     sizes: Arc<SharedSizes>,
     pub(crate) dir: PathBuf,
@@ -250,7 +250,7 @@ impl Store {
             .store(kv.disk_space() + meta.disk_space(), Ordering::Release);
         let write_behind = WriteBehind::start(dir, kv.clone(), meta.clone(), sizes.clone())?;
         Ok(Store {
-            _write_behind: write_behind,
+            write_behind,
             sizes,
             dir: dir.to_path_buf(),
             opts,
@@ -601,6 +601,7 @@ impl Store {
     /// collect.)
     pub fn defragment(&self) -> Result<(), Error> {
         let _inflight = self.metrics.defragmenting();
+        self.write_behind.wake();
         let started = std::time::Instant::now();
         for keyspace in [&self.kv, &self.meta] {
             keyspace.rotate_memtable_and_wait()?;

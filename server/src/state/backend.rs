@@ -184,7 +184,20 @@ pub(crate) fn generations(base: &Path) -> Result<Vec<(u64, PathBuf)>, concord_mv
             && name.ends_with(".restoring")
             && generation_number(base, &path.with_extension("")).is_some()
         {
-            std::fs::remove_dir_all(&path)?;
+            concord_mvcc::Store::remove_dir(&path)?;
+        } else if let Some(store) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|name| name.strip_suffix(".freeing"))
+            && !parent.join(store).exists()
+        {
+            // The second names of a store a crash kept from closing, whose directory is
+            // gone: they alone still hold its files' space. (Gone already if its
+            // `.restoring` store was deleted above.)
+            match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
     }
     found.sort();
@@ -263,10 +276,22 @@ mod tests {
         put(&newer, "new");
         drop(newer);
         std::fs::create_dir_all(dir.path().join("db.4.restoring")).unwrap();
+        // Second names a crash left behind: of a restore's staging store, and of a
+        // store whose directory is gone.
+        for orphan in ["db.4.restoring.freeing", "db.2.freeing"] {
+            std::fs::create_dir_all(dir.path().join(orphan)).unwrap();
+            std::fs::write(dir.path().join(orphan).join("1"), b"held space").unwrap();
+        }
 
         let backend = Backend::open(base.clone(), StoreOptions::default()).unwrap();
         assert_eq!(keys(&backend.store()), vec![b"new".to_vec()]);
         assert!(!base.exists());
         assert!(!dir.path().join("db.4.restoring").exists());
+        assert!(!dir.path().join("db.4.restoring.freeing").exists());
+        assert!(!dir.path().join("db.2.freeing").exists());
+        assert!(
+            dir.path().join("db.3.freeing").exists(),
+            "the open store's own"
+        );
     }
 }
