@@ -245,9 +245,7 @@ impl Store {
         let metrics = StoreMetrics::new();
         metrics.keys.set(index.live_key_count() as f64);
         let sizes = Arc::new(SharedSizes::default());
-        sizes
-            .tables
-            .store(kv.disk_space() + meta.disk_space(), Ordering::Release);
+        sizes.refresh(&kv, &meta);
         let write_behind = WriteBehind::start(dir, kv.clone(), meta.clone(), sizes.clone())?;
         Ok(Store {
             write_behind,
@@ -577,14 +575,6 @@ impl Store {
         live.min(self.db_size().unwrap_or(u64::MAX))
     }
 
-    /// Reads the tables' size of every keyspace on disk (tables a defragment replaced
-    /// are gone once no reader holds them) for [`Store::db_size`] now, without waiting
-    /// for the background thread's next look.
-    fn refresh_tables_size(&self) {
-        let tables = self.kv.disk_space() + self.meta.disk_space();
-        self.sizes.tables.store(tables, Ordering::Release);
-    }
-
     /// Bytes of everything in the store's directory, the journal included (what `du`
     /// says). The journal is preallocated sparse, so its unwritten tail counts nothing.
     pub fn files_size(&self) -> Result<u64, Error> {
@@ -608,7 +598,8 @@ impl Store {
             keyspace.major_compact()?;
         }
         self.table_reads.release_replaced_tables(&self.kv);
-        self.refresh_tables_size();
+        // Exact now, not at the background thread's next look.
+        self.sizes.refresh(&self.kv, &self.meta);
         self.metrics.defrag_seconds.record(started.elapsed());
         Ok(())
     }

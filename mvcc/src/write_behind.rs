@@ -77,6 +77,15 @@ pub(crate) struct SharedSizes {
     pub tables: AtomicU64,
 }
 
+impl SharedSizes {
+    /// Reads the tables' size of the store's keyspaces now (fjall's answer, which may
+    /// wait for a flush or compaction to install its tables).
+    pub(crate) fn refresh(&self, kv: &Keyspace, meta: &Keyspace) {
+        self.tables
+            .store(kv.disk_space() + meta.disk_space(), Ordering::Release);
+    }
+}
+
 /// What the store tells its thread.
 enum Signal {
     /// Something was written or is about to be: look every [`TICK`] again.
@@ -118,8 +127,7 @@ impl WriteBehind {
                     } else {
                         quiet_ticks = quiet_ticks.saturating_add(1);
                     }
-                    let size = kv.disk_space() + meta.disk_space();
-                    sizes.tables.store(size, Ordering::Release);
+                    sizes.refresh(&kv, &meta);
                     let wait = if quiet_ticks >= QUIET_TICKS {
                         thread_asleep.store(true, Ordering::Release);
                         ASLEEP_FOR
