@@ -108,7 +108,7 @@ pub fn cases(total: u64, client: ClientKind) -> Vec<Case> {
         Case {
             label: "put, 200 clients on the leader",
             target: Target::Leader,
-            config: put_200,
+            config: put_200.clone(),
         },
         Case {
             label: "range linearizable, 100 clients",
@@ -118,7 +118,23 @@ pub fn cases(total: u64, client: ClientKind) -> Vec<Case> {
         Case {
             label: "range lin., 100 on the leader",
             target: Target::Leader,
-            config: range_100,
+            config: range_100.clone(),
+        },
+        Case {
+            label: "range serializable, 100 clients",
+            target: Target::Spread,
+            config: BenchConfig {
+                workload: Workload::Range { serializable: true },
+                ..range_100
+            },
+        },
+        Case {
+            label: "txn (compare+put), 200 clients",
+            target: Target::Spread,
+            config: BenchConfig {
+                workload: Workload::Txn,
+                ..put_200
+            },
         },
         Case {
             label: "put, 1 client on the leader",
@@ -360,7 +376,8 @@ mod tests {
         assert_eq!(
             totals,
             [
-                20_000, 20_000, 20_000, 20_000, 1_000, 1_000, 5_000, 1_000, 1_000, 100, 100
+                20_000, 20_000, 20_000, 20_000, 20_000, 20_000, 1_000, 1_000, 5_000, 1_000, 1_000,
+                100, 100
             ]
         );
         assert_eq!(compared[0].config.clients, 200);
