@@ -189,6 +189,10 @@ pub struct WatchFigures {
     pub events_per_second: f64,
     /// Put sent → event received.
     pub event_latency: Option<LatencySummary>,
+    /// CPU seconds the load generator itself used over the measured phase (readers and
+    /// writer), when it ran in this process: on a shared machine it bounds what the servers
+    /// can be given.
+    pub client_cpu_seconds: Option<f64>,
 }
 
 /// What a run measured.
@@ -272,6 +276,10 @@ impl Outcome {
             );
             if let Some(latency) = watch.event_latency {
                 println!("  put-to-event latency {latency}");
+            }
+            if let Some(cpu) = watch.client_cpu_seconds {
+                let per_thousand = cpu * 1000.0 / watch.delivered_events.max(1) as f64;
+                println!("  load generator cpu {cpu:.3}s ({per_thousand:.4} s per 1000 events)");
             }
         }
         let (units, unit_name) = self.work_units();
@@ -712,6 +720,8 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     }
 
     let probe = ProcessProbe::start(pids);
+    let own_cpu = || procfs::cpu_seconds(std::process::id(), procfs::clock_ticks_per_second()).ok();
+    let own_cpu_before = own_cpu();
     let first_put_nanos = origin.elapsed().as_nanos() as u64;
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut writer_tasks = Vec::with_capacity(writers.len());
@@ -765,6 +775,9 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let servers = probe.finish();
+    let client_cpu_seconds = own_cpu()
+        .zip(own_cpu_before)
+        .map(|(after, before)| after - before);
     for reader in &readers {
         reader.abort();
     }
@@ -796,6 +809,7 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
             delivered_events,
             events_per_second: delivered_events as f64 / (delivery_window as f64 / 1e9).max(1e-9),
             event_latency: LatencySummary::from_micros(&mut event_micros),
+            client_cpu_seconds,
         }),
         servers,
     })
@@ -965,6 +979,7 @@ mod tests {
                 delivered_events: 10,
                 events_per_second: 500.0,
                 event_latency: LatencySummary::from_micros(&mut [7000]),
+                client_cpu_seconds: None,
             }),
             ..outcome
         };

@@ -310,7 +310,7 @@ pub fn table(
     let mut out = format!(
         "Concord vs etcd 3.4.23, {members} members each, fsync on, same machine, client {client}, \
          load average {load} at the end (ratio = concord/etcd)\n\
-         {:<32} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>6} {:>6}\n",
+         {:<32} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>7} {:>7} {:>6}\n",
         "workload",
         "concord/s",
         "etcd/s",
@@ -322,18 +322,22 @@ pub fn table(
         "e RSS",
         "ratio",
         "c cpu",
-        "e cpu"
+        "e cpu",
+        "ratio"
     );
     for ((case, c), e) in cases.iter().zip(concord).zip(etcd) {
         match (c, e) {
             (Ok(c), Ok(e)) if !c.failed() && !e.failed() => {
                 let p50 = |o: &Outcome| o.p50().map_or(0.0, |d| d.as_secs_f64());
-                let cpu = |o: &Outcome| {
-                    o.cpu_seconds_per_thousand_ops()
-                        .map_or("-".into(), |v| format!("{v:.2}"))
+                // Milliseconds per 1,000 operations: a watch event costs microseconds.
+                let cpu_ms = |o: &Outcome| o.cpu_seconds_per_thousand_ops().map(|s| s * 1000.0);
+                let cpu = |o: &Outcome| cpu_ms(o).map_or("-".into(), |v| format!("{v:.1}"));
+                let cpu_ratio = match (cpu_ms(c), cpu_ms(e)) {
+                    (Some(c), Some(e)) => ratio(c, e),
+                    _ => "-".to_string(),
                 };
                 out += &format!(
-                    "{:<32} {:>10.0} {:>10.0} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>6} {:>6}\n",
+                    "{:<32} {:>10.0} {:>10.0} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>7} {:>7} {:>6}\n",
                     case.label,
                     c.throughput(),
                     e.throughput(),
@@ -346,6 +350,7 @@ pub fn table(
                     ratio(c.total_rss_bytes() as f64, e.total_rss_bytes() as f64),
                     cpu(c),
                     cpu(e),
+                    cpu_ratio,
                 );
             }
             _ => {
@@ -361,7 +366,7 @@ pub fn table(
         }
     }
     out += "throughput: ops/s (watch: events delivered/s); p50: request latency (watch: put-to-event);\n\
-            RSS: MiB summed over members after the run; cpu: server CPU seconds (utime + stime) per 1000 ops (watch: events), all members.";
+            RSS: MiB summed over members after the run; cpu: server CPU milliseconds (utime + stime) per 1000 ops (watch: events), all members.";
     out
 }
 

@@ -153,6 +153,8 @@ pub fn outcome(
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
             event_latency: watch.get("event_latency_micros").and_then(latency),
+            // Its own process: not measured here.
+            client_cpu_seconds: None,
         }),
         _ => None,
     };
