@@ -658,6 +658,12 @@ impl Store {
         std::fs::remove_dir_all(dir)
     }
 
+    /// The store directory whose second names (`<dir>.freeing`) the directory at `path`
+    /// holds, if it is one.
+    pub fn freeing_owner(path: &Path) -> Option<PathBuf> {
+        crate::write_behind::freeing_owner(path)
+    }
+
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

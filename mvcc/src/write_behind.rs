@@ -286,11 +286,21 @@ impl FileWatch {
     }
 }
 
+/// What [`freeing_dir`] appends to the store directory's name.
+const FREEING_SUFFIX: &str = ".freeing";
+
 /// The directory beside the store's `root` that holds [`Freeing`]'s second names.
 pub(crate) fn freeing_dir(root: &Path) -> PathBuf {
     let mut name = root.file_name().unwrap_or_default().to_os_string();
-    name.push(".freeing");
+    name.push(FREEING_SUFFIX);
     root.with_file_name(name)
+}
+
+/// The store directory whose second names `path` would hold, if `path` is named as a
+/// [`freeing_dir`] is.
+pub(crate) fn freeing_owner(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    Some(path.with_file_name(name.strip_suffix(FREEING_SUFFIX)?))
 }
 
 impl Drop for Freeing {

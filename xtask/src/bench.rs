@@ -720,8 +720,7 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
     }
 
     let probe = ProcessProbe::start(pids);
-    let own_cpu = || procfs::cpu_seconds(std::process::id(), procfs::clock_ticks_per_second()).ok();
-    let own_cpu_before = own_cpu();
+    let load_generator = ProcessProbe::start(&[std::process::id()]);
     let first_put_nanos = origin.elapsed().as_nanos() as u64;
     let next_seq = Arc::new(AtomicU64::new(0));
     let mut writer_tasks = Vec::with_capacity(writers.len());
@@ -775,9 +774,7 @@ async fn watch_fan_out(cfg: &BenchConfig, pids: &[u32]) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let servers = probe.finish();
-    let client_cpu_seconds = own_cpu()
-        .zip(own_cpu_before)
-        .map(|(after, before)| after - before);
+    let client_cpu_seconds = load_generator.finish().first().map(|own| own.cpu_seconds);
     for reader in &readers {
         reader.abort();
     }

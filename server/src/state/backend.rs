@@ -185,11 +185,8 @@ pub(crate) fn generations(base: &Path) -> Result<Vec<(u64, PathBuf)>, concord_mv
             && generation_number(base, &path.with_extension("")).is_some()
         {
             concord_mvcc::Store::remove_dir(&path)?;
-        } else if let Some(store) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|name| name.strip_suffix(".freeing"))
-            && !parent.join(store).exists()
+        } else if let Some(store) = concord_mvcc::Store::freeing_owner(&path)
+            && !store.exists()
         {
             // The second names of a store a crash kept from closing, whose directory is
             // gone: they alone still hold its files' space. (Gone already if its
