@@ -30,6 +30,18 @@
 //! there. This thread reads that size every tick instead (waiting for the lock itself
 //! when it has to) and keeps it in an atomic.
 //!
+//! **Freeing flushed memtables off fjall's lock.** fjall frees a memtable where it
+//! drops its last reference to it, which is under the keyspace's version lock (when a
+//! flush installs its table and retires old versions), and that lock is taken by every
+//! commit. The free walks the memtable's skip list node by node, and a memtable holds a
+//! node per write, not per key: the `meta` keyspace's gets a new version of the applied
+//! index and the current revision at every commit, up to about a million nodes in fjall's
+//! 64 MiB. Measured on the defragment benchmark, puts waited 254-348 ms while one was
+//! freed. So the thread holds a reference to each keyspace's active memtable
+//! ([`MemtableKeeper`]); fjall's own drops then only count down, and once the thread's
+//! reference is the last one it hands the memtable to a short-lived thread of its own to
+//! free, so that this thread's write-back does not wait either.
+//!
 //! **Asleep when the store is quiet.** Ticking every 5 ms costs an idle member more CPU
 //! than a whole idle etcd (measured: 31 against 13 clock ticks in 30 s; 6 before this
 //! thread). Every flush and compaction follows a commit, and a defragment is called, so
@@ -48,7 +60,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use fjall::Keyspace;
+use fjall::{AbstractTree as _, Keyspace};
+use lsm_tree::{Memtable, MemtableId};
 
 /// How often the thread looks; at a compaction's ~300 MB/s, about 1.5 MB of new data.
 const TICK: Duration = Duration::from_millis(5);
@@ -101,6 +114,9 @@ pub(crate) struct WriteBehind {
     /// How many times a [`Signal::Wake`] reached the thread.
     #[cfg_attr(not(test), expect(dead_code, reason = "only the tests read it"))]
     woken: Arc<AtomicU64>,
+    /// How many memtables with entries the thread freed itself ([`MemtableKeeper`]).
+    #[cfg_attr(not(test), expect(dead_code, reason = "only the tests read it"))]
+    memtables_freed: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -114,6 +130,9 @@ impl WriteBehind {
         let (signal, signals) = mpsc::channel::<Signal>();
         let asleep = Arc::new(AtomicBool::new(false));
         let mut files = FileWatch::new(dir);
+        let memtables_freed = Arc::new(AtomicU64::new(0));
+        let mut memtables =
+            MemtableKeeper::new(vec![kv.clone(), meta.clone()], memtables_freed.clone());
         let thread_asleep = asleep.clone();
         let woken = Arc::new(AtomicU64::new(0));
         let thread_woken = woken.clone();
@@ -122,6 +141,7 @@ impl WriteBehind {
             .spawn(move || {
                 let mut quiet_ticks = 0u32;
                 loop {
+                    memtables.look();
                     if files.step() {
                         quiet_ticks = 0;
                     } else {
@@ -150,6 +170,7 @@ impl WriteBehind {
             signal,
             asleep,
             woken,
+            memtables_freed,
             thread: Some(thread),
         })
     }
@@ -167,6 +188,56 @@ impl Drop for WriteBehind {
         let _ = self.signal.send(Signal::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Holds a reference to every memtable of its keyspaces from when it first sees it
+/// active until fjall has let go of it, then frees it on a thread of its own (see the
+/// module's doc). A memtable that is active for less than one look escapes it; it can
+/// hold only what a tick's writes put in it, and fjall frees it as before.
+struct MemtableKeeper {
+    keyspaces: Vec<Keyspace>,
+    /// Each keyspace's active memtable at the last look.
+    active: Vec<Option<MemtableId>>,
+    held: Vec<Arc<Memtable>>,
+    freed: Arc<AtomicU64>,
+}
+
+impl MemtableKeeper {
+    fn new(keyspaces: Vec<Keyspace>, freed: Arc<AtomicU64>) -> MemtableKeeper {
+        let active = vec![None; keyspaces.len()];
+        MemtableKeeper {
+            keyspaces,
+            active,
+            held: Vec::new(),
+            freed,
+        }
+    }
+
+    /// Takes hold of memtables that became active since the last look, and frees the
+    /// ones only this keeper still holds.
+    fn look(&mut self) {
+        for (keyspace, seen) in self.keyspaces.iter().zip(&mut self.active) {
+            let memtable = keyspace.tree.active_memtable();
+            if *seen != Some(memtable.id()) {
+                *seen = Some(memtable.id());
+                self.held.push(memtable);
+            }
+        }
+        let (released, still_used): (Vec<_>, Vec<_>) = self
+            .held
+            .drain(..)
+            .partition(|memtable| Arc::strong_count(memtable) == 1);
+        self.held = still_used;
+        let with_entries = released.iter().filter(|m| !m.is_empty()).count();
+        if with_entries > 0 {
+            self.freed.fetch_add(with_entries as u64, Ordering::Relaxed);
+            // If no thread can be started, the closure, and the memtables with it, are
+            // dropped here: freed on this thread, still off fjall's lock.
+            let _ = std::thread::Builder::new()
+                .name("store-free-memtable".to_string())
+                .spawn(move || drop(released));
         }
     }
 }
@@ -468,6 +539,50 @@ mod tests {
         wait_until("asleep again", || {
             write_behind.asleep.load(Ordering::Acquire)
         });
+    }
+
+    #[test]
+    fn a_flushed_memtable_is_freed_by_the_thread_after_fjall_lets_go_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::Store::open(&dir.path().join("db"), crate::StoreOptions::default()).unwrap();
+        let freed = &store.write_behind.memtables_freed;
+        // Every commit adds versions of the counters to the `meta` memtable, which the
+        // thread takes hold of at its first look.
+        wait_until("the thread's first look", || {
+            store.write_behind.asleep.load(Ordering::Acquire)
+        });
+        let commit_some = |from: u64| {
+            for index in from..from + 100 {
+                let mut batch = store.write_batch();
+                batch
+                    .put(&concord_proto::etcdserverpb::PutRequest {
+                        key: format!("k{index}").into_bytes(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                batch.set_applied_index(index);
+                batch.commit().unwrap();
+            }
+        };
+        commit_some(1);
+        assert_eq!(freed.load(Ordering::Relaxed), 0, "nothing flushed yet");
+        store.meta.rotate_memtable_and_wait().unwrap();
+        store.kv.rotate_memtable_and_wait().unwrap();
+        // fjall retires the versions that still list a flushed memtable one flush
+        // later, and drops its last references then.
+        wait_until("the thread looked at the new memtables", || {
+            store.write_behind.asleep.load(Ordering::Acquire)
+        });
+        commit_some(101);
+        store.meta.rotate_memtable_and_wait().unwrap();
+        store.kv.rotate_memtable_and_wait().unwrap();
+        // The thread's references were the last ones, so the frees happened on its side.
+        wait_until("the first flushed memtables freed by the thread", || {
+            freed.load(Ordering::Relaxed) >= 2
+        });
+        assert_eq!(store.applied_index(), 200);
     }
 
     #[test]
