@@ -216,6 +216,23 @@ impl Cluster {
         .unwrap_or_default()
     }
 
+    /// The last `lines` lines of every member's log, each under its name: for the
+    /// message of a test that gives up waiting, since the logs go with the cluster.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (i, member) in self.members.iter().enumerate() {
+            let log = self.log(i);
+            let all: Vec<&str> = log.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("--- {} (last {} lines)\n", member.name, tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Waits until member `i` accepts client connections.
     pub fn wait_ready(&self, i: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);

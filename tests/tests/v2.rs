@@ -78,7 +78,8 @@ fn wait_v2(cluster: &Cluster, i: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let bootstrapped = bootstrap_index(cluster.members.len());
     loop {
-        if let Ok(reply) = curl(&keys(cluster, i, "/"), &["-d", "quorum=true", "-G"])
+        let last = curl(&keys(cluster, i, "/"), &["-d", "quorum=true", "-G"]);
+        if let Ok(reply) = &last
             && reply.status == 200
             && reply
                 .header("x-etcd-index")
@@ -88,7 +89,19 @@ fn wait_v2(cluster: &Cluster, i: usize) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("member {i} never served v2");
+            let last = match &last {
+                Ok(reply) => format!(
+                    "status {}, X-Etcd-Index {:?}",
+                    reply.status,
+                    reply.header("x-etcd-index")
+                ),
+                Err(e) => format!("{e:#}"),
+            };
+            bail!(
+                "member {i} never served v2 at index {bootstrapped} (last answer: {last}); \
+                 logs:\n{}",
+                cluster.logs_tail(60)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
