@@ -224,7 +224,11 @@ impl Cluster {
             let log = self.log(i);
             let all: Vec<&str> = log.lines().collect();
             let tail = &all[all.len().saturating_sub(lines)..];
-            out.push_str(&format!("--- {} (last {} lines)\n", member.name, tail.len()));
+            out.push_str(&format!(
+                "--- {} (last {} lines)\n",
+                member.name,
+                tail.len()
+            ));
             for line in tail {
                 out.push_str(line);
                 out.push('\n');
