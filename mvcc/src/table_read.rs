@@ -34,7 +34,8 @@
 //! keyspace's tree (DESIGN.md: the table API is doc-hidden and may change in
 //! any release, so lsm-tree is pinned to an exact version). The rest of the
 //! crate sees [`TableReads::get`], [`TableReads::release_replaced_tables`]
-//! and [`tables_per_level`], which take the `kv` keyspace itself.
+//! and [`tables_per_level`], which take the `kv` keyspace itself, and
+//! [`active_memtable`], which takes any keyspace.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -577,6 +578,33 @@ fn lsm_tree_table_get(tree: &lsm_tree::Tree, key: &[u8]) -> Result<TableLookup, 
         }
     }
     Ok(TableLookup::Absent)
+}
+
+/// A reference to one of a keyspace's memtables, taken while it was the active one
+/// (for the store's background thread, which frees memtables off fjall's lock: see
+/// `write_behind`).
+pub(crate) struct HeldMemtable(Arc<lsm_tree::Memtable>);
+
+impl HeldMemtable {
+    /// fjall's id of the memtable, unique within its keyspace.
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether this is the last reference: fjall has let go of the memtable, and
+    /// dropping this frees it.
+    pub(crate) fn is_last_reference(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
+/// The keyspace's active memtable, held.
+pub(crate) fn active_memtable(keyspace: &fjall::Keyspace) -> HeldMemtable {
+    HeldMemtable(keyspace.tree.active_memtable())
 }
 
 /// How many tables of `kv` each LSM level holds, top level first (empty when

@@ -60,8 +60,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use fjall::{AbstractTree as _, Keyspace};
-use lsm_tree::{Memtable, MemtableId};
+use fjall::Keyspace;
+
+use crate::table_read::{HeldMemtable, active_memtable};
 
 /// How often the thread looks; at a compaction's ~300 MB/s, about 1.5 MB of new data.
 const TICK: Duration = Duration::from_millis(5);
@@ -200,8 +201,8 @@ impl Drop for WriteBehind {
 struct MemtableKeeper {
     keyspaces: Vec<Keyspace>,
     /// Each keyspace's active memtable at the last look.
-    active: Vec<Option<MemtableId>>,
-    held: Vec<Arc<Memtable>>,
+    active: Vec<Option<u64>>,
+    held: Vec<HeldMemtable>,
     freed: Arc<AtomicU64>,
 }
 
@@ -220,7 +221,7 @@ impl MemtableKeeper {
     /// ones only this keeper still holds.
     fn look(&mut self) {
         for (keyspace, seen) in self.keyspaces.iter().zip(&mut self.active) {
-            let memtable = keyspace.tree.active_memtable();
+            let memtable = active_memtable(keyspace);
             if *seen != Some(memtable.id()) {
                 *seen = Some(memtable.id());
                 self.held.push(memtable);
@@ -229,7 +230,7 @@ impl MemtableKeeper {
         let (released, still_used): (Vec<_>, Vec<_>) = self
             .held
             .drain(..)
-            .partition(|memtable| Arc::strong_count(memtable) == 1);
+            .partition(HeldMemtable::is_last_reference);
         self.held = still_used;
         let with_entries = released.iter().filter(|m| !m.is_empty()).count();
         if with_entries > 0 {
