@@ -227,11 +227,10 @@ impl MemtableKeeper {
                 self.held.push(memtable);
             }
         }
-        let (released, still_used): (Vec<_>, Vec<_>) = self
+        let released: Vec<HeldMemtable> = self
             .held
-            .drain(..)
-            .partition(HeldMemtable::is_last_reference);
-        self.held = still_used;
+            .extract_if(.., |memtable| memtable.is_last_reference())
+            .collect();
         let with_entries = released.iter().filter(|m| !m.is_empty()).count();
         if with_entries > 0 {
             self.freed.fetch_add(with_entries as u64, Ordering::Relaxed);
