@@ -60,6 +60,18 @@ fn is_port_taken(error: &anyhow::Error) -> bool {
     format!("{error:#}").contains("address already in use")
 }
 
+/// Whether a server's log (Concord's or etcd's) says it serves clients on `port` of
+/// the loopback address.
+pub fn serves_clients_on(log: &str, port: u16) -> bool {
+    let address = format!("127.0.0.1:{port}");
+    log.lines().any(|line| {
+        line.contains("client requests on")
+            && line
+                .split(|c: char| c.is_whitespace() || c == '/' || c == ',')
+                .any(|word| word == address)
+    })
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -237,11 +249,26 @@ impl Cluster {
         out
     }
 
-    /// Waits until member `i` accepts client connections.
+    /// Waits until member `i` accepts client connections on its own listener.
+    ///
+    /// A connection alone proves nothing: when a parallel test's server took the port
+    /// first, the member exits with "address already in use" while the port still
+    /// answers. So the member's log must say it serves that port, and a log that says
+    /// the port was taken fails at once (which [`Cluster::start_with`] tries again).
     pub fn wait_ready(&self, i: usize) -> Result<()> {
+        let port = self.members[i].client_port;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.members[i].client_port)).is_ok() {
+            let log = self.log(i);
+            if log.contains("address already in use") {
+                bail!(
+                    "member {} could not bind its ports; log:\n{log}",
+                    self.members[i].name
+                );
+            }
+            if serves_clients_on(&log, port)
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -415,5 +442,25 @@ pub fn run_python(script: &str, args: &[&str], marker: &str) -> Result<String> {
             "python3 script failed ({}; marker {marker:?} expected):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
             output.status
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serves_clients_on;
+
+    #[test]
+    fn the_ready_line_of_either_server_names_its_own_port_only() {
+        let concord = "2026-12-07T18:03:17Z  INFO concord_server::member: ready to serve \
+                       client requests on http://127.0.0.1:23791";
+        let etcd = "2026-12-07 18:03:40.882248 N | embed: serving insecure client requests \
+                    on 127.0.0.1:23795, this is strongly discouraged!";
+        assert!(serves_clients_on(concord, 23791));
+        assert!(serves_clients_on(etcd, 23795));
+        assert!(!serves_clients_on(concord, 2379));
+        assert!(!serves_clients_on(etcd, 2379));
+        let taken =
+            "ERROR concord: network: listen tcp 127.0.0.1:23791: bind: address already in use";
+        assert!(!serves_clients_on(taken, 23791));
     }
 }

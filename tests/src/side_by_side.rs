@@ -801,12 +801,23 @@ impl Server {
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // A status from the port is not enough: a parallel test's server may hold it
+            // (this one then exits with "address already in use"). Its own log must say
+            // it serves the port.
             match self.probe() {
-                Ok((member_id, cluster_id)) => {
+                Ok((member_id, cluster_id))
+                    if crate::serves_clients_on(&self.log(), self.client_port) =>
+                {
                     self.member_id = member_id;
                     self.cluster_id = cluster_id;
                     return Ok(());
                 }
+                Ok(_) if Instant::now() > deadline || self.has_exited() => bail!(
+                    "{} answered on its port without saying it serves it\nlog:\n{}",
+                    self.kind.name(),
+                    self.log()
+                ),
+                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
                 Err(last) if Instant::now() > deadline || self.has_exited() => bail!(
                     "{} did not get a leader; last status: {last}\nlog:\n{}",
                     self.kind.name(),
