@@ -56,6 +56,7 @@ mod export;
 mod key_index;
 mod key_map;
 mod metrics;
+mod pace;
 mod read;
 mod revision;
 mod snapshot;
@@ -68,6 +69,7 @@ pub use batch::WriteBatch;
 pub use error::Error;
 pub use export::{Importer, StoreView};
 pub use key_index::KeyRange;
+pub use pace::DEFRAG_BYTES_PER_SEC;
 pub use revision::{
     ETCD_REVISION_KEY_LEN, Revision, TOMBSTONE_MARK, decode_etcd_revision_key, decode_revision_key,
     encode_etcd_revision_key, encode_revision_key,

@@ -14,6 +14,7 @@ use crate::batch::WriteBatch;
 use crate::error::Error;
 use crate::key_index::{KeyIndex, KeyRange, Point};
 use crate::metrics::StoreMetrics;
+use crate::pace::CompactionPace;
 use crate::read::{self, FetchKv, RangePlan};
 use crate::revision::{
     Revision, decode_revision_key, encode_etcd_revision_key, encode_revision_key,
@@ -61,6 +62,9 @@ pub struct StoreOptions {
     pub sync_on_commit: bool,
     /// etcd's `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// What a defragment's compactions may write per second (see
+    /// [`crate::DEFRAG_BYTES_PER_SEC`]); 0 leaves them unpaced.
+    pub defrag_bytes_per_sec: u64,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +74,7 @@ impl Default for StoreOptions {
             memtable_size_bytes: 16 * 1024 * 1024,
             sync_on_commit: false,
             max_txn_ops: 128,
+            defrag_bytes_per_sec: crate::DEFRAG_BYTES_PER_SEC,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Store {
     /// Our own search structures over the `kv` tables (see `get_from_tables`).
     pub(crate) table_reads: TableReads,
     pub(crate) metrics: StoreMetrics,
+    /// The rate a defragment's compactions keep to (see `pace`).
+    pace: Arc<CompactionPace>,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,8 +191,11 @@ impl Store {
     /// the restored one is kept whole, never a mix; see [`Store::restore`]).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, Error> {
         crate::snapshot::recover_interrupted_restore(dir)?;
+        let pace = Arc::new(CompactionPace::default());
+        let factory = pace.filter_factory();
         let db = Database::builder(dir)
             .cache_size(opts.cache_size_bytes)
+            .with_compaction_filter_factories(Arc::new(move |_keyspace| Some(factory.clone())))
             .open()?;
         let memtable = opts.memtable_size_bytes;
         let kv = db.keyspace(KV_KEYSPACE, || kv_keyspace_options(memtable))?;
@@ -269,6 +279,7 @@ impl Store {
             meta_live_bytes: AtomicU64::new(meta_live_bytes),
             table_reads,
             metrics,
+            pace,
         })
     }
 
@@ -591,6 +602,7 @@ impl Store {
     /// collect.)
     pub fn defragment(&self) -> Result<(), Error> {
         let _inflight = self.metrics.defragmenting();
+        let _paced = self.pace.paced(self.opts.defrag_bytes_per_sec);
         self.write_behind.wake();
         let started = std::time::Instant::now();
         for keyspace in [&self.kv, &self.meta] {
@@ -868,6 +880,45 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path(), opts).expect("reopen");
         assert_eq!(live, reopened.live_bytes.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_defragment_paces_its_compactions_and_only_it_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            memtable_size_bytes: 256 * 1024,
+            // Fast enough not to slow the test; any rate charges the same bytes.
+            defrag_bytes_per_sec: 1 << 30,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), opts).expect("open");
+        for round in 0..4u8 {
+            let mut batch = store.write_batch();
+            for key in 0..2000u16 {
+                put(&mut batch, &key.to_be_bytes(), &[round; 500]);
+            }
+            batch.commit().expect("commit");
+        }
+        store.compact(store.current_revision()).expect("compact");
+        // The flushes above started fjall's own compactions: none of them was paced.
+        assert_eq!(store.pace.charged(), 0);
+        store.defragment().expect("defragment");
+        // The defragment rewrote the live revisions through the pacing filter (less what
+        // each of its two compactions left uncharged at its end).
+        let live = store.live_bytes.load(Ordering::Acquire);
+        assert!(live > 1024 * 1024, "{live}");
+        let charged = store.pace.charged();
+        assert!(
+            charged + 2 * 64 * 1024 >= live,
+            "charged {charged} of {live}"
+        );
+        assert!(charged <= live + store.meta_live_bytes.load(Ordering::Acquire));
+        // And writes after it are not paced.
+        let mut batch = store.write_batch();
+        put(&mut batch, b"after", b"v");
+        batch.commit().expect("commit");
+        store.kv.rotate_memtable_and_wait().expect("flush");
+        assert_eq!(store.pace.charged(), charged);
     }
 
     #[test]
