@@ -304,7 +304,7 @@ impl FileWatch {
             let Watched::Growing(state) = watched else {
                 continue;
             };
-            let len = state.file.metadata().map_or(0, |m| m.len());
+            let len = state.file.metadata().map_or(0, |m| written_extent(&m));
             if len >= LINK_MIN {
                 self.freeing.adopt(path);
             }
@@ -365,7 +365,7 @@ impl FileWatch {
         }
         let mut files = HashMap::with_capacity(present.len());
         for path in present {
-            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let len = std::fs::metadata(&path).map_or(0, |m| written_extent(&m));
             if len >= LINK_MIN {
                 self.freeing.adopt(&path);
             }
@@ -389,6 +389,17 @@ impl FileWatch {
         self.dirs = dirs;
         self.files = files;
     }
+}
+
+/// How far a file has been written: its length, or, for a file made long ahead of its
+/// writes (fjall sets a new journal's length to 64 MiB and fills it from the start),
+/// the bytes it has allocated, which the file system counts as soon as they are written
+/// to the page cache. Measured by its length, such a journal never grew: it was never
+/// written back, and fjall's fsync of it at every memtable flush, which holds the
+/// journal's lock that every commit takes, wrote 1.1 MB and made a put wait 15 ms at
+/// the start of the defragment benchmark's defragment.
+fn written_extent(metadata: &std::fs::Metadata) -> u64 {
+    metadata.len().min(metadata.blocks().saturating_mul(512))
 }
 
 /// Opens the file at `path` to watch it grow from `len`, of which `written_back` bytes
@@ -701,6 +712,28 @@ mod tests {
         watch.step();
         let len = std::fs::metadata(&table).unwrap().len();
         assert_eq!(written_back(&watch, &table), len);
+    }
+
+    #[test]
+    fn a_file_made_long_ahead_of_its_writes_is_written_back_as_it_fills() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("db");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut watch = FileWatch::new(&dir);
+        watch.step();
+        let journal = dir.join("1.jnl");
+        let mut file = File::create(&journal).unwrap();
+        file.set_len(64 * 1024 * 1024).unwrap();
+        watch.relist();
+        watch.step();
+        assert_eq!(written_back(&watch, &journal), 0, "nothing written yet");
+        file.write_all(&vec![1u8; 2 * MIN_WRITE_BACK as usize])
+            .unwrap();
+        watch.step();
+        assert_eq!(written_back(&watch, &journal), 2 * MIN_WRITE_BACK);
+        file.write_all(&vec![2u8; MIN_WRITE_BACK as usize]).unwrap();
+        watch.step();
+        assert_eq!(written_back(&watch, &journal), 3 * MIN_WRITE_BACK);
     }
 
     fn names_in(dir: &Path) -> usize {

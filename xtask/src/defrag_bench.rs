@@ -28,6 +28,8 @@ use crate::stats::{LatencySummary, SplitMix64, millis};
 
 /// Puts per fill txn (etcd's default --max-txn-ops is 128).
 const FILL_TXN_PUTS: u64 = 100;
+/// How many of the slowest puts during a defragment are listed with their times.
+const SLOWEST_SHOWN: usize = 5;
 /// Fill txns in flight.
 const FILL_WRITERS: usize = 4;
 
@@ -53,6 +55,9 @@ struct Outcome {
     defrag: Duration,
     baseline: Option<LatencySummary>,
     during: Option<LatencySummary>,
+    /// The slowest puts that overlapped the defragment, slowest first: when each was
+    /// sent, from the defragment's start (negative: before it), and how long it took.
+    slowest_during: Vec<(f64, Duration)>,
 }
 
 pub async fn run(config: &DefragBenchConfig) -> Result<()> {
@@ -106,6 +111,18 @@ fn print_outcome(o: &Outcome, config: &DefragBenchConfig) {
         o.fill.as_secs_f64(),
         millis(o.defrag)
     );
+    if !o.slowest_during.is_empty() {
+        let shown: Vec<String> = o
+            .slowest_during
+            .iter()
+            .map(|(offset, took)| format!("{} at {:+.0}ms", millis(*took), offset * 1000.0))
+            .collect();
+        println!(
+            "{}: slowest puts during it (when sent, from its start): {}",
+            o.flavor.name(),
+            shown.join(", ")
+        );
+    }
 }
 
 async fn run_one(flavor: Flavor, binary: &Path, config: &DefragBenchConfig) -> Result<Outcome> {
@@ -173,9 +190,25 @@ async fn measure(flavor: Flavor, endpoint: &str, config: &DefragBenchConfig) -> 
     let defrag_ended = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let samples = writes.await.context("the writer panicked")??;
-    let mut during: Vec<u64> = samples
+    let overlapping: Vec<&(Instant, Instant)> = samples
         .iter()
         .filter(|(sent, answered)| *sent < defrag_ended && *answered > defrag_started)
+        .collect();
+    let mut slowest_during: Vec<(f64, Duration)> = overlapping
+        .iter()
+        .map(|(sent, answered)| {
+            let offset = if *sent >= defrag_started {
+                sent.duration_since(defrag_started).as_secs_f64()
+            } else {
+                -defrag_started.duration_since(*sent).as_secs_f64()
+            };
+            (offset, answered.duration_since(*sent))
+        })
+        .collect();
+    slowest_during.sort_by_key(|(_, took)| std::cmp::Reverse(*took));
+    slowest_during.truncate(SLOWEST_SHOWN);
+    let mut during: Vec<u64> = overlapping
+        .iter()
         .map(|(sent, answered)| answered.duration_since(*sent).as_micros() as u64)
         .collect();
     let status = admin.status().await?;
@@ -187,6 +220,7 @@ async fn measure(flavor: Flavor, endpoint: &str, config: &DefragBenchConfig) -> 
         defrag: defrag_ended.duration_since(defrag_started),
         baseline: LatencySummary::from_micros(&mut baseline),
         during: LatencySummary::from_micros(&mut during),
+        slowest_during,
     })
 }
 
