@@ -45,6 +45,10 @@ pub enum Error {
     /// Bytes given to `Store::restore` are not a snapshot of this format.
     #[error("mvcc: invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// A defragment given up because the store's member is stopping (etcd's
+    /// `ErrStopped`).
+    #[error("etcdserver: server stopped")]
+    Stopped,
     /// An earlier commit failed; the in-memory state can no longer be trusted.
     #[error("mvcc: store is poisoned by an earlier failed commit")]
     Poisoned,

@@ -24,7 +24,8 @@
 
 use std::panic::RefUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use fjall::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
@@ -49,16 +50,33 @@ pub(crate) struct CompactionPace {
     bytes_per_sec: AtomicU64,
     budget: Mutex<Budget>,
     /// Bytes charged while paced, over the store's life.
-    #[cfg_attr(not(test), expect(dead_code, reason = "only the tests read it"))]
     charged: AtomicU64,
+    /// The thread whose compactions give up once `stopping` is set: the defragment's.
+    /// Never a fjall worker's: an error in one of those poisons the database.
+    paced_thread: Mutex<Option<ThreadId>>,
+    stopping: AtomicBool,
 }
 
 impl CompactionPace {
-    /// Paces compactions at `bytes_per_sec` until the guard is dropped.
+    /// Paces compactions at `bytes_per_sec` until the guard is dropped; the calling
+    /// thread's own compactions give up once [`CompactionPace::stop`] is called. One
+    /// caller at a time (the store serializes defragments).
     pub(crate) fn paced(self: &Arc<Self>, bytes_per_sec: u64) -> PacedWhile {
         *self.budget.lock() = Budget::default();
+        *self.paced_thread.lock() = Some(std::thread::current().id());
         self.bytes_per_sec.store(bytes_per_sec, Ordering::Release);
         PacedWhile(self.clone())
+    }
+
+    /// Makes the paced thread's running compaction fail at its next charge (the tables
+    /// it was merging stay as they were; fjall deletes the unfinished output when the
+    /// store opens again), and every later one at its first.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     fn rate(&self) -> u64 {
@@ -92,6 +110,7 @@ pub(crate) struct PacedWhile(Arc<CompactionPace>);
 impl Drop for PacedWhile {
     fn drop(&mut self) {
         self.0.bytes_per_sec.store(0, Ordering::Release);
+        *self.0.paced_thread.lock() = None;
     }
 }
 
@@ -132,9 +151,12 @@ impl Factory for PacingFactory {
     }
 
     fn make_filter(&self, _ctx: &Context) -> Box<dyn CompactionFilter> {
+        // Called on the thread that runs the compaction.
+        let on_paced_thread = *self.0.paced_thread.lock() == Some(std::thread::current().id());
         Box::new(PacingFilter {
             pace: self.0.clone(),
             unpaid: 0,
+            on_paced_thread,
         })
     }
 }
@@ -144,6 +166,8 @@ struct PacingFilter {
     pace: Arc<CompactionPace>,
     /// Bytes kept since the last charge.
     unpaid: u64,
+    /// Whether this compaction runs on the defragment's thread (and may give up).
+    on_paced_thread: bool,
 }
 
 impl CompactionFilter for PacingFilter {
@@ -163,6 +187,9 @@ impl CompactionFilter for PacingFilter {
         };
         self.unpaid += (item.key().len() + value_len) as u64;
         if self.unpaid >= CHARGE_EVERY {
+            if self.on_paced_thread && self.pace.is_stopping() {
+                return Err(std::io::Error::other("the store is closing").into());
+            }
             let wait = self.pace.charge(std::mem::take(&mut self.unpaid));
             if !wait.is_zero() {
                 std::thread::sleep(wait);

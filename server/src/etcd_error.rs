@@ -156,6 +156,7 @@ impl From<&concord_mvcc::Error> for EtcdError {
             E::DuplicateKey => EtcdError::duplicate_key(),
             E::TooManyOps => EtcdError::too_many_ops(),
             E::InvalidSortOption => EtcdError::invalid_sort_option(),
+            E::Stopped => EtcdError::stopped(),
             other => EtcdError::internal(other.to_string()),
         }
     }

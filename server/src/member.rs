@@ -78,8 +78,10 @@ impl RunningMember {
 
     /// Stops serving, then stops raft. Everything acknowledged is already durable.
     pub async fn stop(mut self) {
-        // Peers' open raft streams would otherwise hold the peer listener's drain.
+        // Peers' open raft streams would otherwise hold the peer listener's drain, and a
+        // running Defragment the client listener's.
         self.transport.stop();
+        self.core.backend.store().stop_defragments();
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
