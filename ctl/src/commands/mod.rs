@@ -98,9 +98,14 @@ pub async fn run(command: Command, ctx: &mut Context<'_>) -> Result<(), CtlError
         },
         Command::Alarm(a) => alarm(a.command, ctx).await,
         Command::Defrag(a) if !a.data_dir.is_empty() => {
-            // Offline: the store of a data dir no member is running on.
+            // Offline: the store of a data dir no member is running on, so no writes to
+            // keep the defragment's pace for.
             let store = std::path::Path::new(&a.data_dir).join("member").join("db");
-            let result = concord_server::state::backend::Backend::open(store, Default::default())
+            let options = concord_mvcc::StoreOptions {
+                defrag_bytes_per_sec: 0,
+                ..Default::default()
+            };
+            let result = concord_server::state::backend::Backend::open(store, options)
                 .and_then(|backend| backend.store().defragment());
             match result {
                 Ok(()) => ctx
