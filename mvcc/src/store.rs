@@ -903,6 +903,19 @@ mod tests {
         assert_eq!(live, reopened.live_bytes.load(Ordering::Acquire));
     }
 
+    /// 2,000 keys of 500 bytes written four times, the history compacted: three
+    /// quarters of what the store holds is for a defragment to drop.
+    fn write_garbage_for_a_defragment(store: &Store) {
+        for round in 0..4u8 {
+            let mut batch = store.write_batch();
+            for key in 0..2000u16 {
+                put(&mut batch, &key.to_be_bytes(), &[round; 500]);
+            }
+            batch.commit().expect("commit");
+        }
+        store.compact(store.current_revision()).expect("compact");
+    }
+
     #[test]
     fn a_defragment_paces_its_compactions_and_only_it_does() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -913,14 +926,7 @@ mod tests {
             ..StoreOptions::default()
         };
         let store = Store::open(dir.path(), opts).expect("open");
-        for round in 0..4u8 {
-            let mut batch = store.write_batch();
-            for key in 0..2000u16 {
-                put(&mut batch, &key.to_be_bytes(), &[round; 500]);
-            }
-            batch.commit().expect("commit");
-        }
-        store.compact(store.current_revision()).expect("compact");
+        write_garbage_for_a_defragment(&store);
         // The flushes above started fjall's own compactions: none of them was paced.
         assert_eq!(store.pace.charged(), 0);
         store.defragment().expect("defragment");
@@ -952,14 +958,7 @@ mod tests {
             ..StoreOptions::default()
         };
         let store = Arc::new(Store::open(dir.path(), opts.clone()).expect("open"));
-        for round in 0..4u8 {
-            let mut batch = store.write_batch();
-            for key in 0..2000u16 {
-                put(&mut batch, &key.to_be_bytes(), &[round; 500]);
-            }
-            batch.commit().expect("commit");
-        }
-        store.compact(store.current_revision()).expect("compact");
+        write_garbage_for_a_defragment(&store);
         let before = store.hash_kv(0).expect("hash");
         let defragment = std::thread::spawn({
             let store = store.clone();
