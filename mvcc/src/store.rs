@@ -629,10 +629,11 @@ impl Store {
         Ok(())
     }
 
-    /// For a member that is stopping: a running defragment gives up at once (within a
-    /// few milliseconds of its paced compaction) and answers [`Error::Stopped`], as does
-    /// every later one, instead of holding up the member's exit for the seconds it takes.
-    /// The store is as it was before that defragment.
+    /// For a member that is stopping: a running defragment gives up at its compaction's
+    /// next charge of the pace (every 64 KiB it writes; an unpaced one, as offline, runs
+    /// on) and answers [`Error::Stopped`], as does every later one, instead of holding
+    /// up the member's exit for the seconds it takes. The store is as it was before that
+    /// defragment.
     pub fn stop_defragments(&self) {
         self.pace.stop();
     }
